@@ -1,0 +1,629 @@
+//! The one generic boot path: from the bootstrap table to the kernel's own direct map.
+//!
+//! Stages, in order, each printed as `stage <name> ok cycles=<n>`: banner, early_ioremap,
+//! pagetable_setup_start, build_direct_map, write_cr3, pagetable_setup_done, exercise.
+//! The same code runs on bare metal, under Xen, and on the host's simulated machine.
+
+use crate::addr::{FrameRange, PhysAddr, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::ioremap::{EarlyIoremap, IoremapError, TableSource};
+use crate::mapper::{self, new_table, read_entry, MapError};
+use crate::mem::{AllocError, FrameAllocator, MemoryMap, RegionKind};
+use crate::ops::{LazyMmu, PageFault, Platform};
+use crate::options::{BootOptions, IoremapWalk};
+use crate::paging::{EntrySlot, Level, PageTableEntry, ENTRIES, KERNEL_RO, KERNEL_RW, L2_SPAN};
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// A boot stage (also used by trap handlers to say where a fault happened).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    /// Backend entry, before the boot path.
+    Entry,
+    /// Linked backends, memory map, command line.
+    Banner,
+    /// early_ioremap on the bootstrap table.
+    EarlyIoremap,
+    /// The kernel's root table handed to the backend.
+    PagetableSetupStart,
+    /// The direct map built into the kernel's table.
+    BuildDirectMap,
+    /// The switch to the kernel's table.
+    WriteCr3,
+    /// The bootstrap table retired, its frames freed.
+    PagetableSetupDone,
+    /// Mapping, reuse and early_ioremap on the kernel's table.
+    Exercise,
+    /// Bad operations that must be refused (kernel-defined).
+    Misuse,
+    /// Everything passed.
+    Done,
+}
+
+impl Stage {
+    const ALL: [Stage; 10] = [
+        Stage::Entry,
+        Stage::Banner,
+        Stage::EarlyIoremap,
+        Stage::PagetableSetupStart,
+        Stage::BuildDirectMap,
+        Stage::WriteCr3,
+        Stage::PagetableSetupDone,
+        Stage::Exercise,
+        Stage::Misuse,
+        Stage::Done,
+    ];
+    /// The name printed in `stage <name> ok`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stage::Entry => "entry",
+            Stage::Banner => "banner",
+            Stage::EarlyIoremap => "early_ioremap",
+            Stage::PagetableSetupStart => "pagetable_setup_start",
+            Stage::BuildDirectMap => "build_direct_map",
+            Stage::WriteCr3 => "write_cr3",
+            Stage::PagetableSetupDone => "pagetable_setup_done",
+            Stage::Exercise => "exercise",
+            Stage::Misuse => "misuse",
+            Stage::Done => "done",
+        }
+    }
+}
+
+static CURRENT_STAGE: AtomicU8 = AtomicU8::new(Stage::Entry as u8);
+
+/// The stage running now (for trap handlers).
+pub fn current_stage() -> Stage {
+    let n = CURRENT_STAGE.load(Ordering::Relaxed) as usize;
+    Stage::ALL.get(n).copied().unwrap_or(Stage::Entry)
+}
+
+/// Sets the stage running now.
+pub fn set_stage(s: Stage) {
+    CURRENT_STAGE.store(s as u8, Ordering::Relaxed);
+}
+
+/// Something the boot path must read back through early_ioremap and compare with what the
+/// bootstrap mapping shows (native: the multiboot info; Xen: the console ring).
+#[derive(Clone, Copy, Debug)]
+pub struct IoremapProbe {
+    /// Pseudo-physical address of the bytes.
+    pub addr: PhysAddr,
+    /// How many bytes to compare (at most 64).
+    pub len: u64,
+    /// What it is, for the log.
+    pub what: &'static str,
+}
+
+/// What the backend's entry code learned about the machine.
+#[derive(Clone, Debug)]
+pub struct BootInfo<'a> {
+    /// The memory map (pseudo-physical).
+    pub memory: MemoryMap,
+    /// The guest command line.
+    pub cmdline: &'a str,
+    /// First frame not used by the kernel image or by loader structures.
+    pub first_free: PhysFrame,
+    /// Frames below this are reachable through the bootstrap table.
+    pub bootstrap_reach: PhysFrame,
+    /// The bootstrap table's frames (read-only under Xen; freed after the switch).
+    pub bootstrap_tables: FrameRange,
+    /// The kernel image's frames (always mapped).
+    pub kernel_image: FrameRange,
+    /// What early_ioremap maps and checks.
+    pub probe: Option<IoremapProbe>,
+}
+
+/// Why the boot failed: the stage and the reason.
+#[derive(Debug)]
+pub struct BootError<E> {
+    /// Where.
+    pub stage: Stage,
+    /// Why.
+    pub kind: BootErrorKind<E>,
+}
+
+/// The reason of a [`BootError`].
+#[derive(Debug)]
+pub enum BootErrorKind<E> {
+    /// early_ioremap refused or failed.
+    Ioremap(IoremapError<E>),
+    /// A page-table walk or change failed.
+    Map(MapError<E>),
+    /// The frame allocator failed.
+    Alloc(AllocError),
+    /// The backend failed (e.g. a hypercall).
+    Backend(E),
+    /// A (simulated) page fault.
+    Fault(PageFault),
+    /// Bytes read through one mapping differ from the same bytes through another.
+    Mismatch {
+        /// What was compared.
+        what: &'static str,
+        /// Byte offset of the first difference.
+        offset: usize,
+        /// Expected byte.
+        expected: u8,
+        /// Byte found.
+        found: u8,
+    },
+    /// The allocator did not give back the frame expected.
+    WrongFrame {
+        /// Expected frame.
+        expected: PhysFrame,
+        /// Frame returned.
+        got: PhysFrame,
+    },
+    /// `read_cr3` does not return the table just installed.
+    Cr3Mismatch {
+        /// Installed root.
+        expected: PhysFrame,
+        /// What read_cr3 returned.
+        got: PhysFrame,
+    },
+    /// No usable RAM below the lowmem limit.
+    NoLowmem,
+}
+
+impl<E: fmt::Display> fmt::Display for BootErrorKind<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ioremap(e) => write!(f, "{e}"),
+            Self::Map(e) => write!(f, "{e}"),
+            Self::Alloc(e) => write!(f, "{e}"),
+            Self::Backend(e) => write!(f, "{e}"),
+            Self::Fault(pf) => write!(f, "{pf}"),
+            Self::Mismatch { what, offset, expected, found } => write!(
+                f,
+                "content mismatch in {what} at byte {offset}: expected {expected:#04x}, found {found:#04x}"
+            ),
+            Self::WrongFrame { expected, got } => {
+                write!(f, "allocator returned pfn {got}, expected released pfn {expected}")
+            }
+            Self::Cr3Mismatch { expected, got } => {
+                write!(f, "read_cr3 returns pfn {got} after write_cr3 of pfn {expected}")
+            }
+            Self::NoLowmem => write!(f, "no usable RAM below the lowmem limit"),
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for BootError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stage={}: {}", self.stage.name(), self.kind)
+    }
+}
+
+/// Figures of a successful boot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootReport {
+    /// The kernel's root table (live at the end).
+    pub root: PhysFrame,
+    /// The root that was live at entry (the bootstrap table).
+    pub bootstrap_root: PhysFrame,
+    /// Bytes of usable RAM in the direct map.
+    pub lowmem_mapped: u64,
+    /// Bytes of usable RAM above the lowmem limit (not mapped).
+    pub lowmem_not_mapped: u64,
+    /// L1 entries written by build_direct_map.
+    pub direct_map_ptes: u32,
+    /// L1 tables of the direct map (window included).
+    pub direct_map_tables: u32,
+    /// The bootstrap frames freed and then reused by the exercise stage.
+    pub reused: FrameRange,
+    /// Cycles per stage, indexed by `Stage as usize`.
+    pub cycles: [u64; 10],
+}
+
+/// State the boot path keeps between stages; the kernel owns it (it is large: keep it in a
+/// static, not on a small stack).
+pub struct BootState {
+    /// The frame allocator.
+    pub alloc: FrameAllocator,
+}
+
+impl BootState {
+    /// Empty state; the banner stage fills it.
+    pub const fn new() -> BootState {
+        BootState { alloc: FrameAllocator::empty() }
+    }
+}
+
+impl Default for BootState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+type Res<T, E> = Result<T, BootErrorKind<E>>;
+
+impl<E> From<MapError<E>> for BootErrorKind<E> {
+    fn from(e: MapError<E>) -> Self {
+        BootErrorKind::Map(e)
+    }
+}
+impl<E> From<IoremapError<E>> for BootErrorKind<E> {
+    fn from(e: IoremapError<E>) -> Self {
+        BootErrorKind::Ioremap(e)
+    }
+}
+impl<E> From<AllocError> for BootErrorKind<E> {
+    fn from(e: AllocError) -> Self {
+        BootErrorKind::Alloc(e)
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+const PATTERN_LEN: usize = 64;
+
+/// The boot path. Generic over the backend, so each page-table write is a direct call.
+pub struct Boot<'a, P: Platform> {
+    p: &'a mut P,
+    info: &'a BootInfo<'a>,
+    opts: BootOptions,
+    state: &'a mut BootState,
+    log: &'a mut dyn Write,
+    report: BootReport,
+}
+
+/// Runs every stage; returns the report or the first error.
+pub fn boot<P: Platform>(
+    p: &mut P,
+    info: &BootInfo<'_>,
+    opts: BootOptions,
+    state: &mut BootState,
+    log: &mut dyn Write,
+) -> Result<BootReport, BootError<P::Error>> {
+    let mut b = Boot { p, info, opts, state, log, report: BootReport::default() };
+    b.run()
+}
+
+impl<'a, P: Platform> Boot<'a, P> {
+    fn run(&mut self) -> Result<BootReport, BootError<P::Error>> {
+        self.stage(Stage::Banner, Self::banner)?;
+        self.stage(Stage::EarlyIoremap, Self::early_ioremap_stage)?;
+        self.stage(Stage::PagetableSetupStart, Self::setup_start)?;
+        self.stage(Stage::BuildDirectMap, Self::build_direct_map)?;
+        self.stage(Stage::WriteCr3, Self::write_cr3)?;
+        self.stage(Stage::PagetableSetupDone, Self::setup_done)?;
+        self.stage(Stage::Exercise, Self::exercise)?;
+        Ok(self.report)
+    }
+
+    fn stage(
+        &mut self,
+        stage: Stage,
+        f: fn(&mut Self) -> Res<(), P::Error>,
+    ) -> Result<(), BootError<P::Error>> {
+        set_stage(stage);
+        let t0 = self.p.cycles();
+        f(self).map_err(|kind| BootError { stage, kind })?;
+        let dt = self.p.cycles().wrapping_sub(t0);
+        self.report.cycles[stage as usize] = dt;
+        let _ = writeln!(self.log, "stage {} ok cycles={}", stage.name(), dt);
+        Ok(())
+    }
+
+    fn banner(&mut self) -> Res<(), P::Error> {
+        let _ = write!(self.log, "pvops: backends linked: ");
+        let _ = crate::registry::write_backend_names(self.log);
+        let _ = writeln!(self.log, "; running on: {}", P::NAME);
+        for r in self.info.memory.regions() {
+            let kind = if r.kind == RegionKind::Usable { "usable" } else { "reserved" };
+            let _ = writeln!(self.log, "pvops: mem {:#011x}-{:#011x} {}", r.start.0, r.end(), kind);
+        }
+        let _ = writeln!(self.log, "pvops: cmdline: \"{}\"", self.info.cmdline);
+        let a = &mut self.state.alloc;
+        a.reset(&self.info.memory, self.info.first_free, self.info.bootstrap_reach);
+        for f in self.info.bootstrap_tables.iter() {
+            a.mark_table(f, true)?;
+        }
+        // The kernel's root table (Linux's swapper_pg_dir) exists from the start, empty.
+        let (root, _) = new_table(self.p, &mut self.state.alloc, Level::L3)?;
+        self.report.root = root;
+        self.report.bootstrap_root = self.p.read_cr3();
+        let _ = writeln!(
+            self.log,
+            "pvops: bootstrap root pfn={} kernel root pfn={} first free pfn={} reach pfn={}",
+            self.report.bootstrap_root, root, self.info.first_free, self.info.bootstrap_reach
+        );
+        Ok(())
+    }
+
+    fn ioremap_source(&self) -> TableSource {
+        match self.opts.early_ioremap {
+            IoremapWalk::Cr3 => TableSource::LiveCr3,
+            IoremapWalk::Swapper => TableSource::KernelTable(self.report.root),
+        }
+    }
+
+    /// Maps the probe through early_ioremap and compares it with the direct view.
+    fn ioremap_check(&mut self) -> Res<(), P::Error> {
+        let Some(probe) = self.info.probe else {
+            let _ = writeln!(self.log, "early_ioremap: no probe on this backend");
+            return Ok(());
+        };
+        let pfn = probe.addr.frame();
+        let mfn = self.p.phys_to_machine(pfn).ok_or(MapError::NoMachineFrame(pfn))?;
+        let ma = crate::addr::MachineAddr(mfn.start().0 + probe.addr.frame_offset());
+        let len = probe.len.min(PATTERN_LEN as u64) as usize;
+        let mut io = EarlyIoremap::new(self.p.layout().ioremap_window, self.ioremap_source());
+        let root = io.root(self.p);
+        let m = io.map(self.p, &mut self.state.alloc, ma, len as u64)?;
+        let _ = writeln!(
+            self.log,
+            "early_ioremap: {} pa={} ma={} -> va={} (walked root pfn={}, live cr3 pfn={})",
+            probe.what,
+            probe.addr,
+            ma,
+            m.addr(),
+            root,
+            self.p.read_cr3()
+        );
+        let mut through_window = [0u8; PATTERN_LEN];
+        // SAFETY: the window slot was just mapped to the probe's bytes; reading them is harmless.
+        unsafe { self.p.read_virt(m.addr(), &mut through_window[..len]) }.map_err(BootErrorKind::Fault)?;
+        let direct = self.p.frame_ptr(pfn).ok_or(MapError::Unreachable(pfn))?;
+        for (i, got) in through_window[..len].iter().enumerate() {
+            // SAFETY: frame_ptr gives 4096 readable bytes; offset + len stays in the frame
+            // or the next one, which the probe guarantees is mapped contiguously.
+            let want = unsafe { core::ptr::read_volatile(direct.add(probe.addr.frame_offset() as usize + i)) };
+            if want != *got {
+                return Err(BootErrorKind::Mismatch { what: probe.what, offset: i, expected: want, found: *got });
+            }
+        }
+        let _ = writeln!(self.log, "early_ioremap: {len} bytes match through the window");
+        io.unmap(self.p, &mut self.state.alloc, m)?;
+        Ok(())
+    }
+
+    fn early_ioremap_stage(&mut self) -> Res<(), P::Error> {
+        self.ioremap_check()
+    }
+
+    fn setup_start(&mut self) -> Res<(), P::Error> {
+        let root = self.report.root;
+        self.p.pagetable_setup_start(root).map_err(BootErrorKind::Backend)?;
+        let _ = writeln!(self.log, "pagetable_setup_start: kernel root pfn={} (live cr3 pfn={})", root, self.p.read_cr3());
+        Ok(())
+    }
+
+    fn build_direct_map(&mut self) -> Res<(), P::Error> {
+        let layout = self.p.layout();
+        let mem = &self.info.memory;
+        let limit = layout.lowmem_limit;
+        let mapped = mem.usable_bytes_below(limit);
+        let not_mapped = mem.usable_bytes() - mapped;
+        if mapped == 0 {
+            return Err(BootErrorKind::NoLowmem);
+        }
+        self.report.lowmem_mapped = mapped;
+        self.report.lowmem_not_mapped = not_mapped;
+        let _ = writeln!(
+            self.log,
+            "lowmem: mapped {} MiB, not mapped {} MiB (limit {} MiB = window {} - page_offset {} - scratch 2 MiB)",
+            mapped / MIB,
+            not_mapped / MIB,
+            limit / MIB,
+            layout.ioremap_window,
+            layout.page_offset
+        );
+
+        // Which 2 MiB chunks of the direct map hold pages: the usable RAM below the limit and
+        // the kernel image. Their L1 tables, the slot-3 L2 and the window's L1 are allocated
+        // first, so every frame that becomes a page table is known before any page is mapped
+        // (Xen: a page-table frame must never be mapped writable).
+        let mut l1s = [None::<PhysFrame>; ENTRIES];
+        let base_l2 = layout.page_offset.l2_index();
+        let mut mark = |r: FrameRange| {
+            for chunk in (r.start.0 as u64 * PAGE_SIZE / L2_SPAN as u64)..(r.end.0 as u64 * PAGE_SIZE).div_ceil(L2_SPAN as u64) {
+                if let Some(slot) = l1s.get_mut(base_l2 + chunk as usize) {
+                    *slot = Some(PhysFrame(0));
+                }
+            }
+        };
+        for r in mem.usable_frames_below(limit) {
+            mark(r);
+        }
+        mark(self.info.kernel_image);
+        let window_l2 = layout.ioremap_window.l2_index();
+        l1s[window_l2] = Some(PhysFrame(0));
+
+        let root = self.report.root;
+        let p = &mut *self.p;
+        let alloc = &mut self.state.alloc;
+        let mut lazy = LazyMmu::enter(p);
+        let l3_index = layout.page_offset.l3_index();
+        let l3e = read_entry(&*lazy, root, l3_index)?;
+        let l2 = if l3e.is_present() {
+            mapper::next_table(&*lazy, l3e)?
+        } else {
+            let (l2, link) = new_table(&mut *lazy, alloc, Level::L2)?;
+            let slot = EntrySlot { table: root, index: l3_index as u16 };
+            // SAFETY: links a fresh L2 into the kernel's table, which is not live yet.
+            unsafe { lazy.set_pud(slot, link) }.map_err(BootErrorKind::Backend)?;
+            l2
+        };
+        let mut tables = 0;
+        for (i, t) in l1s.iter_mut().enumerate() {
+            if t.is_none() {
+                continue;
+            }
+            let existing = read_entry(&*lazy, l2, i)?;
+            let frame = if existing.is_present() {
+                mapper::next_table(&*lazy, existing)? // made by early_ioremap=swapper
+            } else {
+                let (l1, link) = new_table(&mut *lazy, alloc, Level::L1)?;
+                // SAFETY: links a fresh L1 into the kernel's table, which is not live yet.
+                unsafe { lazy.set_pmd(EntrySlot { table: l2, index: i as u16 }, link) }
+                    .map_err(BootErrorKind::Backend)?;
+                l1
+            };
+            *t = Some(frame);
+            tables += 1;
+        }
+
+        let mut ptes = 0u32;
+        let ro = P::READ_ONLY_PAGE_TABLES;
+        let mut map_range = |lazy: &mut LazyMmu<'_, P>, r: FrameRange| -> Res<(), P::Error> {
+            for f in r.iter() {
+                let pa = f.start();
+                if pa.0 >= limit {
+                    break;
+                }
+                let va = layout.phys_to_virt(pa);
+                let Some(Some(l1)) = l1s.get(va.l2_index()).copied() else { continue };
+                let slot = EntrySlot { table: l1, index: va.l1_index() as u16 };
+                if read_entry(&**lazy, l1, va.l1_index())?.is_present() {
+                    continue; // kernel image inside usable RAM: mapped already
+                }
+                let mfn = lazy.phys_to_machine(f).ok_or(MapError::NoMachineFrame(f))?;
+                let flags = if ro && alloc.is_table(f) { KERNEL_RO } else { KERNEL_RW };
+                // SAFETY: fills the kernel's table, which is not live yet.
+                unsafe { lazy.set_pte(slot, PageTableEntry::new(mfn, flags)) }.map_err(BootErrorKind::Backend)?;
+                ptes += 1;
+            }
+            Ok(())
+        };
+        for r in mem.usable_frames_below(limit) {
+            map_range(&mut lazy, r)?;
+        }
+        map_range(&mut lazy, self.info.kernel_image)?;
+        lazy.finish().map_err(BootErrorKind::Backend)?;
+        self.report.direct_map_ptes = ptes;
+        self.report.direct_map_tables = tables;
+        let _ = writeln!(
+            self.log,
+            "build_direct_map: {} ptes in {} l1 tables, window l1 pfn={}, page-table frames mapped {}",
+            ptes,
+            tables,
+            l1s[window_l2].unwrap_or_default(),
+            if ro { "read-only" } else { "read-write" }
+        );
+        Ok(())
+    }
+
+    fn write_cr3(&mut self) -> Res<(), P::Error> {
+        let root = self.report.root;
+        let before = self.p.read_cr3();
+        // SAFETY: the kernel's table maps the kernel image and all lowmem at the same
+        // virtual addresses as the bootstrap table.
+        unsafe { self.p.write_cr3(root) }.map_err(BootErrorKind::Backend)?;
+        let now = self.p.read_cr3();
+        if now != root {
+            return Err(BootErrorKind::Cr3Mismatch { expected: root, got: now });
+        }
+        let lowmem_end = self.p.layout().lowmem_limit.min(u32::MAX as u64 * PAGE_SIZE) / PAGE_SIZE;
+        self.state.alloc.set_limit(PhysFrame(lowmem_end as u32));
+        let _ = writeln!(self.log, "write_cr3: live root pfn={now} (was pfn={before})");
+        Ok(())
+    }
+
+    fn setup_done(&mut self) -> Res<(), P::Error> {
+        let released = self.p.pagetable_setup_done(self.report.root).map_err(BootErrorKind::Backend)?;
+        for f in released.iter() {
+            self.state.alloc.free(f)?;
+        }
+        self.report.reused = released;
+        let _ = writeln!(
+            self.log,
+            "pagetable_setup_done: bootstrap table retired, frames pfn {}..{} ({}) given to the allocator",
+            released.start,
+            released.end,
+            released.len()
+        );
+        Ok(())
+    }
+
+    fn exercise(&mut self) -> Res<(), P::Error> {
+        self.exercise_reuse()?;
+        self.exercise_map()?;
+        self.ioremap_check()
+    }
+
+    /// Gets the released bootstrap frames back, by number, and writes and reads them.
+    fn exercise_reuse(&mut self) -> Res<(), P::Error> {
+        let released = self.report.reused;
+        let _ = write!(self.log, "exercise: reused bootstrap frames:");
+        for expected in released.iter().rev() {
+            let got = self.state.alloc.alloc()?;
+            if got != expected {
+                return Err(BootErrorKind::WrongFrame { expected, got });
+            }
+            let ptr = self.p.frame_ptr(got).ok_or(MapError::Unreachable(got))?;
+            for i in 0..PAGE_SIZE as usize {
+                // SAFETY: the frame is ours (just allocated) and reachable through the direct map.
+                unsafe { ptr.add(i).write_volatile(pattern(got, i)) };
+            }
+            for i in 0..PAGE_SIZE as usize {
+                // SAFETY: as above.
+                let v = unsafe { ptr.add(i).read_volatile() };
+                if v != pattern(got, i) {
+                    return Err(BootErrorKind::Mismatch { what: "reused frame", offset: i, expected: pattern(got, i), found: v });
+                }
+            }
+            let _ = write!(self.log, " {got}");
+        }
+        let _ = writeln!(self.log, " ({} written and read back)", released.len());
+        for f in released.iter() {
+            self.state.alloc.free(f)?;
+        }
+        Ok(())
+    }
+
+    /// Maps a fresh frame in the scratch area, writes through it, reads through the direct
+    /// map, unmaps it and retires the L1 table it needed.
+    fn exercise_map(&mut self) -> Res<(), P::Error> {
+        let layout = self.p.layout();
+        let root = self.p.read_cr3();
+        let va = VirtAddr(layout.scratch_area.0 + 5 * PAGE_SIZE as u32);
+        let frame = self.state.alloc.alloc()?;
+        let mfn = self.p.phys_to_machine(frame).ok_or(MapError::NoMachineFrame(frame))?;
+        // SAFETY: the scratch area belongs to the boot path and is empty.
+        let flush = unsafe { mapper::map_page(self.p, &mut self.state.alloc, root, va, mfn, KERNEL_RW) }?;
+        flush.flush(self.p).map_err(BootErrorKind::Backend)?;
+        let mut data = [0u8; PATTERN_LEN];
+        for (i, d) in data.iter_mut().enumerate() {
+            *d = pattern(frame, i) ^ 0x5a;
+        }
+        // SAFETY: `va` maps our fresh frame.
+        unsafe { self.p.write_virt(va, &data) }.map_err(BootErrorKind::Fault)?;
+        let direct = self.p.frame_ptr(frame).ok_or(MapError::Unreachable(frame))?;
+        for (i, want) in data.iter().enumerate() {
+            // SAFETY: frame_ptr gives 4096 readable bytes.
+            let got = unsafe { direct.add(i).read_volatile() };
+            if got != *want {
+                return Err(BootErrorKind::Mismatch { what: "scratch mapping", offset: i, expected: *want, found: got });
+            }
+        }
+        // SAFETY: nothing uses `va` any more.
+        let (unmapped, flush) = unsafe { mapper::unmap_page(self.p, &mut self.state.alloc, root, va) }?;
+        flush.flush(self.p).map_err(BootErrorKind::Backend)?;
+        debug_assert_eq!(unmapped, mfn);
+        match mapper::translate(self.p, root, va) {
+            Err(MapError::NotMapped(_)) => {}
+            Ok(e) => return Err(BootErrorKind::Map(MapError::AlreadyMapped(VirtAddr(e.addr().0 as u32)))),
+            Err(e) => return Err(e.into()),
+        }
+        // Retire the scratch L1: unlink, flush, then give the frame back.
+        let l3e = read_entry(self.p, root, va.l3_index())?;
+        let l2 = mapper::next_table(self.p, l3e)?;
+        let l1 = mapper::next_table(self.p, read_entry(self.p, l2, va.l2_index())?)?;
+        // SAFETY: the L1 maps nothing any more.
+        unsafe { self.p.set_pmd(EntrySlot { table: l2, index: va.l2_index() as u16 }, PageTableEntry::EMPTY) }
+            .map_err(BootErrorKind::Backend)?;
+        self.p.flush_tlb_all().map_err(BootErrorKind::Backend)?;
+        self.p.release_pt(l1, Level::L1).map_err(BootErrorKind::Backend)?;
+        self.state.alloc.free(l1)?;
+        self.state.alloc.free(frame)?;
+        let _ = writeln!(
+            self.log,
+            "exercise: mapped pfn {frame} at {va} (l1 pfn {l1}), {PATTERN_LEN} bytes written there read back through the direct map, unmapped"
+        );
+        Ok(())
+    }
+}
+
+fn pattern(frame: PhysFrame, i: usize) -> u8 {
+    (frame.0 as usize).wrapping_mul(31).wrapping_add(i.wrapping_mul(7)) as u8
+}

@@ -1,0 +1,213 @@
+//! `early_ioremap`: a small window of slots that maps machine memory before (and after) the
+//! kernel's own page table exists.
+//!
+//! Every call walks the table that [`MmuOps::read_cr3`] returns *now* — the seed's fix
+//! (Linux 37cc8d7f963b): under Xen the CPU first runs on Xen's table at `start_info.pt_base`,
+//! not on the kernel's static table. [`TableSource::KernelTable`] reproduces the 2008 bug for
+//! regression tests: the window is then installed into a table the CPU is not using.
+
+use crate::addr::{MachineAddr, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::mapper::{l1_slot, read_entry, MapError};
+use crate::mem::FrameAllocator;
+use crate::ops::{MmuOps, Platform};
+use crate::paging::{PageTableEntry, KERNEL_RW};
+use core::fmt;
+
+/// Number of slots in the window.
+pub const IOREMAP_SLOTS: usize = 8;
+/// Pages per slot (64 KiB).
+pub const IOREMAP_SLOT_PAGES: usize = 16;
+/// Largest range one mapping can hold, in bytes (offset within the first page included).
+pub const IOREMAP_MAX_BYTES: u64 = (IOREMAP_SLOT_PAGES as u64) * PAGE_SIZE;
+
+/// Which table early_ioremap installs its mappings in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableSource {
+    /// The live table, found through `read_cr3` at every call (correct).
+    LiveCr3,
+    /// A fixed kernel table, live or not (Linux 2.6.25-rc1's `swapper_pg_dir` bug).
+    KernelTable(PhysFrame),
+}
+
+/// Why early_ioremap refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoremapError<E> {
+    /// Size 0.
+    ZeroSize,
+    /// `addr + len` overflows.
+    Overflow {
+        /// Start.
+        addr: MachineAddr,
+        /// Length.
+        len: u64,
+    },
+    /// The range needs more than one slot.
+    TooLarge {
+        /// Bytes asked for (including the offset in the first page).
+        len: u64,
+        /// The most a slot holds.
+        max: u64,
+    },
+    /// Every slot is in use.
+    NoFreeSlot,
+    /// The mapping is not (or no longer) in the window.
+    NotMapped {
+        /// Its virtual address.
+        va: VirtAddr,
+    },
+    /// Walking or changing the table failed.
+    Map(MapError<E>),
+}
+
+impl<E: fmt::Display> fmt::Display for IoremapError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroSize => write!(f, "early_ioremap of size 0"),
+            Self::Overflow { addr, len } => write!(f, "early_ioremap {addr}+{len:#x} overflows"),
+            Self::TooLarge { len, max } => write!(f, "early_ioremap of {len:#x} bytes exceeds a slot ({max:#x})"),
+            Self::NoFreeSlot => write!(f, "early_ioremap: all {IOREMAP_SLOTS} slots in use"),
+            Self::NotMapped { va } => write!(f, "early_iounmap of {va}: not mapped"),
+            Self::Map(e) => write!(f, "early_ioremap: {e}"),
+        }
+    }
+}
+
+impl<E> From<MapError<E>> for IoremapError<E> {
+    fn from(e: MapError<E>) -> Self {
+        IoremapError::Map(e)
+    }
+}
+
+/// A live early_ioremap mapping. Give it back with [`EarlyIoremap::unmap`].
+#[must_use = "an early_ioremap slot stays taken until early_iounmap"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct IoMapping {
+    va: VirtAddr,
+    len: u64,
+    slot: u8,
+    pages: u8,
+}
+
+impl IoMapping {
+    /// Virtual address of the first mapped byte.
+    pub fn addr(&self) -> VirtAddr {
+        self.va
+    }
+    /// Mapped length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    /// Always false: a mapping holds at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The slot index.
+    pub fn slot(&self) -> usize {
+        self.slot as usize
+    }
+}
+
+/// The early_ioremap window state.
+#[derive(Debug)]
+pub struct EarlyIoremap {
+    window: VirtAddr,
+    pages_in_use: [u8; IOREMAP_SLOTS],
+    source: TableSource,
+}
+
+impl EarlyIoremap {
+    /// A window at `window` (2 MiB aligned), walking `source`.
+    pub const fn new(window: VirtAddr, source: TableSource) -> EarlyIoremap {
+        EarlyIoremap { window, pages_in_use: [0; IOREMAP_SLOTS], source }
+    }
+
+    /// The window's base address.
+    pub fn window(&self) -> VirtAddr {
+        self.window
+    }
+
+    /// The table this instance walks at the next call.
+    pub fn root<B: MmuOps>(&self, backend: &B) -> PhysFrame {
+        match self.source {
+            TableSource::LiveCr3 => backend.read_cr3(),
+            TableSource::KernelTable(f) => f,
+        }
+    }
+
+    /// Slots in use.
+    pub fn slots_in_use(&self) -> usize {
+        self.pages_in_use.iter().filter(|p| **p != 0).count()
+    }
+
+    fn slot_va(&self, slot: usize) -> VirtAddr {
+        VirtAddr(self.window.0 + (slot * IOREMAP_SLOT_PAGES) as u32 * PAGE_SIZE as u32)
+    }
+
+    /// Maps `len` bytes at machine address `addr` read/write into a free slot.
+    pub fn map<P: Platform>(
+        &mut self,
+        p: &mut P,
+        alloc: &mut FrameAllocator,
+        addr: MachineAddr,
+        len: u64,
+    ) -> Result<IoMapping, IoremapError<P::Error>> {
+        if len == 0 {
+            return Err(IoremapError::ZeroSize);
+        }
+        if addr.0.checked_add(len).is_none() {
+            return Err(IoremapError::Overflow { addr, len });
+        }
+        let span = addr.frame_offset() + len;
+        if span > IOREMAP_MAX_BYTES {
+            return Err(IoremapError::TooLarge { len: span, max: IOREMAP_MAX_BYTES });
+        }
+        let pages = span.div_ceil(PAGE_SIZE) as usize;
+        let slot = self.pages_in_use.iter().position(|p| *p == 0).ok_or(IoremapError::NoFreeSlot)?;
+        let root = self.root(p);
+        let base = self.slot_va(slot);
+        for i in 0..pages {
+            let va = VirtAddr(base.0 + (i as u32) * PAGE_SIZE as u32);
+            let l1 = l1_slot(p, alloc, root, va, true)?;
+            let entry = PageTableEntry::new(
+                MachineAddr(addr.0 + (i as u64) * PAGE_SIZE).frame(),
+                KERNEL_RW,
+            );
+            // SAFETY: the window belongs to early_ioremap and this slot is free.
+            unsafe { p.set_pte(l1, entry) }.map_err(MapError::Backend)?;
+            p.flush_tlb_single(va).map_err(MapError::Backend)?;
+        }
+        self.pages_in_use[slot] = pages as u8;
+        Ok(IoMapping {
+            va: VirtAddr(base.0 + addr.frame_offset() as u32),
+            len,
+            slot: slot as u8,
+            pages: pages as u8,
+        })
+    }
+
+    /// Unmaps a mapping made by [`EarlyIoremap::map`].
+    pub fn unmap<P: Platform>(
+        &mut self,
+        p: &mut P,
+        alloc: &mut FrameAllocator,
+        m: IoMapping,
+    ) -> Result<(), IoremapError<P::Error>> {
+        let slot = m.slot as usize;
+        if slot >= IOREMAP_SLOTS || self.pages_in_use[slot] != m.pages || m.va.page_base() != self.slot_va(slot) {
+            return Err(IoremapError::NotMapped { va: m.va });
+        }
+        let root = self.root(p);
+        for i in 0..m.pages as u32 {
+            let va = VirtAddr(m.va.page_base().0 + i * PAGE_SIZE as u32);
+            let l1 = l1_slot(p, alloc, root, va, false)?;
+            if !read_entry(p, l1.table, l1.index as usize)?.is_present() {
+                return Err(IoremapError::NotMapped { va });
+            }
+            // SAFETY: the mapping was ours and is given up here.
+            unsafe { p.pte_clear(l1) }.map_err(MapError::Backend)?;
+            p.flush_tlb_single(va).map_err(MapError::Backend)?;
+        }
+        self.pages_in_use[slot] = 0;
+        Ok(())
+    }
+}

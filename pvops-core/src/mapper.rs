@@ -1,0 +1,224 @@
+//! Walking and changing a page table through the ops trait, with a `#[must_use]` TLB flush.
+
+use crate::addr::{MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::mem::{AllocError, FrameAllocator};
+use crate::ops::{MmuOps, Platform};
+use crate::paging::{EntrySlot, Level, PageTableEntry, PteFlags, PDPT_FLAGS, TABLE_FLAGS};
+use core::fmt;
+
+/// Why a walk or mapping change failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError<E> {
+    /// A table frame needed could not be allocated.
+    Alloc(AllocError),
+    /// The backend refused an operation (e.g. Xen returned an error).
+    Backend(E),
+    /// A table frame is not reachable through any current mapping.
+    Unreachable(PhysFrame),
+    /// An entry names a machine frame the kernel does not own (no m2p translation).
+    ForeignFrame(MachineFrame),
+    /// The address is covered by a 2 MiB page; pvops maps 4 KiB pages only.
+    HugePage(VirtAddr),
+    /// The page is already mapped.
+    AlreadyMapped(VirtAddr),
+    /// The page (or a table above it) is not mapped.
+    NotMapped(VirtAddr),
+    /// A pseudo-physical frame has no machine frame (outside the p2m list).
+    NoMachineFrame(PhysFrame),
+}
+
+impl<E: fmt::Display> fmt::Display for MapError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Alloc(e) => write!(f, "{e}"),
+            Self::Backend(e) => write!(f, "{e}"),
+            Self::Unreachable(fr) => write!(f, "table pfn {fr} is not mapped"),
+            Self::ForeignFrame(m) => write!(f, "entry names foreign mfn {m}"),
+            Self::HugePage(v) => write!(f, "{v} is inside a 2 MiB page"),
+            Self::AlreadyMapped(v) => write!(f, "{v} is already mapped"),
+            Self::NotMapped(v) => write!(f, "{v} is not mapped"),
+            Self::NoMachineFrame(p) => write!(f, "pfn {p} has no machine frame"),
+        }
+    }
+}
+
+impl<E> From<AllocError> for MapError<E> {
+    fn from(e: AllocError) -> Self {
+        MapError::Alloc(e)
+    }
+}
+
+/// A TLB flush owed after a mapping change. Dropping it without calling
+/// [`TlbFlush::flush`] or [`TlbFlush::ignore`] is a bug the compiler warns about.
+#[must_use = "a changed mapping stays stale in the TLB until it is flushed"]
+#[derive(Debug)]
+pub struct TlbFlush(VirtAddr);
+
+impl TlbFlush {
+    /// Creates a flush token for `va` (for backends and mapping code outside this module).
+    pub fn new(va: VirtAddr) -> TlbFlush {
+        TlbFlush(va)
+    }
+    /// The page the flush is for.
+    pub fn addr(&self) -> VirtAddr {
+        self.0
+    }
+    /// Flushes the page's TLB entry.
+    pub fn flush<B: MmuOps>(self, backend: &mut B) -> Result<(), B::Error> {
+        backend.flush_tlb_single(self.0)
+    }
+    /// Skips the flush (a full flush or a cr3 load follows).
+    pub fn ignore(self) {}
+}
+
+/// Reads entry `index` of table `table`.
+pub fn read_entry<P: Platform>(
+    p: &P,
+    table: PhysFrame,
+    index: usize,
+) -> Result<PageTableEntry, MapError<P::Error>> {
+    let ptr = p.frame_ptr(table).ok_or(MapError::Unreachable(table))?;
+    let index = index % crate::paging::ENTRIES;
+    // SAFETY: frame_ptr promises 4096 readable bytes; index < 512 keeps the read inside.
+    let bits = unsafe { core::ptr::read_volatile((ptr as *const u64).add(index)) };
+    Ok(PageTableEntry::from_bits(bits))
+}
+
+/// Zeroes a frame through its current mapping (before it becomes a table).
+pub fn zero_frame<P: Platform>(p: &P, frame: PhysFrame) -> Result<(), MapError<P::Error>> {
+    let ptr = p.frame_ptr(frame).ok_or(MapError::Unreachable(frame))?;
+    // SAFETY: frame_ptr promises 4096 writable bytes of a frame nobody else uses yet.
+    unsafe { core::ptr::write_bytes(ptr, 0, PAGE_SIZE as usize) };
+    Ok(())
+}
+
+/// The pseudo-physical table named by a present entry.
+pub fn next_table<P: Platform>(p: &P, e: PageTableEntry) -> Result<PhysFrame, MapError<P::Error>> {
+    p.machine_to_phys(e.frame()).ok_or(MapError::ForeignFrame(e.frame()))
+}
+
+/// Allocates, zeroes and announces a new table of `level`; returns it and the entry that links it.
+pub fn new_table<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    level: Level,
+) -> Result<(PhysFrame, PageTableEntry), MapError<P::Error>> {
+    let frame = alloc.alloc_table()?;
+    let linked = (|| {
+        zero_frame(p, frame)?;
+        let mfn = p.phys_to_machine(frame).ok_or(MapError::NoMachineFrame(frame))?;
+        p.alloc_pt(frame, level).map_err(MapError::Backend)?;
+        let flags = if level == Level::L2 { PDPT_FLAGS } else { TABLE_FLAGS };
+        Ok(PageTableEntry::new(mfn, flags))
+    })();
+    match linked {
+        Ok(entry) => Ok((frame, entry)),
+        Err(e) => {
+            let _ = alloc.free(frame);
+            Err(e)
+        }
+    }
+}
+
+/// Finds the L1 slot that maps `va` in the table rooted at `root`, creating missing L2/L1
+/// tables when `create` is set.
+pub fn l1_slot<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    root: PhysFrame,
+    va: VirtAddr,
+    create: bool,
+) -> Result<EntrySlot, MapError<P::Error>> {
+    let l3 = EntrySlot { table: root, index: va.l3_index() as u16 };
+    let mut l3e = read_entry(p, root, va.l3_index())?;
+    if !l3e.is_present() {
+        if !create {
+            return Err(MapError::NotMapped(va));
+        }
+        let (_, entry) = new_table(p, alloc, Level::L2)?;
+        // SAFETY: links a fresh, zeroed, announced L2; nothing mapped changes.
+        unsafe { p.set_pud(l3, entry) }.map_err(MapError::Backend)?;
+        l3e = entry;
+    }
+    let l2 = next_table(p, l3e)?;
+    let mut l2e = read_entry(p, l2, va.l2_index())?;
+    if l2e.is_present() && l2e.flags().contains(PteFlags::HUGE) {
+        return Err(MapError::HugePage(va));
+    }
+    if !l2e.is_present() {
+        if !create {
+            return Err(MapError::NotMapped(va));
+        }
+        let (_, entry) = new_table(p, alloc, Level::L1)?;
+        let slot = EntrySlot { table: l2, index: va.l2_index() as u16 };
+        // SAFETY: links a fresh, zeroed, announced L1; nothing mapped changes.
+        unsafe { p.set_pmd(slot, entry) }.map_err(MapError::Backend)?;
+        l2e = entry;
+    }
+    Ok(EntrySlot { table: next_table(p, l2e)?, index: va.l1_index() as u16 })
+}
+
+/// Maps the page at `va` to `frame` in the table rooted at `root`.
+///
+/// # Safety
+/// `va` must not be in use by anything the kernel relies on (see [`MmuOps`]).
+pub unsafe fn map_page<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    root: PhysFrame,
+    va: VirtAddr,
+    frame: MachineFrame,
+    flags: PteFlags,
+) -> Result<TlbFlush, MapError<P::Error>> {
+    let slot = l1_slot(p, alloc, root, va, true)?;
+    if read_entry(p, slot.table, slot.index as usize)?.is_present() {
+        return Err(MapError::AlreadyMapped(va));
+    }
+    // SAFETY: the caller owns `va`; the slot is an L1 entry found by the walk.
+    unsafe { p.set_pte(slot, PageTableEntry::new(frame, flags)) }.map_err(MapError::Backend)?;
+    Ok(TlbFlush(va.page_base()))
+}
+
+/// Unmaps the page at `va`, returning the machine frame it mapped.
+///
+/// # Safety
+/// Nothing may use `va` any more.
+pub unsafe fn unmap_page<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    root: PhysFrame,
+    va: VirtAddr,
+) -> Result<(MachineFrame, TlbFlush), MapError<P::Error>> {
+    let slot = l1_slot(p, alloc, root, va, false)?;
+    let old = read_entry(p, slot.table, slot.index as usize)?;
+    if !old.is_present() {
+        return Err(MapError::NotMapped(va));
+    }
+    // SAFETY: the caller gave up `va`.
+    unsafe { p.pte_clear(slot) }.map_err(MapError::Backend)?;
+    Ok((old.frame(), TlbFlush(va.page_base())))
+}
+
+/// Translates `va` through the table rooted at `root` (software walk).
+pub fn translate<P: Platform>(
+    p: &P,
+    root: PhysFrame,
+    va: VirtAddr,
+) -> Result<PageTableEntry, MapError<P::Error>> {
+    let l3e = read_entry(p, root, va.l3_index())?;
+    if !l3e.is_present() {
+        return Err(MapError::NotMapped(va));
+    }
+    let l2e = read_entry(p, next_table(p, l3e)?, va.l2_index())?;
+    if !l2e.is_present() {
+        return Err(MapError::NotMapped(va));
+    }
+    if l2e.flags().contains(PteFlags::HUGE) {
+        return Ok(l2e);
+    }
+    let l1e = read_entry(p, next_table(p, l2e)?, va.l1_index())?;
+    if !l1e.is_present() {
+        return Err(MapError::NotMapped(va));
+    }
+    Ok(l1e)
+}

@@ -1,0 +1,383 @@
+//! The physical memory map and the frame allocator (which also remembers page-table frames).
+
+use crate::addr::{FrameRange, PhysAddr, PhysFrame, PAGE_SIZE};
+use core::fmt;
+
+/// Most regions a [`MemoryMap`] holds.
+pub const MAX_REGIONS: usize = 32;
+
+/// What a memory region is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionKind {
+    /// RAM the kernel may use.
+    Usable,
+    /// Anything else (firmware, ACPI, MMIO holes).
+    Reserved,
+}
+
+/// One region of pseudo-physical memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryRegion {
+    /// First byte.
+    pub start: PhysAddr,
+    /// Length in bytes (non-zero).
+    pub len: u64,
+    /// What it is.
+    pub kind: RegionKind,
+}
+
+impl MemoryRegion {
+    /// One past the last byte.
+    pub const fn end(&self) -> u64 {
+        self.start.0 + self.len
+    }
+}
+
+/// Why a memory map was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryMapError {
+    /// More than [`MAX_REGIONS`] entries.
+    TooManyRegions,
+    /// A region of length 0.
+    EmptyRegion {
+        /// Its start.
+        start: PhysAddr,
+    },
+    /// `start + len` wraps past 2^64.
+    Wraps {
+        /// Its start.
+        start: PhysAddr,
+        /// Its length.
+        len: u64,
+    },
+    /// Two regions overlap.
+    Overlap {
+        /// Start of the region already in the map.
+        first: PhysAddr,
+        /// Start of the region that overlaps it.
+        second: PhysAddr,
+    },
+}
+
+impl fmt::Display for MemoryMapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooManyRegions => write!(f, "memory map has more than {MAX_REGIONS} regions"),
+            Self::EmptyRegion { start } => write!(f, "memory region at {start} has length 0"),
+            Self::Wraps { start, len } => write!(f, "memory region {start}+{len:#x} wraps"),
+            Self::Overlap { first, second } => {
+                write!(f, "memory regions at {first} and {second} overlap")
+            }
+        }
+    }
+}
+
+/// A validated memory map: no empty, wrapping or overlapping regions, kept sorted by start.
+#[derive(Clone, Debug)]
+pub struct MemoryMap {
+    regions: [MemoryRegion; MAX_REGIONS],
+    len: usize,
+}
+
+impl Default for MemoryMap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryMap {
+    /// An empty map.
+    pub const fn new() -> MemoryMap {
+        MemoryMap {
+            regions: [MemoryRegion { start: PhysAddr(0), len: 0, kind: RegionKind::Reserved };
+                MAX_REGIONS],
+            len: 0,
+        }
+    }
+
+    /// Adds a region, refusing empty, wrapping and overlapping ones.
+    pub fn add(&mut self, start: PhysAddr, len: u64, kind: RegionKind) -> Result<(), MemoryMapError> {
+        if len == 0 {
+            return Err(MemoryMapError::EmptyRegion { start });
+        }
+        let end = start.0.checked_add(len).ok_or(MemoryMapError::Wraps { start, len })?;
+        if self.len == MAX_REGIONS {
+            return Err(MemoryMapError::TooManyRegions);
+        }
+        if let Some(r) = self.regions().iter().find(|r| start.0 < r.end() && r.start.0 < end) {
+            return Err(MemoryMapError::Overlap { first: r.start, second: start });
+        }
+        let at = self.regions().iter().position(|r| r.start.0 > start.0).unwrap_or(self.len);
+        self.regions.copy_within(at..self.len, at + 1);
+        self.regions[at] = MemoryRegion { start, len, kind };
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The regions, sorted by start.
+    pub fn regions(&self) -> &[MemoryRegion] {
+        &self.regions[..self.len]
+    }
+
+    /// The usable regions.
+    pub fn usable(&self) -> impl Iterator<Item = &MemoryRegion> {
+        self.regions().iter().filter(|r| r.kind == RegionKind::Usable)
+    }
+
+    /// Total usable bytes.
+    pub fn usable_bytes(&self) -> u64 {
+        self.usable().map(|r| r.len).sum()
+    }
+
+    /// Total usable bytes below `limit`.
+    pub fn usable_bytes_below(&self, limit: u64) -> u64 {
+        self.usable().map(|r| r.end().min(limit).saturating_sub(r.start.0)).sum()
+    }
+
+    /// Whole usable frames, clipped to `[0, limit)`, region by region.
+    pub fn usable_frames_below(&self, limit: u64) -> impl Iterator<Item = FrameRange> + '_ {
+        self.usable().filter_map(move |r| {
+            let start = r.start.0.div_ceil(PAGE_SIZE);
+            let end = r.end().min(limit) / PAGE_SIZE;
+            (start < end).then(|| FrameRange { start: PhysFrame(start as u32), end: PhysFrame(end as u32) })
+        })
+    }
+}
+
+/// Frames the allocator can remember as page tables: 1 GiB of pseudo-physical memory, which
+/// covers any 32-bit lowmem.
+pub const TABLE_BITMAP_FRAMES: usize = 1 << 18;
+
+/// Why the allocator could not hand out or take back a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocError {
+    /// No free frame below the current reachability limit.
+    Exhausted {
+        /// The limit (first frame not reachable yet).
+        limit: PhysFrame,
+    },
+    /// The free list is full.
+    FreeListFull {
+        /// The frame that could not be freed.
+        frame: PhysFrame,
+    },
+    /// The frame is already on the free list.
+    DoubleFree {
+        /// The frame.
+        frame: PhysFrame,
+    },
+    /// A page-table frame beyond what the allocator can track.
+    UntrackableTable {
+        /// The frame.
+        frame: PhysFrame,
+    },
+}
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exhausted { limit } => write!(f, "out of frames below pfn {limit}"),
+            Self::FreeListFull { frame } => write!(f, "free list full, cannot free pfn {frame}"),
+            Self::DoubleFree { frame } => write!(f, "pfn {frame} freed twice"),
+            Self::UntrackableTable { frame } => write!(f, "pfn {frame} is beyond the page-table bitmap"),
+        }
+    }
+}
+
+const FREE_LIST_CAPACITY: usize = 64;
+
+/// A frame allocator: a bump allocator over the free usable ranges plus a LIFO free list, so
+/// the most recently freed frames come back first. It also records which frames are page
+/// tables, so the direct map can map them read-only where the backend demands it.
+pub struct FrameAllocator {
+    ranges: [FrameRange; MAX_REGIONS],
+    nranges: usize,
+    cursor: usize,
+    limit: PhysFrame,
+    free: [PhysFrame; FREE_LIST_CAPACITY],
+    nfree: usize,
+    tables: [u64; TABLE_BITMAP_FRAMES / 64],
+    allocated: u32,
+}
+
+impl FrameAllocator {
+    /// An allocator with no frames (fill it with [`FrameAllocator::reset`]); `const`, so it
+    /// can live in a static.
+    pub const fn empty() -> FrameAllocator {
+        FrameAllocator {
+            ranges: [FrameRange::EMPTY; MAX_REGIONS],
+            nranges: 0,
+            cursor: 0,
+            limit: PhysFrame(0),
+            free: [PhysFrame(0); FREE_LIST_CAPACITY],
+            nfree: 0,
+            tables: [0; TABLE_BITMAP_FRAMES / 64],
+            allocated: 0,
+        }
+    }
+
+    /// An allocator over the usable frames of `map` at or above `first_free`, handing out only
+    /// frames below `limit` (the frames reachable now).
+    pub fn new(map: &MemoryMap, first_free: PhysFrame, limit: PhysFrame) -> FrameAllocator {
+        let mut a = FrameAllocator::empty();
+        a.reset(map, first_free, limit);
+        a
+    }
+
+    /// Forgets everything and starts over on `map` (in place: the allocator is large).
+    pub fn reset(&mut self, map: &MemoryMap, first_free: PhysFrame, limit: PhysFrame) {
+        self.nranges = 0;
+        self.cursor = 0;
+        self.limit = limit;
+        self.nfree = 0;
+        self.tables.fill(0);
+        self.allocated = 0;
+        for r in map.usable_frames_below(u64::MAX) {
+            let start = PhysFrame(r.start.0.max(first_free.0));
+            if start < r.end {
+                self.ranges[self.nranges] = FrameRange { start, end: r.end };
+                self.nranges += 1;
+            }
+        }
+    }
+
+    /// Raises (or lowers) the reachability limit, e.g. once the direct map is live.
+    pub fn set_limit(&mut self, limit: PhysFrame) {
+        self.limit = limit;
+    }
+
+    /// The current reachability limit.
+    pub fn limit(&self) -> PhysFrame {
+        self.limit
+    }
+
+    /// Frames handed out so far (minus those freed).
+    pub fn allocated(&self) -> u32 {
+        self.allocated
+    }
+
+    /// Free frames left below the limit (bump part plus free list).
+    pub fn available(&self) -> u32 {
+        let bump: u32 = self.ranges[self.cursor.min(self.nranges)..self.nranges]
+            .iter()
+            .map(|r| r.end.0.min(self.limit.0).saturating_sub(r.start.0))
+            .sum();
+        bump + self.nfree as u32
+    }
+
+    /// Hands out one frame.
+    pub fn alloc(&mut self) -> Result<PhysFrame, AllocError> {
+        if let Some(pos) = self.free[..self.nfree].iter().rposition(|f| *f < self.limit) {
+            let f = self.free[pos];
+            self.free.copy_within(pos + 1..self.nfree, pos);
+            self.nfree -= 1;
+            self.allocated += 1;
+            return Ok(f);
+        }
+        while self.cursor < self.nranges {
+            let r = &mut self.ranges[self.cursor];
+            if r.start < r.end && r.start < self.limit {
+                let f = r.start;
+                r.start = PhysFrame(f.0 + 1);
+                self.allocated += 1;
+                return Ok(f);
+            }
+            if r.start >= r.end {
+                self.cursor += 1;
+            } else {
+                break; // the rest is beyond the limit for now
+            }
+        }
+        Err(AllocError::Exhausted { limit: self.limit })
+    }
+
+    /// Hands out one frame and records it as a page table.
+    pub fn alloc_table(&mut self) -> Result<PhysFrame, AllocError> {
+        let f = self.alloc()?;
+        if let Err(e) = self.mark_table(f, true) {
+            let _ = self.free(f);
+            return Err(e);
+        }
+        Ok(f)
+    }
+
+    /// Takes a frame back (it is no longer a page table).
+    pub fn free(&mut self, frame: PhysFrame) -> Result<(), AllocError> {
+        if self.free[..self.nfree].contains(&frame) {
+            return Err(AllocError::DoubleFree { frame });
+        }
+        if self.nfree == FREE_LIST_CAPACITY {
+            return Err(AllocError::FreeListFull { frame });
+        }
+        let _ = self.mark_table(frame, false);
+        self.free[self.nfree] = frame;
+        self.nfree += 1;
+        self.allocated = self.allocated.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Records `frame` as a page table (or not).
+    pub fn mark_table(&mut self, frame: PhysFrame, is_table: bool) -> Result<(), AllocError> {
+        let i = frame.0 as usize;
+        if i >= TABLE_BITMAP_FRAMES {
+            return Err(AllocError::UntrackableTable { frame });
+        }
+        let bit = 1u64 << (i % 64);
+        if is_table {
+            self.tables[i / 64] |= bit;
+        } else {
+            self.tables[i / 64] &= !bit;
+        }
+        Ok(())
+    }
+
+    /// True when `frame` is recorded as a page table.
+    pub fn is_table(&self, frame: PhysFrame) -> bool {
+        let i = frame.0 as usize;
+        i < TABLE_BITMAP_FRAMES && self.tables[i / 64] & (1 << (i % 64)) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> MemoryMap {
+        let mut m = MemoryMap::new();
+        m.add(PhysAddr(0x10_0000), 0x70_0000, RegionKind::Usable).unwrap();
+        m.add(PhysAddr(0), 0x9_f000, RegionKind::Usable).unwrap();
+        m
+    }
+
+    #[test]
+    fn map_validation() {
+        let mut m = map();
+        assert_eq!(m.regions()[0].start, PhysAddr(0));
+        assert_eq!(
+            m.add(PhysAddr(0x20_0000), 0x1000, RegionKind::Reserved),
+            Err(MemoryMapError::Overlap { first: PhysAddr(0x10_0000), second: PhysAddr(0x20_0000) })
+        );
+        assert_eq!(m.add(PhysAddr(u64::MAX - 1), 4, RegionKind::Usable), Err(MemoryMapError::Wraps { start: PhysAddr(u64::MAX - 1), len: 4 }));
+        assert_eq!(m.add(PhysAddr(0xa0000), 0, RegionKind::Usable), Err(MemoryMapError::EmptyRegion { start: PhysAddr(0xa0000) }));
+        assert_eq!(m.usable_bytes_below(0x20_0000), 0x9_f000 + 0x10_0000);
+    }
+
+    #[test]
+    fn allocator_bump_limit_and_lifo() {
+        let m = map();
+        let mut a = FrameAllocator::new(&m, PhysFrame(0x200), PhysFrame(0x202));
+        assert_eq!(a.alloc(), Ok(PhysFrame(0x200)));
+        assert_eq!(a.alloc_table(), Ok(PhysFrame(0x201)));
+        assert!(a.is_table(PhysFrame(0x201)));
+        assert_eq!(a.alloc(), Err(AllocError::Exhausted { limit: PhysFrame(0x202) }));
+        a.set_limit(PhysFrame(0x800));
+        assert_eq!(a.alloc(), Ok(PhysFrame(0x202)));
+        a.free(PhysFrame(0x5)).unwrap();
+        a.free(PhysFrame(0x6)).unwrap();
+        assert_eq!(a.free(PhysFrame(0x6)), Err(AllocError::DoubleFree { frame: PhysFrame(0x6) }));
+        assert_eq!(a.alloc(), Ok(PhysFrame(0x6)));
+        assert_eq!(a.alloc(), Ok(PhysFrame(0x5)));
+        a.free(PhysFrame(0x201)).unwrap();
+        assert!(!a.is_table(PhysFrame(0x201)));
+    }
+}

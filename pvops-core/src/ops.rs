@@ -1,0 +1,199 @@
+//! The paravirt MMU operations table (`pv_mmu_ops`) and the machine access a boot path needs.
+//!
+//! A backend implements [`MmuOps`] (page-table writes, cr3, flushes, page-table lifetime hooks,
+//! address translation, lazy batching) and [`Platform`] (memory access, a cycle counter). The
+//! boot path is generic over them, so every call is statically dispatched: on bare metal
+//! `set_pte` inlines to two plain stores.
+
+use crate::addr::{FrameRange, MachineFrame, PhysAddr, PhysFrame, VirtAddr};
+use crate::paging::{EntrySlot, Level, PageTableEntry};
+use core::fmt;
+
+/// Where things sit in the kernel's virtual address space. Supplied by the backend, because
+/// under Xen everything must stay below the hypervisor hole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryLayout {
+    /// Virtual address of pseudo-physical address 0 (start of the direct map).
+    pub page_offset: VirtAddr,
+    /// Bytes of pseudo-physical memory the direct map may cover ("lowmem"); RAM above is not
+    /// mapped and is reported.
+    pub lowmem_limit: u64,
+    /// Base of the early_ioremap window: 2 MiB aligned, covered by one L1 table.
+    pub ioremap_window: VirtAddr,
+    /// Base of a 2 MiB area for runtime mappings outside the direct map (vmalloc-like).
+    pub scratch_area: VirtAddr,
+}
+
+impl MemoryLayout {
+    /// Kernel virtual address of a pseudo-physical address in the direct map.
+    pub const fn phys_to_virt(&self, pa: PhysAddr) -> VirtAddr {
+        VirtAddr(self.page_offset.0.wrapping_add(pa.0 as u32))
+    }
+}
+
+/// A page fault seen by a simulated machine, or described by a trap handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageFault {
+    /// The faulting address (cr2).
+    pub addr: VirtAddr,
+    /// The x86 page-fault error code (bit 0 present, bit 1 write).
+    pub error: u32,
+}
+
+impl fmt::Display for PageFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "page fault cr2={:#010x} error={:#x}", self.addr.0, self.error)
+    }
+}
+
+/// The paravirt MMU operations (Linux `pv_mmu_ops`).
+///
+/// # What `read_cr3` returns
+/// [`MmuOps::read_cr3`] returns the **pseudo-physical frame of the live top-level table** (the
+/// PDPT): the table the CPU really walks. Native reads cr3. Under Xen, `mov %cr3` traps and
+/// yields a machine frame, so the Xen backend keeps a pseudo-physical shadow (as Linux does),
+/// which at boot is the Xen-provided table at `start_info.pt_base`, not the kernel's own.
+///
+/// # Safety of the write operations
+/// The `set_*`/`write_cr3` operations change the address space the caller runs in; the caller
+/// guarantees the new entries keep the kernel's code, data and stack mapped as it relies on.
+pub trait MmuOps {
+    /// The backend's error (Xen: a failed hypercall; native: [`core::convert::Infallible`]).
+    type Error: fmt::Debug + fmt::Display;
+    /// Short backend name (`native`, `xen`).
+    const NAME: &'static str;
+    /// True when page-table frames must never be mapped writable (Xen PV).
+    const READ_ONLY_PAGE_TABLES: bool;
+
+    /// The virtual layout limits of this backend.
+    fn layout(&self) -> MemoryLayout;
+    /// pseudo-physical -> machine frame (identity on native; p2m under Xen).
+    fn phys_to_machine(&self, frame: PhysFrame) -> Option<MachineFrame>;
+    /// machine -> pseudo-physical frame (identity on native; checked m2p under Xen). `None`
+    /// for a frame the guest does not own (e.g. Xen's shared_info).
+    fn machine_to_phys(&self, frame: MachineFrame) -> Option<PhysFrame>;
+
+    /// The pseudo-physical frame of the live top-level table (see the trait docs).
+    fn read_cr3(&self) -> PhysFrame;
+    /// Makes `root` (a PDPT) the live table. Native: loads cr3, which latches the four PDPT
+    /// entries. Xen: pins the table (after making every frame of it read-only) and installs it
+    /// with `MMUEXT_NEW_BASEPTR`.
+    ///
+    /// # Safety
+    /// `root` must map the running kernel (code, data, stack) at the same virtual addresses.
+    unsafe fn write_cr3(&mut self, root: PhysFrame) -> Result<(), Self::Error>;
+
+    /// Writes an L1 entry (maps a 4 KiB page).
+    ///
+    /// # Safety
+    /// `slot.table` must be an L1 table frame; see the trait docs.
+    unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Self::Error>;
+    /// Writes an L2 entry (links an L1 table).
+    ///
+    /// # Safety
+    /// `slot.table` must be an L2 table frame; a present entry must name an L1 table frame
+    /// announced with [`MmuOps::alloc_pt`].
+    unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Self::Error>;
+    /// Writes an L3 (PDPT) entry. On bare hardware the change is seen only after a cr3 reload.
+    ///
+    /// # Safety
+    /// `slot.table` must be a PDPT frame; a present entry must name an announced L2 frame.
+    unsafe fn set_pud(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Self::Error>;
+    /// Clears an L1 entry (low half, holding Present, first).
+    ///
+    /// # Safety
+    /// As [`MmuOps::set_pte`]; the caller flushes the TLB afterwards.
+    unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), Self::Error>;
+
+    /// Flushes one page's TLB entry.
+    fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), Self::Error>;
+    /// Flushes the whole (non-global) TLB.
+    fn flush_tlb_all(&mut self) -> Result<(), Self::Error>;
+
+    /// Called once the kernel's own (not yet live) root table `root` exists, before the
+    /// direct map is built into it.
+    fn pagetable_setup_start(&mut self, root: PhysFrame) -> Result<(), Self::Error>;
+    /// Called after `write_cr3(root)`. Retires the bootstrap table (Xen: unpins
+    /// `start_info.pt_base` and makes its frames writable) and returns its frames, which are
+    /// now free for the frame allocator.
+    fn pagetable_setup_done(&mut self, root: PhysFrame) -> Result<FrameRange, Self::Error>;
+    /// `frame` (zeroed by the caller) is about to become a page table of `level`. Xen makes
+    /// it read-only in the live address space.
+    fn alloc_pt(&mut self, frame: PhysFrame, level: Level) -> Result<(), Self::Error>;
+    /// `frame` is no longer linked into any table and becomes ordinary memory again. Xen
+    /// makes it writable again.
+    fn release_pt(&mut self, frame: PhysFrame, level: Level) -> Result<(), Self::Error>;
+
+    /// Enters lazy (batched) mode: page-table updates may be queued until a flush.
+    fn enter_lazy_mmu(&mut self) {}
+    /// Issues every queued update. The error names the failing update.
+    fn flush_lazy_mmu(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    /// Flushes and leaves lazy mode.
+    fn leave_lazy_mmu(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// Memory access and timing a boot path needs besides [`MmuOps`].
+pub trait Platform: MmuOps {
+    /// A pointer to the 4096 bytes of `frame` through a mapping that is valid right now
+    /// (the bootstrap table's mapping before the switch, the direct map after), or `None`
+    /// when the frame is not reachable yet.
+    fn frame_ptr(&self, frame: PhysFrame) -> Option<*mut u8>;
+    /// Reads `buf.len()` bytes at `va` in the live address space.
+    ///
+    /// # Safety
+    /// On real hardware an unmapped `va` faults (the trap handler ends the run); the caller
+    /// must not read memory another owner is changing.
+    unsafe fn read_virt(&self, va: VirtAddr, buf: &mut [u8]) -> Result<(), PageFault>;
+    /// Writes `data` at `va` in the live address space.
+    ///
+    /// # Safety
+    /// As [`Platform::read_virt`]; `va` must not hold anything the kernel relies on.
+    unsafe fn write_virt(&mut self, va: VirtAddr, data: &[u8]) -> Result<(), PageFault>;
+    /// A monotonic cycle counter (rdtsc on hardware).
+    fn cycles(&self) -> u64;
+}
+
+/// A guard for lazy (batched) MMU mode: queued updates are issued at [`LazyMmu::finish`] or,
+/// if the guard is dropped, at drop (an error at drop is kept by the backend and returned by
+/// its next flush).
+pub struct LazyMmu<'a, B: MmuOps> {
+    backend: &'a mut B,
+    finished: bool,
+}
+
+impl<'a, B: MmuOps> LazyMmu<'a, B> {
+    /// Enters lazy mode on `backend`.
+    pub fn enter(backend: &'a mut B) -> Self {
+        backend.enter_lazy_mmu();
+        LazyMmu { backend, finished: false }
+    }
+    /// Issues the queued updates and leaves lazy mode.
+    pub fn finish(mut self) -> Result<(), B::Error> {
+        self.finished = true;
+        self.backend.leave_lazy_mmu()
+    }
+}
+
+impl<B: MmuOps> core::ops::Deref for LazyMmu<'_, B> {
+    type Target = B;
+    fn deref(&self) -> &B {
+        self.backend
+    }
+}
+impl<B: MmuOps> core::ops::DerefMut for LazyMmu<'_, B> {
+    fn deref_mut(&mut self) -> &mut B {
+        self.backend
+    }
+}
+impl<B: MmuOps> Drop for LazyMmu<'_, B> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The error (if any) stays queued in the backend and surfaces at its next flush.
+            let _ = self.backend.leave_lazy_mmu();
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Host-side simulated machines for pvops tests.
