@@ -1,2 +1,82 @@
-//! placeholder
+//! backend-native: pvops on bare metal (multiboot1, 32-bit PAE, ring 0).
+//!
+//! Linked into a kernel image, it supplies the multiboot header and entry stub, a bootstrap
+//! PAE table (2 MiB pages over the first 64 MiB, identity and at 0xC0000000, deliberately not
+//! covering the early_ioremap window), COM1, an IDT that reports faults as a FAIL line, and
+//! the [`pvops_core::MmuOps`] implementation whose `set_pte` is two plain stores.
+//!
+//! The hardware parts exist only on the freestanding i686 target; the multiboot parser and the
+//! layout are plain code and are tested on the host.
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod multiboot;
+
+use pvops_core::addr::VirtAddr;
+use pvops_core::ops::MemoryLayout;
+use pvops_core::registry::{BackendDescriptor, BACKENDS};
+
+#[doc(hidden)]
+pub use pvops_core::linkme;
+
+/// Virtual address of physical 0.
+pub const PAGE_OFFSET: u32 = 0xC000_0000;
+/// The bare-metal layout: 896 MiB of lowmem as in Linux 32-bit, a vmalloc-like scratch area
+/// 8 MiB above it, and the early_ioremap window near the top (fixmap-like).
+pub const LAYOUT: MemoryLayout = MemoryLayout {
+    page_offset: VirtAddr(PAGE_OFFSET),
+    lowmem_limit: 896 * 1024 * 1024,
+    ioremap_window: VirtAddr(0xFF80_0000),
+    scratch_area: VirtAddr(0xF880_0000),
+    lowmem_formula: "Linux 32-bit lowmem: 4 GiB - 0xC0000000 - 128 MiB vmalloc reserve",
+};
+/// Bytes the bootstrap table maps (2 MiB pages, from physical 0).
+pub const BOOTSTRAP_MAPPED: u64 = 64 * 1024 * 1024;
+/// isa-debug-exit value for PASS (QEMU exits with status 33).
+pub const EXIT_PASS: u8 = 0x10;
+/// isa-debug-exit value for FAIL (QEMU exits with status 35).
+pub const EXIT_FAIL: u8 = 0x11;
+
+#[linkme::distributed_slice(BACKENDS)]
+#[linkme(crate = pvops_core::linkme)]
+static NATIVE_BACKEND: BackendDescriptor =
+    BackendDescriptor { name: "native", entry: "multiboot1, protected mode, paging off" };
+
+cfg_if::cfg_if! {
+    if #[cfg(all(target_arch = "x86", target_os = "none"))] {
+        mod entry;
+        mod idt;
+        mod mmu;
+        pub mod serial;
+        pub use mmu::Native;
+
+        /// The kernel main(s) registered for the native backend (one expected); see
+        /// [`register_kernel!`].
+        #[linkme::distributed_slice]
+        #[linkme(crate = pvops_core::linkme)]
+        pub static NATIVE_KERNEL: [fn(pvops_core::registry::Handoff<'_, Native>) -> pvops_core::registry::Outcome];
+
+        /// Registers a kernel main, generic over the platform, to run on bare metal:
+        /// `backend_native::register_kernel!(my_main);` where
+        /// `fn my_main<P: pvops_core::Platform>(h: Handoff<'_, P>) -> Outcome`.
+        #[macro_export]
+        macro_rules! register_kernel {
+            ($main:ident) => {
+                #[$crate::linkme::distributed_slice($crate::NATIVE_KERNEL)]
+                #[linkme(crate = $crate::linkme)]
+                static _PVOPS_NATIVE_KERNEL: fn(
+                    $crate::__Handoff<'_, $crate::Native>,
+                ) -> $crate::__Outcome = $main::<$crate::Native>;
+            };
+        }
+        #[doc(hidden)]
+        pub use pvops_core::registry::{Handoff as __Handoff, Outcome as __Outcome};
+    } else {
+        /// On non-kernel targets the macro registers nothing (the backend is not linked).
+        #[macro_export]
+        macro_rules! register_kernel {
+            ($main:ident) => {};
+        }
+    }
+}

@@ -401,12 +401,11 @@ impl<'a, P: Platform> Boot<'a, P> {
         self.report.lowmem_not_mapped = not_mapped;
         let _ = writeln!(
             self.log,
-            "lowmem: mapped {} MiB, not mapped {} MiB (limit {} MiB = window {} - page_offset {} - scratch 2 MiB)",
+            "lowmem: mapped {} MiB, not mapped {} MiB (limit {} MiB = {})",
             mapped / MIB,
             not_mapped / MIB,
             limit / MIB,
-            layout.ioremap_window,
-            layout.page_offset
+            layout.lowmem_formula
         );
 
         // Which 2 MiB chunks of the direct map hold pages: the usable RAM below the limit and

@@ -22,6 +22,8 @@ pub struct MemoryLayout {
     pub ioremap_window: VirtAddr,
     /// Base of a 2 MiB area for runtime mappings outside the direct map (vmalloc-like).
     pub scratch_area: VirtAddr,
+    /// How `lowmem_limit` was derived, for the `lowmem:` log line.
+    pub lowmem_formula: &'static str,
 }
 
 impl MemoryLayout {

@@ -46,3 +46,45 @@ pub fn write_backend_names(w: &mut dyn core::fmt::Write) -> core::fmt::Result {
     }
     Ok(())
 }
+
+/// What a backend hands the kernel's main: the platform, what the entry learned, a console.
+pub struct Handoff<'a, P> {
+    /// The backend (ops table and machine access).
+    pub platform: &'a mut P,
+    /// Memory map, command line, bootstrap-table facts.
+    pub info: &'a crate::boot::BootInfo<'a>,
+    /// The console (serial on native, the console ring or console_io under Xen).
+    pub console: &'a mut dyn core::fmt::Write,
+}
+
+/// How the kernel's run ended; the backend turns it into an exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything passed.
+    Pass,
+    /// Something failed (and was printed).
+    Fail,
+}
+
+static FATAL_HANDLER: core::sync::atomic::AtomicPtr<()> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// Installs the running backend's last-resort handler: it prints
+/// `<TAG>: FAIL backend=<name> stage=<stage>: <message>` and ends the run as a failure.
+pub fn set_fatal_handler(handler: fn(core::fmt::Arguments<'_>) -> !) {
+    FATAL_HANDLER.store(handler as *mut (), core::sync::atomic::Ordering::Release);
+}
+
+/// Ends the run through the backend's fatal handler (e.g. from a panic handler). Spins if no
+/// backend installed one (only possible before any backend entry ran).
+pub fn fatal(args: core::fmt::Arguments<'_>) -> ! {
+    let h = FATAL_HANDLER.load(core::sync::atomic::Ordering::Acquire);
+    if !h.is_null() {
+        // SAFETY: the only non-null value ever stored is a `fn(Arguments) -> !` cast to a
+        // pointer by `set_fatal_handler`; function and data pointers have one size here.
+        let f: fn(core::fmt::Arguments<'_>) -> ! = unsafe { core::mem::transmute(h) };
+        f(args)
+    }
+    loop {
+        core::hint::spin_loop();
+    }
+}

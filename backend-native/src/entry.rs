@@ -1,0 +1,187 @@
+//! The multiboot1 header, the entry stub (paging off -> bootstrap PAE table -> higher half)
+//! and the Rust entry that hands the machine to the registered kernel.
+
+use crate::multiboot::{self, INFO_LEN};
+use crate::serial::Serial;
+use crate::{Native, BOOTSTRAP_MAPPED, EXIT_FAIL, EXIT_PASS, NATIVE_KERNEL, PAGE_OFFSET};
+use core::fmt::Write;
+use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame, PAGE_SIZE};
+use pvops_core::boot::{current_stage, BootInfo, IoremapProbe};
+use pvops_core::registry::{kernel_tag, set_fatal_handler, Handoff, Outcome};
+
+core::arch::global_asm!(
+    r#"
+    .set MB_MAGIC, 0x1BADB002
+    .set MB_FLAGS, 0x00000003
+    .section .multiboot, "a"
+    .balign 4
+    .long MB_MAGIC
+    .long MB_FLAGS
+    .long -(MB_MAGIC + MB_FLAGS)
+
+    .section .bss.pvops_native_boot, "aw", @nobits
+    .balign 4096
+    .global pvops_native_boot_pdpt
+pvops_native_boot_pdpt:
+    .skip 4096
+    .global pvops_native_boot_pd
+pvops_native_boot_pd:
+    .skip 4096
+    .balign 16
+pvops_native_stack_bottom:
+    .skip {stack}
+pvops_native_stack_top:
+
+    .section .rodata.pvops_native_gdt, "a"
+    .balign 8
+pvops_native_gdt:
+    .quad 0
+    .quad 0x00CF9A000000FFFF
+    .quad 0x00CF92000000FFFF
+pvops_native_gdt_end:
+    .balign 4
+pvops_native_gdtr:
+    .word pvops_native_gdt_end - pvops_native_gdt - 1
+    .long pvops_native_gdt
+
+    .section .text.pvops_native_entry, "ax"
+    .global pvops_multiboot_entry
+    .code32
+pvops_multiboot_entry:
+    cli
+    cld
+    mov %eax, %edi
+    mov %ebx, %esi
+    mov $(pvops_native_boot_pd - {page_offset}), %ecx
+    mov %ecx, %eax
+    or $1, %eax
+    mov %eax, (pvops_native_boot_pdpt - {page_offset})
+    movl $0, (pvops_native_boot_pdpt - {page_offset} + 4)
+    mov %eax, (pvops_native_boot_pdpt - {page_offset} + 24)
+    movl $0, (pvops_native_boot_pdpt - {page_offset} + 28)
+    xor %edx, %edx
+2:
+    mov %edx, %eax
+    shl $21, %eax
+    or $0x83, %eax
+    movl $0, 4(%ecx, %edx, 8)
+    mov %eax, (%ecx, %edx, 8)
+    inc %edx
+    cmp ${large_pages}, %edx
+    jb 2b
+    mov %cr4, %eax
+    or $0x20, %eax
+    mov %eax, %cr4
+    mov $(pvops_native_boot_pdpt - {page_offset}), %eax
+    mov %eax, %cr3
+    mov %cr0, %eax
+    or $0x80010000, %eax
+    mov %eax, %cr0
+    mov $3f, %eax
+    jmp *%eax
+3:
+    lgdt pvops_native_gdtr
+    ljmp $0x08, $4f
+4:
+    mov $0x10, %ax
+    mov %ax, %ds
+    mov %ax, %es
+    mov %ax, %ss
+    mov %ax, %fs
+    mov %ax, %gs
+    mov $pvops_native_stack_top, %esp
+    xor %ebp, %ebp
+    push %esi
+    push %edi
+    call pvops_native_main
+5:
+    hlt
+    jmp 5b
+"#,
+    page_offset = const PAGE_OFFSET,
+    large_pages = const (BOOTSTRAP_MAPPED >> 21),
+    stack = const 256 * 1024,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static pvops_native_boot_pdpt: u8;
+    static __pvops_image_start: u8;
+    static __pvops_image_end: u8;
+}
+
+fn virt_to_pfn(v: usize) -> PhysFrame {
+    PhysFrame(((v as u32).wrapping_sub(PAGE_OFFSET) >> 12) as u32)
+}
+
+/// Writes to the isa-debug-exit port (QEMU exits with `(code << 1) | 1`), then halts.
+pub(crate) fn exit(code: u8) -> ! {
+    // SAFETY: port 0xf4 is QEMU's isa-debug-exit device; on other machines it is unused.
+    unsafe { x86::io::outb(0xf4, code) };
+    loop {
+        // SAFETY: halting with interrupts off ends the run on hardware without the device.
+        unsafe { core::arch::asm!("cli; hlt") };
+    }
+}
+
+fn fatal(args: core::fmt::Arguments<'_>) -> ! {
+    let _ = writeln!(Serial, "{}: FAIL backend=native stage={}: {}", kernel_tag(), current_stage().name(), args);
+    exit(EXIT_FAIL)
+}
+
+/// Rust entry, called by the stub on the bootstrap table with the multiboot registers.
+#[unsafe(no_mangle)]
+extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
+    Serial::init();
+    set_fatal_handler(fatal);
+    crate::idt::install();
+    let read = |addr: u32, len: usize| -> Option<&'static [u8]> {
+        let end = addr as u64 + len as u64;
+        // SAFETY: the bootstrap table maps [0, BOOTSTRAP_MAPPED) at PAGE_OFFSET; the loader's
+        // structures there are not written while the kernel parses them.
+        (end <= BOOTSTRAP_MAPPED)
+            .then(|| unsafe { core::slice::from_raw_parts((PAGE_OFFSET + addr) as *const u8, len) })
+    };
+    let mb = match multiboot::parse(magic, mbi, &read) {
+        Ok(m) => m,
+        Err(e) => fatal(format_args!("{e}")),
+    };
+    // Linker-script and stub symbols: only their addresses are taken.
+    let (start, end, pdpt) = (
+        &raw const __pvops_image_start as usize,
+        &raw const __pvops_image_end as usize,
+        &raw const pvops_native_boot_pdpt as usize,
+    );
+    let kernel_image = FrameRange {
+        start: virt_to_pfn(start),
+        end: virt_to_pfn(end + PAGE_SIZE as usize - 1),
+    };
+    let pdpt = virt_to_pfn(pdpt);
+    let bootstrap_tables = FrameRange { start: pdpt, end: PhysFrame(pdpt.0 + 2) };
+    let reach = PhysFrame((BOOTSTRAP_MAPPED / PAGE_SIZE) as u32);
+    let info = BootInfo {
+        memory: mb.memory.clone(),
+        cmdline: mb.cmdline,
+        first_free: kernel_image.end,
+        bootstrap_reach: reach,
+        bootstrap_tables,
+        kernel_image,
+        probe: Some(IoremapProbe { addr: PhysAddr(mbi as u64), len: INFO_LEN as u64, what: "multiboot info" }),
+    };
+    let _ = writeln!(
+        Serial,
+        "native: multiboot magic={magic:#x} info={mbi:#x} flags={:#x}; image pfn {}..{}; bootstrap table pfn {}..{} (2 MiB pages over {} MiB)",
+        mb.flags,
+        kernel_image.start,
+        kernel_image.end,
+        bootstrap_tables.start,
+        bootstrap_tables.end,
+        BOOTSTRAP_MAPPED >> 20
+    );
+    let mut native = Native::new(reach, bootstrap_tables, &info.memory);
+    let Some(main) = NATIVE_KERNEL.first() else {
+        fatal(format_args!("no kernel registered for the native backend"))
+    };
+    let outcome = main(Handoff { platform: &mut native, info: &info, console: &mut Serial });
+    exit(if outcome == Outcome::Pass { EXIT_PASS } else { EXIT_FAIL })
+}

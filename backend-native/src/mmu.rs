@@ -1,0 +1,147 @@
+//! The native `MmuOps`: raw PAE stores, cr3 through the x86 crate, invlpg.
+
+use crate::{BOOTSTRAP_MAPPED, LAYOUT, PAGE_OFFSET};
+use core::convert::Infallible;
+use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::mem::MemoryMap;
+use pvops_core::ops::{MemoryLayout, MmuOps, PageFault, Platform};
+use pvops_core::paging::{EntrySlot, Level, PageTableEntry};
+
+/// The bare-metal backend.
+pub struct Native {
+    reach: PhysFrame,
+    lowmem_end: PhysFrame,
+    bootstrap: FrameRange,
+}
+
+impl Native {
+    pub(crate) fn new(reach: PhysFrame, bootstrap: FrameRange, memory: &MemoryMap) -> Native {
+        let ram_end = memory.usable().map(|r| r.end()).max().unwrap_or(BOOTSTRAP_MAPPED);
+        let lowmem_end = ram_end.min(LAYOUT.lowmem_limit) / PAGE_SIZE;
+        Native { reach, lowmem_end: PhysFrame(lowmem_end as u32), bootstrap }
+    }
+
+    #[inline(always)]
+    fn entry_ptr(slot: EntrySlot) -> *mut u32 {
+        (PAGE_OFFSET as usize + ((slot.table.0 as usize) << 12) + slot.index as usize * 8) as *mut u32
+    }
+}
+
+/// The raw PAE store: the high half first, then the low half that holds Present, so the CPU
+/// never sees a present entry with a stale high half. Two explicit 32-bit stores: a
+/// `write_volatile::<u64>` stores the low half first at opt-level 0.
+///
+/// # Safety
+/// `entry` must point at a page-table entry the caller may change.
+#[inline(always)]
+pub unsafe fn pae_store(entry: *mut u32, value: PageTableEntry) {
+    // SAFETY: the caller guarantees `entry` is a writable 8-byte entry.
+    unsafe {
+        core::ptr::write_volatile(entry.add(1), value.high());
+        core::ptr::write_volatile(entry, value.low());
+    }
+}
+
+impl MmuOps for Native {
+    type Error = Infallible;
+    const NAME: &'static str = "native";
+    const READ_ONLY_PAGE_TABLES: bool = false;
+
+    fn layout(&self) -> MemoryLayout {
+        LAYOUT
+    }
+    #[inline(always)]
+    fn phys_to_machine(&self, frame: PhysFrame) -> Option<MachineFrame> {
+        Some(MachineFrame(frame.0))
+    }
+    #[inline(always)]
+    fn machine_to_phys(&self, frame: MachineFrame) -> Option<PhysFrame> {
+        Some(PhysFrame(frame.0))
+    }
+    fn read_cr3(&self) -> PhysFrame {
+        // SAFETY: reading cr3 in ring 0.
+        PhysFrame((unsafe { x86::controlregs::cr3() } >> 12) as u32)
+    }
+    unsafe fn write_cr3(&mut self, root: PhysFrame) -> Result<(), Infallible> {
+        // SAFETY: the caller guarantees `root` maps the running kernel; loading cr3 latches
+        // the PDPT entries.
+        unsafe { x86::controlregs::cr3_write(root.start().0) };
+        self.reach = self.lowmem_end;
+        Ok(())
+    }
+    #[inline(always)]
+    unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Infallible> {
+        // SAFETY: page-table frames are reachable through the current mapping at PAGE_OFFSET.
+        unsafe { pae_store(Self::entry_ptr(slot), entry) };
+        Ok(())
+    }
+    #[inline(always)]
+    unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Infallible> {
+        // SAFETY: as set_pte.
+        unsafe { pae_store(Self::entry_ptr(slot), entry) };
+        Ok(())
+    }
+    #[inline(always)]
+    unsafe fn set_pud(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Infallible> {
+        // SAFETY: as set_pte. The CPU sees a live PDPT change only at the next cr3 load.
+        unsafe { pae_store(Self::entry_ptr(slot), entry) };
+        Ok(())
+    }
+    #[inline(always)]
+    unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), Infallible> {
+        let p = Self::entry_ptr(slot);
+        // SAFETY: as set_pte; the low half (Present) goes first.
+        unsafe {
+            core::ptr::write_volatile(p, 0);
+            core::ptr::write_volatile(p.add(1), 0);
+        }
+        Ok(())
+    }
+    fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), Infallible> {
+        // SAFETY: invlpg only drops a TLB entry.
+        unsafe { x86::tlb::flush(va.as_usize()) };
+        Ok(())
+    }
+    fn flush_tlb_all(&mut self) -> Result<(), Infallible> {
+        // SAFETY: reloading cr3 with its own value only drops TLB entries.
+        unsafe { x86::tlb::flush_all() };
+        Ok(())
+    }
+    fn pagetable_setup_start(&mut self, _root: PhysFrame) -> Result<(), Infallible> {
+        Ok(())
+    }
+    fn pagetable_setup_done(&mut self, _root: PhysFrame) -> Result<FrameRange, Infallible> {
+        // The bootstrap PDPT and page directory are plain .bss frames: nothing to retire.
+        Ok(self.bootstrap)
+    }
+    fn alloc_pt(&mut self, _frame: PhysFrame, _level: Level) -> Result<(), Infallible> {
+        Ok(())
+    }
+    fn release_pt(&mut self, _frame: PhysFrame, _level: Level) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+impl Platform for Native {
+    fn frame_ptr(&self, frame: PhysFrame) -> Option<*mut u8> {
+        (frame < self.reach).then(|| (PAGE_OFFSET as usize + ((frame.0 as usize) << 12)) as *mut u8)
+    }
+    unsafe fn read_virt(&self, va: VirtAddr, buf: &mut [u8]) -> Result<(), PageFault> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: the caller vouches for `va`; an unmapped page traps to the IDT.
+            *b = unsafe { core::ptr::read_volatile((va.as_usize() + i) as *const u8) };
+        }
+        Ok(())
+    }
+    unsafe fn write_virt(&mut self, va: VirtAddr, data: &[u8]) -> Result<(), PageFault> {
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: as read_virt.
+            unsafe { core::ptr::write_volatile((va.as_usize() + i) as *mut u8, *b) };
+        }
+        Ok(())
+    }
+    fn cycles(&self) -> u64 {
+        // SAFETY: rdtsc has no side effects.
+        unsafe { core::arch::x86::_rdtsc() }
+    }
+}

@@ -1,0 +1,75 @@
+//! guest-demo: the pvops demonstration kernel. One ELF that boots on bare QEMU (multiboot1)
+//! and as a Xen PV domU; it runs the generic boot path on whichever backend entered it and
+//! prints `PVOPS-DEMO: PASS backend=<name>` or `PVOPS-DEMO: FAIL backend=<name> stage=..: ..`.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+use pvops_core::boot::{boot, set_stage, BootState, Stage};
+use pvops_core::options::BootOptions;
+use pvops_core::registry::{fatal, Handoff, KernelDescriptor, Outcome, KERNELS};
+use pvops_core::{MmuOps, Platform};
+
+const TAG: &str = "PVOPS-DEMO";
+
+#[pvops_core::linkme::distributed_slice(KERNELS)]
+#[linkme(crate = pvops_core::linkme)]
+static DEMO: KernelDescriptor = KernelDescriptor { tag: TAG };
+
+backend_native::register_kernel!(demo_main);
+backend_xen::register_kernel!(demo_main);
+
+/// The boot path's state: large (the frame allocator's page-table bitmap), so a static.
+struct StateCell(UnsafeCell<BootState>, AtomicBool);
+// SAFETY: `take` hands out the only reference, once.
+unsafe impl Sync for StateCell {}
+static STATE: StateCell = StateCell(UnsafeCell::new(BootState::new()), AtomicBool::new(false));
+
+impl StateCell {
+    fn take(&'static self) -> Option<&'static mut BootState> {
+        // SAFETY: the flag guarantees this reference is created at most once.
+        (!self.1.swap(true, Ordering::AcqRel)).then(|| unsafe { &mut *self.0.get() })
+    }
+}
+
+fn demo_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
+    let Handoff { platform, info, console } = h;
+    let opts = match BootOptions::parse(info.cmdline) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = writeln!(console, "{TAG}: FAIL backend={} stage=banner: {e}", P::NAME);
+            return Outcome::Fail;
+        }
+    };
+    let Some(state) = STATE.take() else {
+        let _ = writeln!(console, "{TAG}: FAIL backend={} stage=entry: kernel main entered twice", P::NAME);
+        return Outcome::Fail;
+    };
+    match boot(platform, info, opts, state, console) {
+        Ok(r) => {
+            set_stage(Stage::Done);
+            let _ = writeln!(
+                console,
+                "{TAG}: PASS backend={} lowmem_mapped_mib={} lowmem_not_mapped_mib={} ptes={} l1_tables={} reused_frames={}",
+                P::NAME,
+                r.lowmem_mapped >> 20,
+                r.lowmem_not_mapped >> 20,
+                r.direct_map_ptes,
+                r.direct_map_tables,
+                r.reused.len()
+            );
+            Outcome::Pass
+        }
+        Err(e) => {
+            let _ = writeln!(console, "{TAG}: FAIL backend={} {e}", <P as MmuOps>::NAME);
+            Outcome::Fail
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    fatal(format_args!("{info}"))
+}
