@@ -1,8 +1,91 @@
-//! backend-xen: pvops as a 32-bit PAE Xen PV guest (work in progress).
+//! backend-xen: pvops as a 32-bit PAE Xen PV guest (`xen-3.0-x86_32p`).
+//!
+//! The same kernel image carries Xen's ELF notes and a ring-1 entry (`esi` = start_info).
+//! [`mmu::XenMmu`] implements [`pvops_core::MmuOps`] over the [`hypervisor::Hypervisor`]
+//! trait: every page-table write is an `mmu_update` with machine addresses from the p2m list
+//! (batched in lazy mode), every page-table frame is read-only in every mapping before Xen
+//! validates it, the kernel's L3 is pinned and installed with `MMUEXT_NEW_BASEPTR`, and
+//! `start_info.pt_base` is unpinned once the kernel's table is live (Linux 2b5407811db7).
+//! The real hypercall page implements the trait on the guest; a model of Xen's rules
+//! implements it in the host tests.
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
-/// Registers a kernel main for the Xen backend (not linked yet).
-#[macro_export]
-macro_rules! register_kernel {
-    ($main:ident) => {};
+pub mod abi;
+pub mod hypervisor;
+pub mod mmu;
+pub mod start_info;
+
+pub use hypervisor::Hypervisor;
+pub use mmu::{XenError, XenMmu, XenOp, XenStats};
+pub use start_info::{StartInfoError, XenBootFacts};
+
+use pvops_core::addr::{FrameRange, PhysAddr, PAGE_SIZE};
+use pvops_core::boot::{BootInfo, IoremapProbe};
+use pvops_core::mem::{MemoryMap, RegionKind};
+use pvops_core::registry::{BackendDescriptor, BACKENDS};
+
+#[doc(hidden)]
+pub use pvops_core::linkme;
+
+#[linkme::distributed_slice(BACKENDS)]
+#[linkme(crate = pvops_core::linkme)]
+static XEN_BACKEND: BackendDescriptor =
+    BackendDescriptor { name: "xen", entry: "Xen PV (ELF notes, ring 1, esi = start_info)" };
+
+/// Bytes of start_info that early_ioremap reads back (magic, nr_pages, shared_info, flags...).
+pub const PROBE_LEN: u64 = 64;
+
+/// The [`BootInfo`] of a Xen guest: all `nr_pages` usable, the builder's structures and the
+/// boot stack reserved, the bootstrap table's frames, start_info as the early_ioremap probe.
+pub fn boot_info<'a, H: Hypervisor>(mmu: &XenMmu<H>, facts: &XenBootFacts<'a>, kernel_image: FrameRange) -> BootInfo<'a> {
+    let mut memory = MemoryMap::new();
+    // A single region that cannot be empty, wrap or overlap: nr_pages was validated.
+    let _ = memory.add(PhysAddr(0), facts.nr_pages as u64 * PAGE_SIZE, RegionKind::Usable);
+    BootInfo {
+        memory,
+        cmdline: facts.cmdline,
+        first_free: facts.first_free,
+        bootstrap_reach: mmu.reach(),
+        bootstrap_tables: facts.bootstrap_tables,
+        kernel_image,
+        probe: Some(IoremapProbe { addr: facts.start_info.start(), len: PROBE_LEN, what: "start_info" }),
+    }
+}
+
+cfg_if::cfg_if! {
+    if #[cfg(all(target_arch = "x86", target_os = "none"))] {
+        mod console;
+        mod entry;
+        mod real;
+        pub use real::RealXen;
+
+        /// The kernel main(s) registered for the Xen backend (one expected); see
+        /// [`register_kernel!`].
+        #[linkme::distributed_slice]
+        #[linkme(crate = pvops_core::linkme)]
+        pub static XEN_KERNEL: [fn(pvops_core::registry::Handoff<'_, XenMmu<RealXen>>) -> pvops_core::registry::Outcome];
+
+        /// Registers a kernel main, generic over the platform, to run as a Xen PV guest:
+        /// `backend_xen::register_kernel!(my_main);`.
+        #[macro_export]
+        macro_rules! register_kernel {
+            ($main:ident) => {
+                #[$crate::linkme::distributed_slice($crate::XEN_KERNEL)]
+                #[linkme(crate = $crate::linkme)]
+                static _PVOPS_XEN_KERNEL: fn(
+                    $crate::__Handoff<'_, $crate::XenMmu<$crate::RealXen>>,
+                ) -> $crate::__Outcome = $main::<$crate::XenMmu<$crate::RealXen>>;
+            };
+        }
+        #[doc(hidden)]
+        pub use pvops_core::registry::{Handoff as __Handoff, Outcome as __Outcome};
+    } else {
+        /// On non-kernel targets the macro registers nothing (the backend is not linked).
+        #[macro_export]
+        macro_rules! register_kernel {
+            ($main:ident) => {};
+        }
+    }
 }

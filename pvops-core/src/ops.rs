@@ -159,9 +159,9 @@ pub trait Platform: MmuOps {
     fn cycles(&self) -> u64;
 }
 
-/// A guard for lazy (batched) MMU mode: queued updates are issued at [`LazyMmu::finish`] or,
-/// if the guard is dropped, at drop (an error at drop is kept by the backend and returned by
-/// its next flush).
+/// A guard for lazy (batched) MMU mode: queued updates are issued at [`LazyMmu::finish`],
+/// which reports the first failing update. A guard dropped without `finish` (an early return
+/// on another error) still issues them, but an error there cannot be reported.
 pub struct LazyMmu<'a, B: MmuOps> {
     backend: &'a mut B,
     finished: bool,
@@ -194,7 +194,7 @@ impl<B: MmuOps> core::ops::DerefMut for LazyMmu<'_, B> {
 impl<B: MmuOps> Drop for LazyMmu<'_, B> {
     fn drop(&mut self) {
         if !self.finished {
-            // The error (if any) stays queued in the backend and surfaces at its next flush.
+            // Only reached on an early-return path that already carries an error.
             let _ = self.backend.leave_lazy_mmu();
         }
     }

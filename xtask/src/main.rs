@@ -1,1 +1,301 @@
-fn main() {}
+//! xtask: the project's commands (`cargo xtask build | demo | test`).
+//!
+//! Exit status contract: 0 when every guest PASSed, 1 when a guest FAILed, 2 on a harness
+//! error (build, timeout, tool failure), with a message saying which.
+
+mod kernel;
+mod native;
+mod util;
+mod xen;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use util::{step, HarnessError, Res};
+
+const USAGE: &str = "\
+cargo xtask <command> [options]
+
+Commands:
+  build            Build guest-demo (release, every backend linked) and copy it to
+                   target/guest-demo.elf. Installs the nightly rust-src component if missing.
+  demo [WHICH]     Boot guest-demo and print its serial/console log.
+                   WHICH: native | xen | xen-dom0 | all (default: all = native, then xen).
+                   --memory MIB      native: QEMU -m (default 128); xen: domU memory (default 64);
+                                     xen-dom0: dom0 memory (default 64)
+                   --cmdline \"OPTS\"  appended to the guest's command line
+                                     (e.g. pvops.early_ioremap=swapper, pvops.skip_unpin)
+                   The first Xen run builds Xen 4.17 with 32-bit PV support from Debian's source
+                   package and a dom0 initramfs (a few minutes; cached in target/xen).
+  test             fmt check, clippy (host and i686 kernel), host tests, and real boots on bare
+                   QEMU and Xen. Installs what it needs (rustup components, Debian packages).
+
+Exit status: 0 every guest PASSed, 1 a guest FAILed, 2 harness error.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("build") => cmd_build().map(|_| Verdict::Pass),
+        Some("demo") => cmd_demo(&args[1..]),
+        Some("test") => cmd_test(),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(HarnessError(format!("unknown command `{other}`\n\n{USAGE}"))),
+    };
+    match result {
+        Ok(Verdict::Pass) => ExitCode::SUCCESS,
+        Ok(Verdict::Fail) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("xtask: harness error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The outcome of guest runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Fail,
+}
+
+const TAG: &str = "PVOPS-DEMO";
+
+/// The guest's result line, found in a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GuestLine {
+    Pass(String),
+    Fail(String),
+}
+
+fn find_result(log: &str, tag: &str, backend: &str) -> Option<GuestLine> {
+    let pass = format!("{tag}: PASS backend={backend}");
+    let fail = format!("{tag}: FAIL backend={backend}");
+    log.lines().find_map(|l| {
+        if let Some(i) = l.find(&pass) {
+            Some(GuestLine::Pass(l[i..].to_string()))
+        } else {
+            l.find(&fail).map(|i| GuestLine::Fail(l[i..].to_string()))
+        }
+    })
+}
+
+fn cmd_build() -> Res<PathBuf> {
+    step("toolchains (nightly rust-src)", util::ensure_toolchains)?;
+    let elf = step("build guest-demo (release, i686)", || kernel::build("guest-demo", "guest-demo"))?;
+    eprintln!("    kernel: {}", elf.display());
+    Ok(elf)
+}
+
+struct DemoArgs {
+    which: String,
+    memory: Option<u32>,
+    cmdline: String,
+}
+
+fn parse_demo(args: &[String]) -> Res<DemoArgs> {
+    let mut d = DemoArgs { which: "all".into(), memory: None, cmdline: String::new() };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "native" | "xen" | "xen-dom0" | "all" => d.which = a.clone(),
+            "--memory" => {
+                let v = it.next().ok_or_else(|| HarnessError("--memory needs a value in MiB".into()))?;
+                d.memory = Some(v.parse().ok().filter(|m| *m > 0).ok_or_else(|| HarnessError(format!("--memory: `{v}` is not a size in MiB")))?);
+            }
+            "--cmdline" => {
+                d.cmdline = it.next().ok_or_else(|| HarnessError("--cmdline needs a value".into()))?.clone();
+            }
+            other => return Err(HarnessError(format!("demo: unknown argument `{other}`\n\n{USAGE}"))),
+        }
+    }
+    Ok(d)
+}
+
+fn cmd_demo(args: &[String]) -> Res<Verdict> {
+    let d = parse_demo(args)?;
+    let elf = cmd_build()?;
+    let mut verdicts = Vec::new();
+    if d.which == "native" || d.which == "all" {
+        verdicts.push(demo_native(&elf, d.memory.unwrap_or(128), &d.cmdline));
+    }
+    if d.which == "xen" || d.which == "all" {
+        verdicts.push(demo_xen(&elf, d.memory.unwrap_or(64), &d.cmdline));
+    }
+    if d.which == "xen-dom0" {
+        verdicts.push(demo_xen_dom0(&elf, d.memory.unwrap_or(64), &d.cmdline));
+    }
+    // A harness error outranks a guest FAIL; a FAIL outranks PASS.
+    let mut overall = Ok(Verdict::Pass);
+    for v in verdicts {
+        match v {
+            Err(e) => {
+                eprintln!("xtask: harness error: {e}");
+                overall = Err(HarnessError("at least one run had a harness error (see above)".into()));
+            }
+            Ok(Verdict::Fail) if overall.is_ok() => overall = Ok(Verdict::Fail),
+            Ok(_) => {}
+        }
+    }
+    overall
+}
+
+/// Maps a log (+ the backend's own end signal) to a verdict: the guest line decides, and
+/// a missing or contradicted line is a harness error.
+fn judge(log: &str, backend: &str, exit_ok: Option<bool>) -> Res<Verdict> {
+    match (find_result(log, TAG, backend), exit_ok) {
+        (Some(GuestLine::Pass(_)), None | Some(true)) => Ok(Verdict::Pass),
+        (Some(GuestLine::Fail(_)), None | Some(false)) => Ok(Verdict::Fail),
+        (Some(line), Some(ok)) => Err(HarnessError(format!(
+            "{backend}: guest printed `{line:?}` but its exit said {}",
+            if ok { "PASS" } else { "FAIL" }
+        ))),
+        (None, _) => Err(HarnessError(format!("{backend}: the guest printed no {TAG} result line"))),
+    }
+}
+
+fn native_cmdline(extra: &str) -> String {
+    extra.trim().to_string()
+}
+
+fn demo_native(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
+    step("qemu-system-x86 present", native::ensure_qemu)?;
+    eprintln!("==> native: qemu-system-i386 -m {memory} (multiboot)");
+    let run = native::boot(elf, memory, &native_cmdline(cmdline), true, Duration::from_secs(60))?;
+    let exit_ok = match run.status {
+        Some(33) => Some(true),
+        Some(35) => Some(false),
+        other => return Err(HarnessError(format!("native: qemu exited with {other:?}, not through isa-debug-exit"))),
+    };
+    eprintln!("    native: qemu exit status {:?} in {:.2}s", run.status, run.seconds);
+    judge(&run.log, "native", exit_ok)
+}
+
+fn xen_cache() -> PathBuf {
+    util::root().join("target/xen")
+}
+
+fn demo_xen(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
+    let env = step("xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)", || {
+        xen::prepare(&xen_cache()).map_err(HarnessError)
+    })?;
+    eprintln!("==> xen: Xen {} -> dom0 -> xl create guest-demo as a PV domU ({memory} MiB)", env.version);
+    let spec = xen::DomuSpec { name: "guest-demo".into(), elf: elf.to_path_buf(), memory_mib: memory, cmdline: cmdline.trim().to_string() };
+    let outcomes = xen::run_domus(&env, &[spec], Duration::from_secs(300)).map_err(HarnessError)?;
+    let o = outcomes.into_iter().next().ok_or_else(|| HarnessError("xen: no domU outcome".into()))?;
+    for line in o.console_log.lines() {
+        println!("{line}");
+    }
+    eprintln!("    xen: domU shut down with reason {:?} after {:?}s", o.shutdown_reason, o.seconds);
+    judge(&o.console_log, "xen", None)
+}
+
+fn demo_xen_dom0(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
+    let env = step("xen: hypervisor with PV32 (first run builds, a few minutes)", || xen::prepare(&xen_cache()).map_err(HarnessError))?;
+    let o = xen::run_dom0(&env, elf, memory, cmdline.trim(), Duration::from_secs(60)).map_err(HarnessError)?;
+    for line in o.serial_log.lines() {
+        println!("{line}");
+    }
+    let exit_ok = match o.qemu_status {
+        Some(33) => Some(true),
+        Some(35) => Some(false),
+        _ => None,
+    };
+    judge(&o.serial_log, "xen", exit_ok)
+}
+
+/// One guest boot the test command checks.
+struct BootCase {
+    name: String,
+    memory: u32,
+    cmdline: String,
+    expect: Expect,
+}
+
+enum Expect {
+    Pass,
+    /// FAIL whose line contains all of these.
+    Fail(Vec<&'static str>),
+}
+
+impl BootCase {
+    fn new(name: &str, memory: u32, cmdline: &str, expect: Expect) -> Self {
+        BootCase { name: name.into(), memory, cmdline: cmdline.into(), expect }
+    }
+    fn check(&self, log: &str, backend: &str) -> Result<String, String> {
+        match (find_result(log, TAG, backend), &self.expect) {
+            (Some(GuestLine::Pass(l)), Expect::Pass) => Ok(l),
+            (Some(GuestLine::Fail(l)), Expect::Fail(needles)) if needles.iter().all(|n| l.contains(n)) => Ok(l),
+            (Some(GuestLine::Pass(l) | GuestLine::Fail(l)), _) => Err(format!("unexpected result: {l}")),
+            (None, _) => Err("no result line".into()),
+        }
+    }
+}
+
+fn cmd_test() -> Res<Verdict> {
+    let root = util::root();
+    step("toolchains (nightly rust-src + clippy, stable clippy + rustfmt)", util::ensure_toolchains)?;
+    step("qemu-system-x86 present", native::ensure_qemu)?;
+    step("cargo fmt --check", || {
+        util::run(util::cmd("cargo").args(["fmt", "--all", "--", "--check"]).current_dir(&root))?;
+        util::run(util::cmd("cargo").args(["fmt", "--manifest-path", "guest-demo/Cargo.toml", "--", "--check"]).current_dir(&root))
+    })?;
+    step("cargo clippy (host workspace)", || {
+        util::run(util::cmd("cargo").args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]).current_dir(&root))
+    })?;
+    step("cargo clippy (i686 kernel: guest-demo and the backends)", || kernel::clippy("guest-demo"))?;
+    step("cargo test (host: simulated machine, Xen model)", || {
+        util::run(util::cmd("cargo").args(["test", "--workspace", "--quiet"]).current_dir(&root))
+    })?;
+    let elf = step("build guest-demo", || kernel::build("guest-demo", "guest-demo"))?;
+
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    let mut record = |name: &str, r: Result<String, String>| match r {
+        Ok(line) => {
+            eprintln!("    ok   {name}: {line}");
+            passed += 1;
+        }
+        Err(e) => {
+            eprintln!("    FAIL {name}: {e}");
+            failed.push(name.to_string());
+        }
+    };
+
+    let native_cases = [
+        BootCase::new("native default", 128, "", Expect::Pass),
+        BootCase::new("native 32 MiB", 32, "", Expect::Pass),
+        BootCase::new("native 512 MiB", 512, "", Expect::Pass),
+        BootCase::new("native 2048 MiB (lowmem only)", 2048, "", Expect::Pass),
+        BootCase::new(
+            "native pvops.early_ioremap=swapper",
+            128,
+            "pvops.early_ioremap=swapper",
+            Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xff8"]),
+        ),
+    ];
+    step("boots on bare QEMU", || {
+        for c in &native_cases {
+            let r = native::boot(&elf, c.memory, &c.cmdline, false, Duration::from_secs(60))
+                .map_err(|e| e.to_string())
+                .and_then(|run| {
+                    let want = if matches!(c.expect, Expect::Pass) { 33 } else { 35 };
+                    if run.status != Some(want) {
+                        return Err(format!("qemu status {:?}, expected {want}", run.status));
+                    }
+                    c.check(&run.log, "native")
+                });
+            record(&c.name, r);
+        }
+        Ok(())
+    })?;
+
+    eprintln!("boots: {passed} passed, {} failed", failed.len());
+    if failed.is_empty() {
+        Ok(Verdict::Pass)
+    } else {
+        Err(HarnessError(format!("failed boots: {}", failed.join(", "))))
+    }
+}

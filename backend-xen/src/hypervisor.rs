@@ -1,0 +1,45 @@
+//! The hypercall trait: everything backend-xen asks of Xen, so the same backend code runs on
+//! the real hypervisor and on the host's model of Xen's rules.
+
+use crate::abi::{MachphysMapping, MmuUpdate, MmuextOp, MulticallEntry};
+use core::fmt;
+use pvops_core::addr::{MachineFrame, PhysFrame, VirtAddr};
+use pvops_core::ops::PageFault;
+
+/// Raw hypercalls (return values exactly as Xen gives them: 0 or a negated errno) plus the
+/// guest-memory primitives of a PV guest. Implemented by the real hypercall page and by the
+/// host model; backend-xen's checks sit above this layer, never inside it.
+pub trait Hypervisor {
+    /// `HYPERVISOR_mmu_update(reqs, count, &done, DOMID_SELF)`.
+    fn mmu_update(&mut self, reqs: &[MmuUpdate], done: &mut u32) -> i32;
+    /// `HYPERVISOR_mmuext_op(ops, count, &done, DOMID_SELF)`.
+    fn mmuext_op(&mut self, ops: &[MmuextOp], done: &mut u32) -> i32;
+    /// `HYPERVISOR_update_va_mapping(va, val, flags)`.
+    fn update_va_mapping(&mut self, va: VirtAddr, val: u64, flags: u32) -> i32;
+    /// `HYPERVISOR_multicall(calls, count)`; each entry's `result` is filled in.
+    fn multicall(&mut self, calls: &mut [MulticallEntry]) -> i32;
+    /// `HYPERVISOR_memory_op(XENMEM_machphys_mapping, out)`.
+    fn machphys_mapping(&mut self, out: &mut MachphysMapping) -> i32;
+
+    /// `p2m[pfn]` from the p2m list the domain builder handed over.
+    fn p2m(&self, pfn: PhysFrame) -> Option<MachineFrame>;
+    /// `m2p[mfn]` from Xen's read-only M2P table (not yet cross-checked).
+    fn m2p(&self, mfn: MachineFrame) -> Option<PhysFrame>;
+    /// Where the guest reaches pseudo-physical frame `pfn` (its direct-mapped address on the
+    /// real guest; host memory in the model). The caller checks that it is mapped.
+    fn frame_ptr(&self, pfn: PhysFrame) -> *mut u8;
+    /// Reads guest virtual memory through the live table.
+    ///
+    /// # Safety
+    /// As [`pvops_core::Platform::read_virt`].
+    unsafe fn read_virt(&self, va: VirtAddr, buf: &mut [u8]) -> Result<(), PageFault>;
+    /// Writes guest virtual memory through the live table.
+    ///
+    /// # Safety
+    /// As [`pvops_core::Platform::write_virt`].
+    unsafe fn write_virt(&mut self, va: VirtAddr, data: &[u8]) -> Result<(), PageFault>;
+    /// A cycle counter (a domU's TSC is emulated by Xen: compare within one backend only).
+    fn cycles(&self) -> u64;
+    /// Prints a backend log line (console on the real guest, a buffer in the model).
+    fn log(&mut self, args: fmt::Arguments<'_>);
+}

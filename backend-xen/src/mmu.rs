@@ -1,0 +1,439 @@
+//! The Xen PV `MmuOps`: page-table writes through `mmu_update` (batched in lazy mode),
+//! page-table frames read-only in every mapping, pin + NEW_BASEPTR, and the unpin of
+//! `start_info.pt_base` after the switch.
+
+use crate::abi::{mmuext, Errno, MachphysMapping, MmuUpdate, MmuextOp, MMU_NORMAL_PT_UPDATE, VIRT_BASE};
+use crate::hypervisor::Hypervisor;
+use crate::start_info::XenBootFacts;
+use core::fmt;
+use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::ops::{MemoryLayout, MmuOps, PageFault, Platform};
+use pvops_core::options::BootOptions;
+use pvops_core::paging::{EntrySlot, Level, PageTableEntry, PteFlags, KERNEL_RO, KERNEL_RW};
+
+/// Most page-table updates one `mmu_update` carries in lazy mode.
+pub const QUEUE_CAPACITY: usize = 1024;
+const MIB: u32 = 1024 * 1024;
+
+/// The hypercall (or sub-operation) that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XenOp {
+    /// `mmu_update`.
+    MmuUpdate,
+    /// `mmuext_op` with this command.
+    MmuextOp(u32),
+    /// `update_va_mapping`.
+    UpdateVaMapping,
+    /// `multicall`.
+    Multicall,
+    /// `memory_op(XENMEM_machphys_mapping)`.
+    MachphysMapping,
+}
+
+impl fmt::Display for XenOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            XenOp::MmuUpdate => f.write_str("mmu_update"),
+            XenOp::MmuextOp(cmd) => f.write_str(match *cmd {
+                mmuext::PIN_L1_TABLE => "mmuext_op(PIN_L1_TABLE)",
+                mmuext::PIN_L2_TABLE => "mmuext_op(PIN_L2_TABLE)",
+                mmuext::PIN_L3_TABLE => "mmuext_op(PIN_L3_TABLE)",
+                mmuext::UNPIN_TABLE => "mmuext_op(UNPIN_TABLE)",
+                mmuext::NEW_BASEPTR => "mmuext_op(NEW_BASEPTR)",
+                mmuext::TLB_FLUSH_LOCAL => "mmuext_op(TLB_FLUSH_LOCAL)",
+                mmuext::INVLPG_LOCAL => "mmuext_op(INVLPG_LOCAL)",
+                _ => "mmuext_op",
+            }),
+            XenOp::UpdateVaMapping => f.write_str("update_va_mapping"),
+            XenOp::Multicall => f.write_str("multicall"),
+            XenOp::MachphysMapping => f.write_str("memory_op(XENMEM_machphys_mapping)"),
+        }
+    }
+}
+
+/// An error of the Xen backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XenError {
+    /// Xen refused a hypercall.
+    Hypercall {
+        /// Which.
+        op: XenOp,
+        /// The errno Xen returned.
+        errno: Errno,
+        /// Index of the failing entry in the batch (Xen reports how many succeeded).
+        index: u32,
+        /// The failing entry's main argument (ptr of an mmu_update, mfn of an mmuext_op).
+        arg: u64,
+    },
+    /// A frame that must be reachable is not mapped in the live table.
+    NotMapped {
+        /// The virtual address.
+        va: VirtAddr,
+    },
+    /// A pfn outside the p2m list.
+    NoMachineFrame {
+        /// The pfn.
+        pfn: PhysFrame,
+    },
+}
+
+impl fmt::Display for XenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            XenError::Hypercall { op, errno, index, arg } => {
+                write!(f, "xen {errno}: {op}[{index}] arg={arg:#x}")
+            }
+            XenError::NotMapped { va } => write!(f, "xen backend: {va} is not mapped in the live table"),
+            XenError::NoMachineFrame { pfn } => write!(f, "xen backend: pfn {pfn} is not in the p2m list"),
+        }
+    }
+}
+
+/// Hypercalls issued, by kind, and the entries they carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XenStats {
+    /// `mmu_update` calls.
+    pub mmu_update_calls: u64,
+    /// Entries carried by them.
+    pub mmu_update_entries: u64,
+    /// `mmuext_op` calls.
+    pub mmuext_calls: u64,
+    /// Operations carried by them.
+    pub mmuext_ops: u64,
+    /// `update_va_mapping` calls.
+    pub update_va_mapping_calls: u64,
+    /// `multicall` calls.
+    pub multicall_calls: u64,
+}
+
+impl XenStats {
+    /// All hypercalls.
+    pub fn hypercalls(&self) -> u64 {
+        self.mmu_update_calls + self.mmuext_calls + self.update_va_mapping_calls + self.multicall_calls
+    }
+}
+
+/// The Xen PV backend, generic over the hypercall layer.
+pub struct XenMmu<H: Hypervisor> {
+    hv: H,
+    layout: MemoryLayout,
+    hole: u32,
+    nr_pages: u32,
+    cr3: PhysFrame,
+    pt_base: PhysFrame,
+    bootstrap: FrameRange,
+    reach: PhysFrame,
+    skip_unpin: bool,
+    batch: usize,
+    lazy: bool,
+    queue: [MmuUpdate; QUEUE_CAPACITY],
+    queued: usize,
+    stats: XenStats,
+}
+
+impl<H: Hypervisor> XenMmu<H> {
+    /// Sets up the backend on Xen's bootstrap table (`read_cr3` = `pt_base` until the switch).
+    /// Asks Xen where the hypervisor hole starts (`XENMEM_machphys_mapping`) and places the
+    /// early_ioremap window and the scratch area right below it.
+    pub fn new(mut hv: H, facts: &XenBootFacts<'_>, opts: &BootOptions) -> Result<Self, XenError> {
+        let mut mm = MachphysMapping::default();
+        let ret = hv.machphys_mapping(&mut mm);
+        if let Some(errno) = Errno::from_ret(ret) {
+            return Err(XenError::Hypercall { op: XenOp::MachphysMapping, errno, index: 0, arg: 0 });
+        }
+        let hole = mm.v_start & !(2 * MIB - 1);
+        let window = hole - 2 * MIB;
+        let scratch = window - 2 * MIB;
+        let layout = MemoryLayout {
+            page_offset: VirtAddr(VIRT_BASE),
+            lowmem_limit: (scratch - VIRT_BASE) as u64,
+            ioremap_window: VirtAddr(window),
+            scratch_area: VirtAddr(scratch),
+            lowmem_formula: "hole start (XENMEM_machphys_mapping) - 2 MiB early_ioremap window - 2 MiB scratch - 0xC0000000",
+        };
+        let batch = match opts.batch {
+            0 => QUEUE_CAPACITY,
+            n => (n as usize).min(QUEUE_CAPACITY),
+        };
+        let mut mmu = XenMmu {
+            hv,
+            layout,
+            hole: mm.v_start,
+            nr_pages: facts.nr_pages,
+            cr3: facts.pt_base,
+            pt_base: facts.pt_base,
+            bootstrap: facts.bootstrap_tables,
+            reach: PhysFrame(facts.nr_pages),
+            skip_unpin: opts.skip_unpin,
+            batch,
+            lazy: false,
+            queue: [MmuUpdate::default(); QUEUE_CAPACITY],
+            queued: 0,
+            stats: XenStats::default(),
+        };
+        mmu.reach = mmu.measure_reach();
+        Ok(mmu)
+    }
+
+    /// The hypervisor hole's start as Xen reported it.
+    pub fn hole_start(&self) -> u32 {
+        self.hole
+    }
+    /// Frames reachable now (through Xen's bootstrap mapping before the switch).
+    pub fn reach(&self) -> PhysFrame {
+        self.reach
+    }
+    /// Hypercall counters.
+    pub fn stats(&self) -> XenStats {
+        self.stats
+    }
+    /// The hypercall layer.
+    pub fn hypervisor(&mut self) -> &mut H {
+        &mut self.hv
+    }
+    /// Gives the hypercall layer back.
+    pub fn into_hypervisor(self) -> H {
+        self.hv
+    }
+
+    /// How far the live table maps the 1:1 region from VIRT_BASE, page by page.
+    fn measure_reach(&self) -> PhysFrame {
+        let mut pfn = 0;
+        while pfn < self.nr_pages {
+            let va = VirtAddr(VIRT_BASE + pfn * PAGE_SIZE as u32);
+            if self.live_entry(va).is_err() {
+                break;
+            }
+            pfn += 1;
+        }
+        PhysFrame(pfn)
+    }
+
+    fn read(&self, table: PhysFrame, index: usize) -> Result<PageTableEntry, XenError> {
+        if table >= self.reach {
+            return Err(XenError::NotMapped { va: VirtAddr(VIRT_BASE.wrapping_add(table.0 << 12)) });
+        }
+        let p = self.hv.frame_ptr(table) as *const u64;
+        // SAFETY: page-table frames are below `reach` (mapped, at least read-only) and the
+        // index is < 512.
+        Ok(PageTableEntry::from_bits(unsafe { core::ptr::read_volatile(p.add(index % 512)) }))
+    }
+
+    fn to_phys(&self, mfn: MachineFrame) -> Option<PhysFrame> {
+        let pfn = self.hv.m2p(mfn)?;
+        (pfn.0 < self.nr_pages && self.hv.p2m(pfn) == Some(mfn)).then_some(pfn)
+    }
+
+    /// The live L1 slot and entry mapping `va` (4 KiB pages only: a PV guest has no others).
+    fn live_entry(&self, va: VirtAddr) -> Result<(EntrySlot, PageTableEntry), XenError> {
+        let nm = XenError::NotMapped { va };
+        let l3e = self.read(self.cr3, va.l3_index())?;
+        let l2 = l3e.is_present().then(|| self.to_phys(l3e.frame())).flatten().ok_or(nm)?;
+        let l2e = self.read(l2, va.l2_index())?;
+        if !l2e.is_present() || l2e.flags().contains(PteFlags::HUGE) {
+            return Err(nm);
+        }
+        let l1 = self.to_phys(l2e.frame()).ok_or(nm)?;
+        let l1e = self.read(l1, va.l1_index())?;
+        if !l1e.is_present() {
+            return Err(nm);
+        }
+        Ok((EntrySlot { table: l1, index: va.l1_index() as u16 }, l1e))
+    }
+
+    fn mfn(&self, pfn: PhysFrame) -> Result<MachineFrame, XenError> {
+        self.hv.p2m(pfn).ok_or(XenError::NoMachineFrame { pfn })
+    }
+
+    /// Queues (or, outside lazy mode, issues) one checked page-table write.
+    fn update(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
+        let ptr = self.mfn(slot.table)?.start().0 + slot.byte_offset();
+        self.queue[self.queued] = MmuUpdate { ptr: ptr | MMU_NORMAL_PT_UPDATE, val: entry.bits() };
+        self.queued += 1;
+        if !self.lazy || self.queued >= self.batch {
+            return self.flush_queue();
+        }
+        Ok(())
+    }
+
+    /// Issues the queued updates as one `mmu_update`.
+    fn flush_queue(&mut self) -> Result<(), XenError> {
+        if self.queued == 0 {
+            return Ok(());
+        }
+        let n = self.queued;
+        self.queued = 0;
+        let mut done = 0;
+        self.stats.mmu_update_calls += 1;
+        let ret = self.hv.mmu_update(&self.queue[..n], &mut done);
+        self.stats.mmu_update_entries += done.min(n as u32) as u64;
+        match Errno::from_ret(ret) {
+            None => Ok(()),
+            Some(errno) => {
+                let index = done.min(n as u32 - 1);
+                Err(XenError::Hypercall { op: XenOp::MmuUpdate, errno, index, arg: self.queue[index as usize].ptr })
+            }
+        }
+    }
+
+    /// Issues mmuext operations as one hypercall.
+    fn mmuext(&mut self, ops: &[MmuextOp]) -> Result<(), XenError> {
+        self.flush_queue()?;
+        let mut done = 0;
+        self.stats.mmuext_calls += 1;
+        self.stats.mmuext_ops += ops.len() as u64;
+        let ret = self.hv.mmuext_op(ops, &mut done);
+        match Errno::from_ret(ret) {
+            None => Ok(()),
+            Some(errno) => {
+                let i = done.min(ops.len() as u32 - 1);
+                let op = ops[i as usize];
+                Err(XenError::Hypercall { op: XenOp::MmuextOp(op.cmd), errno, index: i, arg: op.arg1 as u64 })
+            }
+        }
+    }
+
+    /// Maps `pfn` read-only or writable in the live 1:1 region (value computed, not read
+    /// back, so queued updates of the same entry cannot be lost).
+    fn set_writable(&mut self, pfn: PhysFrame, writable: bool) -> Result<(), XenError> {
+        let va = VirtAddr(VIRT_BASE + pfn.0 * PAGE_SIZE as u32);
+        let (slot, _) = self.live_entry(va)?;
+        let flags = if writable { KERNEL_RW } else { KERNEL_RO };
+        let mfn = self.mfn(pfn)?;
+        self.update(slot, PageTableEntry::new(mfn, flags))
+    }
+}
+
+impl<H: Hypervisor> MmuOps for XenMmu<H> {
+    type Error = XenError;
+    const NAME: &'static str = "xen";
+    const READ_ONLY_PAGE_TABLES: bool = true;
+
+    fn layout(&self) -> MemoryLayout {
+        self.layout
+    }
+    fn phys_to_machine(&self, frame: PhysFrame) -> Option<MachineFrame> {
+        self.hv.p2m(frame)
+    }
+    fn machine_to_phys(&self, frame: MachineFrame) -> Option<PhysFrame> {
+        self.to_phys(frame)
+    }
+    fn read_cr3(&self) -> PhysFrame {
+        self.cr3
+    }
+    unsafe fn write_cr3(&mut self, root: PhysFrame) -> Result<(), XenError> {
+        // Every frame of the new table was made read-only when it was announced (alloc_pt)
+        // and the table maps page-table frames read-only, so Xen can validate it now.
+        let mfn = self.mfn(root)?.0;
+        self.mmuext(&[
+            MmuextOp { cmd: mmuext::PIN_L3_TABLE, arg1: mfn, arg2: 0 },
+            MmuextOp { cmd: mmuext::NEW_BASEPTR, arg1: mfn, arg2: 0 },
+        ])?;
+        let old = self.cr3;
+        self.cr3 = root;
+        self.reach = PhysFrame(self.nr_pages.min((self.layout.lowmem_limit / PAGE_SIZE) as u32));
+        self.hv.log(format_args!(
+            "xen: MMUEXT_PIN_L3_TABLE + MMUEXT_NEW_BASEPTR mfn={mfn:#x} (pfn {root}) ok; Xen's table pfn {old} is no longer cr3"
+        ));
+        Ok(())
+    }
+    unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
+        self.update(slot, entry)
+    }
+    unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
+        self.update(slot, entry)
+    }
+    unsafe fn set_pud(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
+        self.update(slot, entry)
+    }
+    unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), XenError> {
+        self.update(slot, PageTableEntry::EMPTY)
+    }
+    fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), XenError> {
+        self.mmuext(&[MmuextOp { cmd: mmuext::INVLPG_LOCAL, arg1: va.0, arg2: 0 }])
+    }
+    fn flush_tlb_all(&mut self) -> Result<(), XenError> {
+        self.mmuext(&[MmuextOp { cmd: mmuext::TLB_FLUSH_LOCAL, arg1: 0, arg2: 0 }])
+    }
+    fn pagetable_setup_start(&mut self, root: PhysFrame) -> Result<(), XenError> {
+        self.hv.log(format_args!(
+            "xen: building the kernel table at pfn {root} beside Xen's at pt_base pfn {} (pinned by the domain builder)",
+            self.pt_base
+        ));
+        Ok(())
+    }
+    fn pagetable_setup_done(&mut self, _root: PhysFrame) -> Result<FrameRange, XenError> {
+        let pt_mfn = self.mfn(self.pt_base)?.0;
+        if self.skip_unpin {
+            self.hv.log(format_args!(
+                "xen: pvops.skip_unpin: pt_base pfn {} (mfn {pt_mfn:#x}) stays pinned",
+                self.pt_base
+            ));
+        } else {
+            // Linux 2b5407811db7: unpin the Xen-provided table once the kernel's is live, or
+            // its frames keep their page-table types and cannot be reused.
+            self.mmuext(&[MmuextOp { cmd: mmuext::UNPIN_TABLE, arg1: pt_mfn, arg2: 0 }])?;
+            self.hv.log(format_args!(
+                "xen: MMUEXT_UNPIN_TABLE pt_base pfn {} (mfn {pt_mfn:#x}) ok",
+                self.pt_base
+            ));
+        }
+        let frames = self.bootstrap;
+        let was_lazy = self.lazy;
+        self.lazy = true;
+        let mut result = Ok(());
+        for f in frames.iter() {
+            result = self.set_writable(f, true);
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = self.flush_queue();
+        }
+        self.queued = 0;
+        self.lazy = was_lazy;
+        result?;
+        self.hv.log(format_args!(
+            "xen: bootstrap frames pfn {}..{} ({}) mapped writable again",
+            frames.start,
+            frames.end,
+            frames.len()
+        ));
+        Ok(frames)
+    }
+    fn alloc_pt(&mut self, frame: PhysFrame, _level: Level) -> Result<(), XenError> {
+        self.set_writable(frame, false)
+    }
+    fn release_pt(&mut self, frame: PhysFrame, _level: Level) -> Result<(), XenError> {
+        self.set_writable(frame, true)
+    }
+    fn enter_lazy_mmu(&mut self) {
+        self.lazy = true;
+    }
+    fn flush_lazy_mmu(&mut self) -> Result<(), XenError> {
+        self.flush_queue()
+    }
+    fn leave_lazy_mmu(&mut self) -> Result<(), XenError> {
+        let r = self.flush_lazy_mmu();
+        self.lazy = false;
+        r
+    }
+}
+
+impl<H: Hypervisor> Platform for XenMmu<H> {
+    fn frame_ptr(&self, frame: PhysFrame) -> Option<*mut u8> {
+        (frame < self.reach).then(|| self.hv.frame_ptr(frame))
+    }
+    unsafe fn read_virt(&self, va: VirtAddr, buf: &mut [u8]) -> Result<(), PageFault> {
+        // SAFETY: forwarded under the caller's contract.
+        unsafe { self.hv.read_virt(va, buf) }
+    }
+    unsafe fn write_virt(&mut self, va: VirtAddr, data: &[u8]) -> Result<(), PageFault> {
+        // SAFETY: forwarded under the caller's contract.
+        unsafe { self.hv.write_virt(va, data) }
+    }
+    fn cycles(&self) -> u64 {
+        self.hv.cycles()
+    }
+}
