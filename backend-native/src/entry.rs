@@ -125,7 +125,13 @@ pub(crate) fn exit(code: u8) -> ! {
 }
 
 fn fatal(args: core::fmt::Arguments<'_>) -> ! {
-    let _ = writeln!(Serial, "{}: FAIL backend=native stage={}: {}", kernel_tag(), current_stage().name(), args);
+    let _ = writeln!(
+        Serial,
+        "{}: FAIL backend=native stage={}: {}",
+        kernel_tag(),
+        current_stage().name(),
+        args
+    );
     exit(EXIT_FAIL)
 }
 
@@ -157,7 +163,10 @@ extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
         end: virt_to_pfn(end + PAGE_SIZE as usize - 1),
     };
     let pdpt = virt_to_pfn(pdpt);
-    let bootstrap_tables = FrameRange { start: pdpt, end: PhysFrame(pdpt.0 + 2) };
+    let bootstrap_tables = FrameRange {
+        start: pdpt,
+        end: PhysFrame(pdpt.0 + 2),
+    };
     let reach = PhysFrame((BOOTSTRAP_MAPPED / PAGE_SIZE) as u32);
     let info = BootInfo {
         memory: mb.memory.clone(),
@@ -166,7 +175,11 @@ extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
         bootstrap_reach: reach,
         bootstrap_tables,
         kernel_image,
-        probe: Some(IoremapProbe { addr: PhysAddr(mbi as u64), len: INFO_LEN as u64, what: "multiboot info" }),
+        probe: Some(IoremapProbe {
+            addr: PhysAddr(mbi as u64),
+            len: INFO_LEN as u64,
+            what: "multiboot info",
+        }),
     };
     let _ = writeln!(
         Serial,
@@ -182,6 +195,14 @@ extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
     let Some(main) = NATIVE_KERNEL.first() else {
         fatal(format_args!("no kernel registered for the native backend"))
     };
-    let outcome = main(Handoff { platform: &mut native, info: &info, console: &mut Serial });
-    exit(if outcome == Outcome::Pass { EXIT_PASS } else { EXIT_FAIL })
+    let outcome = main(Handoff {
+        platform: &mut native,
+        info: &info,
+        console: &mut Serial,
+    });
+    exit(if outcome == Outcome::Pass {
+        EXIT_PASS
+    } else {
+        EXIT_FAIL
+    })
 }

@@ -112,7 +112,10 @@ extern "C" fn pvops_native_trap(f: &TrapFrame) -> ! {
     if f.vector == 14 {
         // SAFETY: reading cr2 in ring 0.
         let cr2 = unsafe { x86::controlregs::cr2() };
-        fatal(format_args!("page fault cr2={:#010x} eip={:#010x} error={:#x}", cr2, f.eip, f.error))
+        fatal(format_args!(
+            "page fault cr2={:#010x} eip={:#010x} error={:#x}",
+            cr2, f.eip, f.error
+        ))
     }
     fatal(format_args!(
         "exception vector={} error={:#x} eip={:#010x} cs={:#x} eflags={:#x}",

@@ -16,14 +16,23 @@ pub struct Native {
 
 impl Native {
     pub(crate) fn new(reach: PhysFrame, bootstrap: FrameRange, memory: &MemoryMap) -> Native {
-        let ram_end = memory.usable().map(|r| r.end()).max().unwrap_or(BOOTSTRAP_MAPPED);
+        let ram_end = memory
+            .usable()
+            .map(|r| r.end())
+            .max()
+            .unwrap_or(BOOTSTRAP_MAPPED);
         let lowmem_end = ram_end.min(LAYOUT.lowmem_limit) / PAGE_SIZE;
-        Native { reach, lowmem_end: PhysFrame(lowmem_end as u32), bootstrap }
+        Native {
+            reach,
+            lowmem_end: PhysFrame(lowmem_end as u32),
+            bootstrap,
+        }
     }
 
     #[inline(always)]
     fn entry_ptr(slot: EntrySlot) -> *mut u32 {
-        (PAGE_OFFSET as usize + ((slot.table.0 as usize) << 12) + slot.index as usize * 8) as *mut u32
+        (PAGE_OFFSET as usize + ((slot.table.0 as usize) << 12) + slot.index as usize * 8)
+            as *mut u32
     }
 }
 

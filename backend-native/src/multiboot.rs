@@ -41,10 +41,16 @@ pub enum MultibootError {
 impl fmt::Display for MultibootError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::BadMagic(m) => write!(f, "multiboot magic {m:#x}, expected {BOOTLOADER_MAGIC:#x}"),
-            Self::Unreadable { addr } => write!(f, "multiboot structure at {addr:#x} is not readable"),
+            Self::BadMagic(m) => {
+                write!(f, "multiboot magic {m:#x}, expected {BOOTLOADER_MAGIC:#x}")
+            }
+            Self::Unreadable { addr } => {
+                write!(f, "multiboot structure at {addr:#x} is not readable")
+            }
             Self::NoMemoryInfo => write!(f, "multiboot info has no memory map"),
-            Self::BadMmapEntry { offset } => write!(f, "multiboot mmap entry at offset {offset} is malformed"),
+            Self::BadMmapEntry { offset } => {
+                write!(f, "multiboot mmap entry at offset {offset} is malformed")
+            }
             Self::Map(e) => write!(f, "multiboot memory map: {e}"),
             Self::BadCmdline => write!(f, "multiboot command line is not NUL-terminated UTF-8"),
         }
@@ -93,29 +99,53 @@ pub fn parse<'a>(
             if size < 20 || off + 4 + size > map.len() {
                 return Err(MultibootError::BadMmapEntry { offset: off as u32 });
             }
-            let (base, length, kind) = (u64_at(map, off + 4), u64_at(map, off + 12), u32_at(map, off + 20));
-            let kind = if kind == 1 { RegionKind::Usable } else { RegionKind::Reserved };
+            let (base, length, kind) = (
+                u64_at(map, off + 4),
+                u64_at(map, off + 12),
+                u32_at(map, off + 20),
+            );
+            let kind = if kind == 1 {
+                RegionKind::Usable
+            } else {
+                RegionKind::Reserved
+            };
             if length != 0 {
-                memory.add(PhysAddr(base), length, kind).map_err(MultibootError::Map)?;
+                memory
+                    .add(PhysAddr(base), length, kind)
+                    .map_err(MultibootError::Map)?;
             }
             off += 4 + size;
         }
     } else if flags & FLAG_MEM != 0 {
         let (lower, upper) = (u32_at(info, 4) as u64, u32_at(info, 8) as u64);
-        memory.add(PhysAddr(0), lower * 1024, RegionKind::Usable).map_err(MultibootError::Map)?;
-        memory.add(PhysAddr(0x10_0000), upper * 1024, RegionKind::Usable).map_err(MultibootError::Map)?;
+        memory
+            .add(PhysAddr(0), lower * 1024, RegionKind::Usable)
+            .map_err(MultibootError::Map)?;
+        memory
+            .add(PhysAddr(0x10_0000), upper * 1024, RegionKind::Usable)
+            .map_err(MultibootError::Map)?;
     } else {
         return Err(MultibootError::NoMemoryInfo);
     }
     let cmdline = if flags & FLAG_CMDLINE != 0 {
         let addr = u32_at(info, 16);
-        let raw = read(addr, 1024).or_else(|| read(addr, 256)).ok_or(MultibootError::Unreadable { addr })?;
-        let end = raw.iter().position(|b| *b == 0).ok_or(MultibootError::BadCmdline)?;
+        let raw = read(addr, 1024)
+            .or_else(|| read(addr, 256))
+            .ok_or(MultibootError::Unreadable { addr })?;
+        let end = raw
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or(MultibootError::BadCmdline)?;
         core::str::from_utf8(&raw[..end]).map_err(|_| MultibootError::BadCmdline)?
     } else {
         ""
     };
-    Ok(MultibootInfo { addr: PhysAddr(mbi as u64), flags, memory, cmdline })
+    Ok(MultibootInfo {
+        addr: PhysAddr(mbi as u64),
+        flags,
+        memory,
+        cmdline,
+    })
 }
 
 #[cfg(test)]
@@ -145,8 +175,18 @@ mod tests {
 
     #[test]
     fn qemu_like_map() {
-        let mem = image(&[(0, 0x9fc00, 1), (0x9fc00, 0x400, 2), (0x10_0000, 0x7ee_0000, 1)], b"k pvops.skip_unpin\0");
-        let read = |a: u32, l: usize| mem.get(a as usize..a as usize + l).or_else(|| mem.get(a as usize..));
+        let mem = image(
+            &[
+                (0, 0x9fc00, 1),
+                (0x9fc00, 0x400, 2),
+                (0x10_0000, 0x7ee_0000, 1),
+            ],
+            b"k pvops.skip_unpin\0",
+        );
+        let read = |a: u32, l: usize| {
+            mem.get(a as usize..a as usize + l)
+                .or_else(|| mem.get(a as usize..))
+        };
         let mb = parse(BOOTLOADER_MAGIC, 0, &read).unwrap();
         assert_eq!(mb.cmdline, "k pvops.skip_unpin");
         assert_eq!(mb.memory.regions().len(), 3);
@@ -156,13 +196,31 @@ mod tests {
     #[test]
     fn bad_inputs() {
         let read = |_: u32, _: usize| -> Option<&[u8]> { None };
-        assert_eq!(parse(0x1234, 0, &read).unwrap_err(), MultibootError::BadMagic(0x1234));
-        assert_eq!(parse(BOOTLOADER_MAGIC, 8, &read).unwrap_err(), MultibootError::Unreadable { addr: 8 });
+        assert_eq!(
+            parse(0x1234, 0, &read).unwrap_err(),
+            MultibootError::BadMagic(0x1234)
+        );
+        assert_eq!(
+            parse(BOOTLOADER_MAGIC, 8, &read).unwrap_err(),
+            MultibootError::Unreadable { addr: 8 }
+        );
         let mem = image(&[(0, 0x20_0000, 1), (0x10_0000, 0x1000, 1)], b"\0");
-        let read = |a: u32, l: usize| mem.get(a as usize..a as usize + l).or_else(|| mem.get(a as usize..));
-        assert!(matches!(parse(BOOTLOADER_MAGIC, 0, &read), Err(MultibootError::Map(MemoryMapError::Overlap { .. }))));
+        let read = |a: u32, l: usize| {
+            mem.get(a as usize..a as usize + l)
+                .or_else(|| mem.get(a as usize..))
+        };
+        assert!(matches!(
+            parse(BOOTLOADER_MAGIC, 0, &read),
+            Err(MultibootError::Map(MemoryMapError::Overlap { .. }))
+        ));
         let mem = image(&[(u64::MAX - 10, 0x100, 1)], b"\0");
-        let read = |a: u32, l: usize| mem.get(a as usize..a as usize + l).or_else(|| mem.get(a as usize..));
-        assert!(matches!(parse(BOOTLOADER_MAGIC, 0, &read), Err(MultibootError::Map(MemoryMapError::Wraps { .. }))));
+        let read = |a: u32, l: usize| {
+            mem.get(a as usize..a as usize + l)
+                .or_else(|| mem.get(a as usize..))
+        };
+        assert!(matches!(
+            parse(BOOTLOADER_MAGIC, 0, &read),
+            Err(MultibootError::Map(MemoryMapError::Wraps { .. }))
+        ));
     }
 }

@@ -31,18 +31,28 @@ pub use pvops_core::linkme;
 
 #[linkme::distributed_slice(BACKENDS)]
 #[linkme(crate = pvops_core::linkme)]
-static XEN_BACKEND: BackendDescriptor =
-    BackendDescriptor { name: "xen", entry: "Xen PV (ELF notes, ring 1, esi = start_info)" };
+static XEN_BACKEND: BackendDescriptor = BackendDescriptor {
+    name: "xen",
+    entry: "Xen PV (ELF notes, ring 1, esi = start_info)",
+};
 
 /// Bytes of start_info that early_ioremap reads back (magic, nr_pages, shared_info, flags...).
 pub const PROBE_LEN: u64 = 64;
 
 /// The [`BootInfo`] of a Xen guest: all `nr_pages` usable, the builder's structures and the
 /// boot stack reserved, the bootstrap table's frames, start_info as the early_ioremap probe.
-pub fn boot_info<'a, H: Hypervisor>(mmu: &XenMmu<H>, facts: &XenBootFacts<'a>, kernel_image: FrameRange) -> BootInfo<'a> {
+pub fn boot_info<'a, H: Hypervisor>(
+    mmu: &XenMmu<H>,
+    facts: &XenBootFacts<'a>,
+    kernel_image: FrameRange,
+) -> BootInfo<'a> {
     let mut memory = MemoryMap::new();
     // A single region that cannot be empty, wrap or overlap: nr_pages was validated.
-    let _ = memory.add(PhysAddr(0), facts.nr_pages as u64 * PAGE_SIZE, RegionKind::Usable);
+    let _ = memory.add(
+        PhysAddr(0),
+        facts.nr_pages as u64 * PAGE_SIZE,
+        RegionKind::Usable,
+    );
     BootInfo {
         memory,
         cmdline: facts.cmdline,
@@ -50,7 +60,11 @@ pub fn boot_info<'a, H: Hypervisor>(mmu: &XenMmu<H>, facts: &XenBootFacts<'a>, k
         bootstrap_reach: mmu.reach(),
         bootstrap_tables: facts.bootstrap_tables,
         kernel_image,
-        probe: Some(IoremapProbe { addr: facts.start_info.start(), len: PROBE_LEN, what: "start_info" }),
+        probe: Some(IoremapProbe {
+            addr: facts.start_info.start(),
+            len: PROBE_LEN,
+            what: "start_info",
+        }),
     }
 }
 

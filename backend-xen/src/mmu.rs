@@ -2,7 +2,9 @@
 //! page-table frames read-only in every mapping, pin + NEW_BASEPTR, and the unpin of
 //! `start_info.pt_base` after the switch.
 
-use crate::abi::{mmuext, Errno, MachphysMapping, MmuUpdate, MmuextOp, MMU_NORMAL_PT_UPDATE, VIRT_BASE};
+use crate::abi::{
+    mmuext, Errno, MachphysMapping, MmuUpdate, MmuextOp, MMU_NORMAL_PT_UPDATE, VIRT_BASE,
+};
 use crate::hypervisor::Hypervisor;
 use crate::start_info::XenBootFacts;
 use core::fmt;
@@ -80,11 +82,20 @@ pub enum XenError {
 impl fmt::Display for XenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            XenError::Hypercall { op, errno, index, arg } => {
+            XenError::Hypercall {
+                op,
+                errno,
+                index,
+                arg,
+            } => {
                 write!(f, "xen {errno}: {op}[{index}] arg={arg:#x}")
             }
-            XenError::NotMapped { va } => write!(f, "xen backend: {va} is not mapped in the live table"),
-            XenError::NoMachineFrame { pfn } => write!(f, "xen backend: pfn {pfn} is not in the p2m list"),
+            XenError::NotMapped { va } => {
+                write!(f, "xen backend: {va} is not mapped in the live table")
+            }
+            XenError::NoMachineFrame { pfn } => {
+                write!(f, "xen backend: pfn {pfn} is not in the p2m list")
+            }
         }
     }
 }
@@ -109,7 +120,10 @@ pub struct XenStats {
 impl XenStats {
     /// All hypercalls.
     pub fn hypercalls(&self) -> u64 {
-        self.mmu_update_calls + self.mmuext_calls + self.update_va_mapping_calls + self.multicall_calls
+        self.mmu_update_calls
+            + self.mmuext_calls
+            + self.update_va_mapping_calls
+            + self.multicall_calls
     }
 }
 
@@ -139,7 +153,12 @@ impl<H: Hypervisor> XenMmu<H> {
         let mut mm = MachphysMapping::default();
         let ret = hv.machphys_mapping(&mut mm);
         if let Some(errno) = Errno::from_ret(ret) {
-            return Err(XenError::Hypercall { op: XenOp::MachphysMapping, errno, index: 0, arg: 0 });
+            return Err(XenError::Hypercall {
+                op: XenOp::MachphysMapping,
+                errno,
+                index: 0,
+                arg: 0,
+            });
         }
         let hole = mm.v_start & !(2 * MIB - 1);
         let window = hole - 2 * MIB;
@@ -211,12 +230,16 @@ impl<H: Hypervisor> XenMmu<H> {
 
     fn read(&self, table: PhysFrame, index: usize) -> Result<PageTableEntry, XenError> {
         if table >= self.reach {
-            return Err(XenError::NotMapped { va: VirtAddr(VIRT_BASE.wrapping_add(table.0 << 12)) });
+            return Err(XenError::NotMapped {
+                va: VirtAddr(VIRT_BASE.wrapping_add(table.0 << 12)),
+            });
         }
         let p = self.hv.frame_ptr(table) as *const u64;
         // SAFETY: page-table frames are below `reach` (mapped, at least read-only) and the
         // index is < 512.
-        Ok(PageTableEntry::from_bits(unsafe { core::ptr::read_volatile(p.add(index % 512)) }))
+        Ok(PageTableEntry::from_bits(unsafe {
+            core::ptr::read_volatile(p.add(index % 512))
+        }))
     }
 
     fn to_phys(&self, mfn: MachineFrame) -> Option<PhysFrame> {
@@ -228,7 +251,11 @@ impl<H: Hypervisor> XenMmu<H> {
     fn live_entry(&self, va: VirtAddr) -> Result<(EntrySlot, PageTableEntry), XenError> {
         let nm = XenError::NotMapped { va };
         let l3e = self.read(self.cr3, va.l3_index())?;
-        let l2 = l3e.is_present().then(|| self.to_phys(l3e.frame())).flatten().ok_or(nm)?;
+        let l2 = l3e
+            .is_present()
+            .then(|| self.to_phys(l3e.frame()))
+            .flatten()
+            .ok_or(nm)?;
         let l2e = self.read(l2, va.l2_index())?;
         if !l2e.is_present() || l2e.flags().contains(PteFlags::HUGE) {
             return Err(nm);
@@ -238,7 +265,13 @@ impl<H: Hypervisor> XenMmu<H> {
         if !l1e.is_present() {
             return Err(nm);
         }
-        Ok((EntrySlot { table: l1, index: va.l1_index() as u16 }, l1e))
+        Ok((
+            EntrySlot {
+                table: l1,
+                index: va.l1_index() as u16,
+            },
+            l1e,
+        ))
     }
 
     fn mfn(&self, pfn: PhysFrame) -> Result<MachineFrame, XenError> {
@@ -248,7 +281,10 @@ impl<H: Hypervisor> XenMmu<H> {
     /// Queues (or, outside lazy mode, issues) one checked page-table write.
     fn update(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
         let ptr = self.mfn(slot.table)?.start().0 + slot.byte_offset();
-        self.queue[self.queued] = MmuUpdate { ptr: ptr | MMU_NORMAL_PT_UPDATE, val: entry.bits() };
+        self.queue[self.queued] = MmuUpdate {
+            ptr: ptr | MMU_NORMAL_PT_UPDATE,
+            val: entry.bits(),
+        };
         self.queued += 1;
         if !self.lazy || self.queued >= self.batch {
             return self.flush_queue();
@@ -271,7 +307,12 @@ impl<H: Hypervisor> XenMmu<H> {
             None => Ok(()),
             Some(errno) => {
                 let index = done.min(n as u32 - 1);
-                Err(XenError::Hypercall { op: XenOp::MmuUpdate, errno, index, arg: self.queue[index as usize].ptr })
+                Err(XenError::Hypercall {
+                    op: XenOp::MmuUpdate,
+                    errno,
+                    index,
+                    arg: self.queue[index as usize].ptr,
+                })
             }
         }
     }
@@ -288,7 +329,12 @@ impl<H: Hypervisor> XenMmu<H> {
             Some(errno) => {
                 let i = done.min(ops.len() as u32 - 1);
                 let op = ops[i as usize];
-                Err(XenError::Hypercall { op: XenOp::MmuextOp(op.cmd), errno, index: i, arg: op.arg1 as u64 })
+                Err(XenError::Hypercall {
+                    op: XenOp::MmuextOp(op.cmd),
+                    errno,
+                    index: i,
+                    arg: op.arg1 as u64,
+                })
             }
         }
     }
@@ -326,12 +372,23 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         // and the table maps page-table frames read-only, so Xen can validate it now.
         let mfn = self.mfn(root)?.0;
         self.mmuext(&[
-            MmuextOp { cmd: mmuext::PIN_L3_TABLE, arg1: mfn, arg2: 0 },
-            MmuextOp { cmd: mmuext::NEW_BASEPTR, arg1: mfn, arg2: 0 },
+            MmuextOp {
+                cmd: mmuext::PIN_L3_TABLE,
+                arg1: mfn,
+                arg2: 0,
+            },
+            MmuextOp {
+                cmd: mmuext::NEW_BASEPTR,
+                arg1: mfn,
+                arg2: 0,
+            },
         ])?;
         let old = self.cr3;
         self.cr3 = root;
-        self.reach = PhysFrame(self.nr_pages.min((self.layout.lowmem_limit / PAGE_SIZE) as u32));
+        self.reach = PhysFrame(
+            self.nr_pages
+                .min((self.layout.lowmem_limit / PAGE_SIZE) as u32),
+        );
         self.hv.log(format_args!(
             "xen: MMUEXT_PIN_L3_TABLE + MMUEXT_NEW_BASEPTR mfn={mfn:#x} (pfn {root}) ok; Xen's table pfn {old} is no longer cr3"
         ));
@@ -350,10 +407,18 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         self.update(slot, PageTableEntry::EMPTY)
     }
     fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), XenError> {
-        self.mmuext(&[MmuextOp { cmd: mmuext::INVLPG_LOCAL, arg1: va.0, arg2: 0 }])
+        self.mmuext(&[MmuextOp {
+            cmd: mmuext::INVLPG_LOCAL,
+            arg1: va.0,
+            arg2: 0,
+        }])
     }
     fn flush_tlb_all(&mut self) -> Result<(), XenError> {
-        self.mmuext(&[MmuextOp { cmd: mmuext::TLB_FLUSH_LOCAL, arg1: 0, arg2: 0 }])
+        self.mmuext(&[MmuextOp {
+            cmd: mmuext::TLB_FLUSH_LOCAL,
+            arg1: 0,
+            arg2: 0,
+        }])
     }
     fn pagetable_setup_start(&mut self, root: PhysFrame) -> Result<(), XenError> {
         self.hv.log(format_args!(
@@ -372,7 +437,11 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         } else {
             // Linux 2b5407811db7: unpin the Xen-provided table once the kernel's is live, or
             // its frames keep their page-table types and cannot be reused.
-            self.mmuext(&[MmuextOp { cmd: mmuext::UNPIN_TABLE, arg1: pt_mfn, arg2: 0 }])?;
+            self.mmuext(&[MmuextOp {
+                cmd: mmuext::UNPIN_TABLE,
+                arg1: pt_mfn,
+                arg2: 0,
+            }])?;
             self.hv.log(format_args!(
                 "xen: MMUEXT_UNPIN_TABLE pt_base pfn {} (mfn {pt_mfn:#x}) ok",
                 self.pt_base

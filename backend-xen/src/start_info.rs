@@ -30,7 +30,10 @@ impl fmt::Display for StartInfoError {
             Self::BadMagic => write!(f, "start_info magic is not xen-3.0-x86_32p"),
             Self::BadNrPages(n) => write!(f, "start_info nr_pages={n:#x} is invalid"),
             Self::OutsideRegion { field, va } => {
-                write!(f, "start_info {field}={va:#x} is outside the domain's 1:1 region")
+                write!(
+                    f,
+                    "start_info {field}={va:#x} is outside the domain's 1:1 region"
+                )
             }
             Self::BadPtFrames(n) => write!(f, "start_info nr_pt_frames={n} is invalid"),
             Self::BadCmdline => write!(f, "start_info cmd_line is not NUL-terminated UTF-8"),
@@ -65,7 +68,9 @@ impl XenBootFacts<'_> {
 }
 
 fn pfn_of(field: &'static str, va: u32, nr_pages: u32) -> Result<PhysFrame, StartInfoError> {
-    let off = va.checked_sub(VIRT_BASE).ok_or(StartInfoError::OutsideRegion { field, va })?;
+    let off = va
+        .checked_sub(VIRT_BASE)
+        .ok_or(StartInfoError::OutsideRegion { field, va })?;
     let pfn = off / PAGE_SIZE as u32;
     if pfn >= nr_pages {
         return Err(StartInfoError::OutsideRegion { field, va });
@@ -78,7 +83,12 @@ fn pfn_of(field: &'static str, va: u32, nr_pages: u32) -> Result<PhysFrame, Star
 /// The first free frame is past everything the builder placed after the image: the p2m list,
 /// start_info, the xenstore and console pages, the bootstrap tables and the live boot stack
 /// (the builder's order is not assumed: the maximum end is taken).
-pub fn validate(si: &StartInfo, si_va: u32, esp: u32, image_end: PhysFrame) -> Result<XenBootFacts<'_>, StartInfoError> {
+pub fn validate(
+    si: &StartInfo,
+    si_va: u32,
+    esp: u32,
+    image_end: PhysFrame,
+) -> Result<XenBootFacts<'_>, StartInfoError> {
     if !si.magic.starts_with(START_INFO_MAGIC) {
         return Err(StartInfoError::BadMagic);
     }
@@ -87,20 +97,40 @@ pub fn validate(si: &StartInfo, si_va: u32, esp: u32, image_end: PhysFrame) -> R
         return Err(StartInfoError::BadNrPages(nr));
     }
     let pt_base = pfn_of("pt_base", si.pt_base, nr)?;
-    let pt_end = pt_base.0.checked_add(si.nr_pt_frames).filter(|e| si.nr_pt_frames > 0 && *e <= nr);
+    let pt_end = pt_base
+        .0
+        .checked_add(si.nr_pt_frames)
+        .filter(|e| si.nr_pt_frames > 0 && *e <= nr);
     let pt_end = pt_end.ok_or(StartInfoError::BadPtFrames(si.nr_pt_frames))?;
     let start_info = pfn_of("start_info", si_va, nr)?;
     let p2m = pfn_of("mfn_list", si.mfn_list, nr)?;
     let p2m_end = p2m.0 + (nr * 4).div_ceil(PAGE_SIZE as u32);
     let stack = pfn_of("esp", esp.saturating_sub(1), nr)?;
-    let first_free = [image_end.0, pt_end + 1, start_info.0 + 1, p2m_end, stack.0 + 1].into_iter().max().unwrap_or(pt_end);
-    let len = si.cmd_line.iter().position(|b| *b == 0).ok_or(StartInfoError::BadCmdline)?;
-    let cmdline = core::str::from_utf8(&si.cmd_line[..len]).map_err(|_| StartInfoError::BadCmdline)?;
+    let first_free = [
+        image_end.0,
+        pt_end + 1,
+        start_info.0 + 1,
+        p2m_end,
+        stack.0 + 1,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(pt_end);
+    let len = si
+        .cmd_line
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or(StartInfoError::BadCmdline)?;
+    let cmdline =
+        core::str::from_utf8(&si.cmd_line[..len]).map_err(|_| StartInfoError::BadCmdline)?;
     Ok(XenBootFacts {
         nr_pages: nr,
         flags: si.flags,
         pt_base,
-        bootstrap_tables: FrameRange { start: pt_base, end: PhysFrame(pt_end) },
+        bootstrap_tables: FrameRange {
+            start: pt_base,
+            end: PhysFrame(pt_end),
+        },
         start_info,
         first_free: PhysFrame(first_free),
         cmdline,
@@ -127,7 +157,13 @@ mod tests {
         let s = si();
         let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)).unwrap();
         assert_eq!(f.pt_base, PhysFrame(0x12));
-        assert_eq!(f.bootstrap_tables, FrameRange { start: PhysFrame(0x12), end: PhysFrame(0x16) });
+        assert_eq!(
+            f.bootstrap_tables,
+            FrameRange {
+                start: PhysFrame(0x12),
+                end: PhysFrame(0x16)
+            }
+        );
         assert_eq!(f.first_free, PhysFrame(0x17));
         assert_eq!(f.cmdline, "hello");
     }
@@ -136,15 +172,30 @@ mod tests {
     fn bad_start_info() {
         let mut s = si();
         s.magic[14] = b'x';
-        assert_eq!(validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)).unwrap_err(), StartInfoError::BadMagic);
+        assert_eq!(
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)).unwrap_err(),
+            StartInfoError::BadMagic
+        );
         let mut s = si();
         s.nr_pt_frames = 0;
-        assert_eq!(validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)).unwrap_err(), StartInfoError::BadPtFrames(0));
+        assert_eq!(
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)).unwrap_err(),
+            StartInfoError::BadPtFrames(0)
+        );
         let mut s = si();
         s.pt_base = 0x1000;
-        assert!(matches!(validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)), Err(StartInfoError::OutsideRegion { field: "pt_base", .. })));
+        assert!(matches!(
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)),
+            Err(StartInfoError::OutsideRegion {
+                field: "pt_base",
+                ..
+            })
+        ));
         let mut s = si();
         s.cmd_line = [b'a'; 1024];
-        assert_eq!(validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)).unwrap_err(), StartInfoError::BadCmdline);
+        assert_eq!(
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)).unwrap_err(),
+            StartInfoError::BadCmdline
+        );
     }
 }

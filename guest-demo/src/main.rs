@@ -35,7 +35,11 @@ impl StateCell {
 }
 
 fn demo_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
-    let Handoff { platform, info, console } = h;
+    let Handoff {
+        platform,
+        info,
+        console,
+    } = h;
     let opts = match BootOptions::parse(info.cmdline) {
         Ok(o) => o,
         Err(e) => {
@@ -44,7 +48,11 @@ fn demo_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
         }
     };
     let Some(state) = STATE.take() else {
-        let _ = writeln!(console, "{TAG}: FAIL backend={} stage=entry: kernel main entered twice", P::NAME);
+        let _ = writeln!(
+            console,
+            "{TAG}: FAIL backend={} stage=entry: kernel main entered twice",
+            P::NAME
+        );
         return Outcome::Fail;
     };
     match boot(platform, info, opts, state, console) {

@@ -141,7 +141,10 @@ pub struct FrameRange {
 
 impl FrameRange {
     /// An empty range.
-    pub const EMPTY: FrameRange = FrameRange { start: PhysFrame(0), end: PhysFrame(0) };
+    pub const EMPTY: FrameRange = FrameRange {
+        start: PhysFrame(0),
+        end: PhysFrame(0),
+    };
     /// Number of frames.
     pub const fn len(&self) -> u32 {
         self.end.0.saturating_sub(self.start.0)

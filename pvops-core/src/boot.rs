@@ -225,7 +225,9 @@ pub struct BootState {
 impl BootState {
     /// Empty state; the banner stage fills it.
     pub const fn new() -> BootState {
-        BootState { alloc: FrameAllocator::empty() }
+        BootState {
+            alloc: FrameAllocator::empty(),
+        }
     }
 }
 
@@ -274,7 +276,14 @@ pub fn boot<P: Platform>(
     state: &mut BootState,
     log: &mut dyn Write,
 ) -> Result<BootReport, BootError<P::Error>> {
-    let mut b = Boot { p, info, opts, state, log, report: BootReport::default() };
+    let mut b = Boot {
+        p,
+        info,
+        opts,
+        state,
+        log,
+        report: BootReport::default(),
+    };
     b.run()
 }
 
@@ -309,12 +318,26 @@ impl<'a, P: Platform> Boot<'a, P> {
         let _ = crate::registry::write_backend_names(self.log);
         let _ = writeln!(self.log, "; running on: {}", P::NAME);
         for r in self.info.memory.regions() {
-            let kind = if r.kind == RegionKind::Usable { "usable" } else { "reserved" };
-            let _ = writeln!(self.log, "pvops: mem {:#011x}-{:#011x} {}", r.start.0, r.end(), kind);
+            let kind = if r.kind == RegionKind::Usable {
+                "usable"
+            } else {
+                "reserved"
+            };
+            let _ = writeln!(
+                self.log,
+                "pvops: mem {:#011x}-{:#011x} {}",
+                r.start.0,
+                r.end(),
+                kind
+            );
         }
         let _ = writeln!(self.log, "pvops: cmdline: \"{}\"", self.info.cmdline);
         let a = &mut self.state.alloc;
-        a.reset(&self.info.memory, self.info.first_free, self.info.bootstrap_reach);
+        a.reset(
+            &self.info.memory,
+            self.info.first_free,
+            self.info.bootstrap_reach,
+        );
         for f in self.info.bootstrap_tables.iter() {
             a.mark_table(f, true)?;
         }
@@ -344,7 +367,10 @@ impl<'a, P: Platform> Boot<'a, P> {
             return Ok(());
         };
         let pfn = probe.addr.frame();
-        let mfn = self.p.phys_to_machine(pfn).ok_or(MapError::NoMachineFrame(pfn))?;
+        let mfn = self
+            .p
+            .phys_to_machine(pfn)
+            .ok_or(MapError::NoMachineFrame(pfn))?;
         let ma = crate::addr::MachineAddr(mfn.start().0 + probe.addr.frame_offset());
         let len = probe.len.min(PATTERN_LEN as u64) as usize;
         let mut io = EarlyIoremap::new(self.p.layout().ioremap_window, self.ioremap_source());
@@ -362,17 +388,28 @@ impl<'a, P: Platform> Boot<'a, P> {
         );
         let mut through_window = [0u8; PATTERN_LEN];
         // SAFETY: the window slot was just mapped to the probe's bytes; reading them is harmless.
-        unsafe { self.p.read_virt(m.addr(), &mut through_window[..len]) }.map_err(BootErrorKind::Fault)?;
+        unsafe { self.p.read_virt(m.addr(), &mut through_window[..len]) }
+            .map_err(BootErrorKind::Fault)?;
         let direct = self.p.frame_ptr(pfn).ok_or(MapError::Unreachable(pfn))?;
         for (i, got) in through_window[..len].iter().enumerate() {
             // SAFETY: frame_ptr gives 4096 readable bytes; offset + len stays in the frame
             // or the next one, which the probe guarantees is mapped contiguously.
-            let want = unsafe { core::ptr::read_volatile(direct.add(probe.addr.frame_offset() as usize + i)) };
+            let want = unsafe {
+                core::ptr::read_volatile(direct.add(probe.addr.frame_offset() as usize + i))
+            };
             if want != *got {
-                return Err(BootErrorKind::Mismatch { what: probe.what, offset: i, expected: want, found: *got });
+                return Err(BootErrorKind::Mismatch {
+                    what: probe.what,
+                    offset: i,
+                    expected: want,
+                    found: *got,
+                });
             }
         }
-        let _ = writeln!(self.log, "early_ioremap: {len} bytes match through the window");
+        let _ = writeln!(
+            self.log,
+            "early_ioremap: {len} bytes match through the window"
+        );
         io.unmap(self.p, &mut self.state.alloc, m)?;
         Ok(())
     }
@@ -383,8 +420,15 @@ impl<'a, P: Platform> Boot<'a, P> {
 
     fn setup_start(&mut self) -> Res<(), P::Error> {
         let root = self.report.root;
-        self.p.pagetable_setup_start(root).map_err(BootErrorKind::Backend)?;
-        let _ = writeln!(self.log, "pagetable_setup_start: kernel root pfn={} (live cr3 pfn={})", root, self.p.read_cr3());
+        self.p
+            .pagetable_setup_start(root)
+            .map_err(BootErrorKind::Backend)?;
+        let _ = writeln!(
+            self.log,
+            "pagetable_setup_start: kernel root pfn={} (live cr3 pfn={})",
+            root,
+            self.p.read_cr3()
+        );
         Ok(())
     }
 
@@ -415,7 +459,9 @@ impl<'a, P: Platform> Boot<'a, P> {
         let mut l1s = [None::<PhysFrame>; ENTRIES];
         let base_l2 = layout.page_offset.l2_index();
         let mut mark = |r: FrameRange| {
-            for chunk in (r.start.0 as u64 * PAGE_SIZE / L2_SPAN as u64)..(r.end.0 as u64 * PAGE_SIZE).div_ceil(L2_SPAN as u64) {
+            for chunk in (r.start.0 as u64 * PAGE_SIZE / L2_SPAN as u64)
+                ..(r.end.0 as u64 * PAGE_SIZE).div_ceil(L2_SPAN as u64)
+            {
                 if let Some(slot) = l1s.get_mut(base_l2 + chunk as usize) {
                     *slot = Some(PhysFrame(0));
                 }
@@ -438,7 +484,10 @@ impl<'a, P: Platform> Boot<'a, P> {
             mapper::next_table(&*lazy, l3e)?
         } else {
             let (l2, link) = new_table(&mut *lazy, alloc, Level::L2)?;
-            let slot = EntrySlot { table: root, index: l3_index as u16 };
+            let slot = EntrySlot {
+                table: root,
+                index: l3_index as u16,
+            };
             // SAFETY: links a fresh L2 into the kernel's table, which is not live yet.
             unsafe { lazy.set_pud(slot, link) }.map_err(BootErrorKind::Backend)?;
             l2
@@ -454,8 +503,16 @@ impl<'a, P: Platform> Boot<'a, P> {
             } else {
                 let (l1, link) = new_table(&mut *lazy, alloc, Level::L1)?;
                 // SAFETY: links a fresh L1 into the kernel's table, which is not live yet.
-                unsafe { lazy.set_pmd(EntrySlot { table: l2, index: i as u16 }, link) }
-                    .map_err(BootErrorKind::Backend)?;
+                unsafe {
+                    lazy.set_pmd(
+                        EntrySlot {
+                            table: l2,
+                            index: i as u16,
+                        },
+                        link,
+                    )
+                }
+                .map_err(BootErrorKind::Backend)?;
                 l1
             };
             *t = Some(frame);
@@ -471,15 +528,25 @@ impl<'a, P: Platform> Boot<'a, P> {
                     break;
                 }
                 let va = layout.phys_to_virt(pa);
-                let Some(Some(l1)) = l1s.get(va.l2_index()).copied() else { continue };
-                let slot = EntrySlot { table: l1, index: va.l1_index() as u16 };
+                let Some(Some(l1)) = l1s.get(va.l2_index()).copied() else {
+                    continue;
+                };
+                let slot = EntrySlot {
+                    table: l1,
+                    index: va.l1_index() as u16,
+                };
                 if read_entry(&**lazy, l1, va.l1_index())?.is_present() {
                     continue; // kernel image inside usable RAM: mapped already
                 }
                 let mfn = lazy.phys_to_machine(f).ok_or(MapError::NoMachineFrame(f))?;
-                let flags = if ro && alloc.is_table(f) { KERNEL_RO } else { KERNEL_RW };
+                let flags = if ro && alloc.is_table(f) {
+                    KERNEL_RO
+                } else {
+                    KERNEL_RW
+                };
                 // SAFETY: fills the kernel's table, which is not live yet.
-                unsafe { lazy.set_pte(slot, PageTableEntry::new(mfn, flags)) }.map_err(BootErrorKind::Backend)?;
+                unsafe { lazy.set_pte(slot, PageTableEntry::new(mfn, flags)) }
+                    .map_err(BootErrorKind::Backend)?;
                 ptes += 1;
             }
             Ok(())
@@ -510,16 +577,30 @@ impl<'a, P: Platform> Boot<'a, P> {
         unsafe { self.p.write_cr3(root) }.map_err(BootErrorKind::Backend)?;
         let now = self.p.read_cr3();
         if now != root {
-            return Err(BootErrorKind::Cr3Mismatch { expected: root, got: now });
+            return Err(BootErrorKind::Cr3Mismatch {
+                expected: root,
+                got: now,
+            });
         }
-        let lowmem_end = self.p.layout().lowmem_limit.min(u32::MAX as u64 * PAGE_SIZE) / PAGE_SIZE;
+        let lowmem_end = self
+            .p
+            .layout()
+            .lowmem_limit
+            .min(u32::MAX as u64 * PAGE_SIZE)
+            / PAGE_SIZE;
         self.state.alloc.set_limit(PhysFrame(lowmem_end as u32));
-        let _ = writeln!(self.log, "write_cr3: live root pfn={now} (was pfn={before})");
+        let _ = writeln!(
+            self.log,
+            "write_cr3: live root pfn={now} (was pfn={before})"
+        );
         Ok(())
     }
 
     fn setup_done(&mut self) -> Res<(), P::Error> {
-        let released = self.p.pagetable_setup_done(self.report.root).map_err(BootErrorKind::Backend)?;
+        let released = self
+            .p
+            .pagetable_setup_done(self.report.root)
+            .map_err(BootErrorKind::Backend)?;
         for f in released.iter() {
             self.state.alloc.free(f)?;
         }
@@ -558,7 +639,12 @@ impl<'a, P: Platform> Boot<'a, P> {
                 // SAFETY: as above.
                 let v = unsafe { ptr.add(i).read_volatile() };
                 if v != pattern(got, i) {
-                    return Err(BootErrorKind::Mismatch { what: "reused frame", offset: i, expected: pattern(got, i), found: v });
+                    return Err(BootErrorKind::Mismatch {
+                        what: "reused frame",
+                        offset: i,
+                        expected: pattern(got, i),
+                        found: v,
+                    });
                 }
             }
             let _ = write!(self.log, " {got}");
@@ -577,9 +663,13 @@ impl<'a, P: Platform> Boot<'a, P> {
         let root = self.p.read_cr3();
         let va = VirtAddr(layout.scratch_area.0 + 5 * PAGE_SIZE as u32);
         let frame = self.state.alloc.alloc()?;
-        let mfn = self.p.phys_to_machine(frame).ok_or(MapError::NoMachineFrame(frame))?;
+        let mfn = self
+            .p
+            .phys_to_machine(frame)
+            .ok_or(MapError::NoMachineFrame(frame))?;
         // SAFETY: the scratch area belongs to the boot path and is empty.
-        let flush = unsafe { mapper::map_page(self.p, &mut self.state.alloc, root, va, mfn, KERNEL_RW) }?;
+        let flush =
+            unsafe { mapper::map_page(self.p, &mut self.state.alloc, root, va, mfn, KERNEL_RW) }?;
         flush.flush(self.p).map_err(BootErrorKind::Backend)?;
         let mut data = [0u8; PATTERN_LEN];
         for (i, d) in data.iter_mut().enumerate() {
@@ -587,21 +677,34 @@ impl<'a, P: Platform> Boot<'a, P> {
         }
         // SAFETY: `va` maps our fresh frame.
         unsafe { self.p.write_virt(va, &data) }.map_err(BootErrorKind::Fault)?;
-        let direct = self.p.frame_ptr(frame).ok_or(MapError::Unreachable(frame))?;
+        let direct = self
+            .p
+            .frame_ptr(frame)
+            .ok_or(MapError::Unreachable(frame))?;
         for (i, want) in data.iter().enumerate() {
             // SAFETY: frame_ptr gives 4096 readable bytes.
             let got = unsafe { direct.add(i).read_volatile() };
             if got != *want {
-                return Err(BootErrorKind::Mismatch { what: "scratch mapping", offset: i, expected: *want, found: got });
+                return Err(BootErrorKind::Mismatch {
+                    what: "scratch mapping",
+                    offset: i,
+                    expected: *want,
+                    found: got,
+                });
             }
         }
         // SAFETY: nothing uses `va` any more.
-        let (unmapped, flush) = unsafe { mapper::unmap_page(self.p, &mut self.state.alloc, root, va) }?;
+        let (unmapped, flush) =
+            unsafe { mapper::unmap_page(self.p, &mut self.state.alloc, root, va) }?;
         flush.flush(self.p).map_err(BootErrorKind::Backend)?;
         debug_assert_eq!(unmapped, mfn);
         match mapper::translate(self.p, root, va) {
             Err(MapError::NotMapped(_)) => {}
-            Ok(e) => return Err(BootErrorKind::Map(MapError::AlreadyMapped(VirtAddr(e.addr().0 as u32)))),
+            Ok(e) => {
+                return Err(BootErrorKind::Map(MapError::AlreadyMapped(VirtAddr(
+                    e.addr().0 as u32,
+                ))))
+            }
             Err(e) => return Err(e.into()),
         }
         // Retire the scratch L1: unlink, flush, then give the frame back.
@@ -609,10 +712,20 @@ impl<'a, P: Platform> Boot<'a, P> {
         let l2 = mapper::next_table(self.p, l3e)?;
         let l1 = mapper::next_table(self.p, read_entry(self.p, l2, va.l2_index())?)?;
         // SAFETY: the L1 maps nothing any more.
-        unsafe { self.p.set_pmd(EntrySlot { table: l2, index: va.l2_index() as u16 }, PageTableEntry::EMPTY) }
-            .map_err(BootErrorKind::Backend)?;
+        unsafe {
+            self.p.set_pmd(
+                EntrySlot {
+                    table: l2,
+                    index: va.l2_index() as u16,
+                },
+                PageTableEntry::EMPTY,
+            )
+        }
+        .map_err(BootErrorKind::Backend)?;
         self.p.flush_tlb_all().map_err(BootErrorKind::Backend)?;
-        self.p.release_pt(l1, Level::L1).map_err(BootErrorKind::Backend)?;
+        self.p
+            .release_pt(l1, Level::L1)
+            .map_err(BootErrorKind::Backend)?;
         self.state.alloc.free(l1)?;
         self.state.alloc.free(frame)?;
         let _ = writeln!(
@@ -624,5 +737,7 @@ impl<'a, P: Platform> Boot<'a, P> {
 }
 
 fn pattern(frame: PhysFrame, i: usize) -> u8 {
-    (frame.0 as usize).wrapping_mul(31).wrapping_add(i.wrapping_mul(7)) as u8
+    (frame.0 as usize)
+        .wrapping_mul(31)
+        .wrapping_add(i.wrapping_mul(7)) as u8
 }

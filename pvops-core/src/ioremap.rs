@@ -64,7 +64,10 @@ impl<E: fmt::Display> fmt::Display for IoremapError<E> {
         match self {
             Self::ZeroSize => write!(f, "early_ioremap of size 0"),
             Self::Overflow { addr, len } => write!(f, "early_ioremap {addr}+{len:#x} overflows"),
-            Self::TooLarge { len, max } => write!(f, "early_ioremap of {len:#x} bytes exceeds a slot ({max:#x})"),
+            Self::TooLarge { len, max } => write!(
+                f,
+                "early_ioremap of {len:#x} bytes exceeds a slot ({max:#x})"
+            ),
             Self::NoFreeSlot => write!(f, "early_ioremap: all {IOREMAP_SLOTS} slots in use"),
             Self::NotMapped { va } => write!(f, "early_iounmap of {va}: not mapped"),
             Self::Map(e) => write!(f, "early_ioremap: {e}"),
@@ -118,7 +121,11 @@ pub struct EarlyIoremap {
 impl EarlyIoremap {
     /// A window at `window` (2 MiB aligned), walking `source`.
     pub const fn new(window: VirtAddr, source: TableSource) -> EarlyIoremap {
-        EarlyIoremap { window, pages_in_use: [0; IOREMAP_SLOTS], source }
+        EarlyIoremap {
+            window,
+            pages_in_use: [0; IOREMAP_SLOTS],
+            source,
+        }
     }
 
     /// The window's base address.
@@ -159,10 +166,17 @@ impl EarlyIoremap {
         }
         let span = addr.frame_offset() + len;
         if span > IOREMAP_MAX_BYTES {
-            return Err(IoremapError::TooLarge { len: span, max: IOREMAP_MAX_BYTES });
+            return Err(IoremapError::TooLarge {
+                len: span,
+                max: IOREMAP_MAX_BYTES,
+            });
         }
         let pages = span.div_ceil(PAGE_SIZE) as usize;
-        let slot = self.pages_in_use.iter().position(|p| *p == 0).ok_or(IoremapError::NoFreeSlot)?;
+        let slot = self
+            .pages_in_use
+            .iter()
+            .position(|p| *p == 0)
+            .ok_or(IoremapError::NoFreeSlot)?;
         let root = self.root(p);
         let base = self.slot_va(slot);
         for i in 0..pages {
@@ -193,7 +207,10 @@ impl EarlyIoremap {
         m: IoMapping,
     ) -> Result<(), IoremapError<P::Error>> {
         let slot = m.slot as usize;
-        if slot >= IOREMAP_SLOTS || self.pages_in_use[slot] != m.pages || m.va.page_base() != self.slot_va(slot) {
+        if slot >= IOREMAP_SLOTS
+            || self.pages_in_use[slot] != m.pages
+            || m.va.page_base() != self.slot_va(slot)
+        {
             return Err(IoremapError::NotMapped { va: m.va });
         }
         let root = self.root(p);

@@ -94,7 +94,8 @@ pub fn zero_frame<P: Platform>(p: &P, frame: PhysFrame) -> Result<(), MapError<P
 
 /// The pseudo-physical table named by a present entry.
 pub fn next_table<P: Platform>(p: &P, e: PageTableEntry) -> Result<PhysFrame, MapError<P::Error>> {
-    p.machine_to_phys(e.frame()).ok_or(MapError::ForeignFrame(e.frame()))
+    p.machine_to_phys(e.frame())
+        .ok_or(MapError::ForeignFrame(e.frame()))
 }
 
 /// Allocates, zeroes and announces a new table of `level`; returns it and the entry that links it.
@@ -106,9 +107,15 @@ pub fn new_table<P: Platform>(
     let frame = alloc.alloc_table()?;
     let linked = (|| {
         zero_frame(p, frame)?;
-        let mfn = p.phys_to_machine(frame).ok_or(MapError::NoMachineFrame(frame))?;
+        let mfn = p
+            .phys_to_machine(frame)
+            .ok_or(MapError::NoMachineFrame(frame))?;
         p.alloc_pt(frame, level).map_err(MapError::Backend)?;
-        let flags = if level == Level::L2 { PDPT_FLAGS } else { TABLE_FLAGS };
+        let flags = if level == Level::L2 {
+            PDPT_FLAGS
+        } else {
+            TABLE_FLAGS
+        };
         Ok(PageTableEntry::new(mfn, flags))
     })();
     match linked {
@@ -129,7 +136,10 @@ pub fn l1_slot<P: Platform>(
     va: VirtAddr,
     create: bool,
 ) -> Result<EntrySlot, MapError<P::Error>> {
-    let l3 = EntrySlot { table: root, index: va.l3_index() as u16 };
+    let l3 = EntrySlot {
+        table: root,
+        index: va.l3_index() as u16,
+    };
     let mut l3e = read_entry(p, root, va.l3_index())?;
     if !l3e.is_present() {
         if !create {
@@ -150,12 +160,18 @@ pub fn l1_slot<P: Platform>(
             return Err(MapError::NotMapped(va));
         }
         let (_, entry) = new_table(p, alloc, Level::L1)?;
-        let slot = EntrySlot { table: l2, index: va.l2_index() as u16 };
+        let slot = EntrySlot {
+            table: l2,
+            index: va.l2_index() as u16,
+        };
         // SAFETY: links a fresh, zeroed, announced L1; nothing mapped changes.
         unsafe { p.set_pmd(slot, entry) }.map_err(MapError::Backend)?;
         l2e = entry;
     }
-    Ok(EntrySlot { table: next_table(p, l2e)?, index: va.l1_index() as u16 })
+    Ok(EntrySlot {
+        table: next_table(p, l2e)?,
+        index: va.l1_index() as u16,
+    })
 }
 
 /// Maps the page at `va` to `frame` in the table rooted at `root`.

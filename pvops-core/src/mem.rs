@@ -89,25 +89,47 @@ impl MemoryMap {
     /// An empty map.
     pub const fn new() -> MemoryMap {
         MemoryMap {
-            regions: [MemoryRegion { start: PhysAddr(0), len: 0, kind: RegionKind::Reserved };
-                MAX_REGIONS],
+            regions: [MemoryRegion {
+                start: PhysAddr(0),
+                len: 0,
+                kind: RegionKind::Reserved,
+            }; MAX_REGIONS],
             len: 0,
         }
     }
 
     /// Adds a region, refusing empty, wrapping and overlapping ones.
-    pub fn add(&mut self, start: PhysAddr, len: u64, kind: RegionKind) -> Result<(), MemoryMapError> {
+    pub fn add(
+        &mut self,
+        start: PhysAddr,
+        len: u64,
+        kind: RegionKind,
+    ) -> Result<(), MemoryMapError> {
         if len == 0 {
             return Err(MemoryMapError::EmptyRegion { start });
         }
-        let end = start.0.checked_add(len).ok_or(MemoryMapError::Wraps { start, len })?;
+        let end = start
+            .0
+            .checked_add(len)
+            .ok_or(MemoryMapError::Wraps { start, len })?;
         if self.len == MAX_REGIONS {
             return Err(MemoryMapError::TooManyRegions);
         }
-        if let Some(r) = self.regions().iter().find(|r| start.0 < r.end() && r.start.0 < end) {
-            return Err(MemoryMapError::Overlap { first: r.start, second: start });
+        if let Some(r) = self
+            .regions()
+            .iter()
+            .find(|r| start.0 < r.end() && r.start.0 < end)
+        {
+            return Err(MemoryMapError::Overlap {
+                first: r.start,
+                second: start,
+            });
         }
-        let at = self.regions().iter().position(|r| r.start.0 > start.0).unwrap_or(self.len);
+        let at = self
+            .regions()
+            .iter()
+            .position(|r| r.start.0 > start.0)
+            .unwrap_or(self.len);
         self.regions.copy_within(at..self.len, at + 1);
         self.regions[at] = MemoryRegion { start, len, kind };
         self.len += 1;
@@ -121,7 +143,9 @@ impl MemoryMap {
 
     /// The usable regions.
     pub fn usable(&self) -> impl Iterator<Item = &MemoryRegion> {
-        self.regions().iter().filter(|r| r.kind == RegionKind::Usable)
+        self.regions()
+            .iter()
+            .filter(|r| r.kind == RegionKind::Usable)
     }
 
     /// Total usable bytes.
@@ -131,7 +155,9 @@ impl MemoryMap {
 
     /// Total usable bytes below `limit`.
     pub fn usable_bytes_below(&self, limit: u64) -> u64 {
-        self.usable().map(|r| r.end().min(limit).saturating_sub(r.start.0)).sum()
+        self.usable()
+            .map(|r| r.end().min(limit).saturating_sub(r.start.0))
+            .sum()
     }
 
     /// Whole usable frames, clipped to `[0, limit)`, region by region.
@@ -139,7 +165,10 @@ impl MemoryMap {
         self.usable().filter_map(move |r| {
             let start = r.start.0.div_ceil(PAGE_SIZE);
             let end = r.end().min(limit) / PAGE_SIZE;
-            (start < end).then(|| FrameRange { start: PhysFrame(start as u32), end: PhysFrame(end as u32) })
+            (start < end).then(|| FrameRange {
+                start: PhysFrame(start as u32),
+                end: PhysFrame(end as u32),
+            })
         })
     }
 }
@@ -179,7 +208,9 @@ impl fmt::Display for AllocError {
             Self::Exhausted { limit } => write!(f, "out of frames below pfn {limit}"),
             Self::FreeListFull { frame } => write!(f, "free list full, cannot free pfn {frame}"),
             Self::DoubleFree { frame } => write!(f, "pfn {frame} freed twice"),
-            Self::UntrackableTable { frame } => write!(f, "pfn {frame} is beyond the page-table bitmap"),
+            Self::UntrackableTable { frame } => {
+                write!(f, "pfn {frame} is beyond the page-table bitmap")
+            }
         }
     }
 }
@@ -267,7 +298,10 @@ impl FrameAllocator {
 
     /// Hands out one frame.
     pub fn alloc(&mut self) -> Result<PhysFrame, AllocError> {
-        if let Some(pos) = self.free[..self.nfree].iter().rposition(|f| *f < self.limit) {
+        if let Some(pos) = self.free[..self.nfree]
+            .iter()
+            .rposition(|f| *f < self.limit)
+        {
             let f = self.free[pos];
             self.free.copy_within(pos + 1..self.nfree, pos);
             self.nfree -= 1;
@@ -344,7 +378,8 @@ mod tests {
 
     fn map() -> MemoryMap {
         let mut m = MemoryMap::new();
-        m.add(PhysAddr(0x10_0000), 0x70_0000, RegionKind::Usable).unwrap();
+        m.add(PhysAddr(0x10_0000), 0x70_0000, RegionKind::Usable)
+            .unwrap();
         m.add(PhysAddr(0), 0x9_f000, RegionKind::Usable).unwrap();
         m
     }
@@ -355,10 +390,24 @@ mod tests {
         assert_eq!(m.regions()[0].start, PhysAddr(0));
         assert_eq!(
             m.add(PhysAddr(0x20_0000), 0x1000, RegionKind::Reserved),
-            Err(MemoryMapError::Overlap { first: PhysAddr(0x10_0000), second: PhysAddr(0x20_0000) })
+            Err(MemoryMapError::Overlap {
+                first: PhysAddr(0x10_0000),
+                second: PhysAddr(0x20_0000)
+            })
         );
-        assert_eq!(m.add(PhysAddr(u64::MAX - 1), 4, RegionKind::Usable), Err(MemoryMapError::Wraps { start: PhysAddr(u64::MAX - 1), len: 4 }));
-        assert_eq!(m.add(PhysAddr(0xa0000), 0, RegionKind::Usable), Err(MemoryMapError::EmptyRegion { start: PhysAddr(0xa0000) }));
+        assert_eq!(
+            m.add(PhysAddr(u64::MAX - 1), 4, RegionKind::Usable),
+            Err(MemoryMapError::Wraps {
+                start: PhysAddr(u64::MAX - 1),
+                len: 4
+            })
+        );
+        assert_eq!(
+            m.add(PhysAddr(0xa0000), 0, RegionKind::Usable),
+            Err(MemoryMapError::EmptyRegion {
+                start: PhysAddr(0xa0000)
+            })
+        );
         assert_eq!(m.usable_bytes_below(0x20_0000), 0x9_f000 + 0x10_0000);
     }
 
@@ -369,12 +418,22 @@ mod tests {
         assert_eq!(a.alloc(), Ok(PhysFrame(0x200)));
         assert_eq!(a.alloc_table(), Ok(PhysFrame(0x201)));
         assert!(a.is_table(PhysFrame(0x201)));
-        assert_eq!(a.alloc(), Err(AllocError::Exhausted { limit: PhysFrame(0x202) }));
+        assert_eq!(
+            a.alloc(),
+            Err(AllocError::Exhausted {
+                limit: PhysFrame(0x202)
+            })
+        );
         a.set_limit(PhysFrame(0x800));
         assert_eq!(a.alloc(), Ok(PhysFrame(0x202)));
         a.free(PhysFrame(0x5)).unwrap();
         a.free(PhysFrame(0x6)).unwrap();
-        assert_eq!(a.free(PhysFrame(0x6)), Err(AllocError::DoubleFree { frame: PhysFrame(0x6) }));
+        assert_eq!(
+            a.free(PhysFrame(0x6)),
+            Err(AllocError::DoubleFree {
+                frame: PhysFrame(0x6)
+            })
+        );
         assert_eq!(a.alloc(), Ok(PhysFrame(0x6)));
         assert_eq!(a.alloc(), Ok(PhysFrame(0x5)));
         a.free(PhysFrame(0x201)).unwrap();

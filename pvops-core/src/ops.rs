@@ -44,7 +44,11 @@ pub struct PageFault {
 
 impl fmt::Display for PageFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "page fault cr2={:#010x} error={:#x}", self.addr.0, self.error)
+        write!(
+            f,
+            "page fault cr2={:#010x} error={:#x}",
+            self.addr.0, self.error
+        )
     }
 }
 
@@ -89,18 +93,21 @@ pub trait MmuOps {
     ///
     /// # Safety
     /// `slot.table` must be an L1 table frame; see the trait docs.
-    unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Self::Error>;
+    unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry)
+        -> Result<(), Self::Error>;
     /// Writes an L2 entry (links an L1 table).
     ///
     /// # Safety
     /// `slot.table` must be an L2 table frame; a present entry must name an L1 table frame
     /// announced with [`MmuOps::alloc_pt`].
-    unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Self::Error>;
+    unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry)
+        -> Result<(), Self::Error>;
     /// Writes an L3 (PDPT) entry. On bare hardware the change is seen only after a cr3 reload.
     ///
     /// # Safety
     /// `slot.table` must be a PDPT frame; a present entry must name an announced L2 frame.
-    unsafe fn set_pud(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Self::Error>;
+    unsafe fn set_pud(&mut self, slot: EntrySlot, entry: PageTableEntry)
+        -> Result<(), Self::Error>;
     /// Clears an L1 entry (low half, holding Present, first).
     ///
     /// # Safety
@@ -171,7 +178,10 @@ impl<'a, B: MmuOps> LazyMmu<'a, B> {
     /// Enters lazy mode on `backend`.
     pub fn enter(backend: &'a mut B) -> Self {
         backend.enter_lazy_mmu();
-        LazyMmu { backend, finished: false }
+        LazyMmu {
+            backend,
+            finished: false,
+        }
     }
     /// Issues the queued updates and leaves lazy mode.
     pub fn finish(mut self) -> Result<(), B::Error> {

@@ -26,7 +26,11 @@ pub struct BootOptions {
 
 impl Default for BootOptions {
     fn default() -> Self {
-        BootOptions { early_ioremap: IoremapWalk::Cr3, skip_unpin: false, batch: 0 }
+        BootOptions {
+            early_ioremap: IoremapWalk::Cr3,
+            skip_unpin: false,
+            batch: 0,
+        }
     }
 }
 
@@ -48,8 +52,12 @@ impl BootOptions {
     pub fn parse(cmdline: &str) -> Result<BootOptions, OptionError<'_>> {
         let mut o = BootOptions::default();
         for word in cmdline.split_ascii_whitespace() {
-            let Some(opt) = word.strip_prefix("pvops.") else { continue };
-            let (key, value) = opt.split_once('=').map_or((opt, None), |(k, v)| (k, Some(v)));
+            let Some(opt) = word.strip_prefix("pvops.") else {
+                continue;
+            };
+            let (key, value) = opt
+                .split_once('=')
+                .map_or((opt, None), |(k, v)| (k, Some(v)));
             match (key, value) {
                 ("early_ioremap", Some("cr3")) => o.early_ioremap = IoremapWalk::Cr3,
                 ("early_ioremap", Some("swapper")) => o.early_ioremap = IoremapWalk::Swapper,
@@ -68,9 +76,22 @@ mod tests {
     use super::*;
     #[test]
     fn parse() {
-        let o = BootOptions::parse("/guest.elf console=x pvops.early_ioremap=swapper pvops.skip_unpin pvops.batch=1").unwrap();
-        assert_eq!(o, BootOptions { early_ioremap: IoremapWalk::Swapper, skip_unpin: true, batch: 1 });
-        assert_eq!(BootOptions::parse("pvops.bogus").unwrap_err().word, "pvops.bogus");
+        let o = BootOptions::parse(
+            "/guest.elf console=x pvops.early_ioremap=swapper pvops.skip_unpin pvops.batch=1",
+        )
+        .unwrap();
+        assert_eq!(
+            o,
+            BootOptions {
+                early_ioremap: IoremapWalk::Swapper,
+                skip_unpin: true,
+                batch: 1
+            }
+        );
+        assert_eq!(
+            BootOptions::parse("pvops.bogus").unwrap_err().word,
+            "pvops.bogus"
+        );
         assert!(BootOptions::parse("pvops.batch=x").is_err());
         assert_eq!(BootOptions::parse("").unwrap(), BootOptions::default());
     }

@@ -47,7 +47,9 @@ pub const PDPT_FLAGS: PteFlags = PteFlags::PRESENT;
 /// Flags of a kernel data mapping (read/write, A and D preset so the CPU need not set them).
 pub const KERNEL_RW: PteFlags = TABLE_FLAGS;
 /// Flags of a kernel read-only mapping (used for page-table frames under Xen).
-pub const KERNEL_RO: PteFlags = PteFlags::PRESENT.union(PteFlags::ACCESSED).union(PteFlags::DIRTY);
+pub const KERNEL_RO: PteFlags = PteFlags::PRESENT
+    .union(PteFlags::ACCESSED)
+    .union(PteFlags::DIRTY);
 
 /// One 64-bit PAE entry. Its address is always a *machine* address.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
@@ -125,7 +127,9 @@ pub struct PageTable {
 impl PageTable {
     /// An all-empty table.
     pub const fn new() -> PageTable {
-        PageTable { entries: [PageTableEntry::EMPTY; ENTRIES] }
+        PageTable {
+            entries: [PageTableEntry::EMPTY; ENTRIES],
+        }
     }
 }
 
@@ -176,7 +180,10 @@ impl EntrySlot {
     /// A slot, or `None` when `index` is out of range.
     pub const fn new(table: crate::addr::PhysFrame, index: usize) -> Option<EntrySlot> {
         if index < ENTRIES {
-            Some(EntrySlot { table, index: index as u16 })
+            Some(EntrySlot {
+                table,
+                index: index as u16,
+            })
         } else {
             None
         }
@@ -197,7 +204,10 @@ mod tests {
         assert_eq!(e.frame(), MachineFrame(0x12345));
         assert!(e.is_present());
         assert_eq!(e.with_flags(KERNEL_RO).bits(), 0x1234_5061);
-        let nx = PageTableEntry::new(MachineFrame(0xfffff), PteFlags::PRESENT | PteFlags::NO_EXECUTE);
+        let nx = PageTableEntry::new(
+            MachineFrame(0xfffff),
+            PteFlags::PRESENT | PteFlags::NO_EXECUTE,
+        );
         assert_eq!(nx.high(), 0x8000_0000);
         assert_eq!(nx.addr(), MachineAddr(0xffff_f000));
     }

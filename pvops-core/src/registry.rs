@@ -66,7 +66,8 @@ pub enum Outcome {
     Fail,
 }
 
-static FATAL_HANDLER: core::sync::atomic::AtomicPtr<()> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+static FATAL_HANDLER: core::sync::atomic::AtomicPtr<()> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
 
 /// Installs the running backend's last-resort handler: it prints
 /// `<TAG>: FAIL backend=<name> stage=<stage>: <message>` and ends the run as a failure.

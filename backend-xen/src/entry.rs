@@ -1,0 +1,330 @@
+//! The Xen ELF notes, the hypercall page, the ring-1 entry (`esi` = start_info), the trap
+//! table, and the Rust entry that hands the domain to the registered kernel.
+
+use crate::abi::{
+    self, MachphysMapping, StartInfo, TrapInfo, FLAT_KERNEL_CS, SIF_INITDOMAIN, VIRT_BASE,
+};
+use crate::console::{self, Console};
+use crate::real::{self, RealXen};
+use crate::{boot_info, XenMmu, XEN_KERNEL};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
+use pvops_core::addr::{FrameRange, PhysFrame, PAGE_SIZE};
+use pvops_core::boot::current_stage;
+use pvops_core::options::BootOptions;
+use pvops_core::registry::{kernel_tag, set_fatal_handler, Handoff, Outcome};
+
+core::arch::global_asm!(
+    r#"
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4, 2f - 1f, 6
+    .asciz "Xen"
+1:  .asciz "pvops"
+2:  .balign 4
+    .long 4, 2f - 1f, 5
+    .asciz "Xen"
+1:  .asciz "xen-3.0"
+2:  .balign 4
+    .long 4, 2f - 1f, 8
+    .asciz "Xen"
+1:  .asciz "generic"
+2:  .balign 4
+    .long 4, 2f - 1f, 9
+    .asciz "Xen"
+1:  .asciz "yes"
+2:  .balign 4
+    .long 4, 4, 3
+    .asciz "Xen"
+    .long {virt_base}
+    .long 4, 4, 1
+    .asciz "Xen"
+    .long pvops_xen_entry
+    .long 4, 4, 2
+    .asciz "Xen"
+    .long pvops_hypercall_page
+
+    .section .xen_hypercall_page, "ax"
+    .balign 4096
+    .global pvops_hypercall_page
+pvops_hypercall_page:
+    .fill 4096, 1, 0xcc
+
+    .section .bss.pvops_xen_stack, "aw", @nobits
+    .balign 16
+pvops_xen_stack_bottom:
+    .skip {stack}
+pvops_xen_stack_top:
+
+    .section .text.pvops_xen_entry, "ax"
+    .global pvops_xen_entry
+pvops_xen_entry:
+    cld
+    mov %esp, %eax
+    mov $pvops_xen_stack_top, %esp
+    push %eax
+    push %esi
+    call pvops_xen_main
+3:
+    jmp 3b
+
+    .macro pvops_xen_stub n, err
+    .section .text.pvops_xen_traps, "ax"
+pvops_xen_stub_\n:
+    .if \err == 0
+    push $0
+    .endif
+    push $\n
+    jmp pvops_xen_trap_common
+    .section .rodata.pvops_xen_traps, "a"
+    .long pvops_xen_stub_\n
+    .endm
+
+    .section .rodata.pvops_xen_traps, "a"
+    .balign 4
+    .global pvops_xen_trap_stubs
+pvops_xen_trap_stubs:
+    pvops_xen_stub 0, 0
+    pvops_xen_stub 1, 0
+    pvops_xen_stub 2, 0
+    pvops_xen_stub 3, 0
+    pvops_xen_stub 4, 0
+    pvops_xen_stub 5, 0
+    pvops_xen_stub 6, 0
+    pvops_xen_stub 7, 0
+    pvops_xen_stub 8, 1
+    pvops_xen_stub 9, 0
+    pvops_xen_stub 10, 1
+    pvops_xen_stub 11, 1
+    pvops_xen_stub 12, 1
+    pvops_xen_stub 13, 1
+    pvops_xen_stub 14, 1
+    pvops_xen_stub 15, 0
+    pvops_xen_stub 16, 0
+    pvops_xen_stub 17, 1
+    pvops_xen_stub 18, 0
+    pvops_xen_stub 19, 0
+
+    .section .text.pvops_xen_traps, "ax"
+pvops_xen_trap_common:
+    push %esp
+    call pvops_xen_trap
+4:
+    jmp 4b
+"#,
+    virt_base = const VIRT_BASE,
+    stack = const 128 * 1024,
+    options(att_syntax)
+);
+
+const TRAP_VECTORS: usize = 20;
+
+unsafe extern "C" {
+    static pvops_xen_trap_stubs: [u32; TRAP_VECTORS];
+    static __pvops_image_start: u8;
+    static __pvops_image_end: u8;
+}
+
+static DOM0: AtomicBool = AtomicBool::new(false);
+
+/// What the trap stubs push: vector, error code, then Xen's bounce frame (eip, cs, eflags).
+#[repr(C)]
+struct TrapFrame {
+    vector: u32,
+    error: u32,
+    eip: u32,
+    cs: u32,
+    eflags: u32,
+}
+
+/// Ends the domain: drains the console, then (dom0) writes QEMU's debug-exit port with I/O
+/// privilege from PHYSDEVOP_set_iopl, or (domU) SCHEDOP_shutdown poweroff/crash.
+fn exit(pass: bool) -> ! {
+    console::drain();
+    if DOM0.load(Ordering::Acquire) && real::set_iopl(1) == 0 {
+        let code = if pass { 0x10 } else { 0x11 };
+        // SAFETY: with IOPL 1 a ring-1 dom0 may use port 0xf4 (QEMU's isa-debug-exit).
+        unsafe { x86::io::outb(0xf4, code) };
+    }
+    let mut reason = if pass {
+        abi::SHUTDOWN_POWEROFF
+    } else {
+        abi::SHUTDOWN_CRASH
+    };
+    let _ = real::sched_op(abi::SCHEDOP_SHUTDOWN, &mut reason);
+    loop {
+        let _ = real::sched_op(abi::SCHEDOP_YIELD, &mut 0);
+    }
+}
+
+fn fatal(args: core::fmt::Arguments<'_>) -> ! {
+    let _ = writeln!(
+        Console,
+        "{}: FAIL backend=xen stage={}: {}",
+        kernel_tag(),
+        current_stage().name(),
+        args
+    );
+    exit(false)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn pvops_xen_trap(f: &TrapFrame) -> ! {
+    if f.vector == 14 {
+        let cr2: u32;
+        // SAFETY: Xen emulates `mov %cr2` for a PV guest (the address of the last #PF).
+        unsafe {
+            core::arch::asm!("mov %cr2, {0}", out(reg) cr2, options(att_syntax, nomem, nostack))
+        };
+        fatal(format_args!(
+            "page fault cr2={:#010x} eip={:#010x} error={:#x}",
+            cr2, f.eip, f.error
+        ))
+    }
+    fatal(format_args!(
+        "exception vector={} error={:#x} eip={:#010x} cs={:#x}",
+        f.vector, f.error, f.eip, f.cs
+    ))
+}
+
+fn install_traps() -> i32 {
+    let mut table = [TrapInfo::default(); TRAP_VECTORS + 1];
+    // SAFETY: the stub table is emitted by the asm above.
+    let stubs = unsafe { &pvops_xen_trap_stubs };
+    for (i, (t, stub)) in table.iter_mut().zip(stubs).enumerate() {
+        *t = TrapInfo {
+            vector: i as u8,
+            flags: 0,
+            cs: FLAT_KERNEL_CS,
+            address: *stub,
+        };
+    }
+    real::set_trap_table(&table)
+}
+
+fn virt_to_pfn(v: usize) -> PhysFrame {
+    PhysFrame((v as u32).wrapping_sub(VIRT_BASE) >> 12)
+}
+
+/// Rust entry: `si` from esi, `esp` as the domain builder left it (in the boot stack page).
+#[unsafe(no_mangle)]
+extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
+    // SAFETY: Xen passes the virtual address of start_info in esi; it is mapped.
+    let si_ref = unsafe { &*si };
+    let dom0 = si_ref.flags & SIF_INITDOMAIN != 0;
+    DOM0.store(dom0, Ordering::Release);
+    set_fatal_handler(fatal);
+    let mut machphys = MachphysMapping::default();
+    let mm_ret = real::machphys_mapping(&mut machphys);
+    if dom0 {
+        console::use_console_io();
+    } else if mm_ret == 0 && si_ref.magic.starts_with(abi::START_INFO_MAGIC) {
+        // The console ring's pfn comes from the M2P; check it against the p2m list.
+        // SAFETY: the M2P is mapped read-only up to max_mfn; the p2m list is in our region.
+        let mfn = si_ref.console_mfn;
+        if mfn <= machphys.max_mfn {
+            let pfn = unsafe {
+                core::ptr::read_volatile((machphys.v_start as *const u32).add(mfn as usize))
+            };
+            let ok = pfn < si_ref.nr_pages
+                && unsafe {
+                    core::ptr::read_volatile((si_ref.mfn_list as *const u32).add(pfn as usize))
+                } == mfn;
+            if ok {
+                console::use_ring(
+                    (VIRT_BASE + pfn * PAGE_SIZE as u32) as *mut abi::XenconsInterface,
+                    si_ref.console_evtchn,
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        Console,
+        "xen: entered in ring 1, start_info at {:#x}, esp={esp:#x}",
+        si as usize
+    );
+    if mm_ret != 0 {
+        fatal(format_args!(
+            "xen {}: memory_op(XENMEM_machphys_mapping)",
+            abi::Errno(-mm_ret)
+        ));
+    }
+    let trap_ret = install_traps();
+    if trap_ret != 0 {
+        fatal(format_args!(
+            "xen {}: set_trap_table",
+            abi::Errno(-trap_ret)
+        ));
+    }
+    let (start, end) = (
+        &raw const __pvops_image_start as usize,
+        &raw const __pvops_image_end as usize,
+    );
+    let kernel_image = FrameRange {
+        start: virt_to_pfn(start),
+        end: virt_to_pfn(end + PAGE_SIZE as usize - 1),
+    };
+    let facts = match crate::start_info::validate(si_ref, si as u32, esp, kernel_image.end) {
+        Ok(f) => f,
+        Err(e) => fatal(format_args!("{e}")),
+    };
+    let magic_len = si_ref.magic.iter().position(|b| *b == 0).unwrap_or(32);
+    let _ = writeln!(
+        Console,
+        "xen: start_info magic={} nr_pages={:#x} ({} MiB) flags={:#x} pt_base={:#x} nr_pt_frames={} mfn_list={:#x} shared_info={:#x} store_mfn={:#x} console_mfn={:#x} console_evtchn={} first_free_pfn={}",
+        core::str::from_utf8(&si_ref.magic[..magic_len]).unwrap_or("?"),
+        si_ref.nr_pages,
+        si_ref.nr_pages >> 8,
+        si_ref.flags,
+        si_ref.pt_base,
+        si_ref.nr_pt_frames,
+        si_ref.mfn_list,
+        si_ref.shared_info,
+        si_ref.store_mfn,
+        si_ref.console_mfn,
+        si_ref.console_evtchn,
+        facts.first_free
+    );
+    let _ = writeln!(
+        Console,
+        "xen: {} domain, hypervisor hole at {:#x} (XENMEM_machphys_mapping, max_mfn={:#x}), trap table installed",
+        if dom0 { "initial (dom0)" } else { "unprivileged (domU)" },
+        machphys.v_start,
+        machphys.max_mfn
+    );
+    let opts = BootOptions::parse(facts.cmdline).unwrap_or_default();
+    // SAFETY: mfn_list is start_info's p2m list (validated to lie in our region).
+    let hv = unsafe { RealXen::new(si_ref.mfn_list, si_ref.nr_pages, &machphys) };
+    let mut mmu = match XenMmu::new(hv, &facts, &opts) {
+        Ok(m) => m,
+        Err(e) => fatal(format_args!("{e}")),
+    };
+    let info = boot_info(&mmu, &facts, kernel_image);
+    let _ = writeln!(
+        Console,
+        "xen: Xen's bootstrap table maps pfn 0..{} ({} KiB); lowmem limit {} MiB; batch {}",
+        mmu.reach(),
+        mmu.reach().0 * 4,
+        pvops_core::MmuOps::layout(&mmu).lowmem_limit >> 20,
+        if opts.batch == 0 {
+            crate::mmu::QUEUE_CAPACITY as u32
+        } else {
+            opts.batch
+        }
+    );
+    let Some(main) = XEN_KERNEL.first() else {
+        fatal(format_args!("no kernel registered for the Xen backend"))
+    };
+    let outcome = main(Handoff {
+        platform: &mut mmu,
+        info: &info,
+        console: &mut Console,
+    });
+    let s = mmu.stats();
+    let _ = writeln!(
+        Console,
+        "xen: hypercalls: mmu_update {} ({} entries), mmuext_op {} ({} ops), update_va_mapping {}, multicall {}",
+        s.mmu_update_calls, s.mmu_update_entries, s.mmuext_calls, s.mmuext_ops, s.update_va_mapping_calls, s.multicall_calls
+    );
+    exit(outcome == Outcome::Pass)
+}
