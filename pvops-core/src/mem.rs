@@ -165,7 +165,7 @@ impl MemoryMap {
         self.usable().filter_map(move |r| {
             let start = r.start.0.div_ceil(PAGE_SIZE);
             let end = r.end().min(limit) / PAGE_SIZE;
-            (start < end).then(|| FrameRange {
+            (start < end).then_some(FrameRange {
                 start: PhysFrame(start as u32),
                 end: PhysFrame(end as u32),
             })

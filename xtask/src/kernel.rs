@@ -11,14 +11,23 @@ pub fn build(dir: &str, bin: &str) -> Res<PathBuf> {
     let target_json = crate_dir.join("i686-pvops.json");
     let target_dir = root.join("target/kernel");
     run(cmd("rustup")
-        .args(["run", "nightly", "cargo", "build", "--release", "--quiet", "--target"])
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "build",
+            "--release",
+            "--quiet",
+            "--target",
+        ])
         .arg(&target_json)
         .arg("--target-dir")
         .arg(&target_dir)
         .current_dir(&crate_dir))?;
     let built = target_dir.join("i686-pvops/release").join(bin);
     let out = root.join("target").join(format!("{bin}.elf"));
-    std::fs::copy(&built, &out).map_err(|e| format!("copy {} -> {}: {e}", built.display(), out.display()))?;
+    std::fs::copy(&built, &out)
+        .map_err(|e| format!("copy {} -> {}: {e}", built.display(), out.display()))?;
     Ok(out)
 }
 
@@ -27,7 +36,15 @@ pub fn clippy(dir: &str) -> Res<()> {
     let root = root();
     let crate_dir = root.join(dir);
     run(cmd("rustup")
-        .args(["run", "nightly", "cargo", "clippy", "--release", "--quiet", "--target"])
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "--release",
+            "--quiet",
+            "--target",
+        ])
         .arg(crate_dir.join("i686-pvops.json"))
         .arg("--target-dir")
         .arg(root.join("target/kernel"))

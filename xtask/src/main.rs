@@ -42,7 +42,9 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Some(other) => Err(HarnessError(format!("unknown command `{other}`\n\n{USAGE}"))),
+        Some(other) => Err(HarnessError(format!(
+            "unknown command `{other}`\n\n{USAGE}"
+        ))),
     };
     match result {
         Ok(Verdict::Pass) => ExitCode::SUCCESS,
@@ -84,7 +86,9 @@ fn find_result(log: &str, tag: &str, backend: &str) -> Option<GuestLine> {
 
 fn cmd_build() -> Res<PathBuf> {
     step("toolchains (nightly rust-src)", util::ensure_toolchains)?;
-    let elf = step("build guest-demo (release, i686)", || kernel::build("guest-demo", "guest-demo"))?;
+    let elf = step("build guest-demo (release, i686)", || {
+        kernel::build("guest-demo", "guest-demo")
+    })?;
     eprintln!("    kernel: {}", elf.display());
     Ok(elf)
 }
@@ -96,19 +100,34 @@ struct DemoArgs {
 }
 
 fn parse_demo(args: &[String]) -> Res<DemoArgs> {
-    let mut d = DemoArgs { which: "all".into(), memory: None, cmdline: String::new() };
+    let mut d = DemoArgs {
+        which: "all".into(),
+        memory: None,
+        cmdline: String::new(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "native" | "xen" | "xen-dom0" | "all" => d.which = a.clone(),
             "--memory" => {
-                let v = it.next().ok_or_else(|| HarnessError("--memory needs a value in MiB".into()))?;
-                d.memory = Some(v.parse().ok().filter(|m| *m > 0).ok_or_else(|| HarnessError(format!("--memory: `{v}` is not a size in MiB")))?);
+                let v = it
+                    .next()
+                    .ok_or_else(|| HarnessError("--memory needs a value in MiB".into()))?;
+                d.memory = Some(v.parse().ok().filter(|m| *m > 0).ok_or_else(|| {
+                    HarnessError(format!("--memory: `{v}` is not a size in MiB"))
+                })?);
             }
             "--cmdline" => {
-                d.cmdline = it.next().ok_or_else(|| HarnessError("--cmdline needs a value".into()))?.clone();
+                d.cmdline = it
+                    .next()
+                    .ok_or_else(|| HarnessError("--cmdline needs a value".into()))?
+                    .clone();
             }
-            other => return Err(HarnessError(format!("demo: unknown argument `{other}`\n\n{USAGE}"))),
+            other => {
+                return Err(HarnessError(format!(
+                    "demo: unknown argument `{other}`\n\n{USAGE}"
+                )))
+            }
         }
     }
     Ok(d)
@@ -133,7 +152,9 @@ fn cmd_demo(args: &[String]) -> Res<Verdict> {
         match v {
             Err(e) => {
                 eprintln!("xtask: harness error: {e}");
-                overall = Err(HarnessError("at least one run had a harness error (see above)".into()));
+                overall = Err(HarnessError(
+                    "at least one run had a harness error (see above)".into(),
+                ));
             }
             Ok(Verdict::Fail) if overall.is_ok() => overall = Ok(Verdict::Fail),
             Ok(_) => {}
@@ -152,7 +173,9 @@ fn judge(log: &str, backend: &str, exit_ok: Option<bool>) -> Res<Verdict> {
             "{backend}: guest printed `{line:?}` but its exit said {}",
             if ok { "PASS" } else { "FAIL" }
         ))),
-        (None, _) => Err(HarnessError(format!("{backend}: the guest printed no {TAG} result line"))),
+        (None, _) => Err(HarnessError(format!(
+            "{backend}: the guest printed no {TAG} result line"
+        ))),
     }
 }
 
@@ -163,13 +186,26 @@ fn native_cmdline(extra: &str) -> String {
 fn demo_native(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
     step("qemu-system-x86 present", native::ensure_qemu)?;
     eprintln!("==> native: qemu-system-i386 -m {memory} (multiboot)");
-    let run = native::boot(elf, memory, &native_cmdline(cmdline), true, Duration::from_secs(60))?;
+    let run = native::boot(
+        elf,
+        memory,
+        &native_cmdline(cmdline),
+        true,
+        Duration::from_secs(60),
+    )?;
     let exit_ok = match run.status {
         Some(33) => Some(true),
         Some(35) => Some(false),
-        other => return Err(HarnessError(format!("native: qemu exited with {other:?}, not through isa-debug-exit"))),
+        other => {
+            return Err(HarnessError(format!(
+                "native: qemu exited with {other:?}, not through isa-debug-exit"
+            )))
+        }
     };
-    eprintln!("    native: qemu exit status {:?} in {:.2}s", run.status, run.seconds);
+    eprintln!(
+        "    native: qemu exit status {:?} in {:.2}s",
+        run.status, run.seconds
+    );
     judge(&run.log, "native", exit_ok)
 }
 
@@ -178,23 +214,42 @@ fn xen_cache() -> PathBuf {
 }
 
 fn demo_xen(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
-    let env = step("xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)", || {
-        xen::prepare(&xen_cache()).map_err(HarnessError)
-    })?;
-    eprintln!("==> xen: Xen {} -> dom0 -> xl create guest-demo as a PV domU ({memory} MiB)", env.version);
-    let spec = xen::DomuSpec { name: "guest-demo".into(), elf: elf.to_path_buf(), memory_mib: memory, cmdline: cmdline.trim().to_string() };
+    let env = step(
+        "xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)",
+        || xen::prepare(&xen_cache()).map_err(HarnessError),
+    )?;
+    eprintln!(
+        "==> xen: Xen {} -> dom0 -> xl create guest-demo as a PV domU ({memory} MiB)",
+        env.version
+    );
+    let spec = xen::DomuSpec {
+        name: "guest-demo".into(),
+        elf: elf.to_path_buf(),
+        memory_mib: memory,
+        cmdline: cmdline.trim().to_string(),
+    };
     let outcomes = xen::run_domus(&env, &[spec], Duration::from_secs(300)).map_err(HarnessError)?;
-    let o = outcomes.into_iter().next().ok_or_else(|| HarnessError("xen: no domU outcome".into()))?;
+    let o = outcomes
+        .into_iter()
+        .next()
+        .ok_or_else(|| HarnessError("xen: no domU outcome".into()))?;
     for line in o.console_log.lines() {
         println!("{line}");
     }
-    eprintln!("    xen: domU shut down with reason {:?} after {:?}s", o.shutdown_reason, o.seconds);
+    eprintln!(
+        "    xen: domU shut down with reason {:?} after {:?}s",
+        o.shutdown_reason, o.seconds
+    );
     judge(&o.console_log, "xen", None)
 }
 
 fn demo_xen_dom0(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
-    let env = step("xen: hypervisor with PV32 (first run builds, a few minutes)", || xen::prepare(&xen_cache()).map_err(HarnessError))?;
-    let o = xen::run_dom0(&env, elf, memory, cmdline.trim(), Duration::from_secs(60)).map_err(HarnessError)?;
+    let env = step(
+        "xen: hypervisor with PV32 (first run builds, a few minutes)",
+        || xen::prepare(&xen_cache()).map_err(HarnessError),
+    )?;
+    let o = xen::run_dom0(&env, elf, memory, cmdline.trim(), Duration::from_secs(60))
+        .map_err(HarnessError)?;
     for line in o.serial_log.lines() {
         println!("{line}");
     }
@@ -222,13 +277,24 @@ enum Expect {
 
 impl BootCase {
     fn new(name: &str, memory: u32, cmdline: &str, expect: Expect) -> Self {
-        BootCase { name: name.into(), memory, cmdline: cmdline.into(), expect }
+        BootCase {
+            name: name.into(),
+            memory,
+            cmdline: cmdline.into(),
+            expect,
+        }
     }
     fn check(&self, log: &str, backend: &str) -> Result<String, String> {
         match (find_result(log, TAG, backend), &self.expect) {
             (Some(GuestLine::Pass(l)), Expect::Pass) => Ok(l),
-            (Some(GuestLine::Fail(l)), Expect::Fail(needles)) if needles.iter().all(|n| l.contains(n)) => Ok(l),
-            (Some(GuestLine::Pass(l) | GuestLine::Fail(l)), _) => Err(format!("unexpected result: {l}")),
+            (Some(GuestLine::Fail(l)), Expect::Fail(needles))
+                if needles.iter().all(|n| l.contains(n)) =>
+            {
+                Ok(l)
+            }
+            (Some(GuestLine::Pass(l) | GuestLine::Fail(l)), _) => {
+                Err(format!("unexpected result: {l}"))
+            }
             (None, _) => Err("no result line".into()),
         }
     }
@@ -236,20 +302,58 @@ impl BootCase {
 
 fn cmd_test() -> Res<Verdict> {
     let root = util::root();
-    step("toolchains (nightly rust-src + clippy, stable clippy + rustfmt)", util::ensure_toolchains)?;
+    step(
+        "toolchains (nightly rust-src + clippy, stable clippy + rustfmt)",
+        util::ensure_toolchains,
+    )?;
     step("qemu-system-x86 present", native::ensure_qemu)?;
     step("cargo fmt --check", || {
-        util::run(util::cmd("cargo").args(["fmt", "--all", "--", "--check"]).current_dir(&root))?;
-        util::run(util::cmd("cargo").args(["fmt", "--manifest-path", "guest-demo/Cargo.toml", "--", "--check"]).current_dir(&root))
+        util::run(
+            util::cmd("cargo")
+                .args(["fmt", "--all", "--", "--check"])
+                .current_dir(&root),
+        )?;
+        util::run(
+            util::cmd("cargo")
+                .args([
+                    "fmt",
+                    "--manifest-path",
+                    "guest-demo/Cargo.toml",
+                    "--",
+                    "--check",
+                ])
+                .current_dir(&root),
+        )
     })?;
     step("cargo clippy (host workspace)", || {
-        util::run(util::cmd("cargo").args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]).current_dir(&root))
+        util::run(
+            util::cmd("cargo")
+                .args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--quiet",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+                .current_dir(&root),
+        )
     })?;
-    step("cargo clippy (i686 kernel: guest-demo and the backends)", || kernel::clippy("guest-demo"))?;
+    step(
+        "cargo clippy (i686 kernel: guest-demo and the backends)",
+        || kernel::clippy("guest-demo"),
+    )?;
     step("cargo test (host: simulated machine, Xen model)", || {
-        util::run(util::cmd("cargo").args(["test", "--workspace", "--quiet"]).current_dir(&root))
+        util::run(
+            util::cmd("cargo")
+                .args(["test", "--workspace", "--quiet"])
+                .current_dir(&root),
+        )
     })?;
-    let elf = step("build guest-demo", || kernel::build("guest-demo", "guest-demo"))?;
+    let elf = step("build guest-demo", || {
+        kernel::build("guest-demo", "guest-demo")
+    })?;
 
     let mut passed = 0;
     let mut failed = Vec::new();
@@ -281,7 +385,11 @@ fn cmd_test() -> Res<Verdict> {
             let r = native::boot(&elf, c.memory, &c.cmdline, false, Duration::from_secs(60))
                 .map_err(|e| e.to_string())
                 .and_then(|run| {
-                    let want = if matches!(c.expect, Expect::Pass) { 33 } else { 35 };
+                    let want = if matches!(c.expect, Expect::Pass) {
+                        33
+                    } else {
+                        35
+                    };
                     if run.status != Some(want) {
                         return Err(format!("qemu status {:?}, expected {want}", run.status));
                     }
@@ -291,6 +399,88 @@ fn cmd_test() -> Res<Verdict> {
         }
         Ok(())
     })?;
+
+    let xen_ready = step("xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)", || {
+        xen::prepare(&xen_cache()).map_err(HarnessError)
+    });
+    match xen_ready {
+        Err(e) => record("xen harness", Err(e.to_string())),
+        Ok(env) => {
+            let dom0_cases = [
+                BootCase::new("xen dom0 default", 64, "", Expect::Pass),
+                BootCase::new(
+                    "xen dom0 pvops.early_ioremap=swapper",
+                    64,
+                    "pvops.early_ioremap=swapper",
+                    Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xf56"]),
+                ),
+                BootCase::new(
+                    "xen dom0 pvops.skip_unpin",
+                    64,
+                    "pvops.skip_unpin",
+                    Expect::Fail(vec!["stage=pagetable_setup_done", "xen EBUSY"]),
+                ),
+            ];
+            let _ = step("boots as Xen dom0 (fast path)", || {
+                for c in &dom0_cases {
+                    let r = xen::run_dom0(&env, &elf, c.memory, &c.cmdline, Duration::from_secs(90))
+                        .and_then(|o| {
+                            let want = if matches!(c.expect, Expect::Pass) { 33 } else { 35 };
+                            if o.qemu_status != Some(want) {
+                                return Err(format!("qemu status {:?}, expected {want}", o.qemu_status));
+                            }
+                            c.check(&o.serial_log, "xen")
+                        });
+                    record(&c.name, r);
+                }
+                Ok(())
+            });
+            let domu_cases = [
+                BootCase::new("xen domU 64 MiB", 64, "", Expect::Pass),
+                BootCase::new("xen domU 16 MiB", 16, "", Expect::Pass),
+                BootCase::new("xen domU 512 MiB", 512, "", Expect::Pass),
+                BootCase::new("xen domU 1024 MiB (beyond the direct map)", 1024, "", Expect::Pass),
+                BootCase::new(
+                    "xen domU pvops.early_ioremap=swapper",
+                    64,
+                    "pvops.early_ioremap=swapper",
+                    Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xf56"]),
+                ),
+                BootCase::new(
+                    "xen domU pvops.skip_unpin",
+                    64,
+                    "pvops.skip_unpin",
+                    Expect::Fail(vec!["stage=pagetable_setup_done", "xen EBUSY"]),
+                ),
+            ];
+            let specs: Vec<xen::DomuSpec> = domu_cases
+                .iter()
+                .enumerate()
+                .map(|(i, c)| xen::DomuSpec {
+                    name: format!("pvops-test-{i}"),
+                    elf: elf.clone(),
+                    memory_mib: c.memory,
+                    cmdline: c.cmdline.clone(),
+                })
+                .collect();
+            let outcomes = step("boots as Xen domUs (one dom0 boot, xl create each)", || {
+                xen::run_domus(&env, &specs, Duration::from_secs(900)).map_err(HarnessError)
+            });
+            match outcomes {
+                Err(e) => record("xen domU run", Err(e.to_string())),
+                Ok(outcomes) => {
+                    for (c, o) in domu_cases.iter().zip(&outcomes) {
+                        let want = if matches!(c.expect, Expect::Pass) { 0 } else { 3 };
+                        let r = c.check(&o.console_log, "xen").and_then(|line| match o.shutdown_reason {
+                            Some(r) if r == want => Ok(format!("{line} [shutdown reason {r}, {:.1}s]", o.seconds.unwrap_or(0.0))),
+                            other => Err(format!("shutdown reason {other:?}, expected {want}: {:?}", o.error)),
+                        });
+                        record(&c.name, r);
+                    }
+                }
+            }
+        }
+    }
 
     eprintln!("boots: {passed} passed, {} failed", failed.len());
     if failed.is_empty() {

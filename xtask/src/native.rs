@@ -23,10 +23,24 @@ pub fn ensure_qemu() -> Res<()> {
 }
 
 /// Boots `elf` with `memory_mib` of RAM and `cmdline`; echoes serial lines when `echo`.
-pub fn boot(elf: &Path, memory_mib: u32, cmdline: &str, echo: bool, timeout: Duration) -> Res<NativeRun> {
+pub fn boot(
+    elf: &Path,
+    memory_mib: u32,
+    cmdline: &str,
+    echo: bool,
+    timeout: Duration,
+) -> Res<NativeRun> {
     let t0 = Instant::now();
     let mut child = Command::new("qemu-system-i386")
-        .args(["-accel", "tcg", "-display", "none", "-serial", "stdio", "-no-reboot"])
+        .args([
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-m"])
         .arg(memory_mib.to_string())
         .arg("-kernel")
@@ -52,7 +66,10 @@ pub fn boot(elf: &Path, memory_mib: u32, cmdline: &str, echo: bool, timeout: Dur
         }
     });
     let status = loop {
-        if let Some(s) = child.try_wait().map_err(|e| HarnessError(format!("waiting for qemu: {e}")))? {
+        if let Some(s) = child
+            .try_wait()
+            .map_err(|e| HarnessError(format!("waiting for qemu: {e}")))?
+        {
             break s;
         }
         if t0.elapsed() > timeout {
@@ -61,7 +78,10 @@ pub fn boot(elf: &Path, memory_mib: u32, cmdline: &str, echo: bool, timeout: Dur
             let _ = reader.join();
             let log: Vec<String> = rx.try_iter().collect();
             let tail = log[log.len().saturating_sub(5)..].join("\n");
-            return Err(HarnessError(format!("qemu timed out after {}s; last output:\n{tail}", timeout.as_secs())));
+            return Err(HarnessError(format!(
+                "qemu timed out after {}s; last output:\n{tail}",
+                timeout.as_secs()
+            )));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -74,5 +94,9 @@ pub fn boot(elf: &Path, memory_mib: u32, cmdline: &str, echo: bool, timeout: Dur
             log.push(format!("qemu stderr: {}", s.trim()));
         }
     }
-    Ok(NativeRun { log: log.join("\n"), status: status.code(), seconds: t0.elapsed().as_secs_f64() })
+    Ok(NativeRun {
+        log: log.join("\n"),
+        status: status.code(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }

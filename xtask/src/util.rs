@@ -25,7 +25,10 @@ pub type Res<T> = Result<T, HarnessError>;
 
 /// The workspace root (the parent of xtask/).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Prints a step's name, runs it, prints its time.
@@ -35,7 +38,10 @@ pub fn step<T>(name: &str, f: impl FnOnce() -> Res<T>) -> Res<T> {
     let r = f();
     match &r {
         Ok(_) => eprintln!("    {name}: ok ({:.1}s)", t.elapsed().as_secs_f64()),
-        Err(e) => eprintln!("    {name}: FAILED ({:.1}s): {e}", t.elapsed().as_secs_f64()),
+        Err(e) => eprintln!(
+            "    {name}: FAILED ({:.1}s): {e}",
+            t.elapsed().as_secs_f64()
+        ),
     }
     r
 }
@@ -44,7 +50,15 @@ pub fn step<T>(name: &str, f: impl FnOnce() -> Res<T>) -> Res<T> {
 /// pick their own toolchain.
 pub fn cmd(program: &str) -> Command {
     let mut c = Command::new(program);
-    for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "CARGO", "RUSTC_WRAPPER", "CARGO_TARGET_DIR", "RUSTFLAGS"] {
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTDOC",
+        "CARGO",
+        "RUSTC_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "RUSTFLAGS",
+    ] {
         c.env_remove(var);
     }
     c
@@ -52,7 +66,9 @@ pub fn cmd(program: &str) -> Command {
 
 /// Runs a command, inheriting stdout/stderr; Err names it when it fails.
 pub fn run(c: &mut Command) -> Res<()> {
-    let status = c.status().map_err(|e| HarnessError(format!("cannot run {}: {e}", describe(c))))?;
+    let status = c
+        .status()
+        .map_err(|e| HarnessError(format!("cannot run {}: {e}", describe(c))))?;
     check(c, status)
 }
 
@@ -97,24 +113,46 @@ pub fn ensure_apt(probe: &str, packages: &[&str]) -> Res<()> {
     if have(probe) {
         return Ok(());
     }
-    eprintln!("    installing {} (apt-get; needs root)", packages.join(" "));
+    eprintln!(
+        "    installing {} (apt-get; needs root)",
+        packages.join(" ")
+    );
     run(cmd("apt-get").args(["update", "-qq"]))?;
-    run(cmd("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(packages).env("DEBIAN_FRONTEND", "noninteractive"))
+    run(cmd("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 /// Makes sure the nightly toolchain has rust-src (build-std) and clippy, and stable has
 /// clippy and rustfmt. rustup does not auto-install here, so this is explicit.
 pub fn ensure_toolchains() -> Res<()> {
-    let installed = output(cmd("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-        .map_err(|e| HarnessError(format!("the nightly toolchain is required (rustup toolchain install nightly): {e}")))?;
-    let missing: Vec<&str> = ["rust-src", "clippy"].into_iter().filter(|c| !installed.lines().any(|l| l.starts_with(c))).collect();
+    let installed =
+        output(cmd("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+            .map_err(|e| {
+                HarnessError(format!(
+                    "the nightly toolchain is required (rustup toolchain install nightly): {e}"
+                ))
+            })?;
+    let missing: Vec<&str> = ["rust-src", "clippy"]
+        .into_iter()
+        .filter(|c| !installed.lines().any(|l| l.starts_with(c)))
+        .collect();
     if !missing.is_empty() {
-        run(cmd("rustup").args(["component", "add", "--toolchain", "nightly"]).args(&missing))?;
+        run(cmd("rustup")
+            .args(["component", "add", "--toolchain", "nightly"])
+            .args(&missing))?;
     }
-    let stable = output(cmd("rustup").args(["component", "list", "--toolchain", "stable", "--installed"]))?;
-    let missing: Vec<&str> = ["clippy", "rustfmt"].into_iter().filter(|c| !stable.lines().any(|l| l.starts_with(c))).collect();
+    let stable =
+        output(cmd("rustup").args(["component", "list", "--toolchain", "stable", "--installed"]))?;
+    let missing: Vec<&str> = ["clippy", "rustfmt"]
+        .into_iter()
+        .filter(|c| !stable.lines().any(|l| l.starts_with(c)))
+        .collect();
     if !missing.is_empty() {
-        run(cmd("rustup").args(["component", "add", "--toolchain", "stable"]).args(&missing))?;
+        run(cmd("rustup")
+            .args(["component", "add", "--toolchain", "stable"])
+            .args(&missing))?;
     }
     Ok(())
 }
