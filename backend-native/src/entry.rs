@@ -175,6 +175,7 @@ extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
         bootstrap_reach: reach,
         bootstrap_tables,
         kernel_image,
+        table_pool: pvops_core::pool::EARLY_TABLE_POOL.frames(PAGE_OFFSET as usize),
         probe: Some(IoremapProbe {
             addr: PhysAddr(mbi as u64),
             len: INFO_LEN as u64,

@@ -299,7 +299,8 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
         Ok(m) => m,
         Err(e) => fatal(format_args!("{e}")),
     };
-    let info = boot_info(&mmu, &facts, kernel_image);
+    let pool = pvops_core::pool::EARLY_TABLE_POOL.frames(VIRT_BASE as usize);
+    let info = boot_info(&mmu, &facts, kernel_image, pool);
     let _ = writeln!(
         Console,
         "xen: Xen's bootstrap table maps pfn 0..{} ({} KiB); lowmem limit {} MiB; batch {}",

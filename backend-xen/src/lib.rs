@@ -40,11 +40,13 @@ static XEN_BACKEND: BackendDescriptor = BackendDescriptor {
 pub const PROBE_LEN: u64 = 64;
 
 /// The [`BootInfo`] of a Xen guest: all `nr_pages` usable, the builder's structures and the
-/// boot stack reserved, the bootstrap table's frames, start_info as the early_ioremap probe.
+/// boot stack reserved, the bootstrap table's frames, start_info as the early_ioremap probe,
+/// and `table_pool` (frames inside the image for early page tables; see `pvops_core::pool`).
 pub fn boot_info<'a, H: Hypervisor>(
     mmu: &XenMmu<H>,
     facts: &XenBootFacts<'a>,
     kernel_image: FrameRange,
+    table_pool: FrameRange,
 ) -> BootInfo<'a> {
     let mut memory = MemoryMap::new();
     // A single region that cannot be empty, wrap or overlap: nr_pages was validated.
@@ -60,6 +62,7 @@ pub fn boot_info<'a, H: Hypervisor>(
         bootstrap_reach: mmu.reach(),
         bootstrap_tables: facts.bootstrap_tables,
         kernel_image,
+        table_pool,
         probe: Some(IoremapProbe {
             addr: facts.start_info.start(),
             len: PROBE_LEN,

@@ -110,6 +110,9 @@ pub struct BootInfo<'a> {
     pub bootstrap_tables: FrameRange,
     /// The kernel image's frames (always mapped).
     pub kernel_image: FrameRange,
+    /// Frames inside the image reserved for early page tables, handed out first (see
+    /// [`crate::pool`]); empty when the bootstrap table reaches enough free memory.
+    pub table_pool: FrameRange,
     /// What early_ioremap maps and checks.
     pub probe: Option<IoremapProbe>,
 }
@@ -337,12 +340,24 @@ impl<'a, P: Platform> Boot<'a, P> {
             &self.info.memory,
             self.info.first_free,
             self.info.bootstrap_reach,
+            self.info.table_pool,
         );
         for f in self.info.bootstrap_tables.iter() {
             a.mark_table(f, true)?;
         }
-        // The kernel's root table (Linux's swapper_pg_dir) exists from the start, empty.
+        // The kernel's root table (Linux's swapper_pg_dir) exists from the start, with all four
+        // L2s present (as Linux PAE does): a PDPT entry of a live table cannot change without
+        // a cr3 reload on bare hardware, so the root never needs one after the switch.
         let (root, _) = new_table(self.p, &mut self.state.alloc, Level::L3)?;
+        for i in 0..crate::paging::PDPT_ENTRIES {
+            let (_, link) = new_table(self.p, &mut self.state.alloc, Level::L2)?;
+            let slot = EntrySlot {
+                table: root,
+                index: i as u16,
+            };
+            // SAFETY: the root is not live; this links a fresh, zeroed, announced L2.
+            unsafe { self.p.set_pud(slot, link) }.map_err(BootErrorKind::Backend)?;
+        }
         self.report.root = root;
         self.report.bootstrap_root = self.p.read_cr3();
         let _ = writeln!(
@@ -453,16 +468,15 @@ impl<'a, P: Platform> Boot<'a, P> {
         );
 
         // Which 2 MiB chunks of the direct map hold pages: the usable RAM below the limit and
-        // the kernel image. Their L1 tables, the slot-3 L2 and the window's L1 are allocated
-        // first, so every frame that becomes a page table is known before any page is mapped
-        // (Xen: a page-table frame must never be mapped writable).
+        // the kernel image. Their L1 tables and the window's L1 are allocated first, so every
+        // frame that becomes a page table is known before any page is mapped (Xen: a
+        // page-table frame must never be mapped writable). Chunk i maps pa [i*2M, (i+1)*2M).
         let mut l1s = [None::<PhysFrame>; ENTRIES];
-        let base_l2 = layout.page_offset.l2_index();
         let mut mark = |r: FrameRange| {
-            for chunk in (r.start.0 as u64 * PAGE_SIZE / L2_SPAN as u64)
-                ..(r.end.0 as u64 * PAGE_SIZE).div_ceil(L2_SPAN as u64)
-            {
-                if let Some(slot) = l1s.get_mut(base_l2 + chunk as usize) {
+            let first = r.start.0 as u64 * PAGE_SIZE / L2_SPAN as u64;
+            let last = (r.end.0 as u64 * PAGE_SIZE).div_ceil(L2_SPAN as u64);
+            for chunk in first..last {
+                if let Some(slot) = l1s.get_mut(chunk as usize) {
                     *slot = Some(PhysFrame(0));
                 }
             }
@@ -471,48 +485,31 @@ impl<'a, P: Platform> Boot<'a, P> {
             mark(r);
         }
         mark(self.info.kernel_image);
-        let window_l2 = layout.ioremap_window.l2_index();
-        l1s[window_l2] = Some(PhysFrame(0));
 
         let root = self.report.root;
         let p = &mut *self.p;
         let alloc = &mut self.state.alloc;
         let mut lazy = LazyMmu::enter(p);
-        let l3_index = layout.page_offset.l3_index();
-        let l3e = read_entry(&*lazy, root, l3_index)?;
-        let l2 = if l3e.is_present() {
-            mapper::next_table(&*lazy, l3e)?
-        } else {
-            let (l2, link) = new_table(&mut *lazy, alloc, Level::L2)?;
-            let slot = EntrySlot {
-                table: root,
-                index: l3_index as u16,
-            };
-            // SAFETY: links a fresh L2 into the kernel's table, which is not live yet.
-            unsafe { lazy.set_pud(slot, link) }.map_err(BootErrorKind::Backend)?;
-            l2
-        };
-        let mut tables = 0;
-        for (i, t) in l1s.iter_mut().enumerate() {
+        // The window's L1 first (wherever the window sits), then the direct map's.
+        let window = mapper::l1_slot(&mut *lazy, alloc, root, layout.ioremap_window, true)?.table;
+        let mut tables = 1;
+        for (chunk, t) in l1s.iter_mut().enumerate() {
             if t.is_none() {
                 continue;
             }
-            let existing = read_entry(&*lazy, l2, i)?;
+            let va = layout.phys_to_virt(PhysAddr(chunk as u64 * L2_SPAN as u64));
+            let l2 = mapper::next_table(&*lazy, read_entry(&*lazy, root, va.l3_index())?)?;
+            let existing = read_entry(&*lazy, l2, va.l2_index())?;
             let frame = if existing.is_present() {
                 mapper::next_table(&*lazy, existing)? // made by early_ioremap=swapper
             } else {
                 let (l1, link) = new_table(&mut *lazy, alloc, Level::L1)?;
+                let slot = EntrySlot {
+                    table: l2,
+                    index: va.l2_index() as u16,
+                };
                 // SAFETY: links a fresh L1 into the kernel's table, which is not live yet.
-                unsafe {
-                    lazy.set_pmd(
-                        EntrySlot {
-                            table: l2,
-                            index: i as u16,
-                        },
-                        link,
-                    )
-                }
-                .map_err(BootErrorKind::Backend)?;
+                unsafe { lazy.set_pmd(slot, link) }.map_err(BootErrorKind::Backend)?;
                 l1
             };
             *t = Some(frame);
@@ -521,40 +518,43 @@ impl<'a, P: Platform> Boot<'a, P> {
 
         let mut ptes = 0u32;
         let ro = P::READ_ONLY_PAGE_TABLES;
-        let mut map_range = |lazy: &mut LazyMmu<'_, P>, r: FrameRange| -> Res<(), P::Error> {
-            for f in r.iter() {
-                let pa = f.start();
-                if pa.0 >= limit {
-                    break;
+        // Entries are written, never read back: in lazy mode a queued write is not in memory yet.
+        let in_usable = |f: PhysFrame| mem.usable_frames_below(limit).any(|r| r.contains(f));
+        let mut map_range =
+            |lazy: &mut LazyMmu<'_, P>, r: FrameRange, skip_usable: bool| -> Res<(), P::Error> {
+                for f in r.iter() {
+                    let pa = f.start();
+                    if pa.0 >= limit {
+                        break;
+                    }
+                    if skip_usable && in_usable(f) {
+                        continue; // the kernel image inside usable RAM is mapped already
+                    }
+                    let Some(Some(l1)) = l1s.get((pa.0 / L2_SPAN as u64) as usize).copied() else {
+                        continue;
+                    };
+                    let va = layout.phys_to_virt(pa);
+                    let slot = EntrySlot {
+                        table: l1,
+                        index: va.l1_index() as u16,
+                    };
+                    let mfn = lazy.phys_to_machine(f).ok_or(MapError::NoMachineFrame(f))?;
+                    let flags = if ro && alloc.is_table(f) {
+                        KERNEL_RO
+                    } else {
+                        KERNEL_RW
+                    };
+                    // SAFETY: fills the kernel's table, which is not live yet.
+                    unsafe { lazy.set_pte(slot, PageTableEntry::new(mfn, flags)) }
+                        .map_err(BootErrorKind::Backend)?;
+                    ptes += 1;
                 }
-                let va = layout.phys_to_virt(pa);
-                let Some(Some(l1)) = l1s.get(va.l2_index()).copied() else {
-                    continue;
-                };
-                let slot = EntrySlot {
-                    table: l1,
-                    index: va.l1_index() as u16,
-                };
-                if read_entry(&**lazy, l1, va.l1_index())?.is_present() {
-                    continue; // kernel image inside usable RAM: mapped already
-                }
-                let mfn = lazy.phys_to_machine(f).ok_or(MapError::NoMachineFrame(f))?;
-                let flags = if ro && alloc.is_table(f) {
-                    KERNEL_RO
-                } else {
-                    KERNEL_RW
-                };
-                // SAFETY: fills the kernel's table, which is not live yet.
-                unsafe { lazy.set_pte(slot, PageTableEntry::new(mfn, flags)) }
-                    .map_err(BootErrorKind::Backend)?;
-                ptes += 1;
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         for r in mem.usable_frames_below(limit) {
-            map_range(&mut lazy, r)?;
+            map_range(&mut lazy, r, false)?;
         }
-        map_range(&mut lazy, self.info.kernel_image)?;
+        map_range(&mut lazy, self.info.kernel_image, true)?;
         lazy.finish().map_err(BootErrorKind::Backend)?;
         self.report.direct_map_ptes = ptes;
         self.report.direct_map_tables = tables;
@@ -563,7 +563,7 @@ impl<'a, P: Platform> Boot<'a, P> {
             "build_direct_map: {} ptes in {} l1 tables, window l1 pfn={}, page-table frames mapped {}",
             ptes,
             tables,
-            l1s[window_l2].unwrap_or_default(),
+            window,
             if ro { "read-only" } else { "read-write" }
         );
         Ok(())

@@ -18,6 +18,7 @@ pub mod mem;
 pub mod ops;
 pub mod options;
 pub mod paging;
+pub mod pool;
 pub mod registry;
 
 pub use linkme;

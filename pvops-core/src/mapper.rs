@@ -25,6 +25,9 @@ pub enum MapError<E> {
     NotMapped(VirtAddr),
     /// A pseudo-physical frame has no machine frame (outside the p2m list).
     NoMachineFrame(PhysFrame),
+    /// The PDPT entry for the address is empty in the live table: bare hardware would not see
+    /// a new one before a cr3 reload (the kernel's root has all four from the start).
+    LivePdptEntry(VirtAddr),
 }
 
 impl<E: fmt::Display> fmt::Display for MapError<E> {
@@ -38,6 +41,7 @@ impl<E: fmt::Display> fmt::Display for MapError<E> {
             Self::AlreadyMapped(v) => write!(f, "{v} is already mapped"),
             Self::NotMapped(v) => write!(f, "{v} is not mapped"),
             Self::NoMachineFrame(p) => write!(f, "pfn {p} has no machine frame"),
+            Self::LivePdptEntry(v) => write!(f, "{v}: no PDPT entry in the live table"),
         }
     }
 }
@@ -144,6 +148,9 @@ pub fn l1_slot<P: Platform>(
     if !l3e.is_present() {
         if !create {
             return Err(MapError::NotMapped(va));
+        }
+        if root == p.read_cr3() {
+            return Err(MapError::LivePdptEntry(va));
         }
         let (_, entry) = new_table(p, alloc, Level::L2)?;
         // SAFETY: links a fresh, zeroed, announced L2; nothing mapped changes.

@@ -247,23 +247,43 @@ impl FrameAllocator {
         }
     }
 
-    /// An allocator over the usable frames of `map` at or above `first_free`, handing out only
-    /// frames below `limit` (the frames reachable now).
-    pub fn new(map: &MemoryMap, first_free: PhysFrame, limit: PhysFrame) -> FrameAllocator {
+    /// An allocator handing out first the frames of `pool` (frames reserved for early page
+    /// tables, e.g. [`crate::pool::EARLY_TABLE_POOL`]; may be empty), then the usable frames
+    /// of `map` at or above `first_free`; only frames below `limit` (reachable now).
+    pub fn new(
+        map: &MemoryMap,
+        first_free: PhysFrame,
+        limit: PhysFrame,
+        pool: FrameRange,
+    ) -> FrameAllocator {
         let mut a = FrameAllocator::empty();
-        a.reset(map, first_free, limit);
+        a.reset(map, first_free, limit, pool);
         a
     }
 
-    /// Forgets everything and starts over on `map` (in place: the allocator is large).
-    pub fn reset(&mut self, map: &MemoryMap, first_free: PhysFrame, limit: PhysFrame) {
+    /// Forgets everything and starts over (in place: the allocator is large). See
+    /// [`FrameAllocator::new`].
+    pub fn reset(
+        &mut self,
+        map: &MemoryMap,
+        first_free: PhysFrame,
+        limit: PhysFrame,
+        pool: FrameRange,
+    ) {
         self.nranges = 0;
         self.cursor = 0;
         self.limit = limit;
         self.nfree = 0;
         self.tables.fill(0);
         self.allocated = 0;
+        if !pool.is_empty() {
+            self.ranges[0] = pool;
+            self.nranges = 1;
+        }
         for r in map.usable_frames_below(u64::MAX) {
+            if self.nranges == MAX_REGIONS {
+                break;
+            }
             let start = PhysFrame(r.start.0.max(first_free.0));
             if start < r.end {
                 self.ranges[self.nranges] = FrameRange { start, end: r.end };
@@ -414,7 +434,7 @@ mod tests {
     #[test]
     fn allocator_bump_limit_and_lifo() {
         let m = map();
-        let mut a = FrameAllocator::new(&m, PhysFrame(0x200), PhysFrame(0x202));
+        let mut a = FrameAllocator::new(&m, PhysFrame(0x200), PhysFrame(0x202), FrameRange::EMPTY);
         assert_eq!(a.alloc(), Ok(PhysFrame(0x200)));
         assert_eq!(a.alloc_table(), Ok(PhysFrame(0x201)));
         assert!(a.is_table(PhysFrame(0x201)));
@@ -438,5 +458,18 @@ mod tests {
         assert_eq!(a.alloc(), Ok(PhysFrame(0x5)));
         a.free(PhysFrame(0x201)).unwrap();
         assert!(!a.is_table(PhysFrame(0x201)));
+    }
+
+    #[test]
+    fn pool_first() {
+        let m = map();
+        let pool = FrameRange {
+            start: PhysFrame(0x150),
+            end: PhysFrame(0x152),
+        };
+        let mut a = FrameAllocator::new(&m, PhysFrame(0x200), PhysFrame(0x800), pool);
+        assert_eq!(a.alloc(), Ok(PhysFrame(0x150)));
+        assert_eq!(a.alloc(), Ok(PhysFrame(0x151)));
+        assert_eq!(a.alloc(), Ok(PhysFrame(0x200)));
     }
 }

@@ -792,6 +792,7 @@ impl SimMachine {
             bootstrap_reach: self.bootstrap_reach(),
             bootstrap_tables: self.bootstrap,
             kernel_image: self.cfg.kernel_image,
+            table_pool: pvops_core::addr::FrameRange::EMPTY,
             probe: Some(IoremapProbe {
                 addr: MULTIBOOT_INFO_ADDR,
                 len: MULTIBOOT_INFO_LEN as u64,

@@ -175,13 +175,18 @@ fn check_direct_map(sim: &SimMachine, run: &BootRun, report: &BootReport) {
             );
         }
     }
-    // Structure: the kernel root links only slot 3; its L2 links the direct-map chunks and
-    // the window, nothing else; all PTEs under it are exactly the expected pages.
+    // Structure: the kernel root has all four PDPT entries (so none is ever added to the live
+    // table); slots 0-2 link empty L2s; slot 3's L2 links the direct-map chunks and the
+    // window, nothing else; all PTEs under it are exactly the expected pages.
     for i in 0..3 {
+        let e = sim.entry(root, i);
+        assert_run_eq!(run, e.flags(), PDPT_FLAGS, "kernel root slot {i} flags");
+        let l2 = sim.machine_to_phys(e.frame()).expect("L2 is guest memory");
+        assert_run_eq!(run, sim.table_level(l2), Some(Level::L2));
         assert_run!(
             run,
-            !sim.entry(root, i).is_present(),
-            "kernel root slot {i} must be empty"
+            (0..512).all(|j| !sim.entry(l2, j).is_present()),
+            "kernel L2 of slot {i} must be empty"
         );
     }
     let l3 = sim.entry(root, 3);
@@ -640,6 +645,7 @@ fn early_ioremap_follows_cr3_to_another_table() {
         sim.memory_map(),
         sim.first_free(),
         sim.bootstrap_reach(),
+        pvops_core::addr::FrameRange::EMPTY,
     ));
     let a = sim.bootstrap_root();
     let window = VirtAddr(IOREMAP_WINDOW);
@@ -1148,6 +1154,7 @@ fn sim_refuses_page_table_misuse() {
         sim.memory_map(),
         sim.first_free(),
         sim.bootstrap_reach(),
+        pvops_core::addr::FrameRange::EMPTY,
     ));
     let plain = alloc.alloc().unwrap();
     let e = PageTableEntry::new(MachineFrame(0x300), pvops_core::paging::KERNEL_RW);

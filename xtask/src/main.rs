@@ -400,9 +400,10 @@ fn cmd_test() -> Res<Verdict> {
         Ok(())
     })?;
 
-    let xen_ready = step("xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)", || {
-        xen::prepare(&xen_cache()).map_err(HarnessError)
-    });
+    let xen_ready = step(
+        "xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)",
+        || xen::prepare(&xen_cache()).map_err(HarnessError),
+    );
     match xen_ready {
         Err(e) => record("xen harness", Err(e.to_string())),
         Ok(env) => {
@@ -423,14 +424,22 @@ fn cmd_test() -> Res<Verdict> {
             ];
             let _ = step("boots as Xen dom0 (fast path)", || {
                 for c in &dom0_cases {
-                    let r = xen::run_dom0(&env, &elf, c.memory, &c.cmdline, Duration::from_secs(90))
-                        .and_then(|o| {
-                            let want = if matches!(c.expect, Expect::Pass) { 33 } else { 35 };
-                            if o.qemu_status != Some(want) {
-                                return Err(format!("qemu status {:?}, expected {want}", o.qemu_status));
-                            }
-                            c.check(&o.serial_log, "xen")
-                        });
+                    let r =
+                        xen::run_dom0(&env, &elf, c.memory, &c.cmdline, Duration::from_secs(90))
+                            .and_then(|o| {
+                                let want = if matches!(c.expect, Expect::Pass) {
+                                    33
+                                } else {
+                                    35
+                                };
+                                if o.qemu_status != Some(want) {
+                                    return Err(format!(
+                                        "qemu status {:?}, expected {want}",
+                                        o.qemu_status
+                                    ));
+                                }
+                                c.check(&o.serial_log, "xen")
+                            });
                     record(&c.name, r);
                 }
                 Ok(())
@@ -439,7 +448,12 @@ fn cmd_test() -> Res<Verdict> {
                 BootCase::new("xen domU 64 MiB", 64, "", Expect::Pass),
                 BootCase::new("xen domU 16 MiB", 16, "", Expect::Pass),
                 BootCase::new("xen domU 512 MiB", 512, "", Expect::Pass),
-                BootCase::new("xen domU 1024 MiB (beyond the direct map)", 1024, "", Expect::Pass),
+                BootCase::new(
+                    "xen domU 1024 MiB (beyond the direct map)",
+                    1024,
+                    "",
+                    Expect::Pass,
+                ),
                 BootCase::new(
                     "xen domU pvops.early_ioremap=swapper",
                     64,
@@ -470,10 +484,22 @@ fn cmd_test() -> Res<Verdict> {
                 Err(e) => record("xen domU run", Err(e.to_string())),
                 Ok(outcomes) => {
                     for (c, o) in domu_cases.iter().zip(&outcomes) {
-                        let want = if matches!(c.expect, Expect::Pass) { 0 } else { 3 };
-                        let r = c.check(&o.console_log, "xen").and_then(|line| match o.shutdown_reason {
-                            Some(r) if r == want => Ok(format!("{line} [shutdown reason {r}, {:.1}s]", o.seconds.unwrap_or(0.0))),
-                            other => Err(format!("shutdown reason {other:?}, expected {want}: {:?}", o.error)),
+                        let want = if matches!(c.expect, Expect::Pass) {
+                            0
+                        } else {
+                            3
+                        };
+                        let r = c.check(&o.console_log, "xen").and_then(|line| {
+                            match o.shutdown_reason {
+                                Some(r) if r == want => Ok(format!(
+                                    "{line} [shutdown reason {r}, {:.1}s]",
+                                    o.seconds.unwrap_or(0.0)
+                                )),
+                                other => Err(format!(
+                                    "shutdown reason {other:?}, expected {want}: {:?}",
+                                    o.error
+                                )),
+                            }
                         });
                         record(&c.name, r);
                     }
