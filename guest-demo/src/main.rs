@@ -5,7 +5,6 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 use pvops_core::boot::{boot, set_stage, BootState, Stage};
 use pvops_core::options::BootOptions;
@@ -22,16 +21,16 @@ backend_native::register_kernel!(demo_main);
 backend_xen::register_kernel!(demo_main);
 
 /// The boot path's state: large (the frame allocator's page-table bitmap), so a static.
-struct StateCell(UnsafeCell<BootState>, AtomicBool);
-// SAFETY: `take` hands out the only reference, once.
-unsafe impl Sync for StateCell {}
-static STATE: StateCell = StateCell(UnsafeCell::new(BootState::new()), AtomicBool::new(false));
+static mut STATE: BootState = BootState::new();
+static STATE_TAKEN: AtomicBool = AtomicBool::new(false);
 
-impl StateCell {
-    fn take(&'static self) -> Option<&'static mut BootState> {
-        // SAFETY: the flag guarantees this reference is created at most once.
-        (!self.1.swap(true, Ordering::AcqRel)).then(|| unsafe { &mut *self.0.get() })
+/// The boot state, handed out once.
+fn boot_state() -> Option<&'static mut BootState> {
+    if STATE_TAKEN.swap(true, Ordering::AcqRel) {
+        return None;
     }
+    // SAFETY: STATE_TAKEN guarantees this is the only reference ever made to STATE.
+    unsafe { (&raw mut STATE).as_mut() }
 }
 
 fn demo_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
@@ -47,7 +46,7 @@ fn demo_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
             return Outcome::Fail;
         }
     };
-    let Some(state) = STATE.take() else {
+    let Some(state) = boot_state() else {
         let _ = writeln!(
             console,
             "{TAG}: FAIL backend={} stage=entry: kernel main entered twice",
