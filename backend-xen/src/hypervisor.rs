@@ -6,6 +6,17 @@ use core::fmt;
 use pvops_core::addr::{MachineFrame, PhysFrame, VirtAddr};
 use pvops_core::ops::PageFault;
 
+/// The results of [`Hypervisor::mmu_then_mmuext`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MixedResult {
+    /// The `mmu_update` return value.
+    pub mmu_update: i32,
+    /// The `mmuext_op` return value (0 when it did not run).
+    pub mmuext_op: i32,
+    /// True when both went to Xen as one `multicall`.
+    pub counts_as_multicall: bool,
+}
+
 /// Raw hypercalls (return values exactly as Xen gives them: 0 or a negated errno) plus the
 /// guest-memory primitives of a PV guest. Implemented by the real hypercall page and by the
 /// host model; backend-xen's checks sit above this layer, never inside it.
@@ -18,6 +29,29 @@ pub trait Hypervisor {
     fn update_va_mapping(&mut self, va: VirtAddr, val: u64, flags: u32) -> i32;
     /// `HYPERVISOR_multicall(calls, count)`; each entry's `result` is filled in.
     fn multicall(&mut self, calls: &mut [MulticallEntry]) -> i32;
+    /// An `mmu_update` batch followed by an `mmuext_op` batch (e.g. PTE writes and their
+    /// invlpgs). The real guest issues both as ONE `multicall`; this default issues them one
+    /// after the other, with the same semantics (the second is skipped when the first fails).
+    /// Returns both return values; `counts_as_multicall` tells the caller which happened.
+    fn mmu_then_mmuext(
+        &mut self,
+        reqs: &[MmuUpdate],
+        done: &mut u32,
+        ops: &[MmuextOp],
+        ops_done: &mut u32,
+    ) -> MixedResult {
+        let first = self.mmu_update(reqs, done);
+        let second = if first < 0 {
+            0
+        } else {
+            self.mmuext_op(ops, ops_done)
+        };
+        MixedResult {
+            mmu_update: first,
+            mmuext_op: second,
+            counts_as_multicall: false,
+        }
+    }
     /// `HYPERVISOR_memory_op(XENMEM_machphys_mapping, out)`.
     fn machphys_mapping(&mut self, out: &mut MachphysMapping) -> i32;
 

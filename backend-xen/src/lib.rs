@@ -17,7 +17,7 @@ pub mod hypervisor;
 pub mod mmu;
 pub mod start_info;
 
-pub use hypervisor::Hypervisor;
+pub use hypervisor::{Hypervisor, MixedResult};
 pub use mmu::{XenError, XenMmu, XenOp, XenStats};
 pub use start_info::{StartInfoError, XenBootFacts};
 

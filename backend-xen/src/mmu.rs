@@ -101,31 +101,10 @@ impl fmt::Display for XenError {
 }
 
 /// Hypercalls issued, by kind, and the entries they carried.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct XenStats {
-    /// `mmu_update` calls.
-    pub mmu_update_calls: u64,
-    /// Entries carried by them.
-    pub mmu_update_entries: u64,
-    /// `mmuext_op` calls.
-    pub mmuext_calls: u64,
-    /// Operations carried by them.
-    pub mmuext_ops: u64,
-    /// `update_va_mapping` calls.
-    pub update_va_mapping_calls: u64,
-    /// `multicall` calls.
-    pub multicall_calls: u64,
-}
+pub type XenStats = pvops_core::PvCounters;
 
-impl XenStats {
-    /// All hypercalls.
-    pub fn hypercalls(&self) -> u64 {
-        self.mmu_update_calls
-            + self.mmuext_calls
-            + self.update_va_mapping_calls
-            + self.multicall_calls
-    }
-}
+/// mmuext operations (flushes) queued in lazy mode.
+const EXT_QUEUE_CAPACITY: usize = 32;
 
 /// The Xen PV backend, generic over the hypercall layer.
 pub struct XenMmu<H: Hypervisor> {
@@ -142,6 +121,9 @@ pub struct XenMmu<H: Hypervisor> {
     lazy: bool,
     queue: [MmuUpdate; QUEUE_CAPACITY],
     queued: usize,
+    ext_queue: [MmuextOp; EXT_QUEUE_CAPACITY],
+    ext_queued: usize,
+    pt_base_pinned: bool,
     stats: XenStats,
 }
 
@@ -188,6 +170,9 @@ impl<H: Hypervisor> XenMmu<H> {
             lazy: false,
             queue: [MmuUpdate::default(); QUEUE_CAPACITY],
             queued: 0,
+            ext_queue: [MmuextOp::default(); EXT_QUEUE_CAPACITY],
+            ext_queued: 0,
+            pt_base_pinned: true,
             stats: XenStats::default(),
         };
         mmu.reach = mmu.measure_reach();
@@ -292,17 +277,48 @@ impl<H: Hypervisor> XenMmu<H> {
         Ok(())
     }
 
-    /// Issues the queued updates as one `mmu_update`.
+    /// Issues what lazy mode queued: the page-table updates as one `mmu_update`, the flushes
+    /// as one `mmuext_op`, or both together as one `multicall` when both are pending.
     fn flush_queue(&mut self) -> Result<(), XenError> {
-        if self.queued == 0 {
-            return Ok(());
-        }
-        let n = self.queued;
+        let (n, m) = (self.queued, self.ext_queued);
         self.queued = 0;
-        let mut done = 0;
-        self.stats.mmu_update_calls += 1;
-        let ret = self.hv.mmu_update(&self.queue[..n], &mut done);
-        self.stats.mmu_update_entries += done.min(n as u32) as u64;
+        self.ext_queued = 0;
+        match (n, m) {
+            (0, 0) => Ok(()),
+            (_, 0) => {
+                let mut done = 0;
+                self.stats.mmu_update_calls += 1;
+                let ret = self.hv.mmu_update(&self.queue[..n], &mut done);
+                self.stats.mmu_update_entries += (done as u64).min(n as u64);
+                self.mmu_result(ret, done, n)
+            }
+            (0, _) => {
+                let ops = self.ext_queue;
+                self.issue_mmuext(&ops[..m])
+            }
+            _ => {
+                let (mut done, mut ops_done) = (0, 0);
+                let r = self.hv.mmu_then_mmuext(
+                    &self.queue[..n],
+                    &mut done,
+                    &self.ext_queue[..m],
+                    &mut ops_done,
+                );
+                if r.counts_as_multicall {
+                    self.stats.multicall_calls += 1;
+                } else {
+                    self.stats.mmu_update_calls += 1;
+                    self.stats.mmuext_calls += 1;
+                }
+                self.stats.mmu_update_entries += (done as u64).min(n as u64);
+                self.stats.mmuext_ops += m as u64;
+                self.mmu_result(r.mmu_update, done, n)?;
+                self.ext_result(r.mmuext_op, ops_done, &self.ext_queue[..m])
+            }
+        }
+    }
+
+    fn mmu_result(&self, ret: i32, done: u32, n: usize) -> Result<(), XenError> {
         match Errno::from_ret(ret) {
             None => Ok(()),
             Some(errno) => {
@@ -317,13 +333,7 @@ impl<H: Hypervisor> XenMmu<H> {
         }
     }
 
-    /// Issues mmuext operations as one hypercall.
-    fn mmuext(&mut self, ops: &[MmuextOp]) -> Result<(), XenError> {
-        self.flush_queue()?;
-        let mut done = 0;
-        self.stats.mmuext_calls += 1;
-        self.stats.mmuext_ops += ops.len() as u64;
-        let ret = self.hv.mmuext_op(ops, &mut done);
+    fn ext_result(&self, ret: i32, done: u32, ops: &[MmuextOp]) -> Result<(), XenError> {
         match Errno::from_ret(ret) {
             None => Ok(()),
             Some(errno) => {
@@ -337,6 +347,33 @@ impl<H: Hypervisor> XenMmu<H> {
                 })
             }
         }
+    }
+
+    /// Issues mmuext operations as one hypercall, after anything queued.
+    fn mmuext(&mut self, ops: &[MmuextOp]) -> Result<(), XenError> {
+        self.flush_queue()?;
+        self.issue_mmuext(ops)
+    }
+
+    fn issue_mmuext(&mut self, ops: &[MmuextOp]) -> Result<(), XenError> {
+        let mut done = 0;
+        self.stats.mmuext_calls += 1;
+        self.stats.mmuext_ops += ops.len() as u64;
+        let ret = self.hv.mmuext_op(ops, &mut done);
+        self.ext_result(ret, done, ops)
+    }
+
+    /// A TLB flush: issued now, or queued with the page-table updates in lazy mode.
+    fn flush_op(&mut self, op: MmuextOp) -> Result<(), XenError> {
+        if !self.lazy {
+            return self.mmuext(&[op]);
+        }
+        if self.ext_queued == EXT_QUEUE_CAPACITY {
+            self.flush_queue()?;
+        }
+        self.ext_queue[self.ext_queued] = op;
+        self.ext_queued += 1;
+        Ok(())
     }
 
     /// Maps `pfn` read-only or writable in the live 1:1 region (value computed, not read
@@ -369,9 +406,15 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
     }
     unsafe fn write_cr3(&mut self, root: PhysFrame) -> Result<(), XenError> {
         // Every frame of the new table was made read-only when it was announced (alloc_pt)
-        // and the table maps page-table frames read-only, so Xen can validate it now.
+        // and the table maps page-table frames read-only, so Xen can validate it now. Pin,
+        // switch, and (leaving Xen's bootstrap table) unpin pt_base, in ONE mmuext_op: Linux
+        // 2b5407811db7 unpins right after its cr3 write, or the frames keep their page-table
+        // types and cannot be reused.
         let mfn = self.mfn(root)?.0;
-        self.mmuext(&[
+        let pt_mfn = self.mfn(self.pt_base)?.0;
+        let leaving_bootstrap = self.cr3 == self.pt_base && self.pt_base_pinned;
+        let unpin = leaving_bootstrap && !self.skip_unpin;
+        let ops = [
             MmuextOp {
                 cmd: mmuext::PIN_L3_TABLE,
                 arg1: mfn,
@@ -382,16 +425,31 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
                 arg1: mfn,
                 arg2: 0,
             },
-        ])?;
+            MmuextOp {
+                cmd: mmuext::UNPIN_TABLE,
+                arg1: pt_mfn,
+                arg2: 0,
+            },
+        ];
+        self.mmuext(&ops[..if unpin { 3 } else { 2 }])?;
         let old = self.cr3;
         self.cr3 = root;
         self.reach = PhysFrame(
             self.nr_pages
                 .min((self.layout.lowmem_limit / PAGE_SIZE) as u32),
         );
-        self.hv.log(format_args!(
-            "xen: MMUEXT_PIN_L3_TABLE + MMUEXT_NEW_BASEPTR mfn={mfn:#x} (pfn {root}) ok; Xen's table pfn {old} is no longer cr3"
-        ));
+        if unpin {
+            self.pt_base_pinned = false;
+            self.hv.log(format_args!(
+                "xen: one mmuext_op: PIN_L3_TABLE + NEW_BASEPTR mfn={mfn:#x} (pfn {root}) + UNPIN_TABLE pt_base pfn {old} (mfn {pt_mfn:#x}): ok"
+            ));
+        } else {
+            self.hv.log(format_args!(
+                "xen: one mmuext_op: PIN_L3_TABLE + NEW_BASEPTR mfn={mfn:#x} (pfn {root}): ok; pt_base pfn {} stays pinned{}",
+                self.pt_base,
+                if self.skip_unpin { " (pvops.skip_unpin)" } else { "" }
+            ));
+        }
         Ok(())
     }
     unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
@@ -407,18 +465,18 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         self.update(slot, PageTableEntry::EMPTY)
     }
     fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), XenError> {
-        self.mmuext(&[MmuextOp {
+        self.flush_op(MmuextOp {
             cmd: mmuext::INVLPG_LOCAL,
             arg1: va.0,
             arg2: 0,
-        }])
+        })
     }
     fn flush_tlb_all(&mut self) -> Result<(), XenError> {
-        self.mmuext(&[MmuextOp {
+        self.flush_op(MmuextOp {
             cmd: mmuext::TLB_FLUSH_LOCAL,
             arg1: 0,
             arg2: 0,
-        }])
+        })
     }
     fn pagetable_setup_start(&mut self, root: PhysFrame) -> Result<(), XenError> {
         self.hv.log(format_args!(
@@ -428,25 +486,8 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         Ok(())
     }
     fn pagetable_setup_done(&mut self, _root: PhysFrame) -> Result<FrameRange, XenError> {
-        let pt_mfn = self.mfn(self.pt_base)?.0;
-        if self.skip_unpin {
-            self.hv.log(format_args!(
-                "xen: pvops.skip_unpin: pt_base pfn {} (mfn {pt_mfn:#x}) stays pinned",
-                self.pt_base
-            ));
-        } else {
-            // Linux 2b5407811db7: unpin the Xen-provided table once the kernel's is live, or
-            // its frames keep their page-table types and cannot be reused.
-            self.mmuext(&[MmuextOp {
-                cmd: mmuext::UNPIN_TABLE,
-                arg1: pt_mfn,
-                arg2: 0,
-            }])?;
-            self.hv.log(format_args!(
-                "xen: MMUEXT_UNPIN_TABLE pt_base pfn {} (mfn {pt_mfn:#x}) ok",
-                self.pt_base
-            ));
-        }
+        // pt_base was unpinned by write_cr3; its frames are ordinary memory again only if
+        // nothing pins it any more: making them writable is where Xen says EBUSY otherwise.
         let frames = self.bootstrap;
         let was_lazy = self.lazy;
         self.lazy = true;
@@ -476,6 +517,9 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
     }
     fn release_pt(&mut self, frame: PhysFrame, _level: Level) -> Result<(), XenError> {
         self.set_writable(frame, true)
+    }
+    fn counters(&self) -> pvops_core::PvCounters {
+        self.stats
     }
     fn enter_lazy_mmu(&mut self) {
         self.lazy = true;

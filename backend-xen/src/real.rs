@@ -205,6 +205,54 @@ impl Hypervisor for RealXen {
     fn machphys_mapping(&mut self, out: &mut MachphysMapping) -> i32 {
         machphys_mapping(out)
     }
+    fn mmu_then_mmuext(
+        &mut self,
+        reqs: &[MmuUpdate],
+        done: &mut u32,
+        ops: &[MmuextOp],
+        ops_done: &mut u32,
+    ) -> crate::hypervisor::MixedResult {
+        let dom = DOMID_SELF as u32;
+        let mut calls = [
+            MulticallEntry {
+                op: nr::MMU_UPDATE as u32,
+                result: 0,
+                args: [
+                    reqs.as_ptr() as u32,
+                    reqs.len() as u32,
+                    done as *mut u32 as u32,
+                    dom,
+                    0,
+                    0,
+                ],
+            },
+            MulticallEntry {
+                op: nr::MMUEXT_OP as u32,
+                result: 0,
+                args: [
+                    ops.as_ptr() as u32,
+                    ops.len() as u32,
+                    ops_done as *mut u32 as u32,
+                    dom,
+                    0,
+                    0,
+                ],
+            },
+        ];
+        let ret = self.multicall(&mut calls);
+        if ret < 0 {
+            return crate::hypervisor::MixedResult {
+                mmu_update: ret,
+                mmuext_op: 0,
+                counts_as_multicall: true,
+            };
+        }
+        crate::hypervisor::MixedResult {
+            mmu_update: calls[0].result as i32,
+            mmuext_op: calls[1].result as i32,
+            counts_as_multicall: true,
+        }
+    }
     fn p2m(&self, pfn: PhysFrame) -> Option<MachineFrame> {
         if pfn.0 >= self.nr_pages {
             return None;

@@ -6,7 +6,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::sync::atomic::{AtomicBool, Ordering};
-use pvops_core::boot::{boot, set_stage, BootState, Stage};
+use pvops_core::boot::{boot, set_stage, BootReport, BootState, Stage};
 use pvops_core::options::BootOptions;
 use pvops_core::registry::{fatal, Handoff, KernelDescriptor, Outcome, KERNELS};
 use pvops_core::{MmuOps, Platform};
@@ -67,6 +67,7 @@ fn demo_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
                 r.direct_map_tables,
                 r.reused.len()
             );
+            let _ = print_stats(console, P::NAME, &opts, &r);
             Outcome::Pass
         }
         Err(e) => {
@@ -75,6 +76,48 @@ fn demo_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
         }
     }
 }
+
+/// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's name).
+fn print_stats(
+    out: &mut dyn core::fmt::Write,
+    backend: &str,
+    opts: &BootOptions,
+    r: &BootReport,
+) -> core::fmt::Result {
+    write!(
+        out,
+        "PVOPS-STATS: {{\"backend\":\"{backend}\",\"batch\":{},\"boot_cycles\":{},\"hypercalls\":{},\"ptes\":{},\"l1_tables\":{},\"lowmem_mapped_mib\":{}",
+        opts.batch,
+        r.total_cycles(),
+        r.total_hypercalls(),
+        r.direct_map_ptes,
+        r.direct_map_tables,
+        r.lowmem_mapped >> 20
+    )?;
+    for stage in STAGES {
+        let (c, n) = (r.cycles[stage as usize], r.counters[stage as usize]);
+        let name = stage.name();
+        write!(
+            out,
+            ",\"{name}_cycles\":{c},\"{name}_hypercalls\":{},\"{name}_mmu_update_entries\":{},\"{name}_mmuext_ops\":{},\"{name}_multicalls\":{}",
+            n.hypercalls(),
+            n.mmu_update_entries,
+            n.mmuext_ops,
+            n.multicall_calls
+        )?;
+    }
+    writeln!(out, "}}")
+}
+
+const STAGES: [Stage; 7] = [
+    Stage::Banner,
+    Stage::EarlyIoremap,
+    Stage::PagetableSetupStart,
+    Stage::BuildDirectMap,
+    Stage::WriteCr3,
+    Stage::PagetableSetupDone,
+    Stage::Exercise,
+];
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {

@@ -216,6 +216,19 @@ pub struct BootReport {
     pub reused: FrameRange,
     /// Cycles per stage, indexed by `Stage as usize`.
     pub cycles: [u64; 10],
+    /// Hypercalls per stage, indexed by `Stage as usize`.
+    pub counters: [crate::ops::PvCounters; 10],
+}
+
+impl BootReport {
+    /// Cycles of all stages.
+    pub fn total_cycles(&self) -> u64 {
+        self.cycles.iter().sum()
+    }
+    /// Hypercalls of all stages.
+    pub fn total_hypercalls(&self) -> u64 {
+        self.counters.iter().map(|c| c.hypercalls()).sum()
+    }
 }
 
 /// State the boot path keeps between stages; the kernel owns it (it is large: keep it in a
@@ -308,11 +321,14 @@ impl<'a, P: Platform> Boot<'a, P> {
         f: fn(&mut Self) -> Res<(), P::Error>,
     ) -> Result<(), BootError<P::Error>> {
         set_stage(stage);
+        let c0 = self.p.counters();
         let t0 = self.p.cycles();
         f(self).map_err(|kind| BootError { stage, kind })?;
         let dt = self.p.cycles().wrapping_sub(t0);
+        let dc = self.p.counters().since(&c0);
         self.report.cycles[stage as usize] = dt;
-        let _ = writeln!(self.log, "stage {} ok cycles={}", stage.name(), dt);
+        self.report.counters[stage as usize] = dc;
+        let _ = writeln!(self.log, "stage {} ok cycles={} {}", stage.name(), dt, dc);
         Ok(())
     }
 

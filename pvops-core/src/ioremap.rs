@@ -9,8 +9,9 @@
 use crate::addr::{MachineAddr, PhysFrame, VirtAddr, PAGE_SIZE};
 use crate::mapper::{l1_slot, read_entry, MapError};
 use crate::mem::FrameAllocator;
+use crate::ops::LazyMmu;
 use crate::ops::{MmuOps, Platform};
-use crate::paging::{PageTableEntry, KERNEL_RW};
+use crate::paging::{EntrySlot, PageTableEntry, KERNEL_RW};
 use core::fmt;
 
 /// Number of slots in the window.
@@ -179,17 +180,26 @@ impl EarlyIoremap {
             .ok_or(IoremapError::NoFreeSlot)?;
         let root = self.root(p);
         let base = self.slot_va(slot);
+        // The window is 2 MiB aligned and its slots fill 512 KiB: one L1 holds every entry of
+        // a slot. Walk (and link) it once, outside lazy mode, then batch the PTE writes and
+        // their invlpgs (one multicall under Xen).
+        let first = l1_slot(p, alloc, root, base, true)?;
+        let mut lazy = LazyMmu::enter(p);
         for i in 0..pages {
             let va = VirtAddr(base.0 + (i as u32) * PAGE_SIZE as u32);
-            let l1 = l1_slot(p, alloc, root, va, true)?;
+            let l1 = EntrySlot {
+                table: first.table,
+                index: first.index + i as u16,
+            };
             let entry = PageTableEntry::new(
                 MachineAddr(addr.0 + (i as u64) * PAGE_SIZE).frame(),
                 KERNEL_RW,
             );
             // SAFETY: the window belongs to early_ioremap and this slot is free.
-            unsafe { p.set_pte(l1, entry) }.map_err(MapError::Backend)?;
-            p.flush_tlb_single(va).map_err(MapError::Backend)?;
+            unsafe { lazy.set_pte(l1, entry) }.map_err(MapError::Backend)?;
+            lazy.flush_tlb_single(va).map_err(MapError::Backend)?;
         }
+        lazy.finish().map_err(MapError::Backend)?;
         self.pages_in_use[slot] = pages as u8;
         Ok(IoMapping {
             va: VirtAddr(base.0 + addr.frame_offset() as u32),
@@ -214,16 +224,25 @@ impl EarlyIoremap {
             return Err(IoremapError::NotMapped { va: m.va });
         }
         let root = self.root(p);
-        for i in 0..m.pages as u32 {
-            let va = VirtAddr(m.va.page_base().0 + i * PAGE_SIZE as u32);
-            let l1 = l1_slot(p, alloc, root, va, false)?;
-            if !read_entry(p, l1.table, l1.index as usize)?.is_present() {
+        let first = l1_slot(p, alloc, root, m.va.page_base(), false)?;
+        for i in 0..m.pages as usize {
+            if !read_entry(p, first.table, first.index as usize + i)?.is_present() {
+                let va = VirtAddr(m.va.page_base().0 + (i as u32) * PAGE_SIZE as u32);
                 return Err(IoremapError::NotMapped { va });
             }
-            // SAFETY: the mapping was ours and is given up here.
-            unsafe { p.pte_clear(l1) }.map_err(MapError::Backend)?;
-            p.flush_tlb_single(va).map_err(MapError::Backend)?;
         }
+        let mut lazy = LazyMmu::enter(p);
+        for i in 0..m.pages as u32 {
+            let va = VirtAddr(m.va.page_base().0 + i * PAGE_SIZE as u32);
+            let l1 = EntrySlot {
+                table: first.table,
+                index: first.index + i as u16,
+            };
+            // SAFETY: the mapping was ours and is given up here.
+            unsafe { lazy.pte_clear(l1) }.map_err(MapError::Backend)?;
+            lazy.flush_tlb_single(va).map_err(MapError::Backend)?;
+        }
+        lazy.finish().map_err(MapError::Backend)?;
         self.pages_in_use[slot] = 0;
         Ok(())
     }

@@ -24,5 +24,5 @@ pub mod registry;
 pub use linkme;
 
 pub use addr::{FrameRange, MachineAddr, MachineFrame, PhysAddr, PhysFrame, VirtAddr, PAGE_SIZE};
-pub use ops::{LazyMmu, MemoryLayout, MmuOps, PageFault, Platform};
+pub use ops::{LazyMmu, MemoryLayout, MmuOps, PageFault, Platform, PvCounters};
 pub use paging::{EntrySlot, Level, PageTable, PageTableEntry, PteFlags};

@@ -52,6 +52,63 @@ impl fmt::Display for PageFault {
     }
 }
 
+/// Hypercalls a backend issued and the entries they carried (all zero on bare metal, where
+/// page-table writes are plain stores and cost no call at all).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PvCounters {
+    /// `mmu_update` calls.
+    pub mmu_update_calls: u64,
+    /// Page-table updates they carried.
+    pub mmu_update_entries: u64,
+    /// `mmuext_op` calls.
+    pub mmuext_calls: u64,
+    /// Operations they carried (pin, unpin, new baseptr, flushes).
+    pub mmuext_ops: u64,
+    /// `update_va_mapping` calls.
+    pub update_va_mapping_calls: u64,
+    /// `multicall` calls (each counted once; the calls inside are counted by kind too).
+    pub multicall_calls: u64,
+}
+
+impl PvCounters {
+    /// Hypercalls (traps into the hypervisor): a multicall is one, whatever it carries.
+    pub fn hypercalls(&self) -> u64 {
+        self.mmu_update_calls
+            + self.mmuext_calls
+            + self.update_va_mapping_calls
+            + self.multicall_calls
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &PvCounters) -> PvCounters {
+        PvCounters {
+            mmu_update_calls: self.mmu_update_calls - earlier.mmu_update_calls,
+            mmu_update_entries: self.mmu_update_entries - earlier.mmu_update_entries,
+            mmuext_calls: self.mmuext_calls - earlier.mmuext_calls,
+            mmuext_ops: self.mmuext_ops - earlier.mmuext_ops,
+            update_va_mapping_calls: self.update_va_mapping_calls - earlier.update_va_mapping_calls,
+            multicall_calls: self.multicall_calls - earlier.multicall_calls,
+        }
+    }
+}
+
+impl fmt::Display for PvCounters {
+    /// `hypercalls=H mmu_update=C/E mmuext_op=C/O update_va_mapping=U multicall=M`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "hypercalls={} mmu_update={}/{} mmuext_op={}/{} update_va_mapping={} multicall={}",
+            self.hypercalls(),
+            self.mmu_update_calls,
+            self.mmu_update_entries,
+            self.mmuext_calls,
+            self.mmuext_ops,
+            self.update_va_mapping_calls,
+            self.multicall_calls
+        )
+    }
+}
+
 /// The paravirt MMU operations (Linux `pv_mmu_ops`).
 ///
 /// # What `read_cr3` returns
@@ -132,6 +189,11 @@ pub trait MmuOps {
     /// `frame` is no longer linked into any table and becomes ordinary memory again. Xen
     /// makes it writable again.
     fn release_pt(&mut self, frame: PhysFrame, level: Level) -> Result<(), Self::Error>;
+
+    /// What the backend has issued so far (see [`PvCounters`]).
+    fn counters(&self) -> PvCounters {
+        PvCounters::default()
+    }
 
     /// Enters lazy (batched) mode: page-table updates may be queued until a flush.
     fn enter_lazy_mmu(&mut self) {}

@@ -5,6 +5,7 @@
 //! boot path ([`pvops_core::boot::boot`]) on it and keeps the boot log.
 
 pub mod sim;
+pub mod xen_model;
 
 pub use sim::{
     Access, BootstrapStyle, P2m, PtWrite, SimConfig, SimError, SimEvent, SimMachine, Translation,

@@ -1,0 +1,1002 @@
+//! The real Xen backend (`XenMmu`) and the real generic boot path, run against the host
+//! model of Xen 4.17.5's page-table rules (`pvops_tests::xen_model`).
+//!
+//! Expected figures come from the notes (hole at 0xF5800000, 4 MiB below it for the window
+//! and the scratch area) and from the builder's layout, not from the code under test.
+
+use backend_xen::abi::{mmuext, Errno, MmuUpdate, MmuextOp, VIRT_BASE};
+use backend_xen::start_info::validate;
+use backend_xen::{Hypervisor, XenError, XenMmu, XenOp};
+use pvops_core::addr::{FrameRange, MachineAddr, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::boot::Stage;
+use pvops_core::ioremap::{EarlyIoremap, TableSource};
+use pvops_core::mapper::new_table;
+use pvops_core::mem::FrameAllocator;
+use pvops_core::options::{BootOptions, IoremapWalk};
+use pvops_core::paging::{EntrySlot, Level, PageTableEntry, KERNEL_RO, KERNEL_RW};
+use pvops_core::{MmuOps, Platform};
+use pvops_tests::xen_model::pte::{P, PSE, RW};
+use pvops_tests::xen_model::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+const FRAME: u64 = PAGE_SIZE;
+/// The lowmem limit under Xen, from the notes: hole start - 2 MiB window - 2 MiB scratch.
+const LOWMEM_LIMIT: u64 = 0xF580_0000 - 4 * MIB - 0xC000_0000;
+const WINDOW: u32 = 0xF560_0000;
+const STAGES: [&str; 7] = [
+    "banner",
+    "early_ioremap",
+    "pagetable_setup_start",
+    "build_direct_map",
+    "write_cr3",
+    "pagetable_setup_done",
+    "exercise",
+];
+
+fn va(pfn: u32) -> VirtAddr {
+    VirtAddr(VIRT_BASE + pfn * PAGE_SIZE as u32)
+}
+
+fn default_boot(mib: u32) -> XenBootRun {
+    boot_mib(mib, BootOptions::default())
+}
+
+/// Everything test 1 asserts about a booted domain.
+fn check_booted(run: &mut XenBootRun, mib: u32) {
+    let r = run.expect_pass();
+    let log = run.full_log();
+    let ctx = |what: &str| format!("{mib} MiB: {what}\n{log}");
+    let stages: Vec<&str> = run.stages.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(stages, STAGES, "{}", ctx("stages"));
+
+    // Lowmem: 852 MiB mapped at most, the rest reported.
+    assert_eq!(LOWMEM_LIMIT, 852 * MIB);
+    let ram = mib as u64 * MIB;
+    let (mapped, not_mapped) = (ram.min(LOWMEM_LIMIT), ram.saturating_sub(LOWMEM_LIMIT));
+    assert_eq!(
+        (r.lowmem_mapped, r.lowmem_not_mapped),
+        (mapped, not_mapped),
+        "{}",
+        ctx("lowmem figures")
+    );
+    let line = format!(
+        "lowmem: mapped {} MiB, not mapped {} MiB (limit 852 MiB",
+        mapped / MIB,
+        not_mapped / MIB
+    );
+    assert!(
+        run.log.contains(&line),
+        "{}",
+        ctx(&format!("log lacks `{line}`"))
+    );
+
+    let layout = run.layout;
+    assert_eq!(
+        run.bootstrap_tables,
+        layout.page_tables,
+        "{}",
+        ctx("start_info's pt frames")
+    );
+    assert_eq!(
+        r.bootstrap_root,
+        layout.l3,
+        "{}",
+        ctx("bootstrap root = pt_base")
+    );
+    assert_eq!(
+        r.reused,
+        layout.page_tables,
+        "{}",
+        ctx("the bootstrap frames were reused")
+    );
+    let stats = run.mmu.as_ref().expect("booted").stats();
+    let alloc = &run.state.alloc;
+    let m = run.mmu.as_mut().expect("booted").hypervisor();
+
+    // cr3 = the kernel's root: pinned, typed L3 (pin + cr3 refs), its slot-3 L2 pae-typed.
+    assert_eq!(m.cr3(), m.mfn(r.root), "{}", ctx("cr3"));
+    let root = m.state(r.root);
+    assert_eq!(
+        (root.ty, root.count, root.pinned, root.validated),
+        (PageType::L3, 2, true, true),
+        "{}",
+        ctx("root state")
+    );
+    let l2 = m
+        .pfn(MachineAddr(m.entry(r.root, 3) & pte::ADDR).frame())
+        .expect("the kernel's L2 is guest RAM");
+    let l2s = m.state(l2);
+    assert_eq!(
+        (l2s.ty, l2s.pae_xen_l2, l2s.count, l2s.pinned),
+        (PageType::L2, true, 1, false),
+        "{}",
+        ctx("slot-3 L2")
+    );
+
+    // The builder's frames: unpinned, no type, writable.
+    for f in layout.page_tables.iter() {
+        // No page-table type: the one writable mapping in the kernel's direct map holds it.
+        let s = m.state(f);
+        assert_eq!(
+            (s.ty, s.count, s.pinned),
+            (PageType::Writable, 1, false),
+            "{}",
+            ctx(&format!("bootstrap pfn {f}"))
+        );
+        let a = m.access(va(f.0), true);
+        assert!(
+            a.is_ok_and(|a| a.mfn == m.mfn(f)),
+            "{}",
+            ctx(&format!("bootstrap pfn {f} not writable: {a:?}"))
+        );
+    }
+
+    // No page-table frame has a writable mapping: in any validated L1, and in the live map.
+    assert_eq!(
+        m.writable_pagetable_mappings(),
+        vec![],
+        "{}",
+        ctx("writable mappings of tables")
+    );
+    let limit_pfns = (mapped / FRAME) as u32;
+    let tables = m.tables();
+    assert!(
+        tables.len() as u32 >= limit_pfns.div_ceil(512) + 3,
+        "{}",
+        ctx("too few tables")
+    );
+    for (mfn, _) in &tables {
+        let pfn = m.pfn(*mfn).expect("every table is guest RAM");
+        let a = m
+            .access(va(pfn.0), false)
+            .unwrap_or_else(|e| panic!("{}", ctx(&format!("table pfn {pfn} unmapped: {e}"))));
+        assert!(
+            !a.writable,
+            "{}",
+            ctx(&format!("table pfn {pfn} is writable in the live map"))
+        );
+    }
+
+    // Every pfn below the limit at 0xC0000000 + pfn * 4096, to p2m[pfn]; read-only exactly
+    // when the allocator holds it as a page table (every typed table is one of those).
+    for pfn in 0..limit_pfns {
+        let a = m
+            .access(va(pfn), false)
+            .unwrap_or_else(|e| panic!("{}", ctx(&format!("pfn {pfn:#x}: {e}"))));
+        assert_eq!(
+            a.mfn,
+            m.mfn(PhysFrame(pfn)),
+            "{}",
+            ctx(&format!("pfn {pfn:#x} mapped to the wrong frame"))
+        );
+        let table = alloc.is_table(PhysFrame(pfn));
+        assert!(
+            table || !m.state(PhysFrame(pfn)).ty.is_table(),
+            "{}",
+            ctx(&format!("pfn {pfn:#x} typed, not allocated as a table"))
+        );
+        assert_eq!(
+            a.writable,
+            !table,
+            "{}",
+            ctx(&format!("pfn {pfn:#x} writable={}", a.writable))
+        );
+    }
+    // The next 4 MiB (RAM beyond nr_pages, or the scratch area and the empty window) is not.
+    for pfn in limit_pfns..limit_pfns + 1024 {
+        assert_eq!(
+            m.translate(va(pfn)),
+            None,
+            "{}",
+            ctx(&format!("{} is mapped", va(pfn)))
+        );
+    }
+    assert_eq!(m.audit(), Vec::<String>::new(), "{}", ctx("model audit"));
+    let c = m.counters();
+    assert_eq!(c.failed, 0, "{}", ctx("refused hypercalls"));
+    assert_eq!(
+        stats.hypercalls() + 1,
+        c.total,
+        "{}",
+        ctx("XenMmu stats + machphys_mapping = model's count")
+    );
+    assert!(
+        m.log_lines()
+            .iter()
+            .any(|l| l.contains("UNPIN_TABLE pt_base")),
+        "{}",
+        ctx("unpin logged")
+    );
+}
+
+// ----- 1. the full boot path -----
+
+#[test]
+fn boot_passes_on_16_64_512_1024_mib() {
+    for mib in [16, 64, 512, 1024] {
+        let mut run = default_boot(mib);
+        check_booted(&mut run, mib);
+    }
+}
+
+#[test]
+fn lowmem_split_of_a_1024_mib_domu() {
+    let mut run = default_boot(1024);
+    let r = run.expect_pass();
+    assert_eq!(r.lowmem_mapped, 852 * MIB);
+    assert_eq!(r.lowmem_not_mapped, 172 * MIB);
+    assert_eq!(r.direct_map_ptes as u64, 852 * MIB / FRAME);
+    // 426 L1s of the direct map plus the window's.
+    assert_eq!(r.direct_map_tables, 427);
+}
+
+#[test]
+fn boot_passes_with_other_p2m_layouts_and_a_larger_region() {
+    for p2m in [
+        P2mLayout::Offset(0x4_0000),
+        P2mLayout::Reversed(0x5_0000),
+        P2mLayout::Shuffled {
+            base: 0x6_0000,
+            seed: 42,
+        },
+    ] {
+        let mut run = boot_domain(
+            DomainConfig::new(64).p2m(p2m).build(),
+            BootOptions::default(),
+        );
+        check_booted(&mut run, 64);
+    }
+    // An image big enough that the builder's region grows to 8 MiB (4 L1s).
+    let dom = DomainConfig::new(16).image_pages(0x380).build();
+    assert_eq!(dom.layout.region_end, 0xC080_0000);
+    assert_eq!(dom.layout.l1s.len(), 4);
+    let mut run = boot_domain(dom, BootOptions::default());
+    check_booted(&mut run, 16);
+}
+
+#[test]
+fn a_1024_mib_domu_needs_the_early_table_pool() {
+    // A 2 MiB image: the builder's region leaves 248 free frames before the switch, fewer
+    // than the ~430 tables of an 852 MiB direct map.
+    let mut run = boot_domain(
+        DomainConfig::new(1024)
+            .image_pages(0x200)
+            .pool_pages(0)
+            .build(),
+        BootOptions::default(),
+    );
+    let e = run.expect_fail();
+    assert_eq!(e.stage(), Stage::BuildDirectMap, "{e}");
+    assert!(e.to_string().contains("out of frames"), "{e}");
+    assert_eq!(run.model().counters().failed, 0, "Xen refused nothing");
+    let mut run = boot_domain(
+        DomainConfig::new(1024).image_pages(0x200).build(),
+        BootOptions::default(),
+    );
+    check_booted(&mut run, 1024);
+}
+
+#[test]
+fn builder_layout_follows_xg_dom_x86() {
+    let mut dom = DomainConfig::new(16)
+        .cmdline("/guest.elf pvops.batch=7")
+        .build();
+    let l = dom.layout;
+    let f = |s: u32, e: u32| FrameRange {
+        start: PhysFrame(s),
+        end: PhysFrame(e),
+    };
+    // A 3 MiB image whose last 464 frames are the early table pool.
+    assert_eq!(
+        (l.image, dom.table_pool),
+        (f(0, 0x300), f(0x300 - 464, 0x300))
+    );
+    assert_eq!(l.p2m_list, f(0x300, 0x304), "4096 4-byte entries");
+    assert_eq!(
+        (l.start_info.0, l.xenstore.0, l.console.0),
+        (0x304, 0x305, 0x306)
+    );
+    assert_eq!(
+        (l.page_tables, l.l3.0, l.l2.0, l.l1s),
+        (f(0x307, 0x30B), 0x307, 0x308, f(0x309, 0x30B))
+    );
+    assert_eq!((l.boot_stack.0, l.region_end), (0x30B, 0xC040_0000));
+    assert!(
+        l.region_end - (VIRT_BASE + 0x30C * 4096) >= 512 * 1024,
+        "512 KiB of padding"
+    );
+    assert_eq!((dom.start_info_va, dom.esp), (0xC030_4000, 0xC030_C000));
+    let si = &dom.start_info;
+    assert!(si.magic.starts_with(b"xen-3.0-x86_32p\0"));
+    assert_eq!(
+        (si.nr_pages, si.pt_base, si.nr_pt_frames, si.mfn_list),
+        (4096, 0xC030_7000, 4, 0xC030_0000)
+    );
+    assert_eq!(si.shared_info, SHARED_INFO_MFN << 12);
+    let m = &mut dom.model;
+    assert_eq!(
+        (si.store_mfn, si.console_mfn),
+        (m.mfn(l.xenstore).0, m.mfn(l.console).0)
+    );
+    assert!(si.cmd_line.starts_with(b"/guest.elf pvops.batch=7\0"));
+    let facts = validate(&dom.start_info, dom.start_info_va, dom.esp, l.image.end)
+        .expect("start_info validates");
+    assert_eq!(
+        (facts.first_free.0, facts.bootstrap_tables, facts.cmdline),
+        (0x30C, l.page_tables, "/guest.elf pvops.batch=7")
+    );
+    // Pinned by the builder: L3 holds the pin and the cr3 reference.
+    assert_eq!(m.cr3(), m.mfn(l.l3));
+    let s = m.state(l.l3);
+    assert_eq!((s.ty, s.count, s.pinned), (PageType::L3, 2, true));
+    let s = m.state(l.l2);
+    assert_eq!(
+        (s.ty, s.pae_xen_l2, s.count, s.pinned),
+        (PageType::L2, true, 1, false)
+    );
+    for t in l.l1s.iter() {
+        assert_eq!((m.state(t).ty, m.state(t).count), (PageType::L1, 1));
+    }
+    // The 1:1 region: tables read-only, the rest writable, nothing beyond it.
+    for pfn in 0..1024 {
+        let a = m.access(va(pfn), false).expect("region mapped");
+        assert_eq!(a.mfn, m.mfn(PhysFrame(pfn)));
+        assert_eq!(
+            a.writable,
+            !l.page_tables.contains(PhysFrame(pfn)),
+            "pfn {pfn:#x}"
+        );
+    }
+    assert_eq!(m.translate(va(1024)), None);
+    // Xen zeroed nothing it should not, wrote its slots into the L2, ORed RW|US into the L3e.
+    assert_eq!(m.entry(l.l3, 3) & (RW | pte::US), RW | pte::US);
+    assert_eq!(m.entry(l.l2, FIRST_XEN_L2_SLOT) & (P | PSE | RW), P | PSE);
+    assert_eq!(m.audit(), Vec::<String>::new());
+}
+
+#[test]
+fn the_guest_reads_the_m2p_through_xens_slots() {
+    let mut run = default_boot(16);
+    run.expect_pass();
+    let m = run.model();
+    let pfn = PhysFrame(0x234);
+    let mfn = m.mfn(pfn);
+    let mut b = [0u8; 4];
+    // SAFETY: the model's own memory.
+    unsafe { m.read_virt(VirtAddr(HOLE_START + mfn.0 * 4), &mut b) }.expect("M2P readable");
+    assert_eq!(u32::from_le_bytes(b), pfn.0);
+    // SAFETY: as above.
+    let w = unsafe { m.write_virt(VirtAddr(HOLE_START), &b) };
+    assert_eq!(w.unwrap_err().error, 3, "the M2P is read-only");
+}
+
+// ----- 2. seed regressions -----
+
+#[test]
+fn seed_skip_unpin_fails_in_pagetable_setup_done_with_ebusy() {
+    let mut run = boot_mib(
+        16,
+        BootOptions {
+            skip_unpin: true,
+            ..Default::default()
+        },
+    );
+    let e = run.expect_fail();
+    assert_eq!(e.stage(), Stage::PagetableSetupDone, "{e}");
+    let Some(XenError::Hypercall {
+        op,
+        errno,
+        index,
+        arg,
+    }) = e.xen_error()
+    else {
+        panic!("not a hypercall error: {e}")
+    };
+    assert_eq!(
+        (op, errno, index),
+        (XenOp::MmuUpdate, Errno::EBUSY, 0),
+        "{e}"
+    );
+    let pt_base = run.layout.l3;
+    let m = run.model();
+    // The failing request is the live L1 entry mapping pt_base, made writable.
+    let entry = m
+        .access(va(pt_base.0), false)
+        .expect("mapped read-only")
+        .l1
+        .expect("4 KiB page");
+    assert_eq!(arg, entry.0.start().0 + entry.1 as u64 * 8);
+    let s = m.state(pt_base);
+    assert_eq!(
+        (s.ty, s.pinned),
+        (PageType::L3, true),
+        "pt_base is still pinned"
+    );
+    assert_eq!(m.failures().len(), 1);
+    assert!(
+        m.failures()[0].reason.contains("saw l3"),
+        "{:?}",
+        m.failures()
+    );
+    assert_eq!(m.audit(), Vec::<String>::new());
+}
+
+#[test]
+fn seed_swapper_early_ioremap_faults_at_the_window() {
+    let mut run = boot_mib(
+        16,
+        BootOptions {
+            early_ioremap: IoremapWalk::Swapper,
+            ..Default::default()
+        },
+    );
+    let e = run.expect_fail();
+    assert_eq!(e.stage(), Stage::EarlyIoremap, "{e}");
+    let pf = e.fault().unwrap_or_else(|| panic!("not a fault: {e}"));
+    // start_info is page aligned: offset 0 in slot 0; a read of a non-present page.
+    assert_eq!((pf.addr, pf.error), (VirtAddr(WINDOW), 0), "{e}");
+    let l3 = run.layout.l3;
+    let m = run.model();
+    assert_eq!(m.cr3(), m.mfn(l3), "still on Xen's table");
+    assert_eq!(
+        m.counters().failed,
+        0,
+        "no hypercall was refused: the PTE went into a table nobody walks"
+    );
+}
+
+/// Builds a minimal kernel table by hand (the bootstrap region, tables read-only), switches
+/// to it and calls `pagetable_setup_done` directly.
+fn manual_switch(
+    skip_unpin: bool,
+) -> (
+    XenMmu<XenModel>,
+    Result<FrameRange, XenError>,
+    BuilderLayout,
+) {
+    let XenDomain {
+        model,
+        start_info,
+        start_info_va,
+        esp,
+        image,
+        table_pool,
+        layout,
+    } = DomainConfig::new(16).build();
+    let facts = validate(&start_info, start_info_va, esp, image.end).expect("start_info");
+    let mut mmu = XenMmu::new(
+        model,
+        &facts,
+        &BootOptions {
+            skip_unpin,
+            ..Default::default()
+        },
+    )
+    .expect("XenMmu::new");
+    let info = backend_xen::boot_info(&mmu, &facts, image, table_pool);
+    let reach = mmu.reach().0;
+    assert_eq!(reach, 1024, "the builder maps 4 MiB");
+    let mut alloc = Box::new(FrameAllocator::new(
+        &info.memory,
+        info.first_free,
+        mmu.reach(),
+        info.table_pool,
+    ));
+    for f in facts.bootstrap_tables.iter() {
+        alloc.mark_table(f, true).expect("mark");
+    }
+    let (root, _) = new_table(&mut mmu, &mut alloc, Level::L3).expect("root");
+    let (l2, link) = new_table(&mut mmu, &mut alloc, Level::L2).expect("l2");
+    // SAFETY: the kernel's table is not live.
+    unsafe {
+        mmu.set_pud(
+            EntrySlot {
+                table: root,
+                index: 3,
+            },
+            link,
+        )
+    }
+    .expect("set_pud");
+    let mut l1s = Vec::new();
+    for c in 0..reach / 512 {
+        let (l1, link) = new_table(&mut mmu, &mut alloc, Level::L1).expect("l1");
+        // SAFETY: as above.
+        unsafe {
+            mmu.set_pmd(
+                EntrySlot {
+                    table: l2,
+                    index: c as u16,
+                },
+                link,
+            )
+        }
+        .expect("set_pmd");
+        l1s.push(l1);
+    }
+    mmu.enter_lazy_mmu();
+    for pfn in 0..reach {
+        let f = PhysFrame(pfn);
+        let flags = if alloc.is_table(f) {
+            KERNEL_RO
+        } else {
+            KERNEL_RW
+        };
+        let e = PageTableEntry::new(mmu.phys_to_machine(f).expect("mfn"), flags);
+        // SAFETY: as above.
+        unsafe {
+            mmu.set_pte(
+                EntrySlot {
+                    table: l1s[(pfn / 512) as usize],
+                    index: (pfn % 512) as u16,
+                },
+                e,
+            )
+        }
+        .expect("set_pte");
+    }
+    mmu.leave_lazy_mmu().expect("flush");
+    // SAFETY: the new table maps the same region.
+    unsafe { mmu.write_cr3(root) }.expect("write_cr3");
+    assert_eq!(mmu.read_cr3(), root);
+    let r = mmu.pagetable_setup_done(root);
+    (mmu, r, layout)
+}
+
+#[test]
+fn pagetable_setup_done_without_the_unpin_gets_ebusy() {
+    let (mut mmu, r, layout) = manual_switch(true);
+    let e = r.expect_err("the still-pinned bootstrap frames cannot be made writable");
+    assert!(
+        matches!(
+            e,
+            XenError::Hypercall {
+                op: XenOp::MmuUpdate,
+                errno: Errno::EBUSY,
+                index: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let m = mmu.hypervisor();
+    for f in layout.page_tables.iter() {
+        assert!(m.state(f).ty.is_table(), "pfn {f} kept its page-table type");
+        assert!(m.access(va(f.0), true).is_err(), "pfn {f} became writable");
+    }
+}
+
+#[test]
+fn pagetable_setup_done_with_the_unpin_gives_the_frames_back_writable() {
+    let (mut mmu, r, layout) = manual_switch(false);
+    assert_eq!(r.expect("pagetable_setup_done"), layout.page_tables);
+    let m = mmu.hypervisor();
+    for f in layout.page_tables.iter() {
+        let s = m.state(f);
+        assert_eq!(
+            (s.ty, s.count, s.pinned),
+            (PageType::Writable, 1, false),
+            "pfn {f}"
+        );
+        // SAFETY: the frame is free and mapped writable now.
+        unsafe { m.write_virt(va(f.0), b"reused") }.expect("writable");
+    }
+    assert_eq!(m.audit(), Vec::<String>::new());
+}
+
+#[test]
+fn early_ioremap_must_walk_the_live_table() {
+    let XenDomain {
+        model,
+        start_info,
+        start_info_va,
+        esp,
+        image,
+        table_pool,
+        layout,
+    } = DomainConfig::new(16).build();
+    let facts = validate(&start_info, start_info_va, esp, image.end).expect("start_info");
+    let mut mmu = XenMmu::new(model, &facts, &BootOptions::default()).expect("XenMmu::new");
+    let info = backend_xen::boot_info(&mmu, &facts, image, table_pool);
+    let mut alloc = Box::new(FrameAllocator::new(
+        &info.memory,
+        info.first_free,
+        mmu.reach(),
+        info.table_pool,
+    ));
+    let (kernel_root, _) = new_table(&mut mmu, &mut alloc, Level::L3).expect("kernel root");
+    let window = mmu.layout().ioremap_window;
+    assert_eq!(window, VirtAddr(WINDOW));
+    let ma = mmu.phys_to_machine(layout.start_info).expect("mfn").start();
+    // The 2.6.25-rc1 bug: install into the kernel's table, which is not live.
+    let mut bad = EarlyIoremap::new(window, TableSource::KernelTable(kernel_root));
+    let m = bad
+        .map(&mut mmu, &mut alloc, ma, 64)
+        .expect("the map itself succeeds");
+    let mut buf = [0u8; 64];
+    // SAFETY: reading the window.
+    let r = unsafe { mmu.read_virt(m.addr(), &mut buf) };
+    assert_eq!(
+        r.unwrap_err().addr,
+        window,
+        "the window is not mapped in the live table"
+    );
+    // The fix: the live table, found through read_cr3.
+    let mut good = EarlyIoremap::new(window, TableSource::LiveCr3);
+    let m = good.map(&mut mmu, &mut alloc, ma, 64).expect("map");
+    // SAFETY: as above.
+    unsafe { mmu.read_virt(m.addr(), &mut buf) }.expect("mapped");
+    assert_eq!(&buf[..16], b"xen-3.0-x86_32p\0");
+    assert_eq!(
+        u32::from_le_bytes(buf[32..36].try_into().unwrap()),
+        4096,
+        "nr_pages"
+    );
+    good.unmap(&mut mmu, &mut alloc, m).expect("unmap");
+    assert!(mmu.hypervisor().translate(window).is_none());
+    assert_eq!(mmu.hypervisor().audit(), Vec::<String>::new());
+}
+
+// ----- 3. the rules, through raw hypercalls -----
+
+#[test]
+fn every_rule_case_on_a_fresh_domain() {
+    let n = rule_cases::<XenModel>().len();
+    assert!(n >= 20);
+    for i in 0..n {
+        let mut run = default_boot(16);
+        run.expect_pass();
+        let before = run.model().counters();
+        let cases = rule_cases::<XenModel>();
+        let case = &cases[i];
+        let free_before = run.state.alloc.available();
+        let ret = (case.run)(&mut run.rule_env()).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        assert_eq!(ret, case.expect, "{} ({}): got {ret}", case.name, case.rule);
+        let m = run.model();
+        assert!(
+            m.counters().since(&before).total > 0,
+            "{}: no hypercall made",
+            case.name
+        );
+        if case.expect < 0 {
+            // The model recorded the refusal with the errno it returned.
+            assert!(
+                m.failures().iter().any(|f| f.errno == Errno(-case.expect)),
+                "{}: {:?}",
+                case.name,
+                m.failures()
+            );
+        }
+        assert_eq!(m.audit(), Vec::<String>::new(), "{}", case.name);
+        assert_eq!(
+            run.state.alloc.available(),
+            free_before,
+            "{} leaked frames",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn rule_cases_run_in_sequence_on_one_domain_twice() {
+    let mut run = default_boot(16);
+    run.expect_pass();
+    let cr3 = run.model().cr3();
+    for round in 0..2 {
+        for case in rule_cases::<XenModel>() {
+            case.check(&mut run.rule_env())
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    }
+    let m = run.model();
+    assert_eq!(m.cr3(), cr3, "the cases leave the kernel's table live");
+    assert_eq!(m.audit(), Vec::<String>::new());
+}
+
+#[test]
+fn rule_case_list_names_the_errnos_of_the_box() {
+    let expect: Vec<(&str, i32)> = rule_cases::<XenModel>()
+        .iter()
+        .map(|c| (c.name, c.expect))
+        .collect();
+    for (name, errno) in [
+        ("writable_map_of_pagetable", -16),
+        ("unpin_unpinned", -22),
+        ("pin_pinned", -22),
+        ("pin_l1_mapped_writable", -22),
+        ("l3_slot3_absent", -22),
+        ("l3_slot3_l2_shared", -22),
+        ("live_l3_slot3_update", -22),
+        ("xen_private_l2_slot", -1),
+        ("l1_foreign_ram", -16),
+        ("l1_io_frame", -1),
+        ("unchecked_write_untyped", 0),
+        ("pin_l4_noop", 0),
+    ] {
+        assert!(
+            expect.contains(&(name, errno)),
+            "{name} must expect {errno}: {expect:?}"
+        );
+    }
+}
+
+#[test]
+fn a_pfn_written_where_an_mfn_belongs_is_refused() {
+    let mut run = default_boot(16);
+    run.expect_pass();
+    let mut env = run.rule_env();
+    let f = env.fresh().unwrap();
+    let ma = env.pte_ma(f).unwrap();
+    // pfns are small: they land in dom_io (EPERM) or on other owners' frames (EBUSY).
+    for pfn in [f.0, 0x50, 0x2000] {
+        let ret = env.mmu1(ma, ((pfn as u64) << 12) | KERNEL_RW_FLAGS);
+        assert!(
+            ret == -Errno::EPERM.0 || ret == -Errno::EBUSY.0,
+            "pfn {pfn:#x} as an mfn: {ret}"
+        );
+    }
+    env.give_back(f).unwrap();
+}
+
+#[test]
+fn batches_stop_at_the_first_failure_and_report_done() {
+    let mut run = default_boot(16);
+    run.expect_pass();
+    let mut env = run.rule_env();
+    let (a, b) = (env.fresh().unwrap(), env.fresh().unwrap());
+    let (ma_a, ma_b, ma_root) = (
+        env.pte_ma(a).unwrap(),
+        env.pte_ma(b).unwrap(),
+        env.pte_ma(env.cr3).unwrap(),
+    );
+    let (ma, mb, mr) = (
+        env.mfn(a).unwrap().start().0,
+        env.mfn(b).unwrap().start().0,
+        env.mfn(env.cr3).unwrap().start().0,
+    );
+    let reqs = [
+        MmuUpdate {
+            ptr: ma_a,
+            val: ma | KERNEL_RO_FLAGS,
+        },
+        MmuUpdate {
+            ptr: ma_root,
+            val: mr | KERNEL_RW_FLAGS,
+        },
+        MmuUpdate {
+            ptr: ma_b,
+            val: mb | KERNEL_RO_FLAGS,
+        },
+    ];
+    let mut done = 99;
+    let ret = env.hv.mmu_update(&reqs, &mut done);
+    assert_eq!((ret, done), (-Errno::EBUSY.0, 1));
+    assert_eq!(
+        env.hv.access(va(a.0), true).unwrap_err().error,
+        3,
+        "the first request was applied"
+    );
+    assert!(
+        env.hv.access(va(b.0), true).is_ok(),
+        "the third request was not"
+    );
+    let ops = [
+        MmuextOp {
+            cmd: mmuext::PIN_L1_TABLE,
+            arg1: (ma >> 12) as u32,
+            arg2: 0,
+        },
+        MmuextOp {
+            cmd: mmuext::PIN_L1_TABLE,
+            arg1: (mb >> 12) as u32,
+            arg2: 0,
+        },
+        MmuextOp {
+            cmd: mmuext::UNPIN_TABLE,
+            arg1: (ma >> 12) as u32,
+            arg2: 0,
+        },
+    ];
+    let ret = env.hv.mmuext_op(&ops, &mut done);
+    assert_eq!((ret, done), (-Errno::EINVAL.0, 1), "b is still writable");
+    assert!(
+        env.hv.state(a).pinned,
+        "the first pin stayed, the unpin never ran"
+    );
+    assert_eq!(env.ext1(mmuext::UNPIN_TABLE, (ma >> 12) as u32), 0);
+    env.give_back(a).unwrap();
+    env.give_back(b).unwrap();
+    assert_eq!(run.model().audit(), Vec::<String>::new());
+}
+
+#[test]
+fn direct_writes_to_frames_without_a_writable_mapping_are_reported() {
+    let mut run = default_boot(16);
+    run.expect_pass();
+    let mut env = run.rule_env();
+    let root = env.cr3;
+    // Into the live, pinned L3 (on Xen: a fault on a read-only page).
+    env.poke(root, 5, 0x1234_5000);
+    // Into a frame made read-only (as alloc_pt does) that later becomes writable again.
+    let f = env.fresh_ro().unwrap();
+    env.poke(f, 7, 7);
+    env.give_back(f).unwrap();
+    let problems = run.model().audit();
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].contains("gained a writable mapping") && problems[1].contains("type l3"),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn the_audit_recounts_references() {
+    let mut run = default_boot(16);
+    run.expect_pass();
+    let mut env = run.rule_env();
+    let f = env.fresh().unwrap();
+    let mfn = env.mfn(f).unwrap();
+    let m = run.model();
+    let s = m.state(f);
+    assert_eq!(
+        (s.ty, s.count),
+        (PageType::Writable, 1),
+        "the kernel's direct map holds one writable ref"
+    );
+    // Hide that reference from the recount: the audit must notice the mismatch.
+    m.set_owner(mfn, Owner::Foreign(9));
+    let problems = m.audit();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(&format!("mfn {:#x}: type writable", mfn.0))),
+        "{problems:#?}"
+    );
+    m.set_owner(mfn, Owner::Domain);
+    assert_eq!(m.audit(), Vec::<String>::new());
+    run.rule_env().give_back(f).unwrap();
+}
+
+#[test]
+fn unpinning_the_live_table_is_not_refused() {
+    let mut run = default_boot(16);
+    run.expect_pass();
+    let mut env = run.rule_env();
+    let cr3 = env.mfn(env.cr3).unwrap().0;
+    assert_eq!(env.ext1(mmuext::UNPIN_TABLE, cr3), 0);
+    let s = env.hv.state_mfn(MachineFrame(cr3));
+    assert_eq!(
+        (s.ty, s.count, s.pinned),
+        (PageType::L3, 1, false),
+        "cr3 still holds its reference"
+    );
+    assert_eq!(env.ext1(mmuext::PIN_L3_TABLE, cr3), 0);
+    assert_eq!(run.model().state_mfn(MachineFrame(cr3)).count, 2);
+    assert_eq!(run.model().audit(), Vec::<String>::new());
+}
+
+// ----- 4. lazy batching -----
+
+#[test]
+fn direct_map_of_1024_mib_is_batched() {
+    let mut run = default_boot(1024);
+    let r = run.expect_pass();
+    let n = r.direct_map_ptes as u64;
+    assert_eq!(n, 218_112);
+    let c = run
+        .stage_counters("build_direct_map")
+        .expect("stage passed");
+    println!(
+        "1024 MiB batched: build_direct_map {c:?}; whole boot {:?}",
+        run.model().counters()
+    );
+    assert!(
+        c.total <= n.div_ceil(512) + 8,
+        "{} hypercalls for {n} PTEs",
+        c.total
+    );
+    assert!(c.mmu_update_entries >= n);
+    assert_eq!(c.failed, 0);
+
+    let mut run1 = boot_mib(
+        1024,
+        BootOptions {
+            batch: 1,
+            ..Default::default()
+        },
+    );
+    let r1 = run1.expect_pass();
+    assert_eq!(r1.direct_map_ptes as u64, n);
+    let c1 = run1
+        .stage_counters("build_direct_map")
+        .expect("stage passed");
+    println!(
+        "1024 MiB batch=1: build_direct_map {c1:?}; whole boot {:?}",
+        run1.model().counters()
+    );
+    assert!(c1.total >= n, "{} hypercalls for {n} PTEs", c1.total);
+    assert_eq!(
+        c1.mmu_update_calls, c1.mmu_update_entries,
+        "one request per call"
+    );
+    // Same end state either way.
+    assert_eq!(run1.model().audit(), Vec::<String>::new());
+    check_booted(&mut run1, 1024);
+}
+
+// ----- 5. fault injection -----
+
+fn kind_matches(kind: HcKind, op: XenOp) -> bool {
+    matches!(
+        (kind, op),
+        (HcKind::MmuUpdate, XenOp::MmuUpdate)
+            | (HcKind::MmuextOp, XenOp::MmuextOp(_))
+            | (HcKind::MachphysMapping, XenOp::MachphysMapping)
+            | (HcKind::UpdateVaMapping, XenOp::UpdateVaMapping)
+            | (HcKind::Multicall, XenOp::Multicall)
+    )
+}
+
+#[test]
+fn failing_any_hypercall_of_a_small_boot_is_a_clean_error() {
+    let mut clean = default_boot(16);
+    clean.expect_pass();
+    let total = clean.model().counters().total;
+    assert!(total >= 20, "{total}");
+    // Which stage issued hypercall k in the clean boot.
+    let stage_of = |k: u64| -> String {
+        if k <= clean.before_boot.total {
+            return "entry".into();
+        }
+        clean
+            .stages
+            .iter()
+            .find(|(_, c)| c.total >= k)
+            .map(|(n, _)| n.clone())
+            .expect("k within the boot")
+    };
+    let mut table = Vec::new();
+    for k in 1..=total + 1 {
+        let mut dom = DomainConfig::new(16).build();
+        dom.model.fail_hypercall(k, Errno::ENOMEM);
+        let mut run = catch_unwind(AssertUnwindSafe(|| {
+            boot_domain(dom, BootOptions::default())
+        }))
+        .unwrap_or_else(|_| panic!("injecting into hypercall #{k} panicked"));
+        if k > total {
+            run.expect_pass();
+            assert_eq!(run.model().injected(), None);
+            continue;
+        }
+        let e = run.expect_fail();
+        let stage = e.stage();
+        let Some(XenError::Hypercall { op, errno, .. }) = e.xen_error() else {
+            panic!("#{k}: not a hypercall error: {e}")
+        };
+        assert_eq!(errno, Errno::ENOMEM, "#{k}: {e}");
+        assert_eq!(stage.name(), stage_of(k), "#{k}: {e}");
+        table.push(format!("#{k:2} {:<22} {op}", stage.name()));
+        if let Some(mmu) = run.mmu.as_mut() {
+            let m = mmu.hypervisor();
+            let inj = m.injected().expect("fired");
+            assert_eq!(inj.seq, k);
+            assert!(
+                kind_matches(inj.kind, op),
+                "#{k}: injected into {:?}, reported {op}",
+                inj.kind
+            );
+            assert_eq!(
+                m.audit(),
+                Vec::<String>::new(),
+                "#{k}: model state after the failure"
+            );
+        } else {
+            assert_eq!(
+                op,
+                XenOp::MachphysMapping,
+                "#{k}: only XenMmu::new can fail without a model left"
+            );
+        }
+    }
+    println!("{}", table.join("\n"));
+}
