@@ -5,6 +5,8 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod probes;
+
 use core::sync::atomic::{AtomicBool, Ordering};
 use pvops_core::boot::{boot, set_stage, BootReport, BootState, Stage};
 use pvops_core::options::BootOptions;

@@ -51,3 +51,74 @@ pub fn clippy(dir: &str) -> Res<()> {
         .args(["--", "-D", "warnings"])
         .current_dir(&crate_dir))
 }
+
+/// The result of the native `set_pte` codegen check.
+pub struct CodegenCheck {
+    /// True when the framework probe and the raw probe are the same instruction sequence.
+    pub same_code: bool,
+    /// True when the compiler merged the two bodies into one (MergeFunctions makes one symbol
+    /// an alias of the other only when their optimized code is identical).
+    pub merged: bool,
+    /// The framework probe's instructions (addresses stripped).
+    pub framework: Vec<String>,
+    /// The raw probe's instructions.
+    pub raw: Vec<String>,
+}
+
+const PROBE_FRAMEWORK: &str = "pvops_probe_set_pte_framework";
+const PROBE_RAW: &str = "pvops_probe_set_pte_raw";
+
+fn symbol_address(elf: &std::path::Path, name: &str) -> Res<String> {
+    let nm = crate::util::output(cmd("nm").arg(elf))?;
+    nm.lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            let (addr, _, sym) = (it.next()?, it.next()?, it.next()?);
+            (sym == name).then(|| addr.to_string())
+        })
+        .ok_or_else(|| {
+            crate::util::HarnessError(format!("symbol {name} not found in {}", elf.display()))
+        })
+}
+
+fn disassemble(elf: &std::path::Path, name: &str) -> Res<Vec<String>> {
+    let text = crate::util::output(
+        cmd("objdump")
+            .args(["-d", "--no-show-raw-insn", &format!("--disassemble={name}")])
+            .arg(elf),
+    )?;
+    let body = text.split(&format!("<{name}>:")).nth(1).unwrap_or("");
+    Ok(body
+        .lines()
+        .map_while(|l| {
+            let l = l.trim();
+            if l.is_empty() || l.starts_with("Disassembly") {
+                return None;
+            }
+            l.split_once(":\t")
+                .map(|(_, insn)| insn.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .collect())
+}
+
+/// Disassembles the two probes of guest-demo (see guest-demo/src/probes.rs) and compares them.
+pub fn codegen_check(elf: &std::path::Path) -> Res<CodegenCheck> {
+    let merged = symbol_address(elf, PROBE_FRAMEWORK)? == symbol_address(elf, PROBE_RAW)?;
+    let framework = disassemble(elf, PROBE_FRAMEWORK)?;
+    let raw = if merged {
+        framework.clone()
+    } else {
+        disassemble(elf, PROBE_RAW)?
+    };
+    if framework.is_empty() {
+        return Err(crate::util::HarnessError(format!(
+            "objdump shows no instructions for {PROBE_FRAMEWORK}"
+        )));
+    }
+    Ok(CodegenCheck {
+        same_code: framework == raw,
+        merged,
+        framework,
+        raw,
+    })
+}

@@ -355,6 +355,29 @@ fn cmd_test() -> Res<Verdict> {
         kernel::build("guest-demo", "guest-demo")
     })?;
 
+    step("codegen: native set_pte is the raw PAE store", || {
+        let c = kernel::codegen_check(&elf)?;
+        eprintln!(
+            "    framework: {} instructions{}: {}",
+            c.framework.len(),
+            if c.merged {
+                " (the compiler merged both probes: identical code)"
+            } else {
+                ""
+            },
+            c.framework.join("; ")
+        );
+        if c.same_code {
+            Ok(())
+        } else {
+            Err(HarnessError(format!(
+                "different code:\n  framework: {}\n  raw:       {}",
+                c.framework.join("; "),
+                c.raw.join("; ")
+            )))
+        }
+    })?;
+
     let mut passed = 0;
     let mut failed = Vec::new();
     let mut record = |name: &str, r: Result<String, String>| match r {
