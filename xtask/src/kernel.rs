@@ -90,6 +90,7 @@ fn disassemble(elf: &std::path::Path, name: &str) -> Res<Vec<String>> {
     let body = text.split(&format!("<{name}>:")).nth(1).unwrap_or("");
     Ok(body
         .lines()
+        .skip(1) // the rest of the `<name>:` line
         .map_while(|l| {
             let l = l.trim();
             if l.is_empty() || l.starts_with("Disassembly") {
