@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod multiboot;
+pub mod store;
 
 use pvops_core::addr::VirtAddr;
 use pvops_core::ops::MemoryLayout;

@@ -1,6 +1,6 @@
 //! The native `MmuOps`: raw PAE stores, cr3 through the x86 crate, invlpg.
 
-use crate::{BOOTSTRAP_MAPPED, LAYOUT, PAGE_OFFSET};
+use crate::{store, BOOTSTRAP_MAPPED, LAYOUT, PAGE_OFFSET};
 use core::convert::Infallible;
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::mem::MemoryMap;
@@ -28,28 +28,9 @@ impl Native {
             bootstrap,
         }
     }
-
-    #[inline(always)]
-    fn entry_ptr(slot: EntrySlot) -> *mut u32 {
-        (PAGE_OFFSET as usize + ((slot.table.0 as usize) << 12) + slot.index as usize * 8)
-            as *mut u32
-    }
 }
 
-/// The raw PAE store: the high half first, then the low half that holds Present, so the CPU
-/// never sees a present entry with a stale high half. Two explicit 32-bit stores: a
-/// `write_volatile::<u64>` stores the low half first at opt-level 0.
-///
-/// # Safety
-/// `entry` must point at a page-table entry the caller may change.
-#[inline(always)]
-pub unsafe fn pae_store(entry: *mut u32, value: PageTableEntry) {
-    // SAFETY: the caller guarantees `entry` is a writable 8-byte entry.
-    unsafe {
-        core::ptr::write_volatile(entry.add(1), value.high());
-        core::ptr::write_volatile(entry, value.low());
-    }
-}
+const BASE: usize = PAGE_OFFSET as usize;
 
 impl MmuOps for Native {
     type Error = Infallible;
@@ -81,29 +62,25 @@ impl MmuOps for Native {
     #[inline(always)]
     unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Infallible> {
         // SAFETY: page-table frames are reachable through the current mapping at PAGE_OFFSET.
-        unsafe { pae_store(Self::entry_ptr(slot), entry) };
+        unsafe { store::set_entry(BASE, slot, entry) };
         Ok(())
     }
     #[inline(always)]
     unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Infallible> {
         // SAFETY: as set_pte.
-        unsafe { pae_store(Self::entry_ptr(slot), entry) };
+        unsafe { store::set_entry(BASE, slot, entry) };
         Ok(())
     }
     #[inline(always)]
     unsafe fn set_pud(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Infallible> {
         // SAFETY: as set_pte. The CPU sees a live PDPT change only at the next cr3 load.
-        unsafe { pae_store(Self::entry_ptr(slot), entry) };
+        unsafe { store::set_entry(BASE, slot, entry) };
         Ok(())
     }
     #[inline(always)]
     unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), Infallible> {
-        let p = Self::entry_ptr(slot);
         // SAFETY: as set_pte; the low half (Present) goes first.
-        unsafe {
-            core::ptr::write_volatile(p, 0);
-            core::ptr::write_volatile(p.add(1), 0);
-        }
+        unsafe { store::pae_clear(store::entry_ptr(BASE, slot)) };
         Ok(())
     }
     fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), Infallible> {
