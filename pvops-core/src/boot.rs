@@ -6,11 +6,11 @@
 
 use crate::addr::{FrameRange, PhysAddr, PhysFrame, VirtAddr, PAGE_SIZE};
 use crate::ioremap::{EarlyIoremap, IoremapError, TableSource};
-use crate::mapper::{self, new_table, read_entry, MapError};
+use crate::mapper::{self, read_entry, MapError};
 use crate::mem::{AllocError, FrameAllocator, MemoryMap, RegionKind};
-use crate::ops::{LazyMmu, PageFault, Platform};
+use crate::ops::{PageFault, Platform};
 use crate::options::{BootOptions, IoremapWalk};
-use crate::paging::{EntrySlot, Level, PageTableEntry, ENTRIES, KERNEL_RO, KERNEL_RW, L2_SPAN};
+use crate::paging::{EntrySlot, Level, PageTableEntry, KERNEL_RO, KERNEL_RW};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -364,16 +364,7 @@ impl<'a, P: Platform> Boot<'a, P> {
         // The kernel's root table (Linux's swapper_pg_dir) exists from the start, with all four
         // L2s present (as Linux PAE does): a PDPT entry of a live table cannot change without
         // a cr3 reload on bare hardware, so the root never needs one after the switch.
-        let (root, _) = new_table(self.p, &mut self.state.alloc, Level::L3)?;
-        for i in 0..crate::paging::PDPT_ENTRIES {
-            let (_, link) = new_table(self.p, &mut self.state.alloc, Level::L2)?;
-            let slot = EntrySlot {
-                table: root,
-                index: i as u16,
-            };
-            // SAFETY: the root is not live; this links a fresh, zeroed, announced L2.
-            unsafe { self.p.set_pud(slot, link) }.map_err(BootErrorKind::Backend)?;
-        }
+        let root = mapper::new_root(self.p, &mut self.state.alloc)?;
         self.report.root = root;
         self.report.bootstrap_root = self.p.read_cr3();
         let _ = writeln!(
@@ -483,95 +474,53 @@ impl<'a, P: Platform> Boot<'a, P> {
             layout.lowmem_formula
         );
 
-        // Which 2 MiB chunks of the direct map hold pages: the usable RAM below the limit and
-        // the kernel image. Their L1 tables and the window's L1 are allocated first, so every
-        // frame that becomes a page table is known before any page is mapped (Xen: a
-        // page-table frame must never be mapped writable). Chunk i maps pa [i*2M, (i+1)*2M).
-        let mut l1s = [None::<PhysFrame>; ENTRIES];
-        let mut mark = |r: FrameRange| {
-            let first = r.start.0 as u64 * PAGE_SIZE / L2_SPAN as u64;
-            let last = (r.end.0 as u64 * PAGE_SIZE).div_ceil(L2_SPAN as u64);
-            for chunk in first..last {
-                if let Some(slot) = l1s.get_mut(chunk as usize) {
-                    *slot = Some(PhysFrame(0));
-                }
-            }
-        };
+        // The direct map: usable RAM below the limit, plus any part of the kernel image
+        // outside it. The window's L1 is made first, then map_linear allocates every L1
+        // before it maps any page (Xen: a page-table frame must never be mapped writable).
+        let mut ranges = [FrameRange::EMPTY; crate::mem::MAX_REGIONS + 2];
+        let mut n = 0;
         for r in mem.usable_frames_below(limit) {
-            mark(r);
+            ranges[n] = r;
+            n += 1;
         }
-        mark(self.info.kernel_image);
-
+        let in_usable = |f: PhysFrame| ranges[..n].iter().any(|r| r.contains(f));
+        let image = self.info.kernel_image;
+        let mut extra = image
+            .iter()
+            .filter(|f| !in_usable(*f) && f.start().0 < limit);
+        if let Some(first) = extra.next() {
+            let last = extra.last().unwrap_or(first);
+            ranges[n] = FrameRange {
+                start: first,
+                end: PhysFrame(last.0 + 1),
+            };
+            n += 1;
+        }
         let root = self.report.root;
-        let p = &mut *self.p;
-        let alloc = &mut self.state.alloc;
-        let mut lazy = LazyMmu::enter(p);
-        // The window's L1 first (wherever the window sits), then the direct map's.
-        let window = mapper::l1_slot(&mut *lazy, alloc, root, layout.ioremap_window, true)?.table;
-        let mut tables = 1;
-        for (chunk, t) in l1s.iter_mut().enumerate() {
-            if t.is_none() {
-                continue;
-            }
-            let va = layout.phys_to_virt(PhysAddr(chunk as u64 * L2_SPAN as u64));
-            let l2 = mapper::next_table(&*lazy, read_entry(&*lazy, root, va.l3_index())?)?;
-            let existing = read_entry(&*lazy, l2, va.l2_index())?;
-            let frame = if existing.is_present() {
-                mapper::next_table(&*lazy, existing)? // made by early_ioremap=swapper
-            } else {
-                let (l1, link) = new_table(&mut *lazy, alloc, Level::L1)?;
-                let slot = EntrySlot {
-                    table: l2,
-                    index: va.l2_index() as u16,
-                };
-                // SAFETY: links a fresh L1 into the kernel's table, which is not live yet.
-                unsafe { lazy.set_pmd(slot, link) }.map_err(BootErrorKind::Backend)?;
-                l1
-            };
-            *t = Some(frame);
-            tables += 1;
-        }
-
-        let mut ptes = 0u32;
+        let window = mapper::l1_slot(
+            self.p,
+            &mut self.state.alloc,
+            root,
+            layout.ioremap_window,
+            true,
+        )?
+        .table;
         let ro = P::READ_ONLY_PAGE_TABLES;
-        // Entries are written, never read back: in lazy mode a queued write is not in memory yet.
-        let in_usable = |f: PhysFrame| mem.usable_frames_below(limit).any(|r| r.contains(f));
-        let mut map_range =
-            |lazy: &mut LazyMmu<'_, P>, r: FrameRange, skip_usable: bool| -> Res<(), P::Error> {
-                for f in r.iter() {
-                    let pa = f.start();
-                    if pa.0 >= limit {
-                        break;
-                    }
-                    if skip_usable && in_usable(f) {
-                        continue; // the kernel image inside usable RAM is mapped already
-                    }
-                    let Some(Some(l1)) = l1s.get((pa.0 / L2_SPAN as u64) as usize).copied() else {
-                        continue;
-                    };
-                    let va = layout.phys_to_virt(pa);
-                    let slot = EntrySlot {
-                        table: l1,
-                        index: va.l1_index() as u16,
-                    };
-                    let mfn = lazy.phys_to_machine(f).ok_or(MapError::NoMachineFrame(f))?;
-                    let flags = if ro && alloc.is_table(f) {
-                        KERNEL_RO
-                    } else {
-                        KERNEL_RW
-                    };
-                    // SAFETY: fills the kernel's table, which is not live yet.
-                    unsafe { lazy.set_pte(slot, PageTableEntry::new(mfn, flags)) }
-                        .map_err(BootErrorKind::Backend)?;
-                    ptes += 1;
+        let done = mapper::map_linear(
+            self.p,
+            &mut self.state.alloc,
+            root,
+            layout.page_offset,
+            &ranges[..n],
+            |f, alloc| {
+                if ro && alloc.is_table(f) {
+                    KERNEL_RO
+                } else {
+                    KERNEL_RW
                 }
-                Ok(())
-            };
-        for r in mem.usable_frames_below(limit) {
-            map_range(&mut lazy, r, false)?;
-        }
-        map_range(&mut lazy, self.info.kernel_image, true)?;
-        lazy.finish().map_err(BootErrorKind::Backend)?;
+            },
+        )?;
+        let (ptes, tables) = (done.ptes, done.tables + 1);
         self.report.direct_map_ptes = ptes;
         self.report.direct_map_tables = tables;
         let _ = writeln!(

@@ -131,6 +131,28 @@ pub fn new_table<P: Platform>(
     }
 }
 
+/// A new, not yet live, root table (PDPT) with all four L2s linked, as Linux PAE builds
+/// them: a PDPT entry of a live table cannot change without a cr3 reload on bare hardware,
+/// so a root made here never needs a new one once it is live.
+pub fn new_root<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+) -> Result<PhysFrame, MapError<P::Error>> {
+    let mut lazy = crate::ops::LazyMmu::enter(p);
+    let (root, _) = new_table(&mut *lazy, alloc, Level::L3)?;
+    for i in 0..crate::paging::PDPT_ENTRIES {
+        let (_, link) = new_table(&mut *lazy, alloc, Level::L2)?;
+        let slot = EntrySlot {
+            table: root,
+            index: i as u16,
+        };
+        // SAFETY: the root is not live; this links a fresh, zeroed, announced L2.
+        unsafe { lazy.set_pud(slot, link) }.map_err(MapError::Backend)?;
+    }
+    lazy.finish().map_err(MapError::Backend)?;
+    Ok(root)
+}
+
 /// Finds the L1 slot that maps `va` in the table rooted at `root`, creating missing L2/L1
 /// tables when `create` is set.
 pub fn l1_slot<P: Platform>(
@@ -244,4 +266,92 @@ pub fn translate<P: Platform>(
         return Err(MapError::NotMapped(va));
     }
     Ok(l1e)
+}
+
+/// What [`map_linear`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinearMap {
+    /// L1 entries written.
+    pub ptes: u32,
+    /// L1 tables linked (new or found).
+    pub tables: u32,
+}
+
+/// Most bytes one [`map_linear`] call covers: the 512 L1 tables of one 1 GiB L2 span.
+pub const LINEAR_MAX_BYTES: u64 = (crate::paging::ENTRIES as u64) * crate::paging::L2_SPAN as u64;
+
+/// Maps every frame of `ranges` at `base + pa` with 4 KiB pages in the table rooted at `root`
+/// (whose L3 entries for the span must be present), with `flags(frame)`.
+///
+/// All L1 tables are allocated (or found) before any page is mapped, so a frame that becomes a
+/// page table is never mapped writable first (Xen); then every PTE is written in lazy mode
+/// and never read back (a queued write is not in memory yet). Frames at or above
+/// [`LINEAR_MAX_BYTES`] are skipped.
+pub fn map_linear<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    root: PhysFrame,
+    base: VirtAddr,
+    ranges: &[crate::addr::FrameRange],
+    flags: impl Fn(PhysFrame, &FrameAllocator) -> PteFlags,
+) -> Result<LinearMap, MapError<P::Error>> {
+    const CHUNK_FRAMES: u32 = crate::paging::L2_SPAN / PAGE_SIZE as u32;
+    let chunks = crate::paging::ENTRIES;
+    let mut l1s = [None::<PhysFrame>; crate::paging::ENTRIES];
+    for r in ranges {
+        let last = r.end.0.div_ceil(CHUNK_FRAMES).min(chunks as u32);
+        for c in (r.start.0 / CHUNK_FRAMES)..last {
+            l1s[c as usize] = Some(PhysFrame(0));
+        }
+    }
+    let mut lazy = crate::ops::LazyMmu::enter(p);
+    let mut done = LinearMap::default();
+    for (chunk, t) in l1s.iter_mut().enumerate() {
+        if t.is_none() {
+            continue;
+        }
+        let va = VirtAddr(base.0.wrapping_add(chunk as u32 * crate::paging::L2_SPAN));
+        let l3e = read_entry(&*lazy, root, va.l3_index())?;
+        if !l3e.is_present() {
+            return Err(MapError::NotMapped(va));
+        }
+        let l2 = next_table(&*lazy, l3e)?;
+        let existing = read_entry(&*lazy, l2, va.l2_index())?;
+        let frame = if existing.is_present() {
+            if existing.flags().contains(PteFlags::HUGE) {
+                return Err(MapError::HugePage(va));
+            }
+            next_table(&*lazy, existing)?
+        } else {
+            let (l1, link) = new_table(&mut *lazy, alloc, Level::L1)?;
+            let slot = EntrySlot {
+                table: l2,
+                index: va.l2_index() as u16,
+            };
+            // SAFETY: links a fresh, zeroed, announced L1 where nothing was mapped.
+            unsafe { lazy.set_pmd(slot, link) }.map_err(MapError::Backend)?;
+            l1
+        };
+        *t = Some(frame);
+        done.tables += 1;
+    }
+    for r in ranges {
+        for f in r.iter() {
+            let Some(Some(l1)) = l1s.get((f.0 / CHUNK_FRAMES) as usize).copied() else {
+                continue;
+            };
+            let va = VirtAddr(base.0.wrapping_add(f.0 << 12));
+            let mfn = lazy.phys_to_machine(f).ok_or(MapError::NoMachineFrame(f))?;
+            let slot = EntrySlot {
+                table: l1,
+                index: va.l1_index() as u16,
+            };
+            // SAFETY: the caller owns the span; the slot is in an L1 found or made above.
+            unsafe { lazy.set_pte(slot, PageTableEntry::new(mfn, flags(f, alloc))) }
+                .map_err(MapError::Backend)?;
+            done.ptes += 1;
+        }
+    }
+    lazy.finish().map_err(MapError::Backend)?;
+    Ok(done)
 }
