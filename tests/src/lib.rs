@@ -4,6 +4,7 @@
 //! [`pvops_core::MmuOps`] and [`pvops_core::Platform`]; [`run_boot`] runs the one generic
 //! boot path ([`pvops_core::boot::boot`]) on it and keeps the boot log.
 
+pub mod directmap_cost;
 pub mod sim;
 pub mod xen_model;
 

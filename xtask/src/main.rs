@@ -3,6 +3,7 @@
 //! Exit status contract: 0 when every guest PASSed, 1 when a guest FAILed, 2 on a harness
 //! error (build, timeout, tool failure), with a message saying which.
 
+mod bench;
 mod kernel;
 mod native;
 mod util;
@@ -27,6 +28,10 @@ Commands:
                                      (e.g. pvops.early_ioremap=swapper, pvops.skip_unpin)
                    The first Xen run builds Xen 4.17 with 32-bit PV support from Debian's source
                    package and a dom0 initramfs (a few minutes; cached in target/xen).
+  bench            Criterion benches (native set_pte vs raw stores on the host; Xen direct maps
+                   of 1024/65536/262144 PTEs on the model), the codegen check, the model's
+                   hypercall counts, and real boots (native; Xen domU 512 MiB batched and with
+                   pvops.batch=1). Prints a table, writes target/pvops-bench.json. ~4 minutes.
   test             fmt check, clippy (host and i686 kernel), host tests, and real boots on bare
                    QEMU and Xen. Installs what it needs (rustup components, Debian packages).
 
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
         Some("build") => cmd_build().map(|_| Verdict::Pass),
         Some("demo") => cmd_demo(&args[1..]),
         Some("test") => cmd_test(),
+        Some("bench") => bench::bench().map(|_| Verdict::Pass),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

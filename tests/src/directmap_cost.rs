@@ -1,0 +1,109 @@
+//! The cost of building a direct map of N PTEs under Xen, measured on the model of Xen's
+//! rules with the real `XenMmu` and `pvops_core::mapper::map_linear`: what the criterion
+//! bench times, what `cargo xtask bench` reports, and what a test bounds.
+
+use crate::xen_model::{DomainConfig, XenModel};
+use backend_xen::start_info::validate;
+use backend_xen::XenMmu;
+use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame, VirtAddr};
+use pvops_core::mapper::{map_linear, new_root};
+use pvops_core::mem::{FrameAllocator, MemoryMap, RegionKind};
+use pvops_core::options::BootOptions;
+use pvops_core::paging::KERNEL_RW;
+use pvops_core::{MmuOps, PvCounters};
+
+/// The PTE counts the issue measures.
+pub const SIZES: [u32; 3] = [1024, 65536, 262144];
+/// Batch settings: the backend's default (1024 updates per `mmu_update`), Linux's multicall
+/// batch size as a reference point, and one update per hypercall.
+pub const MODES: [(&str, u32); 3] = [("batched", 0), ("batch32", 32), ("unbatched", 1)];
+
+/// What building one direct map cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectMapCost {
+    /// PTEs written.
+    pub ptes: u32,
+    /// L1 tables made.
+    pub tables: u32,
+    /// Hypercalls and entries, from XenMmu's counters.
+    pub counters: PvCounters,
+}
+
+/// A domain, its XenMmu, an allocator and a fresh (not live) root, ready to map `ptes` pages.
+pub struct DirectMapJob {
+    mmu: XenMmu<XenModel>,
+    alloc: Box<FrameAllocator>,
+    root: PhysFrame,
+    ptes: u32,
+}
+
+impl DirectMapJob {
+    /// Prepares a domain large enough for `ptes` pages, with `batch` as `pvops.batch`.
+    pub fn new(ptes: u32, batch: u32) -> Result<DirectMapJob, String> {
+        let tables = ptes.div_ceil(512) + 16;
+        let dom = DomainConfig::with_pages(ptes.max(16384))
+            .pool_pages(tables)
+            .image_pages(tables + 0x100)
+            .build();
+        let facts = validate(&dom.start_info, dom.start_info_va, dom.esp, dom.image.end)
+            .map_err(|e| e.to_string())?;
+        let opts = BootOptions {
+            batch,
+            ..BootOptions::default()
+        };
+        let mut mmu = XenMmu::new(dom.model, &facts, &opts).map_err(|e| e.to_string())?;
+        let mut map = MemoryMap::new();
+        map.add(
+            PhysAddr(0),
+            facts.nr_pages as u64 * 4096,
+            RegionKind::Usable,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut alloc = Box::new(FrameAllocator::new(
+            &map,
+            facts.first_free,
+            mmu.reach(),
+            dom.table_pool,
+        ));
+        let root = new_root(&mut mmu, &mut alloc).map_err(|e| e.to_string())?;
+        Ok(DirectMapJob {
+            mmu,
+            alloc,
+            root,
+            ptes,
+        })
+    }
+
+    /// Maps frames `0..ptes` at virtual 0 of the fresh root (slot 0: up to 1 GiB).
+    pub fn run(mut self) -> Result<DirectMapCost, String> {
+        let before = self.mmu.counters();
+        let range = [FrameRange {
+            start: PhysFrame(0),
+            end: PhysFrame(self.ptes),
+        }];
+        let done = map_linear(
+            &mut self.mmu,
+            &mut self.alloc,
+            self.root,
+            VirtAddr(0),
+            &range,
+            |_, _| KERNEL_RW,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(DirectMapCost {
+            ptes: done.ptes,
+            tables: done.tables,
+            counters: self.mmu.counters().since(&before),
+        })
+    }
+}
+
+/// Prepares and runs one job.
+pub fn measure(ptes: u32, batch: u32) -> Result<DirectMapCost, String> {
+    DirectMapJob::new(ptes, batch)?.run()
+}
+
+/// The issue's bound for a batched direct map of `ptes` PTEs: ceil(N/512) + 8 hypercalls.
+pub fn hypercall_bound(ptes: u32) -> u64 {
+    ptes.div_ceil(512) as u64 + 8
+}

@@ -1,0 +1,34 @@
+//! The hypercall bound of a batched direct map under Xen (counted, not timed), on the model.
+
+use pvops_tests::directmap_cost::{hypercall_bound, measure, SIZES};
+
+#[test]
+fn batched_direct_map_stays_within_ceil_n_over_512_plus_8_hypercalls() {
+    for n in SIZES {
+        let c = measure(n, 0).expect("direct map on the model");
+        assert_eq!(c.ptes, n);
+        assert_eq!(c.tables, n.div_ceil(512));
+        let h = c.counters.hypercalls();
+        assert!(
+            h <= hypercall_bound(n),
+            "N={n}: {h} hypercalls > bound {} ({:?})",
+            hypercall_bound(n),
+            c.counters
+        );
+        // Every PTE, every L1 link and every read-only remap of an L1 went through mmu_update.
+        assert_eq!(
+            c.counters.mmu_update_entries,
+            (n + 2 * c.tables) as u64,
+            "N={n}: {:?}",
+            c.counters
+        );
+    }
+}
+
+#[test]
+fn unbatched_direct_map_costs_one_hypercall_per_update() {
+    let n = 4096;
+    let c = measure(n, 1).expect("direct map on the model");
+    assert_eq!(c.counters.mmu_update_calls, c.counters.mmu_update_entries);
+    assert!(c.counters.hypercalls() >= n as u64);
+}
