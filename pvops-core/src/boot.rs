@@ -489,7 +489,7 @@ impl<'a, P: Platform> Boot<'a, P> {
             .iter()
             .filter(|f| !in_usable(*f) && f.start().0 < limit);
         if let Some(first) = extra.next() {
-            let last = extra.last().unwrap_or(first);
+            let last = extra.next_back().unwrap_or(first);
             ranges[n] = FrameRange {
                 start: first,
                 end: PhysFrame(last.0 + 1),
