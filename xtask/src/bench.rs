@@ -210,7 +210,7 @@ fn fmt_value(v: &Value) -> String {
 fn print_table(r: &BTreeMap<String, Value>) {
     let get = |k: &str| r.get(k).map(fmt_value).unwrap_or_else(|| "-".into());
     println!();
-    println!("{:<58} {:>16}   {}", "measure", "value", "target");
+    println!("{:<58} {:>16}   target", "measure", "value");
     let rows = [
         (
             "native set_pte: same code as the raw PAE store",
