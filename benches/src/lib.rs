@@ -101,16 +101,18 @@ pub fn framework_batch<B: MmuOps>(b: &mut B, table: PhysFrame, entries: &[PageTa
     }
 }
 
-/// Writes 512 entries with raw PAE stores (high half, then low half).
+/// Writes 512 entries with raw PAE stores (high half, then low half), addressing them the way
+/// a kernel does without the framework: `base + (table << 12) + index * 8`.
 #[inline(never)]
 pub fn raw_batch(frames: &mut [u64], table: PhysFrame, entries: &[PageTableEntry; 512]) {
-    let p = frames.as_mut_ptr() as *mut u32;
-    let base = (table.0 as usize) * 1024;
+    assert!(frames.len() >= (table.0 as usize + 1) * 512, "the buffer holds the table");
+    let base = frames.as_mut_ptr() as usize;
     for (i, e) in entries.iter().enumerate() {
-        // SAFETY: entry i of frame `table` lies inside `frames` (checked by the caller's size).
+        let p = (base + ((table.0 as usize) << 12) + i * 8) as *mut u32;
+        // SAFETY: entry i of frame `table` lies inside `frames` (asserted above).
         unsafe {
-            core::ptr::write_volatile(p.add(base + 2 * i + 1), e.high());
-            core::ptr::write_volatile(p.add(base + 2 * i), e.low());
+            core::ptr::write_volatile(p.add(1), e.high());
+            core::ptr::write_volatile(p, e.low());
         }
     }
 }
