@@ -9,7 +9,7 @@
 //! layout are plain code and are tested on the host.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod multiboot;
 pub mod store;

@@ -85,7 +85,7 @@ pub const HYPERVISOR_VIRT_START_PAE: u32 = 0xF580_0000;
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct StartInfo {
-    /// "xen-<version>-<platform>".
+    /// `xen-<version>-<platform>`.
     pub magic: [u8; 32],
     /// Pages allocated to the domain.
     pub nr_pages: u32,

@@ -10,7 +10,7 @@
 //! implements it in the host tests.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod abi;
 pub mod hypervisor;

@@ -8,7 +8,7 @@
 //!   `start_info.pt_base`) before its frames go back to the allocator.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod addr;
 pub mod boot;

@@ -15,30 +15,85 @@ use std::time::Duration;
 use util::{step, HarnessError, Res};
 
 const USAGE: &str = "\
-cargo xtask <command> [options]
+cargo xtask <command> [options]      (cargo xtask <command> --help for details)
 
 Commands:
-  build            Build guest-demo (release, every backend linked) and copy it to
-                   target/guest-demo.elf. Installs the nightly rust-src component if missing.
-  demo [WHICH]     Boot guest-demo and print its serial/console log.
-                   WHICH: native | xen | xen-dom0 | all (default: all = native, then xen).
-                   --memory MIB      native: QEMU -m (default 128); xen: domU memory (default 64);
-                                     xen-dom0: dom0 memory (default 64)
-                   --cmdline \"OPTS\"  appended to the guest's command line
-                                     (e.g. pvops.early_ioremap=swapper, pvops.skip_unpin)
-                   The first Xen run builds Xen 4.17 with 32-bit PV support from Debian's source
-                   package and a dom0 initramfs (a few minutes; cached in target/xen).
-  bench            Criterion benches (native set_pte vs raw stores on the host; Xen direct maps
-                   of 1024/65536/262144 PTEs on the model), the codegen check, the model's
-                   hypercall counts, and real boots (native; Xen domU 512 MiB batched and with
-                   pvops.batch=1). Prints a table, writes target/pvops-bench.json. ~4 minutes.
-  test             fmt check, clippy (host and i686 kernel), host tests, and real boots on bare
-                   QEMU and Xen. Installs what it needs (rustup components, Debian packages).
+  build    Build guest-demo (every backend linked) to target/guest-demo.elf.
+  demo     Boot guest-demo on bare QEMU, then as a Xen PV domU, and print the logs.
+  test     fmt, clippy, rustdoc, host tests, Miri, and real boots on QEMU and Xen.
+  bench    Benches, the codegen check and real boots; writes target/pvops-bench.json.
 
+Everything a command needs is installed on first use: the nightly rust-src component
+(the kernel is built with -Zbuild-std), Debian packages (qemu-system-x86, the Xen build
+dependencies), and a Xen 4.17 hypervisor with 32-bit PV support built from Debian's
+source package plus a dom0 initramfs (first Xen run: ~2-3 minutes, then cached in
+target/xen).
+
+Exit status: 0 every guest PASSed, 1 a guest FAILed, 2 harness error (build, timeout,
+tool failure), with a message saying which.";
+
+const HELP_BUILD: &str = "\
+cargo xtask build
+
+Builds guest-demo in release mode for the i686 soft-float target (nightly, -Zbuild-std)
+with every backend linked, and copies the ELF to target/guest-demo.elf. The same image
+boots through multiboot1 (bare metal) and as a 32-bit PAE Xen PV guest.
+Installs: the nightly rust-src component if missing. First run: ~30 s; then ~1 s.";
+
+const HELP_DEMO: &str = "\
+cargo xtask demo [native|xen|xen-dom0|all] [--memory MIB] [--cmdline \"OPTS\"]
+
+Builds guest-demo and boots it, printing its serial (native) or console (Xen) log:
+  native     qemu-system-i386 -kernel (multiboot1), isa-debug-exit for the result
+  xen        Xen 4.17 (PV32) under QEMU -> Linux dom0 -> xl create guest-demo as a PV domU
+  xen-dom0   guest-demo itself as Xen's dom0 (about a second; a test fast path)
+  all        native, then xen (the default)
+--memory MIB      native: QEMU -m (default 128); xen: domU memory (default 64);
+                  xen-dom0: dom0 memory (default 64)
+--cmdline \"OPTS\"  appended to the guest's command line, e.g.
+                  pvops.early_ioremap=swapper  (walk the static table: the 2008 bug)
+                  pvops.skip_unpin             (keep pt_base pinned: the other 2008 bug)
+                  pvops.batch=N                (Xen: N page-table updates per hypercall)
+Installs: rust-src, qemu-system-x86; for Xen the build dependencies, Xen's source package
+and the dom0 packages (first Xen run ~2-3 minutes; cached in target/xen; then ~15 s).
 Exit status: 0 every guest PASSed, 1 a guest FAILed, 2 harness error.";
+
+const HELP_TEST: &str = "\
+cargo xtask test
+
+Runs, printing each step and its time: toolchain and package setup, cargo fmt --check,
+clippy without warnings (host workspace and the i686 kernel), rustdoc without warnings,
+the host tests (simulated PAE machine, model of Xen's rules, property tests, fault
+injection), Miri on the raw-memory tests, the codegen check of the native set_pte, and
+real boots: bare QEMU (32/128/512/2048 MiB and the swapper regression), Xen dom0 fast
+path, and Xen domUs (16/64/512/1024 MiB and both 2008 regressions) in one dom0 boot.
+Ends with `boots: N passed, M failed`. Installs what it needs (as `demo`). First run on a
+fresh machine: ~6-8 minutes (most of it building Xen); warm: ~1-2 minutes.
+Exit status: 0 all passed, 2 otherwise.";
+
+const HELP_BENCH: &str = "\
+cargo xtask bench
+
+Runs the criterion benches (native set_pte through the framework vs raw PAE stores on
+host memory; Xen direct maps of 1024/65536/262144 PTEs on the model, batched, in batches
+of 32 and one update per hypercall), the codegen check, the model's hypercall counts,
+and real boots (native; Xen domU at 512 MiB batched and with pvops.batch=1 in one dom0
+boot). Prints one table and writes target/pvops-bench.json (numbers; see the README).
+Installs what it needs (as `demo`). Takes ~4 minutes (plus the first Xen build).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() > 1 && args[1..].iter().any(|a| a == "--help" || a == "-h") {
+        let help = match args[0].as_str() {
+            "build" => HELP_BUILD,
+            "demo" => HELP_DEMO,
+            "test" => HELP_TEST,
+            "bench" => HELP_BENCH,
+            _ => USAGE,
+        };
+        println!("{help}");
+        return ExitCode::SUCCESS;
+    }
     let result = match args.first().map(String::as_str) {
         Some("build") => cmd_build().map(|_| Verdict::Pass),
         Some("demo") => cmd_demo(&args[1..]),
@@ -350,6 +405,24 @@ fn cmd_test() -> Res<Verdict> {
         "cargo clippy (i686 kernel: guest-demo and the backends)",
         || kernel::clippy("guest-demo"),
     )?;
+    step("rustdoc without warnings (library crates)", || {
+        util::run(
+            util::cmd("cargo")
+                .args([
+                    "doc",
+                    "--no-deps",
+                    "--quiet",
+                    "-p",
+                    "pvops-core",
+                    "-p",
+                    "backend-native",
+                    "-p",
+                    "backend-xen",
+                ])
+                .env("RUSTDOCFLAGS", "-D warnings")
+                .current_dir(&root),
+        )
+    })?;
     step("cargo test (host: simulated machine, Xen model)", || {
         util::run(
             util::cmd("cargo")
