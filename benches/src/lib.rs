@@ -105,7 +105,10 @@ pub fn framework_batch<B: MmuOps>(b: &mut B, table: PhysFrame, entries: &[PageTa
 /// a kernel does without the framework: `base + (table << 12) + index * 8`.
 #[inline(never)]
 pub fn raw_batch(frames: &mut [u64], table: PhysFrame, entries: &[PageTableEntry; 512]) {
-    assert!(frames.len() >= (table.0 as usize + 1) * 512, "the buffer holds the table");
+    assert!(
+        frames.len() >= (table.0 as usize + 1) * 512,
+        "the buffer holds the table"
+    );
     let base = frames.as_mut_ptr() as usize;
     for (i, e) in entries.iter().enumerate() {
         let p = (base + ((table.0 as usize) << 12) + i * 8) as *mut u32;

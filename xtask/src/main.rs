@@ -361,6 +361,19 @@ impl BootCase {
     }
 }
 
+/// The tag of the example kernel's result lines.
+const MINIMAL_TAG: &str = "MINIMAL-KERNEL";
+
+/// `Ok(line)` when the log holds `<tag>: PASS backend=<backend>` and QEMU's status is 33.
+fn expect_pass(log: &str, tag: &str, backend: &str, status: Option<i32>) -> Result<String, String> {
+    match find_result(log, tag, backend) {
+        Some(GuestLine::Pass(l)) if status == Some(33) => Ok(l),
+        Some(GuestLine::Pass(l)) => Err(format!("{l} but qemu status {status:?}, expected 33")),
+        Some(GuestLine::Fail(l)) => Err(format!("unexpected result: {l}")),
+        None => Err(format!("no {tag} result line (qemu status {status:?})")),
+    }
+}
+
 fn cmd_test() -> Res<Verdict> {
     let root = util::root();
     step(
@@ -386,6 +399,19 @@ fn cmd_test() -> Res<Verdict> {
                 .current_dir(&root),
         )
     })?;
+    step("cargo fmt --check (examples/minimal-kernel)", || {
+        util::run(
+            util::cmd("cargo")
+                .args([
+                    "fmt",
+                    "--manifest-path",
+                    "examples/minimal-kernel/Cargo.toml",
+                    "--",
+                    "--check",
+                ])
+                .current_dir(&root),
+        )
+    })?;
     step("cargo clippy (host workspace)", || {
         util::run(
             util::cmd("cargo")
@@ -404,6 +430,10 @@ fn cmd_test() -> Res<Verdict> {
     step(
         "cargo clippy (i686 kernel: guest-demo and the backends)",
         || kernel::clippy("guest-demo"),
+    )?;
+    step(
+        "cargo clippy (i686 kernel: examples/minimal-kernel)",
+        || kernel::clippy("examples/minimal-kernel"),
     )?;
     step("rustdoc without warnings (library crates)", || {
         util::run(
@@ -432,6 +462,9 @@ fn cmd_test() -> Res<Verdict> {
     })?;
     let elf = step("build guest-demo", || {
         kernel::build("guest-demo", "guest-demo")
+    })?;
+    let minimal_elf = step("build examples/minimal-kernel", || {
+        kernel::build("examples/minimal-kernel", "minimal-kernel")
     })?;
 
     step("codegen: native set_pte is the raw PAE store", || {
@@ -502,6 +535,13 @@ fn cmd_test() -> Res<Verdict> {
         Ok(())
     })?;
 
+    step("minimal-kernel on bare QEMU", || {
+        let r = native::boot(&minimal_elf, 64, "", false, Duration::from_secs(60))
+            .map_err(|e| e.to_string())
+            .and_then(|run| expect_pass(&run.log, MINIMAL_TAG, "native", run.status));
+        record("minimal-kernel native", r);
+        Ok(())
+    })?;
     let xen_ready = step(
         "xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)",
         || xen::prepare(&xen_cache()).map_err(HarnessError),
@@ -544,6 +584,12 @@ fn cmd_test() -> Res<Verdict> {
                             });
                     record(&c.name, r);
                 }
+                Ok(())
+            });
+            let _ = step("minimal-kernel as Xen dom0 (fast path)", || {
+                let r = xen::run_dom0(&env, &minimal_elf, 64, "", Duration::from_secs(90))
+                    .and_then(|o| expect_pass(&o.serial_log, MINIMAL_TAG, "xen", o.qemu_status));
+                record("minimal-kernel xen dom0", r);
                 Ok(())
             });
             let domu_cases = [
