@@ -65,12 +65,15 @@ cfg_if::cfg_if! {
         /// `fn my_main<P: pvops_core::Platform>(h: Handoff<'_, P>) -> Outcome`.
         #[macro_export]
         macro_rules! register_kernel {
-            ($main:ident) => {
+            ($main:path) => {
                 #[$crate::linkme::distributed_slice($crate::NATIVE_KERNEL)]
                 #[linkme(crate = $crate::linkme)]
-                static _PVOPS_NATIVE_KERNEL: fn(
-                    $crate::__Handoff<'_, $crate::Native>,
-                ) -> $crate::__Outcome = $main::<$crate::Native>;
+                static _PVOPS_NATIVE_KERNEL: fn($crate::__Handoff<'_, $crate::Native>) -> $crate::__Outcome = {
+                    fn entry(h: $crate::__Handoff<'_, $crate::Native>) -> $crate::__Outcome {
+                        $main(h)
+                    }
+                    entry
+                };
             };
         }
         #[doc(hidden)]
@@ -79,7 +82,7 @@ cfg_if::cfg_if! {
         /// On non-kernel targets the macro registers nothing (the backend is not linked).
         #[macro_export]
         macro_rules! register_kernel {
-            ($main:ident) => {};
+            ($main:path) => {};
         }
     }
 }

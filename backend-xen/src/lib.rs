@@ -88,12 +88,15 @@ cfg_if::cfg_if! {
         /// `backend_xen::register_kernel!(my_main);`.
         #[macro_export]
         macro_rules! register_kernel {
-            ($main:ident) => {
+            ($main:path) => {
                 #[$crate::linkme::distributed_slice($crate::XEN_KERNEL)]
                 #[linkme(crate = $crate::linkme)]
-                static _PVOPS_XEN_KERNEL: fn(
-                    $crate::__Handoff<'_, $crate::XenMmu<$crate::RealXen>>,
-                ) -> $crate::__Outcome = $main::<$crate::XenMmu<$crate::RealXen>>;
+                static _PVOPS_XEN_KERNEL: fn($crate::__Handoff<'_, $crate::XenMmu<$crate::RealXen>>) -> $crate::__Outcome = {
+                    fn entry(h: $crate::__Handoff<'_, $crate::XenMmu<$crate::RealXen>>) -> $crate::__Outcome {
+                        $main(h)
+                    }
+                    entry
+                };
             };
         }
         #[doc(hidden)]
@@ -102,7 +105,7 @@ cfg_if::cfg_if! {
         /// On non-kernel targets the macro registers nothing (the backend is not linked).
         #[macro_export]
         macro_rules! register_kernel {
-            ($main:ident) => {};
+            ($main:path) => {};
         }
     }
 }

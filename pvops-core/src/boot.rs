@@ -247,6 +247,27 @@ impl BootState {
     }
 }
 
+/// The boot state every kernel needs, kept here so kernels do not each write a static.
+struct StateCell(
+    core::cell::UnsafeCell<BootState>,
+    core::sync::atomic::AtomicBool,
+);
+// SAFETY: `take_boot_state` hands out the only reference, once.
+unsafe impl Sync for StateCell {}
+static BOOT_STATE: StateCell = StateCell(
+    core::cell::UnsafeCell::new(BootState::new()),
+    core::sync::atomic::AtomicBool::new(false),
+);
+
+/// The image's one [`BootState`] (about 33 KiB, in .bss), handed out once; `None` after.
+pub fn take_boot_state() -> Option<&'static mut BootState> {
+    if BOOT_STATE.1.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    // SAFETY: the flag guarantees this is the only reference ever made to the state.
+    Some(unsafe { &mut *BOOT_STATE.0.get() })
+}
+
 impl Default for BootState {
     fn default() -> Self {
         Self::new()
@@ -292,6 +313,19 @@ pub fn boot<P: Platform>(
     state: &mut BootState,
     log: &mut dyn Write,
 ) -> Result<BootReport, BootError<P::Error>> {
+    boot_until(p, info, opts, state, log, Stage::Exercise)
+}
+
+/// Runs the stages up to and including `last` (e.g. [`Stage::PagetableSetupDone`] to skip
+/// the self-test of the `exercise` stage); returns the report or the first error.
+pub fn boot_until<P: Platform>(
+    p: &mut P,
+    info: &BootInfo<'_>,
+    opts: BootOptions,
+    state: &mut BootState,
+    log: &mut dyn Write,
+    last: Stage,
+) -> Result<BootReport, BootError<P::Error>> {
     let mut b = Boot {
         p,
         info,
@@ -300,18 +334,27 @@ pub fn boot<P: Platform>(
         log,
         report: BootReport::default(),
     };
-    b.run()
+    b.run(last)
 }
 
 impl<'a, P: Platform> Boot<'a, P> {
-    fn run(&mut self) -> Result<BootReport, BootError<P::Error>> {
-        self.stage(Stage::Banner, Self::banner)?;
-        self.stage(Stage::EarlyIoremap, Self::early_ioremap_stage)?;
-        self.stage(Stage::PagetableSetupStart, Self::setup_start)?;
-        self.stage(Stage::BuildDirectMap, Self::build_direct_map)?;
-        self.stage(Stage::WriteCr3, Self::write_cr3)?;
-        self.stage(Stage::PagetableSetupDone, Self::setup_done)?;
-        self.stage(Stage::Exercise, Self::exercise)?;
+    fn run(&mut self, last: Stage) -> Result<BootReport, BootError<P::Error>> {
+        type StageFn<S, E> = fn(&mut S) -> Res<(), E>;
+        let stages: [(Stage, StageFn<Self, P::Error>); 7] = [
+            (Stage::Banner, Self::banner),
+            (Stage::EarlyIoremap, Self::early_ioremap_stage),
+            (Stage::PagetableSetupStart, Self::setup_start),
+            (Stage::BuildDirectMap, Self::build_direct_map),
+            (Stage::WriteCr3, Self::write_cr3),
+            (Stage::PagetableSetupDone, Self::setup_done),
+            (Stage::Exercise, Self::exercise),
+        ];
+        for (stage, f) in stages {
+            self.stage(stage, f)?;
+            if stage == last {
+                break;
+            }
+        }
         Ok(self.report)
     }
 

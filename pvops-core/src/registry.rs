@@ -23,6 +23,18 @@ pub struct KernelDescriptor {
     pub tag: &'static str,
 }
 
+/// Registers the kernel's result-line tag: `pvops_core::kernel_tag!("MY-KERNEL");` makes the
+/// backends' fault and panic lines read `MY-KERNEL: FAIL backend=...`.
+#[macro_export]
+macro_rules! kernel_tag {
+    ($tag:expr) => {
+        #[$crate::linkme::distributed_slice($crate::registry::KERNELS)]
+        #[linkme(crate = $crate::linkme)]
+        static _PVOPS_KERNEL_TAG: $crate::registry::KernelDescriptor =
+            $crate::registry::KernelDescriptor { tag: $tag };
+    };
+}
+
 /// Every linked backend.
 #[distributed_slice]
 pub static BACKENDS: [BackendDescriptor];

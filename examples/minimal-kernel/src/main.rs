@@ -17,40 +17,23 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, Ordering};
-use pvops_core::boot::{boot, set_stage, BootState, Stage};
+use pvops_core::boot::{boot, set_stage, take_boot_state, Stage};
 use pvops_core::mapper::{self, MapError};
 use pvops_core::mem::FrameAllocator;
 use pvops_core::options::BootOptions;
 use pvops_core::paging::KERNEL_RW;
-use pvops_core::registry::{fatal, Handoff, KernelDescriptor, Outcome, KERNELS};
+use pvops_core::registry::{fatal, Handoff, Outcome};
 use pvops_core::{PageFault, PhysFrame, Platform, VirtAddr, PAGE_SIZE};
 
 /// The tag of this kernel's result lines; the backends' fault handlers print it too.
 const TAG: &str = "MINIMAL-KERNEL";
 
-/// Tells pvops which kernel is linked (the fault handlers read the tag from here).
-#[pvops_core::linkme::distributed_slice(KERNELS)]
-#[linkme(crate = pvops_core::linkme)]
-static MINIMAL: KernelDescriptor = KernelDescriptor { tag: TAG };
+// Tells pvops which kernel is linked (the fault handlers print its tag).
+pvops_core::kernel_tag!(TAG);
 
 // One generic main, instantiated and registered once per backend.
 backend_native::register_kernel!(minimal_main);
 backend_xen::register_kernel!(minimal_main);
-
-/// The boot path's state is large (the frame allocator's page-table bitmap): a static, not
-/// the backend's small boot stack.
-static mut STATE: BootState = BootState::new();
-static STATE_TAKEN: AtomicBool = AtomicBool::new(false);
-
-/// The boot state, handed out once.
-fn boot_state() -> Option<&'static mut BootState> {
-    if STATE_TAKEN.swap(true, Ordering::AcqRel) {
-        return None;
-    }
-    // SAFETY: STATE_TAKEN guarantees this is the only reference ever made to STATE.
-    unsafe { (&raw mut STATE).as_mut() }
-}
 
 /// Bytes written through the kernel's own mapping and read back through the direct map.
 const PROBE_LEN: usize = 32;
@@ -75,7 +58,7 @@ fn minimal_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
         Ok(o) => o,
         Err(e) => return fail::<P>(console, Stage::Banner, format_args!("{e}")),
     };
-    let Some(state) = boot_state() else {
+    let Some(state) = take_boot_state() else {
         return fail::<P>(
             console,
             Stage::Entry,
