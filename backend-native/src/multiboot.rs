@@ -87,7 +87,9 @@ pub fn parse<'a>(
     if magic != BOOTLOADER_MAGIC {
         return Err(MultibootError::BadMagic(magic));
     }
-    let info = read(mbi, INFO_LEN).ok_or(MultibootError::Unreadable { addr: mbi })?;
+    let info = read(mbi, INFO_LEN)
+        .filter(|b| b.len() >= INFO_LEN)
+        .ok_or(MultibootError::Unreadable { addr: mbi })?;
     let flags = u32_at(info, 0);
     let mut memory = MemoryMap::new();
     if flags & FLAG_MMAP != 0 {

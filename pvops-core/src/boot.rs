@@ -303,6 +303,8 @@ pub struct Boot<'a, P: Platform> {
     state: &'a mut BootState,
     log: &'a mut dyn Write,
     report: BootReport,
+    /// The L1 early_ioremap linked into the bootstrap table for its window, if it made one.
+    early_window_l1: Option<PhysFrame>,
 }
 
 /// Runs every stage; returns the report or the first error.
@@ -333,6 +335,7 @@ pub fn boot_until<P: Platform>(
         state,
         log,
         report: BootReport::default(),
+        early_window_l1: None,
     };
     b.run(last)
 }
@@ -480,7 +483,16 @@ impl<'a, P: Platform> Boot<'a, P> {
     }
 
     fn early_ioremap_stage(&mut self) -> Res<(), P::Error> {
-        self.ioremap_check()
+        self.ioremap_check()?;
+        // Remember the L1 early_ioremap linked into the bootstrap table for its window: it
+        // is retired with that table after the switch.
+        let (window, boot_root) = (self.p.layout().ioremap_window, self.p.read_cr3());
+        if let Ok(slot) = mapper::l1_slot(self.p, &mut self.state.alloc, boot_root, window, false) {
+            let ours = self.state.alloc.is_table(slot.table)
+                && !self.info.bootstrap_tables.contains(slot.table);
+            self.early_window_l1 = ours.then_some(slot.table);
+        }
+        Ok(())
     }
 
     fn setup_start(&mut self) -> Res<(), P::Error> {
@@ -609,6 +621,14 @@ impl<'a, P: Platform> Boot<'a, P> {
             .p
             .pagetable_setup_done(self.report.root)
             .map_err(BootErrorKind::Backend)?;
+        // The early window's L1 hung off the bootstrap table and goes with it (freed first, so
+        // the bootstrap frames stay on top of the allocator's free list).
+        if let Some(l1) = self.early_window_l1.take() {
+            self.p
+                .release_pt(l1, Level::L1)
+                .map_err(BootErrorKind::Backend)?;
+            self.state.alloc.free(l1)?;
+        }
         for f in released.iter() {
             self.state.alloc.free(f)?;
         }
