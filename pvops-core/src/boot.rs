@@ -628,6 +628,10 @@ impl<'a, P: Platform> Boot<'a, P> {
                 .release_pt(l1, Level::L1)
                 .map_err(BootErrorKind::Backend)?;
             self.state.alloc.free(l1)?;
+            let _ = writeln!(
+                self.log,
+                "pagetable_setup_done: early_ioremap's l1 pfn {l1} in the bootstrap table freed"
+            );
         }
         for f in released.iter() {
             self.state.alloc.free(f)?;
