@@ -385,6 +385,12 @@ impl<H: Hypervisor> XenMmu<H> {
         let mfn = self.mfn(pfn)?;
         self.update(slot, PageTableEntry::new(mfn, flags))
     }
+
+    /// The L1 slot of the live table that maps `va` (4 KiB pages only), and its entry: where
+    /// a raw `mmu_update` changes that mapping (used by the misuse cases).
+    pub fn live_l1_slot(&self, va: VirtAddr) -> Result<(EntrySlot, PageTableEntry), XenError> {
+        self.live_entry(va)
+    }
 }
 
 impl<H: Hypervisor> MmuOps for XenMmu<H> {

@@ -8,12 +8,16 @@
 mod probes;
 
 use core::sync::atomic::{AtomicBool, Ordering};
-use pvops_core::boot::{boot, set_stage, BootReport, BootState, Stage};
+use pvops_core::boot::{boot, set_stage, BootInfo, BootReport, BootState, Stage};
+use pvops_core::mem::FrameAllocator;
+use pvops_core::misuse::{self, BackendMisuse, CaseResult, MisuseTally, Status};
 use pvops_core::options::BootOptions;
 use pvops_core::registry::{fatal, Handoff, KernelDescriptor, Outcome, KERNELS};
-use pvops_core::{MmuOps, Platform};
+use pvops_core::MmuOps;
 
 const TAG: &str = "PVOPS-DEMO";
+/// Tag of the misuse stage's per-case lines.
+const MISUSE_TAG: &str = "PVOPS-MISUSE";
 
 #[pvops_core::linkme::distributed_slice(KERNELS)]
 #[linkme(crate = pvops_core::linkme)]
@@ -35,7 +39,7 @@ fn boot_state() -> Option<&'static mut BootState> {
     unsafe { (&raw mut STATE).as_mut() }
 }
 
-fn demo_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
+fn demo_main<P: BackendMisuse>(h: Handoff<'_, P>) -> Outcome {
     let Handoff {
         platform,
         info,
@@ -58,6 +62,9 @@ fn demo_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
     };
     match boot(platform, info, opts, state, console) {
         Ok(r) => {
+            if misuse_stage(platform, &mut state.alloc, info, console).is_none() {
+                return Outcome::Fail;
+            }
             set_stage(Stage::Done);
             let _ = writeln!(
                 console,
@@ -77,6 +84,45 @@ fn demo_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
             Outcome::Fail
         }
     }
+}
+
+/// Stage `misuse`: bad operations that must be refused, pvops's own checks first, then the
+/// backend's (Xen's refusals through the raw hypercall layer). One `PVOPS-MISUSE:` line per
+/// case; the first case not refused as expected fails the run (`None`).
+fn misuse_stage<P: BackendMisuse>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    info: &BootInfo<'_>,
+    console: &mut dyn core::fmt::Write,
+) -> Option<MisuseTally> {
+    set_stage(Stage::Misuse);
+    let c0 = p.counters();
+    let t0 = p.cycles();
+    let mut failure: Option<CaseResult> = None;
+    let tally = misuse::run_all(p, alloc, info, &mut |r: &CaseResult| {
+        if r.status() == Status::Failed {
+            failure.get_or_insert(*r);
+        } else {
+            let _ = writeln!(console, "{MISUSE_TAG}: {r}");
+        }
+    });
+    let dt = p.cycles().wrapping_sub(t0);
+    let dc = p.counters().since(&c0);
+    let name = <P as MmuOps>::NAME;
+    if let Some(r) = failure {
+        let _ = writeln!(console, "{TAG}: FAIL backend={name} stage=misuse: {r}");
+        return None;
+    }
+    let _ = writeln!(
+        console,
+        "stage misuse ok cycles={dt} {dc} cases={} rejected={} allowed={} skipped={} raw_hypercalls={}",
+        tally.cases(),
+        tally.rejected,
+        tally.allowed,
+        tally.skipped,
+        tally.raw_hypercalls
+    );
+    Some(tally)
 }
 
 /// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's name).

@@ -15,6 +15,7 @@ pub mod boot;
 pub mod ioremap;
 pub mod mapper;
 pub mod mem;
+pub mod misuse;
 pub mod ops;
 pub mod options;
 pub mod paging;

@@ -1,0 +1,817 @@
+//! The misuse stage: bad operations that must be refused, each with the error expected.
+//!
+//! A kernel runs it after a successful boot (guest-demo's stage `misuse`). Every case sets up
+//! its own precondition, provokes one bad operation, compares what happened with what was
+//! expected and undoes everything it set up, so the machine is left as it was found.
+//!
+//! - [`run_generic`]: pvops's own typed errors (early_ioremap, the mapper, the frame
+//!   allocator, the memory map, the command line), on any [`Platform`].
+//! - [`BackendMisuse::backend_misuse`]: a backend's own cases; under Xen these are Xen's
+//!   refusals provoked through the raw hypercall layer (see backend-xen's `misuse` module).
+//!
+//! No heap: results go to a callback, one [`CaseResult`] per case; a run stops at the first
+//! case that does not behave as expected (the machine may no longer be in a known state).
+
+use crate::addr::{MachineAddr, MachineFrame, PhysAddr, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::boot::BootInfo;
+use crate::ioremap::{
+    EarlyIoremap, IoMapping, IoremapError, TableSource, IOREMAP_MAX_BYTES, IOREMAP_SLOTS,
+};
+use crate::mapper::{self, MapError};
+use crate::mem::{
+    AllocError, FrameAllocator, MemoryMap, MemoryMapError, RegionKind, MAX_REGIONS,
+    TABLE_BITMAP_FRAMES,
+};
+use crate::ops::Platform;
+use crate::options::BootOptions;
+use crate::paging::{EntrySlot, Level, PageTableEntry, KERNEL_RW, PDPT_ENTRIES};
+use core::fmt::{self, Write};
+
+/// A short text kept inline (no heap): the `Display` of an error, truncated to 96 bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Text {
+    buf: [u8; 96],
+    len: u8,
+}
+
+impl Text {
+    /// The text of `args`, truncated (on a character boundary) to what fits.
+    pub fn new(args: fmt::Arguments<'_>) -> Text {
+        let mut t = Text {
+            buf: [0; 96],
+            len: 0,
+        };
+        let _ = t.write_fmt(args);
+        t
+    }
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("?")
+    }
+}
+
+impl Write for Text {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            let mut b = [0u8; 4];
+            let enc = c.encode_utf8(&mut b).as_bytes();
+            let at = self.len as usize;
+            if at + enc.len() > self.buf.len() {
+                return Ok(());
+            }
+            self.buf[at..at + enc.len()].copy_from_slice(enc);
+            self.len += enc.len() as u8;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// What a bad operation led to (or is expected to lead to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Refused by pvops's own checks with this typed error (`IoremapError::ZeroSize`).
+    Pvops(&'static str),
+    /// Refused by the hypervisor with this errno (`EINVAL`).
+    Xen(&'static str),
+    /// A backend error reached through pvops (its `Display`), e.g. a Xen refusal of an
+    /// update pvops issued.
+    Backend(Text),
+    /// The operation was carried out.
+    Accepted,
+    /// Not run: its precondition cannot exist on this machine (why).
+    Skipped(&'static str),
+    /// A setup, control or cleanup step misbehaved: the case proves nothing and the machine
+    /// may not be in a known state.
+    Broken {
+        /// The step.
+        step: &'static str,
+        /// What it returned.
+        error: Text,
+    },
+}
+
+impl Verdict {
+    /// A [`Verdict::Broken`] for `step`.
+    pub fn broken(step: &'static str, error: fmt::Arguments<'_>) -> Verdict {
+        Verdict::Broken {
+            step,
+            error: Text::new(error),
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Pvops(e) => write!(f, "pvops {e}"),
+            Verdict::Xen(e) => write!(f, "xen {e}"),
+            Verdict::Backend(t) => write!(f, "backend error ({t})"),
+            Verdict::Accepted => f.write_str("accepted (no error)"),
+            Verdict::Skipped(why) => write!(f, "skipped ({why})"),
+            Verdict::Broken { step, error } => write!(f, "step `{step}` failed: {error}"),
+        }
+    }
+}
+
+/// How a case ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Refused with the expected error.
+    Rejected,
+    /// Carried out, as expected in this mode (e.g. a privileged domain may do it).
+    Allowed,
+    /// Not run (see [`Verdict::Skipped`]).
+    Skipped,
+    /// Not refused, refused with another error, or broken: the run fails.
+    Failed,
+}
+
+/// One case's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaseResult {
+    /// The case's name.
+    pub name: &'static str,
+    /// What was expected.
+    pub expected: Verdict,
+    /// What happened.
+    pub got: Verdict,
+}
+
+impl CaseResult {
+    /// How the case ended.
+    pub fn status(&self) -> Status {
+        match (self.expected, self.got) {
+            (_, Verdict::Skipped(_)) => Status::Skipped,
+            (e, g) if e != g => Status::Failed,
+            (Verdict::Accepted, _) => Status::Allowed,
+            (Verdict::Pvops(_) | Verdict::Xen(_), _) => Status::Rejected,
+            _ => Status::Failed,
+        }
+    }
+}
+
+impl fmt::Display for CaseResult {
+    /// `rejected <case>: <got>`, `allowed <case>: ...`, `skipped <case>: <why>` or, for a
+    /// failed case, `<case>: expected <x>, got <y>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.name;
+        match (self.status(), self.got) {
+            (Status::Rejected, got) => write!(f, "rejected {name}: {got}"),
+            (Status::Allowed, _) => write!(f, "allowed {name}: accepted, as expected in this mode"),
+            (Status::Skipped, Verdict::Skipped(why)) => write!(f, "skipped {name}: {why}"),
+            _ => write!(f, "{name}: expected {}, got {}", self.expected, self.got),
+        }
+    }
+}
+
+/// Counts of a misuse run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MisuseTally {
+    /// Refused as expected.
+    pub rejected: u32,
+    /// Carried out as expected.
+    pub allowed: u32,
+    /// Not run.
+    pub skipped: u32,
+    /// Failed (a run stops at the first).
+    pub failed: u32,
+    /// Raw hypercalls the backend's cases issued (not in the backend's own counters).
+    pub raw_hypercalls: u64,
+}
+
+impl MisuseTally {
+    /// Counts one result.
+    pub fn count(&mut self, r: &CaseResult) {
+        match r.status() {
+            Status::Rejected => self.rejected += 1,
+            Status::Allowed => self.allowed += 1,
+            Status::Skipped => self.skipped += 1,
+            Status::Failed => self.failed += 1,
+        }
+    }
+    /// Cases that ran or were skipped.
+    pub fn cases(&self) -> u32 {
+        self.rejected + self.allowed + self.skipped + self.failed
+    }
+    /// Adds another run's counts.
+    pub fn merge(&mut self, o: &MisuseTally) {
+        self.rejected += o.rejected;
+        self.allowed += o.allowed;
+        self.skipped += o.skipped;
+        self.failed += o.failed;
+        self.raw_hypercalls += o.raw_hypercalls;
+    }
+}
+
+/// A backend's own misuse cases (after the generic ones). The default has none: a backend
+/// whose refusals are all pvops's own (bare metal) only writes `impl BackendMisuse for B {}`.
+pub trait BackendMisuse: Platform {
+    /// Runs the backend's cases after a successful boot, reporting each; stops at the first
+    /// failure. `info` is what the backend's entry handed to the kernel.
+    fn backend_misuse(
+        &mut self,
+        alloc: &mut FrameAllocator,
+        info: &BootInfo<'_>,
+        report: &mut dyn FnMut(&CaseResult),
+    ) -> MisuseTally {
+        let _ = (alloc, info, report);
+        MisuseTally::default()
+    }
+}
+
+/// The generic cases, then (if they all passed) the backend's.
+pub fn run_all<P: BackendMisuse>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    info: &BootInfo<'_>,
+    report: &mut dyn FnMut(&CaseResult),
+) -> MisuseTally {
+    let mut tally = run_generic(p, alloc, report);
+    if tally.failed == 0 {
+        let backend = p.backend_misuse(alloc, info, report);
+        tally.merge(&backend);
+    }
+    tally
+}
+
+// ----- names of pvops's typed errors -----
+
+/// `AllocError::<Variant>`.
+pub fn alloc_error_name(e: &AllocError) -> &'static str {
+    match e {
+        AllocError::Exhausted { .. } => "AllocError::Exhausted",
+        AllocError::FreeListFull { .. } => "AllocError::FreeListFull",
+        AllocError::DoubleFree { .. } => "AllocError::DoubleFree",
+        AllocError::UntrackableTable { .. } => "AllocError::UntrackableTable",
+    }
+}
+
+/// `MemoryMapError::<Variant>`.
+pub fn memory_map_error_name(e: &MemoryMapError) -> &'static str {
+    match e {
+        MemoryMapError::TooManyRegions => "MemoryMapError::TooManyRegions",
+        MemoryMapError::EmptyRegion { .. } => "MemoryMapError::EmptyRegion",
+        MemoryMapError::Wraps { .. } => "MemoryMapError::Wraps",
+        MemoryMapError::Overlap { .. } => "MemoryMapError::Overlap",
+    }
+}
+
+/// The verdict of a [`MapError`]: its variant, or the backend's error text.
+pub fn map_error_verdict<E: fmt::Display>(e: &MapError<E>) -> Verdict {
+    Verdict::Pvops(match e {
+        MapError::Alloc(a) => alloc_error_name(a),
+        MapError::Backend(b) => return Verdict::Backend(Text::new(format_args!("{b}"))),
+        MapError::Unreachable(_) => "MapError::Unreachable",
+        MapError::ForeignFrame(_) => "MapError::ForeignFrame",
+        MapError::HugePage(_) => "MapError::HugePage",
+        MapError::AlreadyMapped(_) => "MapError::AlreadyMapped",
+        MapError::NotMapped(_) => "MapError::NotMapped",
+        MapError::NoMachineFrame(_) => "MapError::NoMachineFrame",
+        MapError::LivePdptEntry(_) => "MapError::LivePdptEntry",
+    })
+}
+
+/// The verdict of an [`IoremapError`].
+pub fn ioremap_error_verdict<E: fmt::Display>(e: &IoremapError<E>) -> Verdict {
+    Verdict::Pvops(match e {
+        IoremapError::ZeroSize => "IoremapError::ZeroSize",
+        IoremapError::Overflow { .. } => "IoremapError::Overflow",
+        IoremapError::TooLarge { .. } => "IoremapError::TooLarge",
+        IoremapError::NoFreeSlot => "IoremapError::NoFreeSlot",
+        IoremapError::NotMapped { .. } => "IoremapError::NotMapped",
+        IoremapError::Map(m) => return map_error_verdict(m),
+    })
+}
+
+// ----- the generic cases -----
+
+/// One generic case: its name, the typed error it must get, and the code that provokes it.
+struct Case<P: Platform> {
+    name: &'static str,
+    expected: &'static str,
+    run: fn(&mut P, &mut FrameAllocator) -> Verdict,
+}
+
+/// Names of the generic cases, in the order they run, with the error each expects.
+pub const GENERIC_CASES: [(&str, &str); 18] = [
+    ("ioremap_zero_size", "IoremapError::ZeroSize"),
+    ("ioremap_overflow", "IoremapError::Overflow"),
+    ("ioremap_larger_than_slot", "IoremapError::TooLarge"),
+    ("ioremap_all_slots_busy", "IoremapError::NoFreeSlot"),
+    ("ioremap_unmap_twice", "IoremapError::NotMapped"),
+    ("ioremap_unmap_foreign_mapping", "IoremapError::NotMapped"),
+    ("map_page_already_mapped", "MapError::AlreadyMapped"),
+    ("unmap_page_not_mapped", "MapError::NotMapped"),
+    ("l1_slot_live_pdpt_entry", "MapError::LivePdptEntry"),
+    ("alloc_double_free", "AllocError::DoubleFree"),
+    ("alloc_exhausted", "AllocError::Exhausted"),
+    ("alloc_table_beyond_bitmap", "AllocError::UntrackableTable"),
+    ("cmdline_unknown_option", "OptionError"),
+    ("cmdline_bad_number", "OptionError"),
+    ("memory_map_overlap", "MemoryMapError::Overlap"),
+    ("memory_map_wrap", "MemoryMapError::Wraps"),
+    ("memory_map_empty_region", "MemoryMapError::EmptyRegion"),
+    (
+        "memory_map_too_many_regions",
+        "MemoryMapError::TooManyRegions",
+    ),
+];
+
+fn generic_cases<P: Platform>() -> [Case<P>; GENERIC_CASES.len()] {
+    let runs: [fn(&mut P, &mut FrameAllocator) -> Verdict; GENERIC_CASES.len()] = [
+        ioremap_zero_size,
+        ioremap_overflow,
+        ioremap_larger_than_slot,
+        ioremap_all_slots_busy,
+        ioremap_unmap_twice,
+        ioremap_unmap_foreign_mapping,
+        map_page_already_mapped,
+        unmap_page_not_mapped,
+        l1_slot_live_pdpt_entry,
+        alloc_double_free,
+        alloc_exhausted,
+        alloc_table_beyond_bitmap,
+        |_, _| cmdline("pvops.bogus"),
+        |_, _| cmdline("pvops.batch=many"),
+        |_, _| memory_map_overlap(),
+        |_, _| memory_map_wrap(),
+        |_, _| memory_map_empty_region(),
+        |_, _| memory_map_too_many_regions(),
+    ];
+    let mut i = 0;
+    runs.map(|run| {
+        let (name, expected) = GENERIC_CASES[i];
+        i += 1;
+        Case {
+            name,
+            expected,
+            run,
+        }
+    })
+}
+
+/// Runs the generic cases on a booted platform (`alloc` is the boot path's allocator; the
+/// live root and the layout come from `p`). Reports each; stops at the first failure.
+pub fn run_generic<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    report: &mut dyn FnMut(&CaseResult),
+) -> MisuseTally {
+    let mut tally = MisuseTally::default();
+    for case in generic_cases::<P>() {
+        let r = CaseResult {
+            name: case.name,
+            expected: Verdict::Pvops(case.expected),
+            got: (case.run)(p, alloc),
+        };
+        tally.count(&r);
+        report(&r);
+        if r.status() == Status::Failed {
+            break;
+        }
+    }
+    tally
+}
+
+/// The case's verdict, unless a cleanup step failed (a broken case stays broken).
+fn after_cleanup(v: Verdict, cleanup: Result<(), Verdict>) -> Verdict {
+    match (v, cleanup) {
+        (v @ Verdict::Broken { .. }, _) => v,
+        (_, Err(b)) => b,
+        (v, Ok(())) => v,
+    }
+}
+
+fn alloc_step(step: &'static str, r: Result<PhysFrame, AllocError>) -> Result<PhysFrame, Verdict> {
+    r.map_err(|e| Verdict::broken(step, format_args!("{e}")))
+}
+
+/// Runs `f` with a fresh frame (and its machine address), then frees the frame.
+fn with_frame<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    f: impl FnOnce(&mut P, &mut FrameAllocator, MachineAddr) -> Verdict,
+) -> Verdict {
+    let frame = match alloc_step("allocate a frame", alloc.alloc()) {
+        Ok(f) => f,
+        Err(v) => return v,
+    };
+    let v = match p.phys_to_machine(frame) {
+        Some(m) => f(p, alloc, m.start()),
+        None => Verdict::broken("phys_to_machine", format_args!("pfn {frame}")),
+    };
+    let freed = alloc
+        .free(frame)
+        .map_err(|e| Verdict::broken("free the frame", format_args!("{e}")));
+    after_cleanup(v, freed)
+}
+
+fn window_io<P: Platform>(p: &P) -> EarlyIoremap {
+    EarlyIoremap::new(p.layout().ioremap_window, TableSource::LiveCr3)
+}
+
+/// The verdict of an early_ioremap call expected to fail; a mapping it made anyway is
+/// unmapped again.
+fn ioremap_verdict<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    io: &mut EarlyIoremap,
+    r: Result<IoMapping, IoremapError<P::Error>>,
+) -> Verdict {
+    match r {
+        Err(e) => ioremap_error_verdict(&e),
+        Ok(m) => match io.unmap(p, alloc, m) {
+            Ok(()) => Verdict::Accepted,
+            Err(e) => Verdict::broken("early_iounmap of the mapping", format_args!("{e}")),
+        },
+    }
+}
+
+fn ioremap_zero_size<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+    with_frame(p, alloc, |p, alloc, ma| {
+        let mut io = window_io(p);
+        let r = io.map(p, alloc, ma, 0);
+        ioremap_verdict(p, alloc, &mut io, r)
+    })
+}
+
+fn ioremap_overflow<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+    let mut io = window_io(p);
+    let r = io.map(p, alloc, MachineAddr(u64::MAX - 0xFFF), 2 * PAGE_SIZE);
+    ioremap_verdict(p, alloc, &mut io, r)
+}
+
+fn ioremap_larger_than_slot<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+    with_frame(p, alloc, |p, alloc, ma| {
+        let mut io = window_io(p);
+        // The offset in the first page counts: 0x10 + a whole slot needs one page more.
+        let r = io.map(p, alloc, MachineAddr(ma.0 + 0x10), IOREMAP_MAX_BYTES);
+        ioremap_verdict(p, alloc, &mut io, r)
+    })
+}
+
+fn ioremap_all_slots_busy<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+    with_frame(p, alloc, |p, alloc, ma| {
+        let mut io = window_io(p);
+        let mut maps: [Option<IoMapping>; IOREMAP_SLOTS] = [const { None }; IOREMAP_SLOTS];
+        let mut setup = Ok(());
+        for m in maps.iter_mut() {
+            match io.map(p, alloc, ma, 64) {
+                Ok(x) => *m = Some(x),
+                Err(e) => {
+                    setup = Err(Verdict::broken(
+                        "early_ioremap into a free slot",
+                        format_args!("{e}"),
+                    ));
+                    break;
+                }
+            }
+        }
+        let v = match setup {
+            Ok(()) => {
+                let r = io.map(p, alloc, ma, 64);
+                ioremap_verdict(p, alloc, &mut io, r)
+            }
+            Err(b) => b,
+        };
+        let mut cleanup = Ok(());
+        for m in maps.iter_mut().filter_map(Option::take) {
+            if let Err(e) = io.unmap(p, alloc, m) {
+                cleanup = Err(Verdict::broken("early_iounmap", format_args!("{e}")));
+            }
+        }
+        after_cleanup(v, cleanup)
+    })
+}
+
+fn ioremap_unmap_twice<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+    with_frame(p, alloc, |p, alloc, ma| {
+        // Two handles on the same slot: the first unmap clears it, the second finds it
+        // empty in the live table.
+        let (mut a, mut b) = (window_io(p), window_io(p));
+        let ma_a = match a.map(p, alloc, ma, 64) {
+            Ok(m) => m,
+            Err(e) => return Verdict::broken("early_ioremap", format_args!("{e}")),
+        };
+        let ma_b = match b.map(p, alloc, ma, 64) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = a.unmap(p, alloc, ma_a);
+                return Verdict::broken("early_ioremap of the same slot", format_args!("{e}"));
+            }
+        };
+        if ma_a.addr() != ma_b.addr() {
+            let _ = a.unmap(p, alloc, ma_a);
+            let _ = b.unmap(p, alloc, ma_b);
+            return Verdict::broken("two handles on one slot", format_args!("different slots"));
+        }
+        if let Err(e) = a.unmap(p, alloc, ma_a) {
+            return Verdict::broken("first early_iounmap", format_args!("{e}"));
+        }
+        match b.unmap(p, alloc, ma_b) {
+            Err(e) => ioremap_error_verdict(&e),
+            Ok(()) => Verdict::Accepted,
+        }
+    })
+}
+
+fn ioremap_unmap_foreign_mapping<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+    with_frame(p, alloc, |p, alloc, ma| {
+        // A mapping handed to an instance that never made it.
+        let (mut owner, mut other) = (window_io(p), window_io(p));
+        let m = match owner.map(p, alloc, ma, 64) {
+            Ok(m) => m,
+            Err(e) => return Verdict::broken("early_ioremap", format_args!("{e}")),
+        };
+        let v = match other.unmap(p, alloc, m) {
+            Err(e) => ioremap_error_verdict(&e),
+            Ok(()) => return Verdict::Accepted,
+        };
+        // The refused unmap consumed the handle: clear the slot through a third instance
+        // (same slot, same size), then check that the window page is empty again.
+        let mut sweep = window_io(p);
+        let cleanup = match sweep.map(p, alloc, ma, 64) {
+            Ok(m2) => sweep
+                .unmap(p, alloc, m2)
+                .map_err(|e| Verdict::broken("early_iounmap of the slot", format_args!("{e}"))),
+            Err(e) => Err(Verdict::broken(
+                "early_ioremap of the slot again",
+                format_args!("{e}"),
+            )),
+        };
+        let root = p.read_cr3();
+        let cleanup = cleanup.and_then(|()| match mapper::translate(p, root, owner.window()) {
+            Err(MapError::NotMapped(_)) => Ok(()),
+            _ => Err(Verdict::broken(
+                "window slot 0 empty again",
+                format_args!("still mapped"),
+            )),
+        });
+        after_cleanup(v, cleanup)
+    })
+}
+
+/// The scratch page the mapper cases use (the boot path's exercise uses page 5).
+fn scratch_page<P: Platform>(p: &P, page: u32) -> VirtAddr {
+    VirtAddr(p.layout().scratch_area.0 + page * PAGE_SIZE as u32)
+}
+
+/// Maps a fresh frame at scratch page 7, runs `f`, then unmaps it and retires the L1 table
+/// if the mapping created it.
+fn with_scratch_mapping<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    f: impl FnOnce(&mut P, &mut FrameAllocator, VirtAddr, MachineFrame) -> Verdict,
+) -> Verdict {
+    let root = p.read_cr3();
+    let va = scratch_page(p, 7);
+    match mapper::translate(p, root, va) {
+        Err(MapError::NotMapped(_)) => {}
+        Ok(_) => return Verdict::broken("scratch page 7 is free", format_args!("{va} is mapped")),
+        Err(e) => return Verdict::broken("walk the scratch area", format_args!("{e}")),
+    }
+    let had_l1 = match l2_entry(p, root, va) {
+        Ok(e) => e.1.is_present(),
+        Err(v) => return v,
+    };
+    let frame = match alloc_step("allocate a frame", alloc.alloc()) {
+        Ok(f) => f,
+        Err(v) => return v,
+    };
+    let Some(mfn) = p.phys_to_machine(frame) else {
+        let _ = alloc.free(frame);
+        return Verdict::broken("phys_to_machine", format_args!("pfn {frame}"));
+    };
+    // SAFETY: scratch page 7 is unused (checked above) and belongs to the boot path's
+    // own tests; nothing else relies on it.
+    let mapped = unsafe { mapper::map_page(p, alloc, root, va, mfn, KERNEL_RW) };
+    let v = match mapped {
+        Ok(flush) => match flush.flush(p) {
+            Ok(()) => f(p, alloc, va, mfn),
+            Err(e) => Verdict::broken("flush the new mapping", format_args!("{e}")),
+        },
+        Err(e) => Verdict::broken("map_page of a fresh frame", format_args!("{e}")),
+    };
+    let cleanup = undo_scratch(p, alloc, root, va, had_l1).and_then(|()| {
+        alloc
+            .free(frame)
+            .map_err(|e| Verdict::broken("free the frame", format_args!("{e}")))
+    });
+    after_cleanup(v, cleanup)
+}
+
+/// The L2 table and entry covering `va` in `root`.
+fn l2_entry<P: Platform>(
+    p: &P,
+    root: PhysFrame,
+    va: VirtAddr,
+) -> Result<(EntrySlot, PageTableEntry), Verdict> {
+    let walk = |e: MapError<P::Error>| Verdict::broken("walk the live table", format_args!("{e}"));
+    let l3e = mapper::read_entry(p, root, va.l3_index()).map_err(walk)?;
+    if !l3e.is_present() {
+        return Err(Verdict::broken(
+            "walk the live table",
+            format_args!("no PDPT entry for {va}"),
+        ));
+    }
+    let l2 = mapper::next_table(p, l3e).map_err(walk)?;
+    let e = mapper::read_entry(p, l2, va.l2_index()).map_err(walk)?;
+    Ok((
+        EntrySlot {
+            table: l2,
+            index: va.l2_index() as u16,
+        },
+        e,
+    ))
+}
+
+/// Unmaps scratch `va` (if mapped) and, unless it existed before, retires its L1 as the
+/// boot path's exercise does: unlink, flush, release, free.
+fn undo_scratch<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    root: PhysFrame,
+    va: VirtAddr,
+    had_l1: bool,
+) -> Result<(), Verdict> {
+    if mapper::translate(p, root, va).is_ok() {
+        // SAFETY: the case mapped `va` and nothing uses it any more.
+        let (_, flush) = unsafe { mapper::unmap_page(p, alloc, root, va) }
+            .map_err(|e| Verdict::broken("unmap_page", format_args!("{e}")))?;
+        flush
+            .flush(p)
+            .map_err(|e| Verdict::broken("flush", format_args!("{e}")))?;
+    }
+    if had_l1 {
+        return Ok(());
+    }
+    let (slot, e) = l2_entry(p, root, va)?;
+    if !e.is_present() {
+        return Ok(());
+    }
+    let l1 = mapper::next_table(p, e)
+        .map_err(|e| Verdict::broken("find the scratch L1", format_args!("{e}")))?;
+    // SAFETY: the L1 maps nothing any more (the case's page is unmapped).
+    unsafe { p.set_pmd(slot, PageTableEntry::EMPTY) }
+        .map_err(|e| Verdict::broken("unlink the scratch L1", format_args!("{e}")))?;
+    p.flush_tlb_all()
+        .map_err(|e| Verdict::broken("flush_tlb_all", format_args!("{e}")))?;
+    p.release_pt(l1, Level::L1)
+        .map_err(|e| Verdict::broken("release_pt of the scratch L1", format_args!("{e}")))?;
+    alloc
+        .free(l1)
+        .map_err(|e| Verdict::broken("free the scratch L1", format_args!("{e}")))
+}
+
+fn map_page_already_mapped<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+    with_scratch_mapping(p, alloc, |p, alloc, va, mfn| {
+        let root = p.read_cr3();
+        // SAFETY: `va` is the case's own scratch page, mapped to the same frame; a wrong
+        // success changes nothing and the cleanup unmaps it.
+        match unsafe { mapper::map_page(p, alloc, root, va, mfn, KERNEL_RW) } {
+            Err(e) => map_error_verdict(&e),
+            Ok(flush) => {
+                flush.ignore();
+                Verdict::Accepted
+            }
+        }
+    })
+}
+
+fn unmap_page_not_mapped<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+    with_scratch_mapping(p, alloc, |p, alloc, va, _| {
+        // The next page: same L1 (so the walk succeeds), empty entry.
+        let next = VirtAddr(va.0 + PAGE_SIZE as u32);
+        let root = p.read_cr3();
+        // SAFETY: `next` is an unused scratch page; a wrong success unmaps nothing anyone uses.
+        match unsafe { mapper::unmap_page(p, alloc, root, next) } {
+            Err(e) => map_error_verdict(&e),
+            Ok((_, flush)) => match flush.flush(p) {
+                Ok(()) => Verdict::Accepted,
+                Err(e) => Verdict::broken("flush", format_args!("{e}")),
+            },
+        }
+    })
+}
+
+fn l1_slot_live_pdpt_entry<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+    let root = p.read_cr3();
+    for i in 0..PDPT_ENTRIES {
+        match mapper::read_entry(p, root, i) {
+            Err(e) => return Verdict::broken("read the live root", format_args!("{e}")),
+            Ok(e) if !e.is_present() => {
+                let va = VirtAddr((i as u32) << 30);
+                return match mapper::l1_slot(p, alloc, root, va, true) {
+                    Err(e) => map_error_verdict(&e),
+                    Ok(_) => Verdict::Accepted,
+                };
+            }
+            Ok(_) => {}
+        }
+    }
+    Verdict::Skipped(
+        "every PDPT entry of the live root is present (kernel roots link all four L2s)",
+    )
+}
+
+fn alloc_double_free<P: Platform>(_: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+    let f = match alloc_step("allocate a frame", alloc.alloc()) {
+        Ok(f) => f,
+        Err(v) => return v,
+    };
+    if let Err(e) = alloc.free(f) {
+        return Verdict::broken("first free", format_args!("{e}"));
+    }
+    match alloc.free(f) {
+        Err(e) => Verdict::Pvops(alloc_error_name(&e)),
+        Ok(()) => {
+            // The frame is on the free list twice: take one copy back.
+            let _ = alloc.alloc();
+            Verdict::Accepted
+        }
+    }
+}
+
+fn alloc_exhausted<P: Platform>(_: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+    // Nothing is reachable below pfn 0; the limit is restored at once.
+    let limit = alloc.limit();
+    alloc.set_limit(PhysFrame(0));
+    let r = alloc.alloc();
+    alloc.set_limit(limit);
+    match r {
+        Err(e) => Verdict::Pvops(alloc_error_name(&e)),
+        Ok(f) => after_cleanup(
+            Verdict::Accepted,
+            alloc
+                .free(f)
+                .map_err(|e| Verdict::broken("free", format_args!("{e}"))),
+        ),
+    }
+}
+
+fn alloc_table_beyond_bitmap<P: Platform>(_: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+    let f = PhysFrame(TABLE_BITMAP_FRAMES as u32);
+    match alloc.mark_table(f, true) {
+        Err(e) => Verdict::Pvops(alloc_error_name(&e)),
+        Ok(()) => {
+            let _ = alloc.mark_table(f, false);
+            Verdict::Accepted
+        }
+    }
+}
+
+fn cmdline(line: &str) -> Verdict {
+    match BootOptions::parse(line) {
+        Err(_) => Verdict::Pvops("OptionError"),
+        Ok(_) => Verdict::Accepted,
+    }
+}
+
+fn memory_map_verdict(r: Result<(), MemoryMapError>) -> Verdict {
+    match r {
+        Err(e) => Verdict::Pvops(memory_map_error_name(&e)),
+        Ok(()) => Verdict::Accepted,
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+fn memory_map_overlap() -> Verdict {
+    let mut m = MemoryMap::new();
+    if let Err(e) = m.add(PhysAddr(MIB), MIB, RegionKind::Usable) {
+        return Verdict::broken("add a region", format_args!("{e}"));
+    }
+    memory_map_verdict(m.add(PhysAddr(MIB + MIB / 2), 0x1000, RegionKind::Reserved))
+}
+
+fn memory_map_wrap() -> Verdict {
+    let mut m = MemoryMap::new();
+    memory_map_verdict(m.add(PhysAddr(u64::MAX - 0xFFF), 0x2000, RegionKind::Usable))
+}
+
+fn memory_map_empty_region() -> Verdict {
+    let mut m = MemoryMap::new();
+    memory_map_verdict(m.add(PhysAddr(0xA_0000), 0, RegionKind::Reserved))
+}
+
+fn memory_map_too_many_regions() -> Verdict {
+    let mut m = MemoryMap::new();
+    for i in 0..MAX_REGIONS as u64 {
+        if let Err(e) = m.add(PhysAddr(i * 2 * MIB), MIB, RegionKind::Usable) {
+            return Verdict::broken("add a region", format_args!("{e}"));
+        }
+    }
+    memory_map_verdict(m.add(PhysAddr(1 << 40), MIB, RegionKind::Usable))
+}
