@@ -347,7 +347,9 @@ impl BootCase {
     }
     fn check(&self, log: &str, backend: &str) -> Result<String, String> {
         match (find_result(log, TAG, backend), &self.expect) {
-            (Some(GuestLine::Pass(l)), Expect::Pass) => Ok(l),
+            (Some(GuestLine::Pass(l)), Expect::Pass) => {
+                check_misuse(log, backend).map(|m| format!("{l} [{m}]"))
+            }
             (Some(GuestLine::Fail(l)), Expect::Fail(needles))
                 if needles.iter().all(|n| l.contains(n)) =>
             {
@@ -359,6 +361,32 @@ impl BootCase {
             (None, _) => Err("no result line".into()),
         }
     }
+}
+
+/// A PASS must have gone through the misuse stage: at least ten refused operations, and under
+/// Xen more of Xen's own refusals than of pvops's checks.
+fn check_misuse(log: &str, backend: &str) -> Result<String, String> {
+    if !log.lines().any(|l| l.contains("stage misuse ok")) {
+        return Err("no `stage misuse ok` line".into());
+    }
+    let rejected: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("PVOPS-MISUSE: rejected "))
+        .collect();
+    let xen = rejected.iter().filter(|l| l.contains(": xen ")).count();
+    let pvops = rejected.iter().filter(|l| l.contains(": pvops ")).count();
+    if rejected.len() < 10 {
+        return Err(format!("only {} misuse cases rejected", rejected.len()));
+    }
+    if backend == "xen" && xen <= pvops {
+        return Err(format!(
+            "misuse under Xen: {xen} of Xen's refusals vs {pvops} of pvops's"
+        ));
+    }
+    Ok(format!(
+        "misuse: {} rejected, {xen} by xen, {pvops} by pvops",
+        rejected.len()
+    ))
 }
 
 /// The tag of the example kernel's result lines.
