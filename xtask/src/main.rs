@@ -481,6 +481,26 @@ fn cmd_test() -> Res<Verdict> {
                 .current_dir(&root),
         )
     })?;
+    step(
+        "cargo package (pvops-core, backend-native, backend-xen)",
+        || {
+            util::run(
+                util::cmd("cargo")
+                    .args([
+                        "package",
+                        "--quiet",
+                        "--allow-dirty",
+                        "-p",
+                        "pvops-core",
+                        "-p",
+                        "backend-native",
+                        "-p",
+                        "backend-xen",
+                    ])
+                    .current_dir(&root),
+            )
+        },
+    )?;
     step("cargo test (host: simulated machine, Xen model)", || {
         util::run(
             util::cmd("cargo")
