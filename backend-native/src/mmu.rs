@@ -113,17 +113,13 @@ impl Platform for Native {
         (frame < self.reach).then(|| (PAGE_OFFSET as usize + ((frame.0 as usize) << 12)) as *mut u8)
     }
     unsafe fn read_virt(&self, va: VirtAddr, buf: &mut [u8]) -> Result<(), PageFault> {
-        for (i, b) in buf.iter_mut().enumerate() {
-            // SAFETY: the caller vouches for `va`; an unmapped page traps to the IDT.
-            *b = unsafe { core::ptr::read_volatile((va.as_usize() + i) as *const u8) };
-        }
+        // SAFETY: the caller vouches for `va`; an unmapped page traps to the IDT.
+        unsafe { pvops_core::ops::hardware_read_virt(va, buf) };
         Ok(())
     }
     unsafe fn write_virt(&mut self, va: VirtAddr, data: &[u8]) -> Result<(), PageFault> {
-        for (i, b) in data.iter().enumerate() {
-            // SAFETY: as read_virt.
-            unsafe { core::ptr::write_volatile((va.as_usize() + i) as *mut u8, *b) };
-        }
+        // SAFETY: as read_virt.
+        unsafe { pvops_core::ops::hardware_write_virt(va, data) };
         Ok(())
     }
     fn cycles(&self) -> u64 {

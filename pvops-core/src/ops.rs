@@ -228,6 +228,30 @@ pub trait Platform: MmuOps {
     fn cycles(&self) -> u64;
 }
 
+/// Reads `buf.len()` bytes at `va` of the live address space with volatile byte loads: the
+/// `Platform::read_virt` of a backend that runs on the hardware it describes.
+///
+/// # Safety
+/// `va..va + buf.len()` must be readable (an unmapped page faults to the trap handler).
+pub unsafe fn hardware_read_virt(va: VirtAddr, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        // SAFETY: forwarded contract.
+        *b = unsafe { core::ptr::read_volatile((va.as_usize() + i) as *const u8) };
+    }
+}
+
+/// Writes `data` at `va` of the live address space with volatile byte stores (the
+/// `Platform::write_virt` of a hardware backend).
+///
+/// # Safety
+/// `va..va + data.len()` must be writable memory nothing else relies on.
+pub unsafe fn hardware_write_virt(va: VirtAddr, data: &[u8]) {
+    for (i, b) in data.iter().enumerate() {
+        // SAFETY: forwarded contract.
+        unsafe { core::ptr::write_volatile((va.as_usize() + i) as *mut u8, *b) };
+    }
+}
+
 /// A guard for lazy (batched) MMU mode: queued updates are issued at [`LazyMmu::finish`],
 /// which reports the first failing update. A guard dropped without `finish` (an early return
 /// on another error) still issues them, but an error there cannot be reported.
