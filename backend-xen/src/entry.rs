@@ -113,7 +113,7 @@ pvops_xen_trap_common:
     jmp 4b
 "#,
     virt_base = const VIRT_BASE,
-    stack = const 128 * 1024,
+    stack = const 256 * 1024,
     options(att_syntax)
 );
 

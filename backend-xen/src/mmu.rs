@@ -11,7 +11,9 @@ use core::fmt;
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::ops::{MemoryLayout, MmuOps, PageFault, Platform};
 use pvops_core::options::BootOptions;
-use pvops_core::paging::{EntrySlot, Level, PageTableEntry, PteFlags, KERNEL_RO, KERNEL_RW};
+use pvops_core::paging::{
+    EntrySlot, Level, PageTableEntry, PteFlags, ENTRIES, KERNEL_RO, KERNEL_RW, PDPT_ENTRIES,
+};
 
 /// Most page-table updates one `mmu_update` carries in lazy mode.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -105,6 +107,8 @@ pub type XenStats = pvops_core::PvCounters;
 
 /// mmuext operations (flushes) queued in lazy mode.
 const EXT_QUEUE_CAPACITY: usize = 32;
+/// Frames whose "detached table" state is tracked (1 GiB: any 32-bit lowmem).
+const DETACHED_FRAMES: usize = 1 << 18;
 
 /// The Xen PV backend, generic over the hypercall layer.
 pub struct XenMmu<H: Hypervisor> {
@@ -124,6 +128,12 @@ pub struct XenMmu<H: Hypervisor> {
     ext_queue: [MmuextOp; EXT_QUEUE_CAPACITY],
     ext_queued: usize,
     pt_base_pinned: bool,
+    /// Page-table frames announced with `alloc_pt` that no live table reaches yet: ordinary
+    /// writable memory, written with plain stores (as Linux writes unpinned tables), made
+    /// read-only when they go live (linked into a live table, or installed by write_cr3).
+    detached: [u64; DETACHED_FRAMES / 64],
+    /// Plain stores into detached tables (off with `pvops.batch=1`: every write a hypercall).
+    direct_stores: bool,
     stats: XenStats,
 }
 
@@ -173,6 +183,8 @@ impl<H: Hypervisor> XenMmu<H> {
             ext_queue: [MmuextOp::default(); EXT_QUEUE_CAPACITY],
             ext_queued: 0,
             pt_base_pinned: true,
+            detached: [0; DETACHED_FRAMES / 64],
+            direct_stores: opts.batch != 1,
             stats: XenStats::default(),
         };
         mmu.reach = mmu.measure_reach();
@@ -261,6 +273,92 @@ impl<H: Hypervisor> XenMmu<H> {
 
     fn mfn(&self, pfn: PhysFrame) -> Result<MachineFrame, XenError> {
         self.hv.p2m(pfn).ok_or(XenError::NoMachineFrame { pfn })
+    }
+
+    fn is_detached(&self, pfn: PhysFrame) -> bool {
+        let i = pfn.0 as usize;
+        i < DETACHED_FRAMES && self.detached[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn set_detached(&mut self, pfn: PhysFrame, on: bool) -> bool {
+        let i = pfn.0 as usize;
+        if i >= DETACHED_FRAMES {
+            return false;
+        }
+        let bit = 1u64 << (i % 64);
+        if on {
+            self.detached[i / 64] |= bit;
+        } else {
+            self.detached[i / 64] &= !bit;
+        }
+        true
+    }
+
+    /// Writes one entry: a plain store into a detached table (Xen does not check tables that
+    /// are not typed as page tables yet), an `mmu_update` into anything live.
+    fn store(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
+        if self.is_detached(slot.table) && slot.table < self.reach {
+            let p = self.hv.frame_ptr(slot.table) as *mut u32;
+            // SAFETY: a detached table frame is ours, reachable (checked) and mapped writable;
+            // the index is < 512. High half first, then the low half holding Present.
+            unsafe {
+                let e = p.add(slot.index as usize * 2);
+                core::ptr::write_volatile(e.add(1), entry.high());
+                core::ptr::write_volatile(e, entry.low());
+            }
+            return Ok(());
+        }
+        self.update(slot, entry)
+    }
+
+    /// A detached table (and the detached tables it links, for an L2 or L3) goes live: every
+    /// such frame is made read-only in the live address space, before Xen validates it.
+    fn attach(&mut self, table: PhysFrame, level: Level) -> Result<(), XenError> {
+        if !self.is_detached(table) {
+            return Ok(());
+        }
+        if level != Level::L1 {
+            let count = if level == Level::L3 {
+                PDPT_ENTRIES
+            } else {
+                ENTRIES
+            };
+            let child = if level == Level::L3 {
+                Level::L2
+            } else {
+                Level::L1
+            };
+            for i in 0..count {
+                let e = self.read(table, i)?;
+                if e.is_present() {
+                    if let Some(c) = self.to_phys(e.frame()) {
+                        self.attach(c, child)?;
+                    }
+                }
+            }
+        }
+        self.set_detached(table, false);
+        self.set_writable(table, false)
+    }
+
+    /// A link into `slot.table`: if that table is live and the linked table detached, the
+    /// linked table goes live first.
+    fn link(
+        &mut self,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+        child: Level,
+    ) -> Result<(), XenError> {
+        if entry.is_present() && !self.is_detached(slot.table) {
+            if let Some(c) = self.to_phys(entry.frame()) {
+                let was_lazy = self.lazy;
+                self.lazy = true;
+                let r = self.attach(c, child);
+                self.lazy = was_lazy;
+                r?;
+            }
+        }
+        self.store(slot, entry)
     }
 
     /// Queues (or, outside lazy mode, issues) one checked page-table write.
@@ -411,11 +509,18 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         self.cr3
     }
     unsafe fn write_cr3(&mut self, root: PhysFrame) -> Result<(), XenError> {
-        // Every frame of the new table was made read-only when it was announced (alloc_pt)
-        // and the table maps page-table frames read-only, so Xen can validate it now. Pin,
-        // switch, and (leaving Xen's bootstrap table) unpin pt_base, in ONE mmuext_op: Linux
-        // 2b5407811db7 unpins right after its cr3 write, or the frames keep their page-table
-        // types and cannot be reused.
+        // Every frame of the new table goes read-only now (one batch), and the table maps
+        // page-table frames read-only, so Xen can validate it. Then pin, switch, and (leaving
+        // Xen's bootstrap table) unpin pt_base, in ONE mmuext_op: Linux 2b5407811db7 unpins
+        // right after its cr3 write, or the frames keep their page-table types and cannot be
+        // reused.
+        let was_lazy = self.lazy;
+        self.lazy = true;
+        let attached = self
+            .attach(root, Level::L3)
+            .and_then(|()| self.flush_queue());
+        self.lazy = was_lazy;
+        attached?;
         let mfn = self.mfn(root)?.0;
         let pt_mfn = self.mfn(self.pt_base)?.0;
         let leaving_bootstrap = self.cr3 == self.pt_base && self.pt_base_pinned;
@@ -459,16 +564,16 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         Ok(())
     }
     unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
-        self.update(slot, entry)
+        self.store(slot, entry)
     }
     unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
-        self.update(slot, entry)
+        self.link(slot, entry, Level::L1)
     }
     unsafe fn set_pud(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
-        self.update(slot, entry)
+        self.link(slot, entry, Level::L2)
     }
     unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), XenError> {
-        self.update(slot, PageTableEntry::EMPTY)
+        self.store(slot, PageTableEntry::EMPTY)
     }
     fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), XenError> {
         self.flush_op(MmuextOp {
@@ -519,9 +624,18 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         Ok(frames)
     }
     fn alloc_pt(&mut self, frame: PhysFrame, _level: Level) -> Result<(), XenError> {
+        // A new table is detached (plain writable memory) until it goes live; with
+        // pvops.batch=1, or beyond the tracked range, it is read-only from the start.
+        if self.direct_stores && self.set_detached(frame, true) {
+            return Ok(());
+        }
         self.set_writable(frame, false)
     }
     fn release_pt(&mut self, frame: PhysFrame, _level: Level) -> Result<(), XenError> {
+        if self.is_detached(frame) {
+            self.set_detached(frame, false);
+            return Ok(());
+        }
         self.set_writable(frame, true)
     }
     fn counters(&self) -> pvops_core::PvCounters {

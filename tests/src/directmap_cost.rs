@@ -9,7 +9,7 @@ use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame, VirtAddr};
 use pvops_core::mapper::{map_linear, new_root};
 use pvops_core::mem::{FrameAllocator, MemoryMap, RegionKind};
 use pvops_core::options::BootOptions;
-use pvops_core::paging::KERNEL_RW;
+use pvops_core::paging::{KERNEL_RO, KERNEL_RW};
 use pvops_core::{MmuOps, PvCounters};
 
 /// The PTE counts the issue measures.
@@ -65,6 +65,10 @@ impl DirectMapJob {
             mmu.reach(),
             dom.table_pool,
         ));
+        // Xen's bootstrap table is still pinned: the new table must map it read-only too.
+        for f in facts.bootstrap_tables.iter() {
+            alloc.mark_table(f, true).map_err(|e| e.to_string())?;
+        }
         let root = new_root(&mut mmu, &mut alloc).map_err(|e| e.to_string())?;
         Ok(DirectMapJob {
             mmu,
@@ -74,22 +78,28 @@ impl DirectMapJob {
         })
     }
 
-    /// Maps frames `0..ptes` at virtual 0 of the fresh root (slot 0: up to 1 GiB).
+    /// Maps frames `0..ptes` at virtual 0 of the fresh root (slot 0: up to 1 GiB), page-table
+    /// frames read-only as the boot path maps them, then makes the table live (`write_cr3`:
+    /// its frames read-only, pin, switch), which is where Xen first checks it.
     pub fn run(mut self) -> Result<DirectMapCost, String> {
         let before = self.mmu.counters();
         let range = [FrameRange {
             start: PhysFrame(0),
             end: PhysFrame(self.ptes),
         }];
+        let flags =
+            |f: PhysFrame, a: &FrameAllocator| if a.is_table(f) { KERNEL_RO } else { KERNEL_RW };
         let done = map_linear(
             &mut self.mmu,
             &mut self.alloc,
             self.root,
             VirtAddr(0),
             &range,
-            |_, _| KERNEL_RW,
+            flags,
         )
         .map_err(|e| e.to_string())?;
+        // SAFETY: the model runs no code; the new table only has to validate.
+        unsafe { self.mmu.write_cr3(self.root) }.map_err(|e| e.to_string())?;
         Ok(DirectMapCost {
             ptes: done.ptes,
             tables: done.tables,

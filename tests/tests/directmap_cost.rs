@@ -15,13 +15,15 @@ fn batched_direct_map_stays_within_ceil_n_over_512_plus_8_hypercalls() {
             hypercall_bound(n),
             c.counters
         );
-        // Every PTE, every L1 link and every read-only remap of an L1 went through mmu_update.
+        // The PTEs and links went into the detached table as plain stores; Xen saw one
+        // read-only remap per table frame (root, 4 L2s, the L1s), then pin + switch + unpin.
         assert_eq!(
             c.counters.mmu_update_entries,
-            (n + 2 * c.tables) as u64,
+            (c.tables + 5) as u64,
             "N={n}: {:?}",
             c.counters
         );
+        assert_eq!(c.counters.mmuext_ops, 3, "N={n}: {:?}", c.counters);
     }
 }
 
