@@ -183,11 +183,12 @@ pub trait MmuOps {
     /// `start_info.pt_base` and makes its frames writable) and returns its frames, which are
     /// now free for the frame allocator.
     fn pagetable_setup_done(&mut self, root: PhysFrame) -> Result<FrameRange, Self::Error>;
-    /// `frame` (zeroed by the caller) is about to become a page table of `level`. Xen makes
-    /// it read-only in the live address space.
+    /// `frame` (zeroed by the caller) is about to become a page table of `level`. Xen keeps it
+    /// writable while no live table reaches it (writes into it are plain stores) and makes it
+    /// read-only when it goes live: linked into a live table, or installed by `write_cr3`.
     fn alloc_pt(&mut self, frame: PhysFrame, level: Level) -> Result<(), Self::Error>;
     /// `frame` is no longer linked into any table and becomes ordinary memory again. Xen
-    /// makes it writable again.
+    /// makes it writable again if it had gone live.
     fn release_pt(&mut self, frame: PhysFrame, level: Level) -> Result<(), Self::Error>;
 
     /// What the backend has issued so far (see [`PvCounters`]).
