@@ -7,8 +7,9 @@
 
 mod probes;
 
-use core::sync::atomic::{AtomicBool, Ordering};
-use pvops_core::boot::{boot, set_stage, BootInfo, BootReport, BootState, Stage};
+use pvops_core::boot::{
+    boot, set_stage, take_boot_state, BootInfo, BootReport, Stage, BOOT_STAGES,
+};
 use pvops_core::mem::FrameAllocator;
 use pvops_core::misuse::{self, BackendMisuse, CaseResult, MisuseTally, Status};
 use pvops_core::options::BootOptions;
@@ -26,19 +27,6 @@ static DEMO: KernelDescriptor = KernelDescriptor { tag: TAG };
 backend_native::register_kernel!(demo_main);
 backend_xen::register_kernel!(demo_main);
 
-/// The boot path's state: large (the frame allocator's page-table bitmap), so a static.
-static mut STATE: BootState = BootState::new();
-static STATE_TAKEN: AtomicBool = AtomicBool::new(false);
-
-/// The boot state, handed out once.
-fn boot_state() -> Option<&'static mut BootState> {
-    if STATE_TAKEN.swap(true, Ordering::AcqRel) {
-        return None;
-    }
-    // SAFETY: STATE_TAKEN guarantees this is the only reference ever made to STATE.
-    unsafe { (&raw mut STATE).as_mut() }
-}
-
 fn demo_main<P: BackendMisuse>(h: Handoff<'_, P>) -> Outcome {
     let Handoff {
         platform,
@@ -52,7 +40,7 @@ fn demo_main<P: BackendMisuse>(h: Handoff<'_, P>) -> Outcome {
             return Outcome::Fail;
         }
     };
-    let Some(state) = boot_state() else {
+    let Some(state) = take_boot_state() else {
         let _ = writeln!(
             console,
             "{TAG}: FAIL backend={} stage=entry: kernel main entered twice",
@@ -142,7 +130,7 @@ fn print_stats(
         r.direct_map_tables,
         r.lowmem_mapped >> 20
     )?;
-    for stage in STAGES {
+    for stage in BOOT_STAGES {
         let (c, n) = (r.cycles[stage as usize], r.counters[stage as usize]);
         let name = stage.name();
         write!(
@@ -156,16 +144,6 @@ fn print_stats(
     }
     writeln!(out, "}}")
 }
-
-const STAGES: [Stage; 7] = [
-    Stage::Banner,
-    Stage::EarlyIoremap,
-    Stage::PagetableSetupStart,
-    Stage::BuildDirectMap,
-    Stage::WriteCr3,
-    Stage::PagetableSetupDone,
-    Stage::Exercise,
-];
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {

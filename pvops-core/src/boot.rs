@@ -70,6 +70,17 @@ impl Stage {
     }
 }
 
+/// The stages of the generic boot path, in order.
+pub const BOOT_STAGES: [Stage; 7] = [
+    Stage::Banner,
+    Stage::EarlyIoremap,
+    Stage::PagetableSetupStart,
+    Stage::BuildDirectMap,
+    Stage::WriteCr3,
+    Stage::PagetableSetupDone,
+    Stage::Exercise,
+];
+
 static CURRENT_STAGE: AtomicU8 = AtomicU8::new(Stage::Entry as u8);
 
 /// The stage running now (for trap handlers).
@@ -342,17 +353,16 @@ pub fn boot_until<P: Platform>(
 
 impl<'a, P: Platform> Boot<'a, P> {
     fn run(&mut self, last: Stage) -> Result<BootReport, BootError<P::Error>> {
-        type StageFn<S, E> = fn(&mut S) -> Res<(), E>;
-        let stages: [(Stage, StageFn<Self, P::Error>); 7] = [
-            (Stage::Banner, Self::banner),
-            (Stage::EarlyIoremap, Self::early_ioremap_stage),
-            (Stage::PagetableSetupStart, Self::setup_start),
-            (Stage::BuildDirectMap, Self::build_direct_map),
-            (Stage::WriteCr3, Self::write_cr3),
-            (Stage::PagetableSetupDone, Self::setup_done),
-            (Stage::Exercise, Self::exercise),
-        ];
-        for (stage, f) in stages {
+        for stage in BOOT_STAGES {
+            let f: fn(&mut Self) -> Res<(), P::Error> = match stage {
+                Stage::Banner => Self::banner,
+                Stage::EarlyIoremap => Self::early_ioremap_stage,
+                Stage::PagetableSetupStart => Self::setup_start,
+                Stage::BuildDirectMap => Self::build_direct_map,
+                Stage::WriteCr3 => Self::write_cr3,
+                Stage::PagetableSetupDone => Self::setup_done,
+                _ => Self::exercise,
+            };
             self.stage(stage, f)?;
             if stage == last {
                 break;
