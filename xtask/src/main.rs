@@ -5,6 +5,7 @@
 
 mod bench;
 mod kernel;
+mod miri;
 mod native;
 mod util;
 mod xen;
@@ -22,6 +23,7 @@ Commands:
   demo     Boot guest-demo on bare QEMU, then as a Xen PV domU, and print the logs.
   test     fmt, clippy, rustdoc, host tests, Miri, and real boots on QEMU and Xen.
   bench    Benches, the codegen check and real boots; writes target/pvops-bench.json.
+  miri     The raw-memory unit tests under Miri (installs the nightly miri component).
 
 Everything a command needs is installed on first use: the nightly rust-src component
 (the kernel is built with -Zbuild-std), Debian packages (qemu-system-x86, the Xen build
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
         Some("demo") => cmd_demo(&args[1..]),
         Some("test") => cmd_test(),
         Some("bench") => bench::bench().map(|_| Verdict::Pass),
+        Some("miri") => miri::miri().map(|_| Verdict::Pass),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -508,6 +511,7 @@ fn cmd_test() -> Res<Verdict> {
                 .current_dir(&root),
         )
     })?;
+    miri::miri()?;
     let elf = step("build guest-demo", || {
         kernel::build("guest-demo", "guest-demo")
     })?;
