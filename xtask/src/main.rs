@@ -1,18 +1,16 @@
-//! xtask: the project's commands (`cargo xtask build | demo | test`).
+//! xtask: the project's commands (`cargo xtask build | demo | run | test | bench | miri`).
 //!
 //! Exit status contract: 0 when every guest PASSed, 1 when a guest FAILed, 2 on a harness
 //! error (build, timeout, tool failure), with a message saying which.
 
 mod bench;
-mod kernel;
 mod miri;
-mod native;
-mod util;
-mod xen;
+
+use xtask::harness::{self, Boot, Exit, Guest, Mode};
+use xtask::{kernel, native, util};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 use util::{step, HarnessError, Res};
 
 const USAGE: &str = "\
@@ -21,6 +19,7 @@ cargo xtask <command> [options]      (cargo xtask <command> --help for details)
 Commands:
   build    Build guest-demo (every backend linked) to target/guest-demo.elf.
   demo     Boot guest-demo on bare QEMU, then as a Xen PV domU, and print the logs.
+  run      Boot any kernel ELF on bare QEMU or under Xen (the harness behind pvops-run).
   test     fmt, clippy, rustdoc, host tests, Miri, and real boots on QEMU and Xen.
   bench    Benches, the codegen check and real boots; writes target/pvops-bench.json.
   miri     The raw-memory unit tests under Miri (installs the nightly miri component).
@@ -60,6 +59,8 @@ Installs: rust-src, qemu-system-x86; for Xen the build dependencies, Xen's sourc
 and the dom0 packages (first Xen run ~2-3 minutes; cached in target/xen; then ~15 s).
 Exit status: 0 every guest PASSed, 1 a guest FAILed, 2 harness error.";
 
+const HELP_RUN_INTRO: &str = "cargo xtask run";
+
 const HELP_TEST: &str = "\
 cargo xtask test
 
@@ -89,6 +90,10 @@ fn main() -> ExitCode {
         let help = match args[0].as_str() {
             "build" => HELP_BUILD,
             "demo" => HELP_DEMO,
+            "run" => {
+                println!("{HELP_RUN_INTRO} {}", harness::RUN_USAGE);
+                return ExitCode::SUCCESS;
+            }
             "test" => HELP_TEST,
             "bench" => HELP_BENCH,
             _ => USAGE,
@@ -99,6 +104,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("build") => cmd_build().map(|_| Verdict::Pass),
         Some("demo") => cmd_demo(&args[1..]),
+        Some("run") => harness::parse_run_args(&args[1..])
+            .and_then(|a| harness::run_one(&a))
+            .map(|pass| if pass { Verdict::Pass } else { Verdict::Fail }),
         Some("test") => cmd_test(),
         Some("bench") => bench::bench().map(|_| Verdict::Pass),
         Some("miri") => miri::miri().map(|_| Verdict::Pass),
@@ -200,16 +208,16 @@ fn parse_demo(args: &[String]) -> Res<DemoArgs> {
 fn cmd_demo(args: &[String]) -> Res<Verdict> {
     let d = parse_demo(args)?;
     let elf = cmd_build()?;
-    let mut verdicts = Vec::new();
-    if d.which == "native" || d.which == "all" {
-        verdicts.push(demo_native(&elf, d.memory.unwrap_or(128), &d.cmdline));
-    }
-    if d.which == "xen" || d.which == "all" {
-        verdicts.push(demo_xen(&elf, d.memory.unwrap_or(64), &d.cmdline));
-    }
-    if d.which == "xen-dom0" {
-        verdicts.push(demo_xen_dom0(&elf, d.memory.unwrap_or(64), &d.cmdline));
-    }
+    let modes: &[Mode] = match d.which.as_str() {
+        "native" => &[Mode::Native],
+        "xen" => &[Mode::Xen],
+        "xen-dom0" => &[Mode::XenDom0],
+        _ => &[Mode::Native, Mode::Xen],
+    };
+    let verdicts: Vec<Res<Verdict>> = modes
+        .iter()
+        .map(|&mode| demo_boot(&elf, mode, d.memory, &d.cmdline))
+        .collect();
     // A harness error outranks a guest FAIL; a FAIL outranks PASS.
     let mut overall = Ok(Verdict::Pass);
     for v in verdicts {
@@ -227,102 +235,49 @@ fn cmd_demo(args: &[String]) -> Res<Verdict> {
     overall
 }
 
-/// Maps a log (+ the backend's own end signal) to a verdict: the guest line decides, and
-/// a missing or contradicted line is a harness error.
-fn judge(log: &str, backend: &str, exit_ok: Option<bool>) -> Res<Verdict> {
-    match (find_result(log, TAG, backend), exit_ok) {
-        (Some(GuestLine::Pass(_)), None | Some(true)) => Ok(Verdict::Pass),
-        (Some(GuestLine::Fail(_)), None | Some(false)) => Ok(Verdict::Fail),
-        (Some(line), Some(ok)) => Err(HarnessError(format!(
-            "{backend}: guest printed `{line:?}` but its exit said {}",
-            if ok { "PASS" } else { "FAIL" }
+/// Maps a log and the guest's exit to a verdict: the exit protocol and guest-demo's result
+/// line must agree; a missing or contradicted line is a harness error.
+fn judge(log: &str, backend: &str, exit: &Exit) -> Res<Verdict> {
+    let exit_ok = *exit == Exit::Pass;
+    match find_result(log, TAG, backend) {
+        Some(GuestLine::Pass(_)) if exit_ok => Ok(Verdict::Pass),
+        Some(GuestLine::Fail(_)) if !exit_ok => Ok(Verdict::Fail),
+        Some(line) => Err(HarnessError(format!(
+            "{backend}: guest printed `{line:?}` but its exit said {exit:?}"
         ))),
-        (None, _) => Err(HarnessError(format!(
+        None => Err(HarnessError(format!(
             "{backend}: the guest printed no {TAG} result line"
         ))),
     }
 }
 
-fn native_cmdline(extra: &str) -> String {
-    extra.trim().to_string()
-}
-
-fn demo_native(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
-    step("qemu-system-x86 present", native::ensure_qemu)?;
-    eprintln!("==> native: qemu-system-i386 -m {memory} (multiboot)");
-    let run = native::boot(
-        elf,
-        memory,
-        &native_cmdline(cmdline),
-        true,
-        Duration::from_secs(60),
-    )?;
-    let exit_ok = match run.status {
-        Some(33) => Some(true),
-        Some(35) => Some(false),
-        other => {
-            return Err(HarnessError(format!(
-                "native: qemu exited with {other:?}, not through isa-debug-exit"
-            )))
-        }
-    };
-    eprintln!(
-        "    native: qemu exit status {:?} in {:.2}s",
-        run.status, run.seconds
-    );
-    judge(&run.log, "native", exit_ok)
-}
-
-fn xen_cache() -> PathBuf {
-    util::root().join("target/xen")
-}
-
-fn demo_xen(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
-    let env = step(
-        "xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)",
-        || xen::prepare(&xen_cache()).map_err(HarnessError),
-    )?;
-    eprintln!(
-        "==> xen: Xen {} -> dom0 -> xl create guest-demo as a PV domU ({memory} MiB)",
-        env.version
-    );
-    let spec = xen::DomuSpec {
-        name: "guest-demo".into(),
-        elf: elf.to_path_buf(),
+/// Boots guest-demo in one mode through the harness and prints its log.
+fn demo_boot(elf: &Path, mode: Mode, memory: Option<u32>, cmdline: &str) -> Res<Verdict> {
+    let guest = Guest {
         memory_mib: memory,
         cmdline: cmdline.trim().to_string(),
+        ..Guest::new(elf)
     };
-    let outcomes = xen::run_domus(&env, &[spec], Duration::from_secs(300)).map_err(HarnessError)?;
-    let o = outcomes
-        .into_iter()
-        .next()
-        .ok_or_else(|| HarnessError("xen: no domU outcome".into()))?;
-    for line in o.console_log.lines() {
-        println!("{line}");
+    let mem = memory.unwrap_or(mode.default_memory());
+    match mode {
+        Mode::Native => eprintln!("==> native: qemu-system-i386 -m {mem} (multiboot)"),
+        Mode::Xen => {
+            eprintln!("==> xen: Xen -> dom0 -> xl create guest-demo as a PV domU ({mem} MiB)")
+        }
+        Mode::XenDom0 => eprintln!("==> xen-dom0: guest-demo as Xen's dom0 ({mem} MiB)"),
+        Mode::XenPvh => eprintln!("==> xen-pvh: xl create guest-demo as a PVH domU ({mem} MiB)"),
     }
-    eprintln!(
-        "    xen: domU shut down with reason {:?} after {:?}s",
-        o.shutdown_reason, o.seconds
-    );
-    judge(&o.console_log, "xen", None)
-}
-
-fn demo_xen_dom0(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
-    let env = step(
-        "xen: hypervisor with PV32 (first run builds, a few minutes)",
-        || xen::prepare(&xen_cache()).map_err(HarnessError),
-    )?;
-    let o = xen::run_dom0(&env, elf, memory, cmdline.trim(), Duration::from_secs(60))
-        .map_err(HarnessError)?;
-    for line in o.serial_log.lines() {
-        println!("{line}");
+    let echo = mode == Mode::Native;
+    let b = harness::boot(mode, std::slice::from_ref(&guest), echo)?
+        .remove(0)
+        .map_err(|e| HarnessError(format!("{}: {e}", mode.name())))?;
+    if !echo {
+        for line in b.log.lines() {
+            println!("{line}");
+        }
     }
-    let exit_ok = match o.qemu_status {
-        Some(33) => Some(true),
-        Some(35) => Some(false),
-        _ => None,
-    };
-    judge(&o.serial_log, "xen", exit_ok)
+    eprintln!("    {}: {} after {:.2}s", mode.name(), b.ending, b.seconds);
+    judge(&b.log, mode.backend(), &b.exit)
 }
 
 /// One guest boot the test command checks.
@@ -348,6 +303,31 @@ impl BootCase {
             expect,
         }
     }
+    /// The guest this case boots.
+    fn guest(&self, elf: &Path) -> Guest {
+        Guest {
+            memory_mib: Some(self.memory),
+            cmdline: self.cmdline.clone(),
+            ..Guest::new(elf)
+        }
+    }
+
+    /// The exit protocol must say what the case expects, and the log must hold the result line.
+    fn judge(&self, boot: Result<Boot, String>, backend: &str) -> Result<String, String> {
+        let b = boot?;
+        let want_pass = matches!(self.expect, Expect::Pass);
+        if (b.exit == Exit::Pass) != want_pass {
+            return Err(format!(
+                "the guest's exit says {:?} ({}), expected {}",
+                b.exit,
+                b.ending,
+                if want_pass { "PASS" } else { "FAIL" }
+            ));
+        }
+        self.check(&b.log, backend)
+            .map(|l| format!("{l} [{}, {:.1}s]", b.ending, b.seconds))
+    }
+
     fn check(&self, log: &str, backend: &str) -> Result<String, String> {
         match (find_result(log, TAG, backend), &self.expect) {
             (Some(GuestLine::Pass(l)), Expect::Pass) => {
@@ -395,14 +375,34 @@ fn check_misuse(log: &str, backend: &str) -> Result<String, String> {
 /// The tag of the example kernel's result lines.
 const MINIMAL_TAG: &str = "MINIMAL-KERNEL";
 
-/// `Ok(line)` when the log holds `<tag>: PASS backend=<backend>` and QEMU's status is 33.
-fn expect_pass(log: &str, tag: &str, backend: &str, status: Option<i32>) -> Result<String, String> {
-    match find_result(log, tag, backend) {
-        Some(GuestLine::Pass(l)) if status == Some(33) => Ok(l),
-        Some(GuestLine::Pass(l)) => Err(format!("{l} but qemu status {status:?}, expected 33")),
-        Some(GuestLine::Fail(l)) => Err(format!("unexpected result: {l}")),
-        None => Err(format!("no {tag} result line (qemu status {status:?})")),
+/// `Ok(line)` when the boot PASSed through its exit protocol and the log holds
+/// `<tag>: PASS backend=<backend>`.
+fn expect_pass(b: &Boot, tag: &str, backend: &str) -> Result<String, String> {
+    match (find_result(&b.log, tag, backend), &b.exit) {
+        (Some(GuestLine::Pass(l)), Exit::Pass) => Ok(format!("{l} [{}]", b.ending)),
+        (Some(GuestLine::Pass(l)), exit) => Err(format!("{l} but the exit says {exit:?}")),
+        (Some(GuestLine::Fail(l)), _) => Err(format!("unexpected result: {l}")),
+        (None, _) => Err(format!("no {tag} result line ({})", b.ending)),
     }
+}
+
+/// Boots one test case through the harness and judges it.
+fn boot_case(mode: Mode, elf: &Path, c: &BootCase) -> Result<String, String> {
+    let boot = harness::boot(mode, &[c.guest(elf)], false)
+        .map_err(|e| e.to_string())
+        .and_then(|mut v| v.remove(0));
+    c.judge(boot, mode.backend())
+}
+
+/// Boots `elf` once with `memory` MiB and no command line.
+fn boot_one(mode: Mode, elf: &Path, memory: u32) -> Result<Boot, String> {
+    let guest = Guest {
+        memory_mib: Some(memory),
+        ..Guest::new(elf)
+    };
+    harness::boot(mode, &[guest], false)
+        .map_err(|e| e.to_string())
+        .and_then(|mut v| v.remove(0))
 }
 
 fn cmd_test() -> Res<Verdict> {
@@ -569,38 +569,20 @@ fn cmd_test() -> Res<Verdict> {
     ];
     step("boots on bare QEMU", || {
         for c in &native_cases {
-            let r = native::boot(&elf, c.memory, &c.cmdline, false, Duration::from_secs(60))
-                .map_err(|e| e.to_string())
-                .and_then(|run| {
-                    let want = if matches!(c.expect, Expect::Pass) {
-                        33
-                    } else {
-                        35
-                    };
-                    if run.status != Some(want) {
-                        return Err(format!("qemu status {:?}, expected {want}", run.status));
-                    }
-                    c.check(&run.log, "native")
-                });
-            record(&c.name, r);
+            record(&c.name, boot_case(Mode::Native, &elf, c));
         }
         Ok(())
     })?;
 
     step("minimal-kernel on bare QEMU", || {
-        let r = native::boot(&minimal_elf, 64, "", false, Duration::from_secs(60))
-            .map_err(|e| e.to_string())
-            .and_then(|run| expect_pass(&run.log, MINIMAL_TAG, "native", run.status));
+        let r = boot_one(Mode::Native, &minimal_elf, 64)
+            .and_then(|b| expect_pass(&b, MINIMAL_TAG, "native"));
         record("minimal-kernel native", r);
         Ok(())
     })?;
-    let xen_ready = step(
-        "xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)",
-        || xen::prepare(&xen_cache()).map_err(HarnessError),
-    );
-    match xen_ready {
+    match harness::xen_env() {
         Err(e) => record("xen harness", Err(e.to_string())),
-        Ok(env) => {
+        Ok(_) => {
             let dom0_cases = [
                 BootCase::new("xen dom0 default", 64, "", Expect::Pass),
                 BootCase::new(
@@ -618,29 +600,13 @@ fn cmd_test() -> Res<Verdict> {
             ];
             let _ = step("boots as Xen dom0 (fast path)", || {
                 for c in &dom0_cases {
-                    let r =
-                        xen::run_dom0(&env, &elf, c.memory, &c.cmdline, Duration::from_secs(90))
-                            .and_then(|o| {
-                                let want = if matches!(c.expect, Expect::Pass) {
-                                    33
-                                } else {
-                                    35
-                                };
-                                if o.qemu_status != Some(want) {
-                                    return Err(format!(
-                                        "qemu status {:?}, expected {want}",
-                                        o.qemu_status
-                                    ));
-                                }
-                                c.check(&o.serial_log, "xen")
-                            });
-                    record(&c.name, r);
+                    record(&c.name, boot_case(Mode::XenDom0, &elf, c));
                 }
                 Ok(())
             });
             let _ = step("minimal-kernel as Xen dom0 (fast path)", || {
-                let r = xen::run_dom0(&env, &minimal_elf, 64, "", Duration::from_secs(90))
-                    .and_then(|o| expect_pass(&o.serial_log, MINIMAL_TAG, "xen", o.qemu_status));
+                let r = boot_one(Mode::XenDom0, &minimal_elf, 64)
+                    .and_then(|b| expect_pass(&b, MINIMAL_TAG, "xen"));
                 record("minimal-kernel xen dom0", r);
                 Ok(())
             });
@@ -667,41 +633,15 @@ fn cmd_test() -> Res<Verdict> {
                     Expect::Fail(vec!["stage=pagetable_setup_done", "xen EBUSY"]),
                 ),
             ];
-            let specs: Vec<xen::DomuSpec> = domu_cases
-                .iter()
-                .enumerate()
-                .map(|(i, c)| xen::DomuSpec {
-                    name: format!("pvops-test-{i}"),
-                    elf: elf.clone(),
-                    memory_mib: c.memory,
-                    cmdline: c.cmdline.clone(),
-                })
-                .collect();
-            let outcomes = step("boots as Xen domUs (one dom0 boot, xl create each)", || {
-                xen::run_domus(&env, &specs, Duration::from_secs(900)).map_err(HarnessError)
+            let guests: Vec<Guest> = domu_cases.iter().map(|c| c.guest(&elf)).collect();
+            let boots = step("boots as Xen domUs (one dom0 boot, xl create each)", || {
+                harness::boot(Mode::Xen, &guests, false)
             });
-            match outcomes {
+            match boots {
                 Err(e) => record("xen domU run", Err(e.to_string())),
-                Ok(outcomes) => {
-                    for (c, o) in domu_cases.iter().zip(&outcomes) {
-                        let want = if matches!(c.expect, Expect::Pass) {
-                            0
-                        } else {
-                            3
-                        };
-                        let r = c.check(&o.console_log, "xen").and_then(|line| {
-                            match o.shutdown_reason {
-                                Some(r) if r == want => Ok(format!(
-                                    "{line} [shutdown reason {r}, {:.1}s]",
-                                    o.seconds.unwrap_or(0.0)
-                                )),
-                                other => Err(format!(
-                                    "shutdown reason {other:?}, expected {want}: {:?}",
-                                    o.error
-                                )),
-                            }
-                        });
-                        record(&c.name, r);
+                Ok(boots) => {
+                    for (c, b) in domu_cases.iter().zip(boots) {
+                        record(&c.name, c.judge(b, "xen"));
                     }
                 }
             }
