@@ -24,8 +24,7 @@ const MISUSE_TAG: &str = "PVOPS-MISUSE";
 #[linkme(crate = pvops_core::linkme)]
 static DEMO: KernelDescriptor = KernelDescriptor { tag: TAG };
 
-backend_native::register_kernel!(demo_main);
-backend_xen::register_kernel!(demo_main);
+pvops::register_kernel!(demo_main);
 
 fn demo_main<P: BackendMisuse>(h: Handoff<'_, P>) -> Outcome {
     let Handoff {

@@ -7,7 +7,7 @@
 //! * the toolchain file (`rust-toolchain.toml` in this crate: nightly + rust-src);
 //! * [`link`], the one line of a kernel's `build.rs`.
 //!
-//! ```no_run
+//! ```ignore
 //! // build.rs of a kernel, with `pvops-build` as a build-dependency:
 //! fn main() {
 //!     pvops_build::link();

@@ -479,13 +479,17 @@ fn cmd_test() -> Res<Verdict> {
                     "backend-native",
                     "-p",
                     "backend-xen",
+                    "-p",
+                    "pvops",
+                    "-p",
+                    "pvops-build",
                 ])
                 .env("RUSTDOCFLAGS", "-D warnings")
                 .current_dir(&root),
         )
     })?;
     step(
-        "cargo package (pvops-core, backend-native, backend-xen)",
+        "cargo package (pvops-core, backend-native, backend-xen, pvops, pvops-build)",
         || {
             util::run(
                 util::cmd("cargo")
@@ -499,6 +503,10 @@ fn cmd_test() -> Res<Verdict> {
                         "backend-native",
                         "-p",
                         "backend-xen",
+                        "-p",
+                        "pvops",
+                        "-p",
+                        "pvops-build",
                     ])
                     .current_dir(&root),
             )
