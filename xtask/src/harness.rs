@@ -21,6 +21,8 @@ pub const QEMU_STATUS_FAIL: i32 = (0x11 << 1) | 1;
 pub const SHUTDOWN_POWEROFF: u32 = 0;
 /// Xen's `SHUTDOWN_crash`.
 pub const SHUTDOWN_CRASH: u32 = 3;
+/// Lines of the guest's output quoted in a harness error.
+const ERROR_TAIL_LINES: usize = 40;
 
 /// Where a kernel boots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,12 +138,18 @@ pub fn xen_cache() -> PathBuf {
         .unwrap_or_else(|| root().join("target/xen"))
 }
 
-/// The hypervisor and dom0, built and cached on first use (prints progress).
+/// The hypervisor and dom0, built and cached on first use (prints progress); prepared once per
+/// process.
 pub fn xen_env() -> Res<xen::XenEnv> {
-    step(
+    static ENV: std::sync::OnceLock<xen::XenEnv> = std::sync::OnceLock::new();
+    if let Some(env) = ENV.get() {
+        return Ok(env.clone());
+    }
+    let env = step(
         "xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)",
         || xen::prepare(&xen_cache()).map_err(HarnessError),
-    )
+    )?;
+    Ok(ENV.get_or_init(|| env).clone())
 }
 
 /// Boots each guest in `mode` and returns one result per guest, in order. All Xen domUs share
@@ -182,7 +190,7 @@ pub fn boot(mode: Mode, guests: &[Guest], echo: bool) -> Res<Vec<Result<Boot, St
                     )
                     .map_err(|e| e.to_string())?;
                     Ok(Boot {
-                        exit: debug_exit(run.status)?,
+                        exit: debug_exit(run.status).map_err(|e| with_tail(e, &run.log))?,
                         ending: format!("qemu status {:?}", run.status),
                         log: run.log,
                         seconds: run.seconds,
@@ -199,7 +207,7 @@ pub fn boot(mode: Mode, guests: &[Guest], echo: bool) -> Res<Vec<Result<Boot, St
                     opts.cpus = g.vcpus;
                     let o = xen::run_dom0_with(&env, &g.elf, memory(g), g.cmdline.trim(), &opts)?;
                     Ok(Boot {
-                        exit: debug_exit(o.qemu_status)?,
+                        exit: debug_exit(o.qemu_status).map_err(|e| with_tail(e, &o.serial_log))?,
                         ending: format!("qemu status {:?}", o.qemu_status),
                         log: o.serial_log,
                         seconds: o.seconds,
@@ -227,6 +235,15 @@ pub fn boot(mode: Mode, guests: &[Guest], echo: bool) -> Res<Vec<Result<Boot, St
             "xen-pvh: not available yet (PVH guest support has not landed in this checkout)".into(),
         )),
     }
+}
+
+/// `e` with the last lines of the guest's output (a harness error must show what the guest said).
+fn with_tail(e: String, log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    format!(
+        "{e}; last output:\n{}",
+        lines[lines.len().saturating_sub(ERROR_TAIL_LINES)..].join("\n")
+    )
 }
 
 /// The verdict of QEMU's exit status: pvops's debug-exit values, or a harness error when the

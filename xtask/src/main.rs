@@ -5,6 +5,7 @@
 
 mod bench;
 mod miri;
+mod quickstart;
 
 use xtask::harness::{self, Boot, Exit, Guest, Mode};
 use xtask::{kernel, native, util};
@@ -652,6 +653,22 @@ fn cmd_test() -> Res<Verdict> {
                         record(&c.name, c.judge(b, "xen"));
                     }
                 }
+            }
+        }
+    }
+
+    let quick = step(
+        "quick start: the README's steps in a fresh directory (cargo run: native, xen)",
+        quickstart::follow,
+    );
+    match quick {
+        Err(e) => record("quick start", Err(e.to_string())),
+        Ok(q) => {
+            for (line, secs, pass) in q.passes {
+                record(
+                    &format!("quick start `{line}`"),
+                    Ok(format!("{pass} [{secs:.1}s from an empty directory]")),
+                );
             }
         }
     }
