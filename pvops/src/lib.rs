@@ -38,7 +38,7 @@ pub use backend_native;
 pub use backend_xen;
 pub use pvops_core;
 
-pub use pvops_core::boot::{set_stage, BootInfo, BootReport, BootState, Stage};
+pub use pvops_core::boot::{set_stage, BootInfo, BootReport, BootState, KernelStage, Stage};
 pub use pvops_core::options::BootOptions;
 pub use pvops_core::registry::{fatal, Handoff, Outcome};
 pub use pvops_core::Platform;
@@ -58,6 +58,10 @@ pub struct Kernel<'a, P: Platform> {
     /// The `pvops.*` options parsed from the command line.
     pub options: BootOptions,
 }
+
+/// The stage a fault in the kernel's main reports unless the kernel names its own
+/// (`set_stage(Stage::Kernel(&MINE))`).
+pub static KERNEL_MAIN: KernelStage = KernelStage::new("kernel_main");
 
 /// Runs a kernel: parses the options, takes the boot state, runs the generic boot path, then
 /// `main`, and prints the result line `<TAG>: PASS backend=<name> <summary>` or
@@ -97,7 +101,7 @@ pub fn run_kernel<P: Platform, S: Display, E: Display>(
             return Outcome::Fail;
         }
     };
-    set_stage(Stage::Done);
+    set_stage(Stage::Kernel(&KERNEL_MAIN));
     let result = main(Kernel {
         platform,
         info,

@@ -16,7 +16,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::fmt::Write;
-use pvops::{Kernel, Stage};
+use pvops::{Kernel, KernelStage, Stage};
 use pvops_core::mapper::{self, MapError};
 use pvops_core::mem::FrameAllocator;
 use pvops_core::paging::KERNEL_RW;
@@ -30,13 +30,15 @@ pvops::kernel!(tag = TAG, main = minimal_main);
 /// Bytes written through the kernel's own mapping and read back through the direct map.
 const PROBE_LEN: usize = 32;
 
-/// The page of the scratch area this kernel uses (the boot path's exercise uses page 5 and
-/// leaves the area empty).
+/// The page of the scratch area this kernel uses (the boot path leaves the area empty).
 const OWN_PAGE: u32 = 16;
+
+/// This kernel's own stage after the boot path: a fault in it reads `stage=own_mapping`.
+static OWN_MAPPING: KernelStage = KernelStage::new("own_mapping");
 
 /// Runs once the generic boot path is done (the kernel's table is live): one mapping of
 /// the kernel's own. A fault in here is reported by the backend's trap handler with the
-/// stage set below.
+/// kernel's own stage, `own_mapping`.
 fn minimal_main<P: Platform>(k: Kernel<'_, P>) -> Result<Summary, OwnError<P::Error>> {
     let _ = writeln!(
         k.console,
@@ -44,9 +46,8 @@ fn minimal_main<P: Platform>(k: Kernel<'_, P>) -> Result<Summary, OwnError<P::Er
         P::NAME,
         k.info.cmdline
     );
-    pvops::set_stage(Stage::Exercise);
+    pvops::set_stage(Stage::Kernel(&OWN_MAPPING));
     let frame = own_mapping(k.platform, &mut k.state.alloc, k.console)?;
-    pvops::set_stage(Stage::Done);
     Ok(Summary {
         lowmem_mapped_mib: k.report.lowmem_mapped >> 20,
         root: k.report.root,
