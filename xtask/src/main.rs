@@ -387,6 +387,66 @@ fn expect_pass(b: &Boot, tag: &str, backend: &str) -> Result<String, String> {
     }
 }
 
+/// The library crates `cargo package` verifies, in dependency order.
+const PACKAGED: [&str; 5] = [
+    "pvops-core",
+    "backend-native",
+    "backend-xen",
+    "pvops",
+    "pvops-build",
+];
+
+/// `target/package-<hash of the packaged crates' files>` (older ones removed). cargo unpacks
+/// each verified dependency from its temporary registry into `~/.cargo/registry/src/<hash of
+/// the registry's path>/<name>-<version>` and never unpacks the same name and version again,
+/// so with one fixed target directory a crate verified against a dependency's earlier sources
+/// fails (seen: `pvops` against a pvops-core without `KernelStage`). A directory per content
+/// gives a registry path per content.
+fn package_target_dir() -> Res<PathBuf> {
+    let root = util::root();
+    let mut files = Vec::new();
+    for krate in PACKAGED {
+        collect_files(&root.join(krate), &mut files);
+    }
+    files.sort();
+    // FNV-1a over paths and contents: stable across runs and Rust releases.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in &files {
+        let data = std::fs::read(f).unwrap_or_default();
+        for b in f.to_string_lossy().bytes().chain(data) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    let name = format!("package-{h:016x}");
+    let target = root.join("target");
+    if let Ok(entries) = std::fs::read_dir(&target) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("package-") && n != name {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(target.join(name))
+}
+
+/// Every file under `dir` except build outputs.
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "target") {
+                collect_files(&p, out);
+            }
+        } else {
+            out.push(p);
+        }
+    }
+}
+
 /// Boots one test case through the harness and judges it.
 fn boot_case(mode: Mode, elf: &Path, c: &BootCase) -> Result<String, String> {
     let boot = harness::boot(mode, &[c.guest(elf)], false)
@@ -494,21 +554,10 @@ fn cmd_test() -> Res<Verdict> {
         || {
             util::run(
                 util::cmd("cargo")
-                    .args([
-                        "package",
-                        "--quiet",
-                        "--allow-dirty",
-                        "-p",
-                        "pvops-core",
-                        "-p",
-                        "backend-native",
-                        "-p",
-                        "backend-xen",
-                        "-p",
-                        "pvops",
-                        "-p",
-                        "pvops-build",
-                    ])
+                    .args(["package", "--quiet", "--allow-dirty"])
+                    .args(PACKAGED.iter().flat_map(|p| ["-p", p]))
+                    .args(["--target-dir"])
+                    .arg(package_target_dir()?)
                     .current_dir(&root),
             )
         },

@@ -48,7 +48,7 @@ use job::{
 };
 use qemu::{clean_serial, module_arg, qemu_args, run_qemu};
 use relay::parse_relay;
-use util::{step, tail_lines};
+use util::tail_lines;
 
 // Constants shared by more than one part of the harness.
 const XEN_SOURCE_PACKAGE: &str = "xen";
@@ -102,7 +102,7 @@ pub fn prepare(cache: &Path) -> Result<XenEnv, String> {
     let root = fs::canonicalize(cache)
         .map_err(|e| format!("xen: cannot resolve {}: {e}", cache.display()))?;
     let _lock = lock_cache(&root)?;
-    step("checking host packages", ensure_host_packages)?;
+    ensure_host_packages(&root.join("logs"))?;
     let layout = Layout::new(root)?;
     let resolved = resolve_versions(&layout)?;
     let xen = ensure_hypervisor(&layout, &resolved)?;
