@@ -1,6 +1,8 @@
-//! guest-demo: the pvops demonstration kernel. One ELF that boots on bare QEMU (multiboot1)
-//! and as a Xen PV domU; it runs the generic boot path on whichever backend entered it and
-//! prints `PVOPS-DEMO: PASS backend=<name>` or `PVOPS-DEMO: FAIL backend=<name> stage=..: ..`.
+//! guest-demo: the pvops demonstration kernel. One ELF that boots on bare QEMU (multiboot1),
+//! as a Xen PV domU and as a Xen PVH domU (the native MMU on Xen's platform); it runs the
+//! generic boot path on whichever backend entered it and prints
+//! `PVOPS-DEMO: PASS backend=<name> platform=<platform>` or
+//! `PVOPS-DEMO: FAIL backend=<name> platform=<platform> stage=..: ..`.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -26,6 +28,8 @@ static DEMO: KernelDescriptor = KernelDescriptor { tag: TAG };
 
 backend_native::register_kernel!(demo_main);
 backend_xen::register_kernel!(demo_main);
+// PVH runs the kernel registered for the native backend; linking the crate adds the entry.
+use platform_pvh as _;
 
 fn demo_main<P: BackendMisuse>(h: Handoff<'_, P>) -> Outcome {
     let Handoff {
@@ -33,17 +37,22 @@ fn demo_main<P: BackendMisuse>(h: Handoff<'_, P>) -> Outcome {
         info,
         console,
     } = h;
+    let platform_name = info.platform.name;
     let opts = match BootOptions::parse(info.cmdline) {
         Ok(o) => o,
         Err(e) => {
-            let _ = writeln!(console, "{TAG}: FAIL backend={} stage=banner: {e}", P::NAME);
+            let _ = writeln!(
+                console,
+                "{TAG}: FAIL backend={} platform={platform_name} stage=banner: {e}",
+                P::NAME
+            );
             return Outcome::Fail;
         }
     };
     let Some(state) = take_boot_state() else {
         let _ = writeln!(
             console,
-            "{TAG}: FAIL backend={} stage=entry: kernel main entered twice",
+            "{TAG}: FAIL backend={} platform={platform_name} stage=entry: kernel main entered twice",
             P::NAME
         );
         return Outcome::Fail;
@@ -56,7 +65,7 @@ fn demo_main<P: BackendMisuse>(h: Handoff<'_, P>) -> Outcome {
             set_stage(Stage::Done);
             let _ = writeln!(
                 console,
-                "{TAG}: PASS backend={} lowmem_mapped_mib={} lowmem_not_mapped_mib={} ptes={} l1_tables={} reused_frames={}",
+                "{TAG}: PASS backend={} platform={platform_name} lowmem_mapped_mib={} lowmem_not_mapped_mib={} ptes={} l1_tables={} reused_frames={}",
                 P::NAME,
                 r.lowmem_mapped >> 20,
                 r.lowmem_not_mapped >> 20,
@@ -64,11 +73,15 @@ fn demo_main<P: BackendMisuse>(h: Handoff<'_, P>) -> Outcome {
                 r.direct_map_tables,
                 r.reused.len()
             );
-            let _ = print_stats(console, P::NAME, &opts, &r);
+            let _ = print_stats(console, P::NAME, platform_name, &opts, &r);
             Outcome::Pass
         }
         Err(e) => {
-            let _ = writeln!(console, "{TAG}: FAIL backend={} {e}", <P as MmuOps>::NAME);
+            let _ = writeln!(
+                console,
+                "{TAG}: FAIL backend={} platform={platform_name} {e}",
+                <P as MmuOps>::NAME
+            );
             Outcome::Fail
         }
     }
@@ -98,7 +111,11 @@ fn misuse_stage<P: BackendMisuse>(
     let dc = p.counters().since(&c0);
     let name = <P as MmuOps>::NAME;
     if let Some(r) = failure {
-        let _ = writeln!(console, "{TAG}: FAIL backend={name} stage=misuse: {r}");
+        let _ = writeln!(
+            console,
+            "{TAG}: FAIL backend={name} platform={} stage=misuse: {r}",
+            info.platform.name
+        );
         return None;
     }
     let _ = writeln!(
@@ -113,16 +130,18 @@ fn misuse_stage<P: BackendMisuse>(
     Some(tally)
 }
 
-/// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's name).
+/// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's and the
+/// platform's names).
 fn print_stats(
     out: &mut dyn core::fmt::Write,
     backend: &str,
+    platform: &str,
     opts: &BootOptions,
     r: &BootReport,
 ) -> core::fmt::Result {
     write!(
         out,
-        "PVOPS-STATS: {{\"backend\":\"{backend}\",\"batch\":{},\"boot_cycles\":{},\"hypercalls\":{},\"ptes\":{},\"l1_tables\":{},\"lowmem_mapped_mib\":{}",
+        "PVOPS-STATS: {{\"backend\":\"{backend}\",\"platform\":\"{platform}\",\"batch\":{},\"boot_cycles\":{},\"hypercalls\":{},\"ptes\":{},\"l1_tables\":{},\"lowmem_mapped_mib\":{}",
         opts.batch,
         r.total_cycles(),
         r.total_hypercalls(),

@@ -136,6 +136,54 @@ impl MemoryMap {
         Ok(())
     }
 
+    /// Marks `[start, start + len)` as not usable: every usable region it overlaps is split
+    /// into usable parts and a reserved part (loader structures, modules). Parts outside usable
+    /// RAM stay as they are. The map is unchanged when this fails (too many regions, a
+    /// wrapping range).
+    pub fn reserve(&mut self, start: PhysAddr, len: u64) -> Result<(), MemoryMapError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let end = start
+            .0
+            .checked_add(len)
+            .ok_or(MemoryMapError::Wraps { start, len })?;
+        let mut out = MemoryMap::new();
+        for r in self.regions() {
+            if r.kind != RegionKind::Usable || end <= r.start.0 || r.end() <= start.0 {
+                out.push_sorted(*r)?;
+                continue;
+            }
+            let (cut_start, cut_end) = (start.0.max(r.start.0), end.min(r.end()));
+            let pieces = [
+                (r.start.0, cut_start, RegionKind::Usable),
+                (cut_start, cut_end, RegionKind::Reserved),
+                (cut_end, r.end(), RegionKind::Usable),
+            ];
+            for (s, e, kind) in pieces {
+                if s < e {
+                    out.push_sorted(MemoryRegion {
+                        start: PhysAddr(s),
+                        len: e - s,
+                        kind,
+                    })?;
+                }
+            }
+        }
+        *self = out;
+        Ok(())
+    }
+
+    /// Appends a region that starts at or after the end of the last one.
+    fn push_sorted(&mut self, r: MemoryRegion) -> Result<(), MemoryMapError> {
+        if self.len == MAX_REGIONS {
+            return Err(MemoryMapError::TooManyRegions);
+        }
+        self.regions[self.len] = r;
+        self.len += 1;
+        Ok(())
+    }
+
     /// The regions, sorted by start.
     pub fn regions(&self) -> &[MemoryRegion] {
         &self.regions[..self.len]
@@ -394,6 +442,7 @@ impl FrameAllocator {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     fn map() -> MemoryMap {
@@ -429,6 +478,59 @@ mod tests {
             })
         );
         assert_eq!(m.usable_bytes_below(0x20_0000), 0x9_f000 + 0x10_0000);
+    }
+
+    #[test]
+    fn reserve_splits_usable_regions_only() {
+        let mut m = map();
+        // Inside the high region: usable, reserved, usable.
+        m.reserve(PhysAddr(0x20_0800), 0x1000).unwrap();
+        // Straddling the end of the low region into the (absent) hole: only the RAM part.
+        m.reserve(PhysAddr(0x9_e000), 0x4000).unwrap();
+        let got: std::vec::Vec<_> = m
+            .regions()
+            .iter()
+            .map(|r| (r.start.0, r.end(), r.kind == RegionKind::Usable))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 0x9_e000, true),
+                (0x9_e000, 0x9_f000, false),
+                (0x10_0000, 0x20_0800, true),
+                (0x20_0800, 0x20_1800, false),
+                (0x20_1800, 0x80_0000, true),
+            ]
+        );
+        // The allocator never hands out a frame that touches a reserved byte.
+        let frames: std::vec::Vec<_> = m.usable_frames_below(u64::MAX).collect();
+        assert!(frames.iter().all(|r| !r.contains(PhysFrame(0x200))
+            && !r.contains(PhysFrame(0x201))
+            && !r.contains(PhysFrame(0x9e))));
+        let before = m.clone();
+        assert_eq!(
+            m.reserve(PhysAddr(u64::MAX - 1), 4),
+            Err(MemoryMapError::Wraps {
+                start: PhysAddr(u64::MAX - 1),
+                len: 4
+            })
+        );
+        assert_eq!(m.regions(), before.regions());
+    }
+
+    #[test]
+    fn reserve_reports_a_full_map() {
+        let mut m = MemoryMap::new();
+        m.add(PhysAddr(0), 0x100_0000, RegionKind::Usable).unwrap();
+        let mut err = None;
+        for i in 0..MAX_REGIONS as u64 {
+            if let Err(e) = m.reserve(PhysAddr(0x1000 + i * 0x2000), 0x1000) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(err, Some(MemoryMapError::TooManyRegions));
+        assert!(m.regions().len() <= MAX_REGIONS);
     }
 
     #[test]

@@ -199,6 +199,7 @@ fn generic_cases_on_the_simulated_native_machine() {
 /// A [`BootInfo`] naming start_info as its probe, as backend-xen's `boot_info` does.
 fn info_with_start_info(si: PhysFrame) -> BootInfo<'static> {
     BootInfo {
+        platform: backend_xen::PLATFORM_XEN_PV,
         memory: MemoryMap::new(),
         cmdline: "",
         first_free: PhysFrame(0),
