@@ -2,7 +2,7 @@
 //! platform must reach at the same address on the bootstrap table and on the kernel's own
 //! table (a PVH guest's console ring, which Xen places near 4 GiB, far above lowmem).
 //!
-//! The bootstrap stub links the table into its page directory; [`crate::Native`]'s
+//! The bootstrap stub links the table into its page directory; `Native`'s
 //! `pagetable_setup_start` links the same table into the kernel's table before the switch,
 //! so a fixmap address never stops working (Linux keeps its fixmap L1 in swapper_pg_dir the
 //! same way).

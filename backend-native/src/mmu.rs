@@ -21,7 +21,7 @@ impl Native {
     /// `pagetable_setup_done`), `memory` the machine's memory map (it sets the lowmem end).
     pub fn new(reach: PhysFrame, bootstrap: FrameRange, memory: &MemoryMap) -> Native {
         let ram_end = memory
-            .usable()
+            .ram()
             .map(|r| r.end())
             .max()
             .unwrap_or(BOOTSTRAP_MAPPED);

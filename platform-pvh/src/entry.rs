@@ -251,7 +251,7 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
         "xen-pvh: hvm_start_info version={} flags={:#x} memmap entries={} modules={} rsdp={:#x} cmdline \"{}\"",
         si.version,
         si.flags,
-        si.memory.regions().len(),
+        si.memmap_entries,
         si.modules().len(),
         si.rsdp,
         si.cmdline

@@ -1,7 +1,7 @@
 //! platform-pvh: pvops as a Xen PVH guest, the third entry protocol of one kernel image.
 //!
 //! Under PVH the page tables are the hardware's (Xen virtualises them with shadow paging or
-//! HAP), so the MMU is backend-native's [`backend_native::Native`], unchanged: its raw PAE
+//! HAP), so the MMU is backend-native's `Native`, unchanged: its raw PAE
 //! stores, its bootstrap stub, its IDT, and the kernel main registered with
 //! `backend_native::register_kernel!`. What is Xen's is the platform around it:
 //!

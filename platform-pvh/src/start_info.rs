@@ -1,6 +1,6 @@
 //! `struct hvm_start_info` (Xen `arch-x86/hvm/start_info.h`): validation and what pvops takes
-//! from it: the memory map, the command line, the modules, and the list of boot structures
-//! to keep away from the frame allocator.
+//! from it: the memory map, the command line, the modules, and the boot structures to keep
+//! away from the frame allocator (marked [`RegionKind::BootData`]: still in the direct map).
 //!
 //! [`parse`] is a plain function over a reader of physical memory (`read(addr, len)` returns
 //! exactly `len` bytes or `None`), so host tests and fuzzers run it on byte buffers. It never
@@ -183,6 +183,8 @@ pub struct PvhStartInfo<'a> {
     pub flags: u32,
     /// `rsdp_paddr` (0 when absent).
     pub rsdp: u64,
+    /// `memmap_entries`: entries in the loader's memory-map table.
+    pub memmap_entries: u32,
     /// The memory map, with every loader structure and module reserved.
     pub memory: MemoryMap,
     /// The command line ("" when absent).
@@ -335,6 +337,7 @@ pub fn parse<'a>(
         version,
         flags,
         rsdp,
+        memmap_entries: entries,
         memory,
         cmdline,
         modules: [Module::default(); MAX_MODULES],

@@ -14,7 +14,6 @@ pub use stage::{current_stage, set_stage, Stage, BOOT_STAGES};
 use crate::addr::{FrameRange, PhysFrame, VirtAddr, PAGE_SIZE};
 use crate::ioremap::{EarlyIoremap, TableSource};
 use crate::mapper::{self, read_entry, MapError};
-use crate::mem::RegionKind;
 use crate::ops::Platform;
 use crate::options::{BootOptions, IoremapWalk};
 use crate::paging::{EntrySlot, Level, PageTableEntry, KERNEL_RO, KERNEL_RW};
@@ -118,11 +117,7 @@ impl<'a, P: Platform> Boot<'a, P> {
             self.info.platform.entry
         );
         for r in self.info.memory.regions() {
-            let kind = if r.kind == RegionKind::Usable {
-                "usable"
-            } else {
-                "reserved"
-            };
+            let kind = r.kind.name();
             let _ = writeln!(
                 self.log,
                 "pvops: mem {:#011x}-{:#011x} {}",
@@ -248,8 +243,9 @@ impl<'a, P: Platform> Boot<'a, P> {
         let layout = self.p.layout();
         let mem = &self.info.memory;
         let limit = layout.lowmem_limit;
-        let mapped = mem.usable_bytes_below(limit);
-        let not_mapped = mem.usable_bytes() - mapped;
+        let mapped = mem.ram_bytes_below(limit);
+        let ram: u64 = mem.ram().map(|r| r.len).sum();
+        let not_mapped = ram - mapped;
         if mapped == 0 {
             return Err(BootErrorKind::NoLowmem);
         }
@@ -264,12 +260,12 @@ impl<'a, P: Platform> Boot<'a, P> {
             layout.lowmem_formula
         );
 
-        // The direct map: usable RAM below the limit, plus any part of the kernel image
+        // The direct map: RAM below the limit (boot data included), plus any part of the kernel image
         // outside it. The window's L1 is made first, then map_linear allocates every L1
         // before it maps any page (Xen: a page-table frame must never be mapped writable).
         let mut ranges = [FrameRange::EMPTY; crate::mem::MAX_REGIONS + 2];
         let mut n = 0;
-        for r in mem.usable_frames_below(limit) {
+        for r in mem.ram_frames_below(limit) {
             ranges[n] = r;
             n += 1;
         }
