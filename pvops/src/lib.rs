@@ -1,5 +1,6 @@
 //! pvops for kernel authors: one dependency that links the backends you enable (cargo features
-//! `native` and `xen`, both on by default) and [`kernel!`], which replaces the boot boilerplate
+//! `native`, `xen` and `pvh` (Xen PVH domUs: the native MMU on Xen's platform), all on by
+//! default) and [`kernel!`], which replaces the boot boilerplate
 //! every pvops kernel would otherwise repeat.
 //!
 //! A complete kernel (`src/main.rs`; its `build.rs` is `pvops_build::link()`, see the README's
@@ -23,8 +24,8 @@
 //! ```
 //!
 //! That kernel boots on bare QEMU (multiboot1) and as a Xen PV guest from one ELF and prints
-//! `MY-KERNEL: PASS backend=<native|xen> greeted=1`, or `MY-KERNEL: FAIL backend=<name>
-//! stage=<stage>: <reason>` when the boot path or `my_main` fails, and the backend ends the run
+//! `MY-KERNEL: PASS backend=<native|xen> platform=<bare|xen-pv|..> greeted=1`, or
+//! `MY-KERNEL: FAIL backend=<name> platform=<platform> stage=<stage>: <reason>` when the boot path or `my_main` fails, and the backend ends the run
 //! with the matching exit (QEMU's debug-exit status, a Xen poweroff or crash).
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -36,6 +37,9 @@ use core::fmt::{Display, Write};
 pub use backend_native;
 #[cfg(feature = "xen")]
 pub use backend_xen;
+/// Linked with feature `pvh`: its entry runs the main registered for the native backend.
+#[cfg(feature = "pvh")]
+pub use platform_pvh;
 pub use pvops_core;
 
 pub use pvops_core::boot::{set_stage, BootInfo, BootReport, BootState, KernelStage, Stage};
@@ -64,8 +68,8 @@ pub struct Kernel<'a, P: Platform> {
 pub static KERNEL_MAIN: KernelStage = KernelStage::new("kernel_main");
 
 /// Runs a kernel: parses the options, takes the boot state, runs the generic boot path, then
-/// `main`, and prints the result line `<TAG>: PASS backend=<name> <summary>` or
-/// `<TAG>: FAIL backend=<name> stage=<stage>: <reason>`. What [`kernel!`] expands to; call it
+/// `main`, and prints the result line `<TAG>: PASS backend=<name> platform=<platform> <summary>`
+/// or `<TAG>: FAIL backend=<name> platform=<platform> stage=<stage>: <reason>`. What [`kernel!`] expands to; call it
 /// yourself from a main registered with [`register_kernel!`] if you need the [`Handoff`] first.
 pub fn run_kernel<P: Platform, S: Display, E: Display>(
     h: Handoff<'_, P>,
@@ -77,10 +81,11 @@ pub fn run_kernel<P: Platform, S: Display, E: Display>(
         console,
     } = h;
     let tag = pvops_core::registry::kernel_tag();
+    let platform_name = info.platform.name;
     let fail = |console: &mut dyn Write, stage: Stage, reason: &dyn Display| {
         let _ = writeln!(
             console,
-            "{tag}: FAIL backend={} stage={}: {reason}",
+            "{tag}: FAIL backend={} platform={platform_name} stage={}: {reason}",
             P::NAME,
             stage.name()
         );
@@ -97,7 +102,11 @@ pub fn run_kernel<P: Platform, S: Display, E: Display>(
         Ok(r) => r,
         Err(e) => {
             // A BootError prints as `stage=<stage>: <reason>`.
-            let _ = writeln!(console, "{tag}: FAIL backend={} {e}", P::NAME);
+            let _ = writeln!(
+                console,
+                "{tag}: FAIL backend={} platform={platform_name} {e}",
+                P::NAME
+            );
             return Outcome::Fail;
         }
     };
@@ -112,7 +121,11 @@ pub fn run_kernel<P: Platform, S: Display, E: Display>(
     });
     match result {
         Ok(summary) => {
-            let _ = writeln!(console, "{tag}: PASS backend={} {summary}", P::NAME);
+            let _ = writeln!(
+                console,
+                "{tag}: PASS backend={} platform={platform_name} {summary}",
+                P::NAME
+            );
             Outcome::Pass
         }
         Err(e) => fail(console, pvops_core::boot::current_stage(), &e),

@@ -64,11 +64,21 @@ impl Mode {
         }
     }
 
-    /// The backend name a pvops guest prints in its result lines in this mode.
+    /// The backend name a pvops guest prints in its result lines in this mode (PVH runs the
+    /// native MMU).
     pub fn backend(self) -> &'static str {
         match self {
             Mode::Native | Mode::XenPvh => "native",
             Mode::Xen | Mode::XenDom0 => "xen",
+        }
+    }
+
+    /// The platform name a pvops guest prints in its result lines (`platform=`) in this mode.
+    pub fn platform(self) -> &'static str {
+        match self {
+            Mode::Native => "bare",
+            Mode::Xen | Mode::XenDom0 => "xen-pv",
+            Mode::XenPvh => "xen-pvh",
         }
     }
 
@@ -215,26 +225,48 @@ pub fn boot(mode: Mode, guests: &[Guest], echo: bool) -> Res<Vec<Result<Boot, St
                 })
                 .collect())
         }
-        Mode::Xen => {
-            let env = xen_env()?;
-            let specs: Vec<xen::DomuSpec> = guests
-                .iter()
-                .enumerate()
-                .map(|(i, g)| xen::DomuSpec {
-                    name: domu_name(&g.elf, i, guests.len()),
-                    elf: g.elf.clone(),
-                    memory_mib: memory(g),
-                    cmdline: g.cmdline.trim().to_string(),
-                    vcpus: g.vcpus,
-                })
-                .collect();
-            let outcomes = xen::run_domus(&env, &specs, timeout).map_err(HarnessError)?;
-            Ok(outcomes.into_iter().map(domu_boot).collect())
+        Mode::Xen | Mode::XenPvh => {
+            let domus: Vec<(Mode, Guest)> = guests.iter().map(|g| (mode, g.clone())).collect();
+            boot_domus(&domus)
         }
-        Mode::XenPvh => Err(HarnessError(
-            "xen-pvh: not available yet (PVH guest support has not landed in this checkout)".into(),
-        )),
     }
+}
+
+/// Boots Xen domUs of both kinds (PV for [`Mode::Xen`], PVH for [`Mode::XenPvh`]) in ONE QEMU
+/// boot of Xen + dom0, `xl create` one after the other; one result per guest, in order.
+pub fn boot_domus(guests: &[(Mode, Guest)]) -> Res<Vec<Result<Boot, String>>> {
+    let mut specs = Vec::new();
+    for (i, (mode, g)) in guests.iter().enumerate() {
+        let kind = match mode {
+            Mode::Xen => xen::GuestKind::Pv,
+            Mode::XenPvh => xen::GuestKind::Pvh,
+            other => {
+                return Err(HarnessError(format!(
+                    "{} is not a domU mode (xen, xen-pvh)",
+                    other.name()
+                )))
+            }
+        };
+        if g.vcpus == 0 || !g.elf.is_file() {
+            return Err(HarnessError(format!(
+                "{}: kernel {} does not exist or --vcpus is 0",
+                mode.name(),
+                g.elf.display()
+            )));
+        }
+        specs.push(xen::DomuSpec {
+            name: domu_name(&g.elf, i, guests.len()),
+            kind,
+            elf: g.elf.clone(),
+            memory_mib: g.memory_mib.unwrap_or(mode.default_memory()),
+            cmdline: g.cmdline.trim().to_string(),
+            vcpus: g.vcpus,
+        });
+    }
+    let env = xen_env()?;
+    let outcomes =
+        xen::run_domus(&env, &specs, Mode::Xen.timeout(specs.len())).map_err(HarnessError)?;
+    Ok(outcomes.into_iter().map(domu_boot).collect())
 }
 
 /// `e` with the last lines of the guest's output (a harness error must show what the guest said).
@@ -344,15 +376,16 @@ Boots any pvops kernel ELF and prints its serial (native) or console (xen) log:
   native     qemu-system-i386 -kernel (multiboot1) with isa-debug-exit (the default)
   xen        Xen 4.17 (PV32) under QEMU -> Linux dom0 -> xl create the ELF as a PV domU
   xen-dom0   the ELF itself as Xen's dom0 (about a second; a test fast path)
-  xen-pvh    a Xen PVH domU (when this checkout has PVH guest support)
+  xen-pvh    Xen 4.17 under QEMU -> Linux dom0 -> xl create the ELF as a PVH domU
 --memory MIB      native: QEMU -m (default 128); xen: domU memory (default 64);
                   xen-dom0: dom0 memory (default 64)
 --cmdline \"OPTS\"  the guest's command line
---vcpus N         native, xen-dom0: QEMU -smp N; xen: the domU's vcpus (default 1)
+--vcpus N         native, xen-dom0: QEMU -smp N; xen, xen-pvh: the domU's vcpus
+                  (default 1)
 The mode may also come from PVOPS_RUN_MODE (the argument wins).
 PASS/FAIL come from the guest's exit protocol: QEMU's isa-debug-exit status (33 PASS,
-35 FAIL) on native and xen-dom0, the domU's shutdown reason under xen (poweroff PASS,
-crash or any other reason FAIL). Xen and the dom0 are built and cached as for
+35 FAIL) on native and xen-dom0, the domU's shutdown reason under xen and xen-pvh
+(poweroff PASS, crash or any other reason FAIL). Xen and the dom0 are built and cached as for
 `cargo xtask demo` (first run ~2-3 minutes, then seconds; cache in target/xen of the pvops
 checkout, or PVOPS_XEN_CACHE).
 Exit status: 0 PASS, 1 FAIL, 2 harness error (no exit reported, timeout, tool failure).";

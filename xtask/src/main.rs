@@ -145,9 +145,12 @@ enum GuestLine {
     Fail(String),
 }
 
-fn find_result(log: &str, tag: &str, backend: &str) -> Option<GuestLine> {
-    let pass = format!("{tag}: PASS backend={backend}");
-    let fail = format!("{tag}: FAIL backend={backend}");
+/// The guest's result line for `mode`'s backend and platform:
+/// `<tag>: PASS|FAIL backend=<backend> platform=<platform> ...`.
+fn find_result(log: &str, tag: &str, mode: Mode) -> Option<GuestLine> {
+    let (backend, platform) = (mode.backend(), mode.platform());
+    let pass = format!("{tag}: PASS backend={backend} platform={platform} ");
+    let fail = format!("{tag}: FAIL backend={backend} platform={platform} ");
     log.lines().find_map(|l| {
         if let Some(i) = l.find(&pass) {
             Some(GuestLine::Pass(l[i..].to_string()))
@@ -181,7 +184,7 @@ fn parse_demo(args: &[String]) -> Res<DemoArgs> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "native" | "xen" | "xen-dom0" | "all" => d.which = a.clone(),
+            "native" | "xen" | "xen-pvh" | "xen-dom0" | "all" => d.which = a.clone(),
             "--memory" => {
                 let v = it
                     .next()
@@ -209,16 +212,23 @@ fn parse_demo(args: &[String]) -> Res<DemoArgs> {
 fn cmd_demo(args: &[String]) -> Res<Verdict> {
     let d = parse_demo(args)?;
     let elf = cmd_build()?;
-    let modes: &[Mode] = match d.which.as_str() {
-        "native" => &[Mode::Native],
+    let mut verdicts: Vec<Res<Verdict>> = Vec::new();
+    if d.which == "native" || d.which == "all" {
+        verdicts.push(demo_boot(&elf, Mode::Native, d.memory, &d.cmdline));
+    }
+    // The Xen domUs of one demo share one dom0 boot.
+    let domus: &[Mode] = match d.which.as_str() {
         "xen" => &[Mode::Xen],
-        "xen-dom0" => &[Mode::XenDom0],
-        _ => &[Mode::Native, Mode::Xen],
+        "xen-pvh" => &[Mode::XenPvh],
+        "all" => &[Mode::Xen, Mode::XenPvh],
+        _ => &[],
     };
-    let verdicts: Vec<Res<Verdict>> = modes
-        .iter()
-        .map(|&mode| demo_boot(&elf, mode, d.memory, &d.cmdline))
-        .collect();
+    if !domus.is_empty() {
+        verdicts.extend(demo_domus(&elf, domus, d.memory, &d.cmdline));
+    }
+    if d.which == "xen-dom0" {
+        verdicts.push(demo_boot(&elf, Mode::XenDom0, d.memory, &d.cmdline));
+    }
     // A harness error outranks a guest FAIL; a FAIL outranks PASS.
     let mut overall = Ok(Verdict::Pass);
     for v in verdicts {
@@ -238,16 +248,17 @@ fn cmd_demo(args: &[String]) -> Res<Verdict> {
 
 /// Maps a log and the guest's exit to a verdict: the exit protocol and guest-demo's result
 /// line must agree; a missing or contradicted line is a harness error.
-fn judge(log: &str, backend: &str, exit: &Exit) -> Res<Verdict> {
+fn judge(log: &str, mode: Mode, exit: &Exit) -> Res<Verdict> {
+    let (backend, platform) = (mode.backend(), mode.platform());
     let exit_ok = *exit == Exit::Pass;
-    match find_result(log, TAG, backend) {
+    match find_result(log, TAG, mode) {
         Some(GuestLine::Pass(_)) if exit_ok => Ok(Verdict::Pass),
         Some(GuestLine::Fail(_)) if !exit_ok => Ok(Verdict::Fail),
         Some(line) => Err(HarnessError(format!(
-            "{backend}: guest printed `{line:?}` but its exit said {exit:?}"
+            "{platform}: guest printed `{line:?}` but its exit said {exit:?}"
         ))),
         None => Err(HarnessError(format!(
-            "{backend}: the guest printed no {TAG} result line"
+            "{platform}: the guest printed no `{TAG}: PASS|FAIL backend={backend} platform={platform}` line"
         ))),
     }
 }
@@ -278,7 +289,55 @@ fn demo_boot(elf: &Path, mode: Mode, memory: Option<u32>, cmdline: &str) -> Res<
         }
     }
     eprintln!("    {}: {} after {:.2}s", mode.name(), b.ending, b.seconds);
-    judge(&b.log, mode.backend(), &b.exit)
+    judge(&b.log, mode, &b.exit)
+}
+
+/// Boots guest-demo as one domU per mode (PV, PVH), all in one dom0 boot, prints each console
+/// log and judges each: the result line and the shutdown reason must agree.
+fn demo_domus(elf: &Path, modes: &[Mode], memory: Option<u32>, cmdline: &str) -> Vec<Res<Verdict>> {
+    let guests: Vec<(Mode, Guest)> = modes
+        .iter()
+        .map(|&m| {
+            let g = Guest {
+                memory_mib: memory,
+                cmdline: cmdline.trim().to_string(),
+                ..Guest::new(elf)
+            };
+            (m, g)
+        })
+        .collect();
+    let names: Vec<&str> = modes
+        .iter()
+        .map(|m| {
+            if *m == Mode::XenPvh {
+                "a PVH domU"
+            } else {
+                "a PV domU"
+            }
+        })
+        .collect();
+    eprintln!(
+        "==> xen: Xen -> dom0 -> xl create guest-demo as {} ({} MiB)",
+        names.join(", then as "),
+        memory.unwrap_or(Mode::Xen.default_memory())
+    );
+    let boots = match harness::boot_domus(&guests) {
+        Ok(b) => b,
+        Err(e) => return vec![Err(e)],
+    };
+    modes
+        .iter()
+        .zip(boots)
+        .map(|(&mode, b)| {
+            let b = b.map_err(|e| HarnessError(format!("{}: {e}", mode.name())))?;
+            eprintln!("==> {}: console log", mode.platform());
+            for line in b.log.lines() {
+                println!("{line}");
+            }
+            eprintln!("    {}: {} after {:.2}s", mode.name(), b.ending, b.seconds);
+            judge(&b.log, mode, &b.exit)
+        })
+        .collect()
 }
 
 /// One guest boot the test command checks.
@@ -314,7 +373,7 @@ impl BootCase {
     }
 
     /// The exit protocol must say what the case expects, and the log must hold the result line.
-    fn judge(&self, boot: Result<Boot, String>, backend: &str) -> Result<String, String> {
+    fn judge(&self, boot: Result<Boot, String>, mode: Mode) -> Result<String, String> {
         let b = boot?;
         let want_pass = matches!(self.expect, Expect::Pass);
         if (b.exit == Exit::Pass) != want_pass {
@@ -325,12 +384,13 @@ impl BootCase {
                 if want_pass { "PASS" } else { "FAIL" }
             ));
         }
-        self.check(&b.log, backend)
+        self.check(&b.log, mode)
             .map(|l| format!("{l} [{}, {:.1}s]", b.ending, b.seconds))
     }
 
-    fn check(&self, log: &str, backend: &str) -> Result<String, String> {
-        match (find_result(log, TAG, backend), &self.expect) {
+    fn check(&self, log: &str, mode: Mode) -> Result<String, String> {
+        let backend = mode.backend();
+        match (find_result(log, TAG, mode), &self.expect) {
             (Some(GuestLine::Pass(l)), Expect::Pass) => {
                 check_misuse(log, backend).map(|m| format!("{l} [{m}]"))
             }
@@ -378,8 +438,8 @@ const MINIMAL_TAG: &str = "MINIMAL-KERNEL";
 
 /// `Ok(line)` when the boot PASSed through its exit protocol and the log holds
 /// `<tag>: PASS backend=<backend>`.
-fn expect_pass(b: &Boot, tag: &str, backend: &str) -> Result<String, String> {
-    match (find_result(&b.log, tag, backend), &b.exit) {
+fn expect_pass(b: &Boot, tag: &str, mode: Mode) -> Result<String, String> {
+    match (find_result(&b.log, tag, mode), &b.exit) {
         (Some(GuestLine::Pass(l)), Exit::Pass) => Ok(format!("{l} [{}]", b.ending)),
         (Some(GuestLine::Pass(l)), exit) => Err(format!("{l} but the exit says {exit:?}")),
         (Some(GuestLine::Fail(l)), _) => Err(format!("unexpected result: {l}")),
@@ -388,10 +448,11 @@ fn expect_pass(b: &Boot, tag: &str, backend: &str) -> Result<String, String> {
 }
 
 /// The library crates `cargo package` verifies, in dependency order.
-const PACKAGED: [&str; 5] = [
+const PACKAGED: [&str; 6] = [
     "pvops-core",
     "backend-native",
     "backend-xen",
+    "platform-pvh",
     "pvops",
     "pvops-build",
 ];
@@ -452,7 +513,7 @@ fn boot_case(mode: Mode, elf: &Path, c: &BootCase) -> Result<String, String> {
     let boot = harness::boot(mode, &[c.guest(elf)], false)
         .map_err(|e| e.to_string())
         .and_then(|mut v| v.remove(0));
-    c.judge(boot, mode.backend())
+    c.judge(boot, mode)
 }
 
 /// Boots `elf` once with `memory` MiB and no command line.
@@ -541,6 +602,8 @@ fn cmd_test() -> Res<Verdict> {
                     "-p",
                     "backend-xen",
                     "-p",
+                    "platform-pvh",
+                    "-p",
                     "pvops",
                     "-p",
                     "pvops-build",
@@ -550,7 +613,7 @@ fn cmd_test() -> Res<Verdict> {
         )
     })?;
     step(
-        "cargo package (pvops-core, backend-native, backend-xen, pvops, pvops-build)",
+        "cargo package (pvops-core, backend-native, backend-xen, platform-pvh, pvops, pvops-build)",
         || {
             util::run(
                 util::cmd("cargo")
@@ -634,7 +697,7 @@ fn cmd_test() -> Res<Verdict> {
 
     step("minimal-kernel on bare QEMU", || {
         let r = boot_one(Mode::Native, &minimal_elf, 64)
-            .and_then(|b| expect_pass(&b, MINIMAL_TAG, "native"));
+            .and_then(|b| expect_pass(&b, MINIMAL_TAG, Mode::Native));
         record("minimal-kernel native", r);
         Ok(())
     })?;
@@ -664,42 +727,87 @@ fn cmd_test() -> Res<Verdict> {
             });
             let _ = step("minimal-kernel as Xen dom0 (fast path)", || {
                 let r = boot_one(Mode::XenDom0, &minimal_elf, 64)
-                    .and_then(|b| expect_pass(&b, MINIMAL_TAG, "xen"));
+                    .and_then(|b| expect_pass(&b, MINIMAL_TAG, Mode::XenDom0));
                 record("minimal-kernel xen dom0", r);
                 Ok(())
             });
+            // PV and PVH domUs in one dom0 boot.
             let domu_cases = [
-                BootCase::new("xen domU 64 MiB", 64, "", Expect::Pass),
-                BootCase::new("xen domU 16 MiB", 16, "", Expect::Pass),
-                BootCase::new("xen domU 512 MiB", 512, "", Expect::Pass),
-                BootCase::new(
-                    "xen domU 1024 MiB (beyond the direct map)",
-                    1024,
-                    "",
-                    Expect::Pass,
+                (
+                    Mode::Xen,
+                    BootCase::new("xen domU 64 MiB", 64, "", Expect::Pass),
                 ),
-                BootCase::new(
-                    "xen domU pvops.early_ioremap=swapper",
-                    64,
-                    "pvops.early_ioremap=swapper",
-                    Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xf56"]),
+                (
+                    Mode::Xen,
+                    BootCase::new("xen domU 16 MiB", 16, "", Expect::Pass),
                 ),
-                BootCase::new(
-                    "xen domU pvops.skip_unpin",
-                    64,
-                    "pvops.skip_unpin",
-                    Expect::Fail(vec!["stage=pagetable_setup_done", "xen EBUSY"]),
+                (
+                    Mode::Xen,
+                    BootCase::new("xen domU 512 MiB", 512, "", Expect::Pass),
+                ),
+                (
+                    Mode::Xen,
+                    BootCase::new(
+                        "xen domU 1024 MiB (beyond the direct map)",
+                        1024,
+                        "",
+                        Expect::Pass,
+                    ),
+                ),
+                (
+                    Mode::Xen,
+                    BootCase::new(
+                        "xen domU pvops.early_ioremap=swapper",
+                        64,
+                        "pvops.early_ioremap=swapper",
+                        Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xf56"]),
+                    ),
+                ),
+                (
+                    Mode::Xen,
+                    BootCase::new(
+                        "xen domU pvops.skip_unpin",
+                        64,
+                        "pvops.skip_unpin",
+                        Expect::Fail(vec!["stage=pagetable_setup_done", "xen EBUSY"]),
+                    ),
+                ),
+                (
+                    Mode::XenPvh,
+                    BootCase::new("xen PVH domU 64 MiB", 64, "", Expect::Pass),
+                ),
+                (
+                    Mode::XenPvh,
+                    BootCase::new(
+                        "xen PVH domU 1024 MiB (beyond the direct map)",
+                        1024,
+                        "",
+                        Expect::Pass,
+                    ),
+                ),
+                (
+                    Mode::XenPvh,
+                    BootCase::new(
+                        "xen PVH domU pvops.early_ioremap=swapper",
+                        64,
+                        "pvops.early_ioremap=swapper",
+                        Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xff8"]),
+                    ),
                 ),
             ];
-            let guests: Vec<Guest> = domu_cases.iter().map(|c| c.guest(&elf)).collect();
-            let boots = step("boots as Xen domUs (one dom0 boot, xl create each)", || {
-                harness::boot(Mode::Xen, &guests, false)
-            });
+            let guests: Vec<(Mode, Guest)> = domu_cases
+                .iter()
+                .map(|(m, c)| (*m, c.guest(&elf)))
+                .collect();
+            let boots = step(
+                "boots as Xen domUs, PV and PVH (one dom0 boot, xl create each)",
+                || harness::boot_domus(&guests),
+            );
             match boots {
                 Err(e) => record("xen domU run", Err(e.to_string())),
                 Ok(boots) => {
-                    for (c, b) in domu_cases.iter().zip(boots) {
-                        record(&c.name, c.judge(b, "xen"));
+                    for ((mode, c), b) in domu_cases.iter().zip(boots) {
+                        record(&c.name, c.judge(b, *mode));
                     }
                 }
             }

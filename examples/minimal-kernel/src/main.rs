@@ -9,8 +9,8 @@
 //! it maps one page of its own in the backend's scratch area with
 //! [`pvops_core::mapper::map_page`], writes through that mapping, reads the bytes back
 //! through the direct map, and unmaps the page again. The result line is
-//! `MINIMAL-KERNEL: PASS backend=<native|xen> ...` or
-//! `MINIMAL-KERNEL: FAIL backend=<name> stage=<stage>: <reason>`.
+//! `MINIMAL-KERNEL: PASS backend=<native|xen> platform=<bare|xen-pv> ...` or
+//! `MINIMAL-KERNEL: FAIL backend=<name> platform=<platform> stage=<stage>: <reason>`.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
