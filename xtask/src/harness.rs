@@ -186,7 +186,11 @@ pub fn boot(mode: Mode, guests: &[Guest], echo: bool) -> Res<Vec<Result<Boot, St
     let timeout = mode.timeout(guests.len());
     match mode {
         Mode::Native => {
-            step("qemu-system-x86 present", native::ensure_qemu)?;
+            static QEMU_CHECKED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+            if QEMU_CHECKED.get().is_none() {
+                step("qemu-system-x86 present", native::ensure_qemu)?;
+                let _ = QEMU_CHECKED.set(());
+            }
             Ok(guests
                 .iter()
                 .map(|g| {
