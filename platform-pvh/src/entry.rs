@@ -260,7 +260,11 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
         let _ = writeln!(
             Console,
             "xen-pvh: memmap {addr:#011x}+{size:#x} type {kind}{}",
-            if kind == start_info::MEMMAP_TYPE_RAM { " (RAM)" } else { "" }
+            if kind == start_info::MEMMAP_TYPE_RAM {
+                " (RAM)"
+            } else {
+                ""
+            }
         );
     }
     for r in si.reservations() {
