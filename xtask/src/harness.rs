@@ -168,19 +168,7 @@ pub fn xen_env() -> Res<xen::XenEnv> {
 /// `Err` is a harness failure of that guest (it never reported an exit).
 pub fn boot(mode: Mode, guests: &[Guest], echo: bool) -> Res<Vec<Result<Boot, String>>> {
     for g in guests {
-        if g.vcpus == 0 {
-            return Err(HarnessError(format!(
-                "{}: --vcpus must be at least 1",
-                mode.name()
-            )));
-        }
-        if !g.elf.is_file() {
-            return Err(HarnessError(format!(
-                "{}: kernel {} does not exist",
-                mode.name(),
-                g.elf.display()
-            )));
-        }
+        check_guest(mode, g)?;
     }
     let memory = |g: &Guest| g.memory_mib.unwrap_or(mode.default_memory());
     let timeout = mode.timeout(guests.len());
@@ -203,12 +191,7 @@ pub fn boot(mode: Mode, guests: &[Guest], echo: bool) -> Res<Vec<Result<Boot, St
                         timeout,
                     )
                     .map_err(|e| e.to_string())?;
-                    Ok(Boot {
-                        exit: debug_exit(run.status).map_err(|e| with_tail(e, &run.log))?,
-                        ending: format!("qemu status {:?}", run.status),
-                        log: run.log,
-                        seconds: run.seconds,
-                    })
+                    qemu_boot(run.status, run.log, run.seconds)
                 })
                 .collect())
         }
@@ -220,12 +203,7 @@ pub fn boot(mode: Mode, guests: &[Guest], echo: bool) -> Res<Vec<Result<Boot, St
                     let mut opts = xen::BootOptions::new(timeout);
                     opts.cpus = g.vcpus;
                     let o = xen::run_dom0_with(&env, &g.elf, memory(g), g.cmdline.trim(), &opts)?;
-                    Ok(Boot {
-                        exit: debug_exit(o.qemu_status).map_err(|e| with_tail(e, &o.serial_log))?,
-                        ending: format!("qemu status {:?}", o.qemu_status),
-                        log: o.serial_log,
-                        seconds: o.seconds,
-                    })
+                    qemu_boot(o.qemu_status, o.serial_log, o.seconds)
                 })
                 .collect())
         }
@@ -251,13 +229,7 @@ pub fn boot_domus(guests: &[(Mode, Guest)]) -> Res<Vec<Result<Boot, String>>> {
                 )))
             }
         };
-        if g.vcpus == 0 || !g.elf.is_file() {
-            return Err(HarnessError(format!(
-                "{}: kernel {} does not exist or --vcpus is 0",
-                mode.name(),
-                g.elf.display()
-            )));
-        }
+        check_guest(*mode, g)?;
         specs.push(xen::DomuSpec {
             name: domu_name(&g.elf, i, guests.len()),
             kind,
@@ -271,6 +243,34 @@ pub fn boot_domus(guests: &[(Mode, Guest)]) -> Res<Vec<Result<Boot, String>>> {
     let outcomes =
         xen::run_domus(&env, &specs, Mode::Xen.timeout(specs.len())).map_err(HarnessError)?;
     Ok(outcomes.into_iter().map(domu_boot).collect())
+}
+
+/// A guest the harness can boot: its ELF exists, at least one vCPU.
+fn check_guest(mode: Mode, g: &Guest) -> Res<()> {
+    if g.vcpus == 0 {
+        return Err(HarnessError(format!(
+            "{}: --vcpus must be at least 1",
+            mode.name()
+        )));
+    }
+    if !g.elf.is_file() {
+        return Err(HarnessError(format!(
+            "{}: kernel {} does not exist",
+            mode.name(),
+            g.elf.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A QEMU run that ended through the debug-exit port (native, xen-dom0).
+fn qemu_boot(status: Option<i32>, log: String, seconds: f64) -> Result<Boot, String> {
+    Ok(Boot {
+        exit: debug_exit(status).map_err(|e| with_tail(e, &log))?,
+        ending: format!("qemu status {status:?}"),
+        log,
+        seconds,
+    })
 }
 
 /// `e` with the last lines of the guest's output (a harness error must show what the guest said).

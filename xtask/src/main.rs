@@ -71,9 +71,11 @@ clippy without warnings (host workspace and the i686 kernel), rustdoc without wa
 the host tests (simulated PAE machine, model of Xen's rules, property tests, fault
 injection), Miri on the raw-memory tests, the codegen check of the native set_pte, and
 real boots: bare QEMU (32/128/512/2048 MiB and the swapper regression), Xen dom0 fast
-path, and Xen domUs (16/64/512/1024 MiB and both 2008 regressions) in one dom0 boot.
+path, Xen PV domUs (16/64/512/1024 MiB and both 2008 regressions) and PVH domUs in one
+dom0 boot, and the README's \"Use pvops in your kernel\" steps followed in a fresh
+directory outside the repository (cargo run through pvops-run: native and a Xen domU).
 Ends with `boots: N passed, M failed`. Installs what it needs (as `demo`). First run on a
-fresh machine: ~6-8 minutes (most of it building Xen); warm: ~1-2 minutes.
+fresh machine: ~8-10 minutes (most of it building Xen and the kernels); warm: ~4-5 minutes.
 Exit status: 0 all passed, 2 otherwise.";
 
 const HELP_BENCH: &str = "\
