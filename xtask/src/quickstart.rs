@@ -76,7 +76,8 @@ pub struct QuickStartTimes {
     pub passes: Vec<(String, f64, String)>,
 }
 
-/// Follows the quick start in `<tmp>/pvops-quickstart` (emptied first). Build outputs go to
+/// Follows the quick start in `<tmp>/pvops-quickstart-<hash of this checkout's path>` (emptied
+/// first). Build outputs go to
 /// `target/quickstart` of this checkout (`CARGO_TARGET_DIR`, so a warm run does not rebuild
 /// core) and the runner is installed under the quick-start directory (`CARGO_INSTALL_ROOT`),
 /// not into `~/.cargo/bin`. Each `cargo run` must exit 0 and print a PASS line.
@@ -85,7 +86,11 @@ pub fn follow() -> Res<QuickStartTimes> {
     let readme = std::fs::read_to_string(root.join("README.md"))
         .map_err(|e| HarnessError(format!("cannot read README.md: {e}")))?;
     let steps = steps(&readme)?;
-    let dir = std::env::temp_dir().join("pvops-quickstart");
+    // One directory per checkout: several checkouts (worktrees, CI clones) on one machine
+    // run their tests at the same time and must not empty each other's directory. Stable per
+    // checkout, so the runner's compiled-in paths (and with them cargo's fingerprints) stay
+    // the same from one run to the next.
+    let dir = std::env::temp_dir().join(format!("pvops-quickstart-{:016x}", path_hash(&root)));
     if dir.starts_with(&root) {
         return Err(HarnessError(format!(
             "{} is inside the workspace",
@@ -148,6 +153,15 @@ pub fn follow() -> Res<QuickStartTimes> {
         return Err(HarnessError("quick start: no `cargo run` step".into()));
     }
     Ok(QuickStartTimes { passes })
+}
+
+/// FNV-1a of a path (stable across runs and Rust releases).
+fn path_hash(p: &Path) -> u64 {
+    p.to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
 }
 
 /// Runs one command line of the quick start with `sh -c`; its output goes to a log file whose
