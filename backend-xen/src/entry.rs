@@ -11,7 +11,6 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 use pvops_core::addr::{FrameRange, PhysFrame, PAGE_SIZE};
 use pvops_core::boot::current_stage;
-use pvops_core::options::BootOptions;
 use pvops_core::registry::{kernel_tag, set_fatal_handler, Handoff, Outcome};
 
 core::arch::global_asm!(
@@ -141,6 +140,8 @@ struct TrapFrame {
 /// privilege from PHYSDEVOP_set_iopl, or (domU) SCHEDOP_shutdown poweroff/crash.
 fn exit(pass: bool) -> ! {
     console::drain();
+    // Under QEMU (the `qemu-debug-exit` feature) dom0 ends the whole machine with a status.
+    #[cfg(feature = "qemu-debug-exit")]
     if DOM0.load(Ordering::Acquire) && real::set_iopl(1) == 0 {
         let code = if pass { 0x10 } else { 0x11 };
         // SAFETY: with IOPL 1 a ring-1 dom0 may use port 0xf4 (QEMU's isa-debug-exit).
@@ -292,10 +293,9 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
         machphys.v_start,
         machphys.max_mfn
     );
-    let opts = BootOptions::parse(facts.cmdline).unwrap_or_default();
     // SAFETY: mfn_list is start_info's p2m list (validated to lie in our region).
     let hv = unsafe { RealXen::new(si_ref.mfn_list, si_ref.nr_pages, &machphys) };
-    let mut mmu = match XenMmu::new(hv, &facts, &opts) {
+    let mut mmu = match XenMmu::new(hv, &facts, &crate::XenOptions::default()) {
         Ok(m) => m,
         Err(e) => fatal(format_args!("{e}")),
     };
@@ -303,15 +303,10 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
     let info = boot_info(&mmu, &facts, kernel_image, pool);
     let _ = writeln!(
         Console,
-        "xen: Xen's bootstrap table maps pfn 0..{} ({} KiB); lowmem limit {} MiB; batch {}",
+        "xen: Xen's bootstrap table maps pfn 0..{} ({} KiB); lowmem limit {} MiB",
         mmu.reach(),
         mmu.reach().0 * 4,
         pvops_core::MmuOps::layout(&mmu).lowmem_limit >> 20,
-        if opts.batch == 0 {
-            crate::mmu::QUEUE_CAPACITY as u32
-        } else {
-            opts.batch
-        }
     );
     let Some(main) = XEN_KERNEL.first() else {
         fatal(format_args!("no kernel registered for the Xen backend"))

@@ -15,10 +15,12 @@
 pub mod abi;
 pub mod hypervisor;
 pub mod mmu;
+pub mod options;
 pub mod start_info;
 
 pub use hypervisor::{Hypervisor, MixedResult};
 pub use mmu::{XenError, XenMmu, XenOp, XenStats};
+pub use options::XenOptions;
 pub use start_info::{StartInfoError, XenBootFacts};
 
 use pvops_core::addr::{FrameRange, PhysAddr, PAGE_SIZE};

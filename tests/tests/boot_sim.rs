@@ -567,7 +567,6 @@ fn early_ioremap_on_swapper_faults_in_the_window() {
     let mut sim = SimConfig::new(128).build();
     let opts = BootOptions {
         early_ioremap: IoremapWalk::Swapper,
-        ..BootOptions::default()
     };
     let run = run_boot(&mut sim, opts);
     let err = run.expect_fail();

@@ -1253,7 +1253,8 @@ fn xen_harness(p2m: P2mLayout) -> Result<Harness<Xen>, String> {
     let layout = dom.layout;
     let facts = validate(&dom.start_info, dom.start_info_va, dom.esp, dom.image.end)
         .map_err(|e| e.to_string())?;
-    let mmu = XenMmu::new(dom.model, &facts, &BootOptions::default()).map_err(|e| e.to_string())?;
+    let mmu = XenMmu::new(dom.model, &facts, &backend_xen::XenOptions::default())
+        .map_err(|e| e.to_string())?;
     let info = backend_xen::boot_info(&mmu, &facts, dom.image, dom.table_pool);
     // Never allocated, never tables: the image below the table pool and the builder's
     // structures (p2m list, start_info, xenstore and console rings).

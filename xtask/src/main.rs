@@ -405,6 +405,29 @@ fn expect_pass(log: &str, tag: &str, backend: &str, status: Option<i32>) -> Resu
     }
 }
 
+/// A FAIL line (QEMU status 35) that contains every needle.
+fn expect_fail(
+    log: &str,
+    tag: &str,
+    backend: &str,
+    status: Option<i32>,
+    needles: &[&str],
+) -> Result<String, String> {
+    match find_result(log, tag, backend) {
+        Some(GuestLine::Fail(l)) if status == Some(35) && needles.iter().all(|n| l.contains(n)) => {
+            Ok(l)
+        }
+        Some(GuestLine::Pass(l) | GuestLine::Fail(l)) => {
+            Err(format!("unexpected result: {l} (qemu status {status:?})"))
+        }
+        None => Err(format!("no {tag} result line (qemu status {status:?})")),
+    }
+}
+
+/// What examples/minimal-kernel (built without the bug re-creation features) answers to a
+/// 2008 switch: it refuses it before the boot path.
+const NOT_BUILT_IN: [&str; 2] = ["stage=banner", "built without"];
+
 fn cmd_test() -> Res<Verdict> {
     let root = util::root();
     step(
@@ -592,6 +615,19 @@ fn cmd_test() -> Res<Verdict> {
             .map_err(|e| e.to_string())
             .and_then(|run| expect_pass(&run.log, MINIMAL_TAG, "native", run.status));
         record("minimal-kernel native", r);
+        let r = native::boot(
+            &minimal_elf,
+            64,
+            "pvops.early_ioremap=swapper",
+            false,
+            Duration::from_secs(60),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|run| expect_fail(&run.log, MINIMAL_TAG, "native", run.status, &NOT_BUILT_IN));
+        record(
+            "minimal-kernel native pvops.early_ioremap=swapper (refused)",
+            r,
+        );
         Ok(())
     })?;
     let xen_ready = step(
@@ -642,6 +678,23 @@ fn cmd_test() -> Res<Verdict> {
                 let r = xen::run_dom0(&env, &minimal_elf, 64, "", Duration::from_secs(90))
                     .and_then(|o| expect_pass(&o.serial_log, MINIMAL_TAG, "xen", o.qemu_status));
                 record("minimal-kernel xen dom0", r);
+                let r = xen::run_dom0(
+                    &env,
+                    &minimal_elf,
+                    64,
+                    "pvops.skip_unpin",
+                    Duration::from_secs(90),
+                )
+                .and_then(|o| {
+                    expect_fail(
+                        &o.serial_log,
+                        MINIMAL_TAG,
+                        "xen",
+                        o.qemu_status,
+                        &NOT_BUILT_IN,
+                    )
+                });
+                record("minimal-kernel xen dom0 pvops.skip_unpin (refused)", r);
                 Ok(())
             });
             let domu_cases = [

@@ -56,7 +56,7 @@ fn minimal_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
         P::NAME,
         info.cmdline
     );
-    let opts = match BootOptions::parse(info.cmdline) {
+    let opts = match BootOptions::parse(info.cmdline, platform) {
         Ok(o) => o,
         Err(e) => return fail::<P>(console, Stage::Banner, format_args!("{e}")),
     };

@@ -197,6 +197,7 @@ impl<'a, P: Platform> Boot<'a, P> {
     fn ioremap_source(&self) -> TableSource {
         match self.opts.early_ioremap {
             IoremapWalk::Cr3 => TableSource::LiveCr3,
+            #[cfg(feature = "bug-early-ioremap-swapper")]
             IoremapWalk::Swapper => TableSource::KernelTable(self.report.root),
         }
     }
