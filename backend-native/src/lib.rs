@@ -41,10 +41,7 @@ pub const EXIT_FAIL: u8 = 0x11;
 
 #[linkme::distributed_slice(BACKENDS)]
 #[linkme(crate = pvops_core::linkme)]
-static NATIVE_BACKEND: BackendDescriptor = BackendDescriptor {
-    name: "native",
-    entry: "multiboot1, protected mode, paging off",
-};
+static NATIVE_BACKEND: BackendDescriptor = BackendDescriptor { name: "native" };
 
 cfg_if::cfg_if! {
     if #[cfg(all(target_arch = "x86", target_os = "none"))] {

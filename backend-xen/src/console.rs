@@ -1,7 +1,7 @@
 //! The guest console: the console ring + event channel for a domU, console_io for dom0.
 
 use crate::abi::XenconsInterface;
-use crate::real;
+use crate::hypercall;
 use core::fmt;
 use core::sync::atomic::{fence, AtomicU32, AtomicUsize, Ordering};
 
@@ -32,8 +32,8 @@ fn ring() -> Option<*mut XenconsInterface> {
 }
 
 fn notify_and_yield() {
-    let _ = real::evtchn_send(EVTCHN.load(Ordering::Acquire));
-    let _ = real::sched_op(crate::abi::SCHEDOP_YIELD, &mut 0);
+    let _ = hypercall::evtchn_send(EVTCHN.load(Ordering::Acquire));
+    let _ = hypercall::sched_op(crate::abi::SCHEDOP_YIELD, &mut 0);
 }
 
 /// Waits (bounded) until xenconsoled has read everything written to the ring.
@@ -62,7 +62,7 @@ impl fmt::Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         match MODE.load(Ordering::Acquire) {
             MODE_IO => {
-                let _ = real::console_io_write(s.as_bytes());
+                let _ = hypercall::console_io_write(s.as_bytes());
             }
             MODE_RING => write_ring(s.as_bytes()),
             _ => {}
@@ -105,5 +105,5 @@ fn write_ring(bytes: &[u8]) {
             }
         }
     }
-    let _ = real::evtchn_send(EVTCHN.load(Ordering::Acquire));
+    let _ = hypercall::evtchn_send(EVTCHN.load(Ordering::Acquire));
 }

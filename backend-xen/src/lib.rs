@@ -33,10 +33,7 @@ pub use pvops_core::linkme;
 
 #[linkme::distributed_slice(BACKENDS)]
 #[linkme(crate = pvops_core::linkme)]
-static XEN_BACKEND: BackendDescriptor = BackendDescriptor {
-    name: "xen",
-    entry: "Xen PV (ELF notes, ring 1, esi = start_info)",
-};
+static XEN_BACKEND: BackendDescriptor = BackendDescriptor { name: "xen" };
 
 /// Bytes of start_info that early_ioremap reads back (magic, nr_pages, shared_info, flags...).
 pub const PROBE_LEN: u64 = 64;
@@ -77,6 +74,7 @@ cfg_if::cfg_if! {
     if #[cfg(all(target_arch = "x86", target_os = "none"))] {
         mod console;
         mod entry;
+        mod hypercall;
         mod real;
         pub use real::RealXen;
 

@@ -27,10 +27,6 @@ pub enum XenOp {
     MmuUpdate,
     /// `mmuext_op` with this command.
     MmuextOp(u32),
-    /// `update_va_mapping`.
-    UpdateVaMapping,
-    /// `multicall`.
-    Multicall,
     /// `memory_op(XENMEM_machphys_mapping)`.
     MachphysMapping,
 }
@@ -49,8 +45,6 @@ impl fmt::Display for XenOp {
                 mmuext::INVLPG_LOCAL => "mmuext_op(INVLPG_LOCAL)",
                 _ => "mmuext_op",
             }),
-            XenOp::UpdateVaMapping => f.write_str("update_va_mapping"),
-            XenOp::Multicall => f.write_str("multicall"),
             XenOp::MachphysMapping => f.write_str("memory_op(XENMEM_machphys_mapping)"),
         }
     }

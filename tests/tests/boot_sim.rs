@@ -3,6 +3,9 @@
 //! Expected figures are computed here from the machine's configuration (RAM size, holes, the
 //! QEMU-like layout), not with the core's `MemoryMap` helpers, so a wrong formula in the core
 //! shows up as a mismatch.
+//!
+//! One file because it is one cargo test binary: its numbered sections share the fixtures
+//! and expected-figure helpers at the top, and each section is a page or two.
 
 use pvops_core::addr::{MachineAddr, MachineFrame, PhysAddr, PhysFrame, VirtAddr};
 use pvops_core::boot::{BootErrorKind, BootReport, Stage};

@@ -36,6 +36,9 @@
 //! both); the file takes about 10 s in a debug build. Operations are plain data
 //! interpreted against the mirror (an index picks among what is mapped), so any subsequence
 //! of a failing sequence is a valid input and proptest's shrinking works.
+//!
+//! One file because it is one cargo test binary: the operation generator, the recording
+//! wrapper, the two backends' adapters and the invariant checks only make sense together.
 
 use backend_xen::start_info::validate;
 use backend_xen::XenMmu;

@@ -3,6 +3,9 @@
 //!
 //! Expected figures come from the notes (hole at 0xF5800000, 4 MiB below it for the window
 //! and the scratch area) and from the builder's layout, not from the code under test.
+//!
+//! One file because it is one cargo test binary: its numbered sections (layout, seed
+//! regressions, Xen's rules, lazy batching, fault injection) share the boot fixtures above.
 
 use backend_xen::abi::{mmuext, Errno, MmuUpdate, MmuextOp, VIRT_BASE};
 use backend_xen::start_info::validate;
@@ -983,8 +986,6 @@ fn kind_matches(kind: HcKind, op: XenOp) -> bool {
         (HcKind::MmuUpdate, XenOp::MmuUpdate)
             | (HcKind::MmuextOp, XenOp::MmuextOp(_))
             | (HcKind::MachphysMapping, XenOp::MachphysMapping)
-            | (HcKind::UpdateVaMapping, XenOp::UpdateVaMapping)
-            | (HcKind::Multicall, XenOp::Multicall)
     )
 }
 
