@@ -1,4 +1,4 @@
-//! The one set of CPU exception stubs both backends use: [`trap_stubs!`] emits, in the
+//! The one set of CPU exception stubs both backends use: [`trap_stubs!`](crate::trap_stubs) emits, in the
 //! backend's crate, a table of entry stubs that push an error code (0 where the CPU pushes
 //! none: every vector but 8, 10-14, 17, 21, 29 and 30) and the vector, then call the backend's handler with a [`TrapFrame`]. The native
 //! IDT and the Xen trap table point at the same kind of stub; pvops-core itself contains no
