@@ -428,6 +428,46 @@ fn expect_fail(
 /// 2008 switch: it refuses it before the boot path.
 const NOT_BUILT_IN: [&str; 2] = ["stage=banner", "built without"];
 
+/// A target directory for `cargo package` named after the packaged sources. Cargo verifies
+/// the backends against `pvops-core` from a temporary registry inside the target directory
+/// and unpacks it into `$CARGO_HOME/registry/src/` once per registry path: with a fixed
+/// path, a later run would verify against the sources unpacked by an earlier one. Older
+/// directories of this kind are removed.
+fn package_target_dir(root: &Path, crates: &[&str]) -> Result<PathBuf, String> {
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+    fn walk(dir: &Path, h: &mut DefaultHasher) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            if e.file_type()?.is_dir() {
+                walk(&path, h)?;
+            } else {
+                path.hash(h);
+                std::fs::read(&path)?.hash(h);
+            }
+        }
+        Ok(())
+    }
+    let mut h = DefaultHasher::new();
+    for c in crates {
+        walk(&root.join(c), &mut h).map_err(|e| format!("reading {c}: {e}"))?;
+    }
+    let name = format!("package-{:016x}", h.finish());
+    let base = root.join("target");
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for e in entries.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with("package-") && n != name {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(base.join(name))
+}
+
 fn cmd_test() -> Res<Verdict> {
     let root = util::root();
     step(
@@ -510,6 +550,8 @@ fn cmd_test() -> Res<Verdict> {
     step(
         "cargo package (pvops-core, backend-native, backend-xen)",
         || {
+            let target =
+                package_target_dir(&root, &["pvops-core", "backend-native", "backend-xen"])?;
             util::run(
                 util::cmd("cargo")
                     .args([
@@ -522,7 +564,9 @@ fn cmd_test() -> Res<Verdict> {
                         "backend-native",
                         "-p",
                         "backend-xen",
+                        "--target-dir",
                     ])
+                    .arg(&target)
                     .current_dir(&root),
             )
         },
