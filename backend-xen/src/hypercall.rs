@@ -1,8 +1,10 @@
-//! The raw hypercalls of a 32-bit PV guest: calls through the hypercall page Xen fills in
-//! (ELF note HYPERCALL_PAGE), and the few one-shot hypercalls the entry and the console make.
-//! A leaf module: the console and the `Hypervisor` implementation both sit on it.
+//! The raw hypercalls: calls through the hypercall page Xen fills in (ELF note
+//! HYPERCALL_PAGE for a PV guest; the CPUID-named MSR for a PVH guest), and the one-shot
+//! hypercalls of the entries and the console. They work for PV and PVH guests alike (the
+//! same registers, the same page layout: 32 bytes per hypercall). A leaf module: the console
+//! and the `Hypervisor` implementation ([`crate::real`]) both sit on it.
 
-use crate::abi::{self, nr, MachphysMapping};
+use crate::abi::{self, nr, MachphysMapping, DOMID_SELF};
 
 unsafe extern "C" {
     static pvops_hypercall_page: [u8; 4096];
@@ -90,6 +92,37 @@ pub fn evtchn_send(port: u32) -> i32 {
             0,
         )
     }
+}
+
+/// `hvm_op(HVMOP_get_param, {DOMID_SELF, index})`: the parameter's value or the negated
+/// errno (HVM and PVH guests).
+pub fn hvm_get_param(index: u32) -> Result<u64, i32> {
+    let mut p = abi::HvmParam {
+        domid: DOMID_SELF,
+        pad: 0,
+        index,
+        value: 0,
+    };
+    // SAFETY: `p` is a live struct xen_hvm_param that Xen reads and fills in.
+    let ret = unsafe {
+        hypercall3(
+            nr::HVM_OP,
+            abi::HVMOP_GET_PARAM,
+            &mut p as *mut abi::HvmParam as u32,
+            0,
+        )
+    };
+    if ret < 0 {
+        Err(ret)
+    } else {
+        Ok(p.value)
+    }
+}
+
+/// The hypercall page's virtual address (an HVM/PVH guest gives Xen its physical address
+/// through the MSR CPUID names; a PV guest's builder fills it through the ELF note).
+pub fn hypercall_page() -> usize {
+    &raw const pvops_hypercall_page as usize
 }
 
 /// `console_io(CONSOLEIO_write, ...)` (dom0 only on a non-debug Xen).
