@@ -159,7 +159,14 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         r.direct_map_tables,
         r.reused.len()
     );
-    let _ = print_stats(console, name, platform_name, platform.batch_option(), &r, &ex);
+    let _ = print_stats(
+        console,
+        name,
+        platform_name,
+        platform.batch_option(),
+        &r,
+        &ex,
+    );
     Outcome::Pass
 }
 
