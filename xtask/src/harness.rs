@@ -190,7 +190,7 @@ pub fn boot(mode: Mode, guests: &[Guest], echo: bool) -> Res<Vec<Result<Boot, St
                         echo,
                         timeout,
                     )
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| no_exit_hint(e.to_string()))?;
                     qemu_boot(run.status, run.log, run.seconds)
                 })
                 .collect())
@@ -202,7 +202,8 @@ pub fn boot(mode: Mode, guests: &[Guest], echo: bool) -> Res<Vec<Result<Boot, St
                 .map(|g| {
                     let mut opts = xen::BootOptions::new(timeout);
                     opts.cpus = g.vcpus;
-                    let o = xen::run_dom0_with(&env, &g.elf, memory(g), g.cmdline.trim(), &opts)?;
+                    let o = xen::run_dom0_with(&env, &g.elf, memory(g), g.cmdline.trim(), &opts)
+                        .map_err(no_exit_hint)?;
                     qemu_boot(o.qemu_status, o.serial_log, o.seconds)
                 })
                 .collect())
@@ -261,6 +262,18 @@ fn check_guest(mode: Mode, g: &Guest) -> Res<()> {
         )));
     }
     Ok(())
+}
+
+/// A QEMU run that timed out, with the likely cause when the guest is a pvops kernel.
+fn no_exit_hint(e: String) -> String {
+    if e.contains("timed out") {
+        format!(
+            "{e}\n(a pvops kernel ends a QEMU run through isa-debug-exit only with pvops's \
+             `qemu-debug-exit` feature; without it the CPU halts and QEMU runs until the timeout)"
+        )
+    } else {
+        e
+    }
 }
 
 /// A QEMU run that ended through the debug-exit port (native, xen-dom0).
