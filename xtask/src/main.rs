@@ -69,7 +69,8 @@ clippy without warnings (host workspace and the i686 kernel), rustdoc without wa
 the host tests (simulated PAE machine, model of Xen's rules, property tests, fault
 injection), Miri on the raw-memory tests, the codegen check of the native set_pte, and
 real boots: bare QEMU (32/128/512/2048 MiB and the swapper regression), Xen dom0 fast
-path, and Xen domUs (16/64/512/1024 MiB and both 2008 regressions) in one dom0 boot.
+path, and Xen domUs in one dom0 boot: PV (16/64/512/1024 MiB and both 2008 regressions)
+and PVH (64/1024 MiB and the swapper regression).
 Ends with `boots: N passed, M failed`. Installs what it needs (as `demo`). First run on a
 fresh machine: ~6-8 minutes (most of it building Xen); warm: ~1-2 minutes.
 Exit status: 0 all passed, 2 otherwise.";
