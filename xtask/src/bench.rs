@@ -156,6 +156,7 @@ pub fn bench() -> Res<std::path::PathBuf> {
             elf: elf.clone(),
             memory_mib: 512,
             cmdline: cmdline.into(),
+            ramdisk: None,
         });
     let out = step(
         "xen domUs at 512 MiB: batched and pvops.batch=1 (one dom0 boot)",

@@ -315,6 +315,7 @@ fn demo_xen(elf: &Path, memory: u32, cmdline: &str, kinds: &[xen::GuestKind]) ->
             elf: elf.to_path_buf(),
             memory_mib: memory,
             cmdline: cmdline.trim().to_string(),
+            ramdisk: None,
         })
         .collect();
     let names: Vec<&str> = kinds
@@ -380,6 +381,9 @@ struct BootCase {
     memory: u32,
     cmdline: String,
     expect: Expect,
+    /// Xen domUs: boot with [`TEST_MODULE`] as xl's `ramdisk` and require its
+    /// `mem: reserved module` line.
+    module: bool,
 }
 
 enum Expect {
@@ -395,7 +399,13 @@ impl BootCase {
             memory,
             cmdline: cmdline.into(),
             expect,
+            module: false,
         }
+    }
+    /// The same case, booted with a module (see [`BootCase::module`]).
+    fn with_module(mut self) -> Self {
+        self.module = true;
+        self
     }
     fn check(&self, log: &str, backend: &str, platform: &str) -> Result<String, String> {
         match (find_result(log, TAG, backend, platform), &self.expect) {
@@ -440,6 +450,9 @@ fn check_misuse(log: &str, backend: &str) -> Result<String, String> {
         rejected.len()
     ))
 }
+
+/// The module the test boots a PVH domU with (xl `ramdisk`), under `target/`.
+const TEST_MODULE: &str = "target/pvh-test-module.bin";
 
 /// The tag of the example kernel's result lines.
 const MINIMAL_TAG: &str = "MINIMAL-KERNEL";
@@ -744,6 +757,16 @@ fn cmd_test() -> Res<Verdict> {
                 (
                     Pvh,
                     BootCase::new(
+                        "xen PVH domU with a module (xl ramdisk)",
+                        64,
+                        "",
+                        Expect::Pass,
+                    )
+                    .with_module(),
+                ),
+                (
+                    Pvh,
+                    BootCase::new(
                         "xen PVH domU 1024 MiB (beyond the direct map)",
                         1024,
                         "",
@@ -760,6 +783,18 @@ fn cmd_test() -> Res<Verdict> {
                     ),
                 ),
             ];
+            let module = root.join(TEST_MODULE);
+            let module_bytes: Vec<u8> = b"PVOPS-TEST-MODULE\n"
+                .iter()
+                .copied()
+                .chain((0..5000u32).map(|i| (i * 7) as u8))
+                .collect();
+            if let Err(e) = std::fs::write(&module, module_bytes) {
+                record(
+                    "xen domU module file",
+                    Err(format!("{}: {e}", module.display())),
+                );
+            }
             let specs: Vec<xen::DomuSpec> = domu_cases
                 .iter()
                 .enumerate()
@@ -769,6 +804,7 @@ fn cmd_test() -> Res<Verdict> {
                     elf: elf.clone(),
                     memory_mib: c.memory,
                     cmdline: c.cmdline.clone(),
+                    ramdisk: c.module.then(|| module.clone()),
                 })
                 .collect();
             let outcomes = step("boots as Xen domUs (one dom0 boot, xl create each)", || {
@@ -786,6 +822,14 @@ fn cmd_test() -> Res<Verdict> {
                         let (backend, platform) = domu_expect(*kind);
                         let r = c
                             .check(&o.console_log, backend, platform)
+                            .and_then(|line| {
+                                if c.module && !o.console_log.contains("mem: reserved module pa=") {
+                                    return Err(format!(
+                                        "{line}: no `mem: reserved module pa=..` line for the ramdisk"
+                                    ));
+                                }
+                                Ok(line)
+                            })
                             .and_then(|line| match o.shutdown_reason {
                                 Some(r) if r == want => Ok(format!(
                                     "{line} [shutdown reason {r}, {:.1}s]",

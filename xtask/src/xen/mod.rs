@@ -147,6 +147,9 @@ pub struct DomuSpec {
     pub memory_mib: u32,
     /// The guest's command line (printable ASCII, at most 1023 bytes).
     pub cmdline: String,
+    /// A file for xl's `ramdisk =`: a PV guest's initrd (`start_info.mod_start`), a PVH
+    /// guest's module 0 in `hvm_start_info`'s module list.
+    pub ramdisk: Option<PathBuf>,
 }
 
 /// What became of one domU.
