@@ -823,12 +823,19 @@ fn cmd_test() -> Res<Verdict> {
                         let r = c
                             .check(&o.console_log, backend, platform)
                             .and_then(|line| {
-                                if c.module && !o.console_log.contains("mem: reserved module pa=") {
-                                    return Err(format!(
-                                        "{line}: no `mem: reserved module pa=..` line for the ramdisk"
-                                    ));
+                                if !c.module {
+                                    return Ok(line);
                                 }
-                                Ok(line)
+                                match o
+                                    .console_log
+                                    .lines()
+                                    .find(|l| l.contains("mem: reserved module pa="))
+                                {
+                                    Some(m) => Ok(format!("{line} [{}]", m.trim())),
+                                    None => Err(format!(
+                                        "{line}: no `mem: reserved module pa=..` line for the ramdisk"
+                                    )),
+                                }
                             })
                             .and_then(|line| match o.shutdown_reason {
                                 Some(r) if r == want => Ok(format!(
