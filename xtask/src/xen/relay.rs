@@ -179,6 +179,7 @@ mod tests {
             elf: PathBuf::new(),
             memory_mib: 16,
             cmdline: String::new(),
+            vcpus: 1,
             ramdisk: None,
         };
         let serial = "junk\n@@XH begin 0 g limit_cs=100\n@@XH xl 0 Domain 1 has shut down, reason code 0 0x0\n\
@@ -198,6 +199,7 @@ mod tests {
             elf: PathBuf::new(),
             memory_mib: 16,
             cmdline: String::new(),
+            vcpus: 1,
             ramdisk: None,
         };
         let err = parse_relay(
