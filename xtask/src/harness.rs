@@ -103,6 +103,9 @@ pub struct Guest {
     pub cmdline: String,
     /// Virtual CPUs: QEMU `-smp` (native, xen-dom0), the xl config's `vcpus` (xen).
     pub vcpus: u32,
+    /// A file for the xl config's `ramdisk` (xen, xen-pvh only): a PV guest's initrd, a PVH
+    /// guest's module 0 in `hvm_start_info`'s module list.
+    pub ramdisk: Option<PathBuf>,
 }
 
 impl Guest {
@@ -113,6 +116,7 @@ impl Guest {
             memory_mib: None,
             cmdline: String::new(),
             vcpus: 1,
+            ramdisk: None,
         }
     }
 }
@@ -238,6 +242,7 @@ pub fn boot_domus(guests: &[(Mode, Guest)]) -> Res<Vec<Result<Boot, String>>> {
             memory_mib: g.memory_mib.unwrap_or(mode.default_memory()),
             cmdline: g.cmdline.trim().to_string(),
             vcpus: g.vcpus,
+            ramdisk: g.ramdisk.clone(),
         });
     }
     let env = xen_env()?;
@@ -246,8 +251,14 @@ pub fn boot_domus(guests: &[(Mode, Guest)]) -> Res<Vec<Result<Boot, String>>> {
     Ok(outcomes.into_iter().map(domu_boot).collect())
 }
 
-/// A guest the harness can boot: its ELF exists, at least one vCPU.
+/// A guest the harness can boot: its ELF exists, at least one vCPU, a ramdisk only for a domU.
 fn check_guest(mode: Mode, g: &Guest) -> Res<()> {
+    if g.ramdisk.is_some() && !matches!(mode, Mode::Xen | Mode::XenPvh) {
+        return Err(HarnessError(format!(
+            "{}: a ramdisk is for xen and xen-pvh domUs only",
+            mode.name()
+        )));
+    }
     if g.vcpus == 0 {
         return Err(HarnessError(format!(
             "{}: --vcpus must be at least 1",
@@ -469,6 +480,7 @@ pub fn parse_run_args(args: &[String]) -> Res<RunArgs> {
             memory_mib: memory,
             cmdline,
             vcpus,
+            ramdisk: None,
         },
     })
 }
