@@ -44,6 +44,7 @@ Installs: the nightly rust-src component if missing. First run: ~30 s; then ~1 s
 
 const HELP_DEMO: &str = "\
 cargo xtask demo [native|xen|xen-dom0|all] [--memory MIB] [--cmdline \"OPTS\"]
+                 [--bootloader qemu|grub] [--module FILE]...
 
 Builds guest-demo and boots it, printing its serial (native) or console (Xen) log:
   native     qemu-system-i386 -kernel (multiboot1), isa-debug-exit for the result
@@ -56,6 +57,10 @@ Builds guest-demo and boots it, printing its serial (native) or console (Xen) lo
                   pvops.early_ioremap=swapper  (walk the static table: the 2008 bug)
                   pvops.skip_unpin             (keep pt_base pinned: the other 2008 bug)
                   pvops.batch=N                (Xen: N page-table updates per hypercall)
+--bootloader qemu|grub  native: QEMU's own multiboot loader (-kernel, the default) or
+                  GRUB 2 from an ISO made by grub-mkrescue in target/grub (-cdrom;
+                  installs grub-pc-bin grub-common xorriso mtools on first use)
+--module FILE     native: pass FILE as a multiboot module (repeatable)
 Installs: rust-src, qemu-system-x86; for Xen the build dependencies, Xen's source package
 and the dom0 packages (first Xen run ~2-3 minutes; cached in target/xen; then ~15 s).
 Exit status: 0 every guest PASSed, 1 a guest FAILed, 2 harness error.";
@@ -67,8 +72,8 @@ Runs, printing each step and its time: toolchain and package setup, cargo fmt --
 clippy without warnings (host workspace and the i686 kernel), rustdoc without warnings,
 the host tests (simulated PAE machine, model of Xen's rules, property tests, fault
 injection), Miri on the raw-memory tests, the codegen check of the native set_pte, and
-real boots: bare QEMU (32/128/512/2048 MiB and the swapper regression), Xen dom0 fast
-path, and Xen domUs (16/64/512/1024 MiB and both 2008 regressions) in one dom0 boot.
+real boots: bare QEMU (32/128/512/2048 MiB, through GRUB 2 from an ISO, and the swapper
+regression), Xen dom0 fast path, and Xen domUs (16/64/512/1024 MiB and both 2008 regressions) in one dom0 boot.
 Ends with `boots: N passed, M failed`. Installs what it needs (as `demo`). First run on a
 fresh machine: ~6-8 minutes (most of it building Xen); warm: ~1-2 minutes.
 Exit status: 0 all passed, 2 otherwise.";
@@ -161,6 +166,8 @@ struct DemoArgs {
     which: String,
     memory: Option<u32>,
     cmdline: String,
+    bootloader: native::Bootloader,
+    modules: Vec<PathBuf>,
 }
 
 fn parse_demo(args: &[String]) -> Res<DemoArgs> {
@@ -168,6 +175,8 @@ fn parse_demo(args: &[String]) -> Res<DemoArgs> {
         which: "all".into(),
         memory: None,
         cmdline: String::new(),
+        bootloader: native::Bootloader::Qemu,
+        modules: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -187,6 +196,22 @@ fn parse_demo(args: &[String]) -> Res<DemoArgs> {
                     .ok_or_else(|| HarnessError("--cmdline needs a value".into()))?
                     .clone();
             }
+            "--bootloader" => {
+                let v = it.next().ok_or_else(|| {
+                    HarnessError("--bootloader needs a value (qemu or grub)".into())
+                })?;
+                d.bootloader = native::Bootloader::parse(v)?;
+            }
+            "--module" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| HarnessError("--module needs a file".into()))?;
+                let p = PathBuf::from(v);
+                if !p.is_file() {
+                    return Err(HarnessError(format!("--module: `{v}` is not a file")));
+                }
+                d.modules.push(p);
+            }
             other => {
                 return Err(HarnessError(format!(
                     "demo: unknown argument `{other}`\n\n{USAGE}"
@@ -202,7 +227,13 @@ fn cmd_demo(args: &[String]) -> Res<Verdict> {
     let elf = cmd_build()?;
     let mut verdicts = Vec::new();
     if d.which == "native" || d.which == "all" {
-        verdicts.push(demo_native(&elf, d.memory.unwrap_or(128), &d.cmdline));
+        verdicts.push(demo_native(&native::NativeBoot {
+            elf: &elf,
+            memory_mib: d.memory.unwrap_or(128),
+            cmdline: &native_cmdline(&d.cmdline),
+            modules: &d.modules,
+            bootloader: d.bootloader,
+        }));
     }
     if d.which == "xen" || d.which == "all" {
         verdicts.push(demo_xen(&elf, d.memory.unwrap_or(64), &d.cmdline));
@@ -247,16 +278,18 @@ fn native_cmdline(extra: &str) -> String {
     extra.trim().to_string()
 }
 
-fn demo_native(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
+fn demo_native(b: &native::NativeBoot<'_>) -> Res<Verdict> {
     step("qemu-system-x86 present", native::ensure_qemu)?;
-    eprintln!("==> native: qemu-system-i386 -m {memory} (multiboot)");
-    let run = native::boot(
-        elf,
-        memory,
-        &native_cmdline(cmdline),
-        true,
-        Duration::from_secs(60),
-    )?;
+    let how = match b.bootloader {
+        native::Bootloader::Qemu => "QEMU's multiboot loader",
+        native::Bootloader::Grub => "GRUB 2 from an ISO",
+    };
+    eprintln!(
+        "==> native: qemu-system-i386 -m {} ({how}, {} module(s))",
+        b.memory_mib,
+        b.modules.len()
+    );
+    let run = native::boot_with(b, true, Duration::from_secs(60))?;
     let exit_ok = match run.status {
         Some(33) => Some(true),
         Some(35) => Some(false),
@@ -270,7 +303,39 @@ fn demo_native(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
         "    native: qemu exit status {:?} in {:.2}s",
         run.status, run.seconds
     );
-    judge(&run.log, "native", exit_ok)
+    let verdict = judge(&run.log, "native", exit_ok)?;
+    if verdict == Verdict::Pass {
+        if let Err(e) = check_modules(&run.log, b.modules) {
+            eprintln!("    native: {e}");
+            return Ok(Verdict::Fail);
+        }
+    }
+    Ok(verdict)
+}
+
+/// The guest line the demo prints for module `index`, computed from the file itself.
+fn module_line(index: usize, file: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("module {}: {e}", file.display()))?;
+    let head: String = bytes.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "module {index}: {} bytes, head {head}",
+        bytes.len()
+    ))
+}
+
+/// Every module passed must appear in the log as the guest read it through early_ioremap.
+fn check_modules(log: &str, modules: &[PathBuf]) -> Result<String, String> {
+    let mut seen = Vec::new();
+    for (i, m) in modules.iter().enumerate() {
+        let want = module_line(i, m)?;
+        let prefix = format!("module {i}: ");
+        match log.lines().find_map(|l| l.find(&prefix).map(|at| &l[at..])) {
+            Some(got) if got.trim_end() == want => seen.push(want),
+            Some(got) => return Err(format!("guest printed `{got}`, the file says `{want}`")),
+            None => return Err(format!("no `{prefix}...` line for {}", m.display())),
+        }
+    }
+    Ok(seen.join("; "))
 }
 
 fn xen_cache() -> PathBuf {
@@ -331,6 +396,10 @@ struct BootCase {
     memory: u32,
     cmdline: String,
     expect: Expect,
+    /// Native only: who loads the image.
+    bootloader: native::Bootloader,
+    /// Native only: files passed as multiboot modules (the module lines are checked).
+    modules: Vec<PathBuf>,
 }
 
 enum Expect {
@@ -346,7 +415,15 @@ impl BootCase {
             memory,
             cmdline: cmdline.into(),
             expect,
+            bootloader: native::Bootloader::Qemu,
+            modules: Vec::new(),
         }
+    }
+    /// Native: boot through `bootloader` with `modules`.
+    fn loaded_by(mut self, bootloader: native::Bootloader, modules: &[PathBuf]) -> Self {
+        self.bootloader = bootloader;
+        self.modules = modules.to_vec();
+        self
     }
     fn check(&self, log: &str, backend: &str) -> Result<String, String> {
         match (find_result(log, TAG, backend), &self.expect) {
@@ -555,8 +632,14 @@ fn cmd_test() -> Res<Verdict> {
         }
     };
 
+    step(
+        "GRUB 2 present (grub-pc-bin, xorriso, mtools)",
+        native::ensure_grub,
+    )?;
     let native_cases = [
         BootCase::new("native default", 128, "", Expect::Pass),
+        BootCase::new("native GRUB 2 ISO", 128, "pvops.batch=1", Expect::Pass)
+            .loaded_by(native::Bootloader::Grub, &[]),
         BootCase::new("native 32 MiB", 32, "", Expect::Pass),
         BootCase::new("native 512 MiB", 512, "", Expect::Pass),
         BootCase::new("native 2048 MiB (lowmem only)", 2048, "", Expect::Pass),
@@ -569,7 +652,14 @@ fn cmd_test() -> Res<Verdict> {
     ];
     step("boots on bare QEMU", || {
         for c in &native_cases {
-            let r = native::boot(&elf, c.memory, &c.cmdline, false, Duration::from_secs(60))
+            let b = native::NativeBoot {
+                elf: &elf,
+                memory_mib: c.memory,
+                cmdline: &c.cmdline,
+                modules: &c.modules,
+                bootloader: c.bootloader,
+            };
+            let r = native::boot_with(&b, false, Duration::from_secs(60))
                 .map_err(|e| e.to_string())
                 .and_then(|run| {
                     let want = if matches!(c.expect, Expect::Pass) {
@@ -580,7 +670,11 @@ fn cmd_test() -> Res<Verdict> {
                     if run.status != Some(want) {
                         return Err(format!("qemu status {:?}, expected {want}", run.status));
                     }
-                    c.check(&run.log, "native")
+                    let line = c.check(&run.log, "native")?;
+                    if c.modules.is_empty() {
+                        return Ok(line);
+                    }
+                    check_modules(&run.log, &c.modules).map(|m| format!("{line} [{m}]"))
                 });
             record(&c.name, r);
         }

@@ -113,6 +113,11 @@ pub fn ensure_apt(probe: &str, packages: &[&str]) -> Res<()> {
     if have(probe) {
         return Ok(());
     }
+    install_apt(packages)
+}
+
+/// Installs Debian packages (apt-get update, then install).
+pub fn install_apt(packages: &[&str]) -> Res<()> {
     eprintln!(
         "    installing {} (apt-get; needs root)",
         packages.join(" ")
