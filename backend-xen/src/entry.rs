@@ -1,9 +1,7 @@
 //! The Xen ELF notes, the hypercall page, the ring-1 entry (`esi` = start_info), the trap
 //! table, and the Rust entry that hands the domain to the registered kernel.
 
-use crate::abi::{
-    self, MachphysMapping, StartInfo, TrapInfo, FLAT_KERNEL_CS, SIF_INITDOMAIN, VIRT_BASE,
-};
+use crate::abi::{self, MachphysMapping, StartInfo, TrapInfo, FLAT_KERNEL_CS, VIRT_BASE};
 use crate::console::{self, Console};
 use crate::real::{self, RealXen};
 use crate::{boot_info, XenMmu, XEN_KERNEL};
@@ -211,32 +209,49 @@ fn virt_to_pfn(v: usize) -> PhysFrame {
 extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
     // SAFETY: Xen passes the virtual address of start_info in esi; it is mapped.
     let si_ref = unsafe { &*si };
-    let dom0 = si_ref.flags & SIF_INITDOMAIN != 0;
-    DOM0.store(dom0, Ordering::Release);
     set_fatal_handler(fatal);
     let mut machphys = MachphysMapping::default();
     let mm_ret = real::machphys_mapping(&mut machphys);
+    let (start, end) = (
+        &raw const __pvops_image_start as usize,
+        &raw const __pvops_image_end as usize,
+    );
+    let kernel_image = FrameRange {
+        start: virt_to_pfn(start),
+        end: virt_to_pfn(end + PAGE_SIZE as usize - 1),
+    };
+    // The pfn of a machine frame the domain owns: the M2P entry (read only up to max_mfn,
+    // where Xen maps the M2P), cross-checked with the p2m list. Called by `validate` only
+    // after it checked mfn_list and nr_pages.
+    let owned_pfn = |mfn: u32| -> Option<PhysFrame> {
+        if mm_ret != 0 || mfn > machphys.max_mfn {
+            return None;
+        }
+        // SAFETY: the M2P is mapped read-only up to max_mfn (XENMEM_machphys_mapping).
+        let pfn =
+            unsafe { core::ptr::read_volatile((machphys.v_start as *const u32).add(mfn as usize)) };
+        // SAFETY: validate checked that the p2m list's nr_pages entries lie in our region.
+        let back = (pfn < si_ref.nr_pages).then(|| unsafe {
+            core::ptr::read_volatile((si_ref.mfn_list as *const u32).add(pfn as usize))
+        });
+        (back == Some(mfn)).then_some(PhysFrame(pfn))
+    };
+    // Nothing of start_info is used before this check (the console is not set up yet: a
+    // refusal goes out through console_io, which a domU's Xen prints in debug builds).
+    let facts =
+        match crate::start_info::validate(si_ref, si as u32, esp, kernel_image.end, &owned_pfn) {
+            Ok(f) => f,
+            Err(e) => fatal(format_args!("{e}")),
+        };
+    let dom0 = facts.is_dom0();
+    DOM0.store(dom0, Ordering::Release);
     if dom0 {
         console::use_console_io();
-    } else if mm_ret == 0 && si_ref.magic.starts_with(abi::START_INFO_MAGIC) {
-        // The console ring's pfn comes from the M2P; check it against the p2m list.
-        // SAFETY: the M2P is mapped read-only up to max_mfn; the p2m list is in our region.
-        let mfn = si_ref.console_mfn;
-        if mfn <= machphys.max_mfn {
-            let pfn = unsafe {
-                core::ptr::read_volatile((machphys.v_start as *const u32).add(mfn as usize))
-            };
-            let ok = pfn < si_ref.nr_pages
-                && unsafe {
-                    core::ptr::read_volatile((si_ref.mfn_list as *const u32).add(pfn as usize))
-                } == mfn;
-            if ok {
-                console::use_ring(
-                    (VIRT_BASE + pfn * PAGE_SIZE as u32) as *mut abi::XenconsInterface,
-                    si_ref.console_evtchn,
-                );
-            }
-        }
+    } else if let Some(pfn) = facts.console {
+        console::use_ring(
+            (VIRT_BASE + pfn.0 * PAGE_SIZE as u32) as *mut abi::XenconsInterface,
+            si_ref.console_evtchn,
+        );
     }
     let _ = writeln!(
         Console,
@@ -256,18 +271,6 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
             abi::Errno(-trap_ret)
         ));
     }
-    let (start, end) = (
-        &raw const __pvops_image_start as usize,
-        &raw const __pvops_image_end as usize,
-    );
-    let kernel_image = FrameRange {
-        start: virt_to_pfn(start),
-        end: virt_to_pfn(end + PAGE_SIZE as usize - 1),
-    };
-    let facts = match crate::start_info::validate(si_ref, si as u32, esp, kernel_image.end) {
-        Ok(f) => f,
-        Err(e) => fatal(format_args!("{e}")),
-    };
     let magic_len = si_ref.magic.iter().position(|b| *b == 0).unwrap_or(32);
     let _ = writeln!(
         Console,
@@ -299,7 +302,7 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
         Ok(m) => m,
         Err(e) => fatal(format_args!("{e}")),
     };
-    let pool = pvops_core::pool::EARLY_TABLE_POOL.frames(VIRT_BASE as usize);
+    let pool = crate::pool::EARLY_TABLE_POOL.frames(VIRT_BASE as usize);
     let info = boot_info(&mmu, &facts, kernel_image, pool);
     let _ = writeln!(
         Console,

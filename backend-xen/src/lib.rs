@@ -16,6 +16,7 @@ pub mod abi;
 pub mod hypervisor;
 pub mod misuse;
 pub mod mmu;
+pub mod pool;
 pub mod start_info;
 
 pub use hypervisor::{Hypervisor, MixedResult};
@@ -50,11 +51,11 @@ pub fn start_info_frame(info: &BootInfo<'_>) -> Option<pvops_core::addr::PhysFra
 }
 
 /// The [`BootInfo`] of a Xen guest: all `nr_pages` usable, the builder's structures and the
-/// boot stack reserved, the bootstrap table's frames, start_info as the early_ioremap probe,
-/// and `table_pool` (frames inside the image for early page tables; see `pvops_core::pool`).
+/// boot stack below `first_free`, start_info, the p2m list, the rings and the module reserved, the bootstrap table's frames, start_info as the early_ioremap probe,
+/// and `table_pool` (frames inside the image for early page tables; see [`pool`]).
 pub fn boot_info<'a, H: Hypervisor>(
     mmu: &XenMmu<H>,
-    facts: &XenBootFacts<'a>,
+    facts: &'a XenBootFacts<'a>,
     kernel_image: FrameRange,
     table_pool: FrameRange,
 ) -> BootInfo<'a> {
@@ -78,6 +79,8 @@ pub fn boot_info<'a, H: Hypervisor>(
             len: PROBE_LEN,
             what: START_INFO_PROBE,
         }),
+        reserved: facts.reserved.clone(),
+        modules: facts.module.as_slice(),
     }
 }
 

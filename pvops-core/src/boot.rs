@@ -7,7 +7,7 @@
 use crate::addr::{FrameRange, PhysAddr, PhysFrame, VirtAddr, PAGE_SIZE};
 use crate::ioremap::{EarlyIoremap, IoremapError, TableSource};
 use crate::mapper::{self, read_entry, MapError};
-use crate::mem::{AllocError, FrameAllocator, MemoryMap, RegionKind};
+use crate::mem::{AllocError, FrameAllocator, MemoryMap, MemoryMapError, RegionKind, Reservations};
 use crate::ops::{PageFault, Platform};
 use crate::options::{BootOptions, IoremapWalk};
 use crate::paging::{EntrySlot, Level, PageTableEntry, KERNEL_RO, KERNEL_RW};
@@ -106,6 +106,15 @@ pub struct IoremapProbe {
     pub what: &'static str,
 }
 
+/// A module the loader placed in memory (a multiboot module, a Xen initrd).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootModule {
+    /// Its first byte (pseudo-physical).
+    pub start: PhysAddr,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
 /// What the backend's entry code learned about the machine.
 #[derive(Clone, Debug)]
 pub struct BootInfo<'a> {
@@ -121,11 +130,17 @@ pub struct BootInfo<'a> {
     pub bootstrap_tables: FrameRange,
     /// The kernel image's frames (always mapped).
     pub kernel_image: FrameRange,
-    /// Frames inside the image reserved for early page tables, handed out first (see
-    /// [`crate::pool`]); empty when the bootstrap table reaches enough free memory.
+    /// Frames inside the image reserved for early page tables (backend-xen's `pool`), handed
+    /// to page tables only, before any other frame; empty when the bootstrap table reaches
+    /// enough free memory (native).
     pub table_pool: FrameRange,
     /// What early_ioremap maps and checks.
     pub probe: Option<IoremapProbe>,
+    /// Memory the loader filled (boot information, memory map, command line, modules...):
+    /// never handed out by the frame allocator; one `mem: reserved` line each at boot.
+    pub reserved: Reservations,
+    /// The modules the loader passed, in order.
+    pub modules: &'a [BootModule],
 }
 
 /// Why the boot failed: the stage and the reason.
@@ -177,6 +192,8 @@ pub enum BootErrorKind<E> {
     },
     /// No usable RAM below the lowmem limit.
     NoLowmem,
+    /// The memory map minus the reserved ranges does not fit a map.
+    Memory(MemoryMapError),
 }
 
 impl<E: fmt::Display> fmt::Display for BootErrorKind<E> {
@@ -198,6 +215,7 @@ impl<E: fmt::Display> fmt::Display for BootErrorKind<E> {
                 write!(f, "read_cr3 returns pfn {got} after write_cr3 of pfn {expected}")
             }
             Self::NoLowmem => write!(f, "no usable RAM below the lowmem limit"),
+            Self::Memory(e) => write!(f, "{e}"),
         }
     }
 }
@@ -407,9 +425,21 @@ impl<'a, P: Platform> Boot<'a, P> {
             );
         }
         let _ = writeln!(self.log, "pvops: cmdline: \"{}\"", self.info.cmdline);
+        for r in self.info.reserved.iter() {
+            let _ = writeln!(
+                self.log,
+                "mem: reserved {} pa={:#x}-{:#x}",
+                r.what, r.start.0, r.end
+            );
+        }
+        let free = self
+            .info
+            .memory
+            .without(&self.info.reserved)
+            .map_err(BootErrorKind::Memory)?;
         let a = &mut self.state.alloc;
         a.reset(
-            &self.info.memory,
+            &free,
             self.info.first_free,
             self.info.bootstrap_reach,
             self.info.table_pool,

@@ -12,6 +12,7 @@
 
 pub mod addr;
 pub mod boot;
+pub mod cmdline;
 pub mod ioremap;
 pub mod mapper;
 pub mod mem;
@@ -19,7 +20,6 @@ pub mod misuse;
 pub mod ops;
 pub mod options;
 pub mod paging;
-pub mod pool;
 pub mod registry;
 
 pub use linkme;

@@ -211,6 +211,8 @@ fn info_with_start_info(si: PhysFrame) -> BootInfo<'static> {
             len: 64,
             what: START_INFO_PROBE,
         }),
+        reserved: pvops_core::mem::Reservations::new(),
+        modules: &[],
     }
 }
 
