@@ -7,14 +7,16 @@
 
 mod probes;
 
+use pvops_core::addr::{MachineAddr, PAGE_SIZE};
 use pvops_core::boot::{
     boot, set_stage, take_boot_state, BootInfo, BootReport, Stage, BOOT_STAGES,
 };
+use pvops_core::ioremap::{EarlyIoremap, IoremapError, TableSource};
 use pvops_core::mem::FrameAllocator;
 use pvops_core::misuse::{self, BackendMisuse, CaseResult, MisuseTally, Status};
 use pvops_core::options::BootOptions;
 use pvops_core::registry::{fatal, Handoff, KernelDescriptor, Outcome, KERNELS};
-use pvops_core::MmuOps;
+use pvops_core::{MmuOps, Platform};
 
 const TAG: &str = "PVOPS-DEMO";
 /// Tag of the misuse stage's per-case lines.
@@ -50,6 +52,14 @@ fn demo_main<P: BackendMisuse>(h: Handoff<'_, P>) -> Outcome {
     };
     match boot(platform, info, opts, state, console) {
         Ok(r) => {
+            if let Err(e) = print_modules(platform, &mut state.alloc, info, console) {
+                let _ = writeln!(
+                    console,
+                    "{TAG}: FAIL backend={} stage=exercise: {e}",
+                    P::NAME
+                );
+                return Outcome::Fail;
+            }
             if misuse_stage(platform, &mut state.alloc, info, console).is_none() {
                 return Outcome::Fail;
             }
@@ -70,6 +80,70 @@ fn demo_main<P: BackendMisuse>(h: Handoff<'_, P>) -> Outcome {
         Err(e) => {
             let _ = writeln!(console, "{TAG}: FAIL backend={} {e}", <P as MmuOps>::NAME);
             Outcome::Fail
+        }
+    }
+}
+
+/// Bytes of each module printed (and compared by the harness with the file).
+const MODULE_HEAD: usize = 16;
+
+/// One line per module the loader passed, `module <i>: <len> bytes, head <hex>`: its first
+/// bytes read through early_ioremap on the kernel's table (the harness compares them with
+/// the file it passed).
+fn print_modules<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    info: &BootInfo<'_>,
+    console: &mut dyn core::fmt::Write,
+) -> Result<(), ModuleError<P::Error>> {
+    let mut io = EarlyIoremap::new(p.layout().ioremap_window, TableSource::LiveCr3);
+    for (i, m) in info.modules.iter().enumerate() {
+        let _ = write!(console, "module {i}: {} bytes, head ", m.len);
+        // The head stays inside the module's first frame: the frames of a module are
+        // contiguous pseudo-physically, not necessarily machine-contiguous (Xen).
+        let len = m
+            .len
+            .min(MODULE_HEAD as u64)
+            .min(PAGE_SIZE - m.start.frame_offset()) as usize;
+        if len > 0 {
+            let pfn = m.start.frame();
+            let mfn = p
+                .phys_to_machine(pfn)
+                .ok_or(ModuleError::NoMachineFrame(i))?;
+            let ma = MachineAddr(mfn.start().0 + m.start.frame_offset());
+            let map = io
+                .map(p, alloc, ma, len as u64)
+                .map_err(|e| ModuleError::Ioremap(i, e))?;
+            let mut head = [0u8; MODULE_HEAD];
+            // SAFETY: the slot maps the module's first bytes; reading them is harmless.
+            let read = unsafe { p.read_virt(map.addr(), &mut head[..len]) };
+            io.unmap(p, alloc, map)
+                .map_err(|e| ModuleError::Ioremap(i, e))?;
+            read.map_err(|f| ModuleError::Fault(i, f))?;
+            for b in &head[..len] {
+                let _ = write!(console, "{b:02x}");
+            }
+        }
+        let _ = writeln!(console);
+    }
+    Ok(())
+}
+
+/// Why a module could not be read.
+enum ModuleError<E> {
+    NoMachineFrame(usize),
+    Ioremap(usize, IoremapError<E>),
+    Fault(usize, pvops_core::PageFault),
+}
+
+impl<E: core::fmt::Display> core::fmt::Display for ModuleError<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoMachineFrame(i) => {
+                write!(f, "module {i}: its first frame has no machine frame")
+            }
+            Self::Ioremap(i, e) => write!(f, "module {i}: {e}"),
+            Self::Fault(i, pf) => write!(f, "module {i}: {pf}"),
         }
     }
 }

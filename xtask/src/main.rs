@@ -428,7 +428,9 @@ impl BootCase {
     fn check(&self, log: &str, backend: &str) -> Result<String, String> {
         match (find_result(log, TAG, backend), &self.expect) {
             (Some(GuestLine::Pass(l)), Expect::Pass) => {
-                check_misuse(log, backend).map(|m| format!("{l} [{m}]"))
+                let m = check_misuse(log, backend)?;
+                let r = check_reserved(log, backend, self.modules.len())?;
+                Ok(format!("{l} [{m}] [{r}]"))
             }
             (Some(GuestLine::Fail(l)), Expect::Fail(needles))
                 if needles.iter().all(|n| l.contains(n)) =>
@@ -441,6 +443,50 @@ impl BootCase {
             (None, _) => Err("no result line".into()),
         }
     }
+}
+
+/// A PASS must have printed one well-formed `mem: reserved <what> pa=0x<start>-0x<end>` line
+/// for each structure its loader hands over: native the multiboot info, memory map and
+/// command line (and each module); Xen start_info and the p2m list, a domU also its console
+/// and xenstore rings.
+fn check_reserved(log: &str, backend: &str, modules: usize) -> Result<String, String> {
+    let mut seen: Vec<String> = Vec::new();
+    for l in log.lines() {
+        let Some(at) = l.find("mem: reserved ") else {
+            continue;
+        };
+        let rest = &l[at + "mem: reserved ".len()..];
+        let bad = || format!("malformed line `{}`", &l[at..]);
+        let (what, range) = rest.rsplit_once(" pa=").ok_or_else(bad)?;
+        let (start, end) = range.trim_end().split_once('-').ok_or_else(bad)?;
+        let hex = |s: &str| {
+            s.strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+        };
+        match (hex(start), hex(end)) {
+            (Some(s), Some(e)) if s < e => seen.push(what.to_string()),
+            _ => return Err(bad()),
+        }
+    }
+    let mut want: Vec<&str> = match backend {
+        "native" => vec!["multiboot info", "multiboot mmap", "multiboot cmdline"],
+        _ => vec!["start_info", "p2m list"],
+    };
+    if backend == "xen" && log.contains("unprivileged (domU)") {
+        want.extend(["console ring", "xenstore ring"]);
+    }
+    for w in &want {
+        if !seen.iter().any(|s| s == w) {
+            return Err(format!("no `mem: reserved {w} pa=..` line"));
+        }
+    }
+    let mods = seen.iter().filter(|s| s.ends_with("module")).count();
+    if mods != modules {
+        return Err(format!(
+            "{mods} reserved module ranges, {modules} modules passed"
+        ));
+    }
+    Ok(format!("{} ranges reserved", seen.len()))
 }
 
 /// A PASS must have gone through the misuse stage: at least ten refused operations, and under
@@ -467,6 +513,21 @@ fn check_misuse(log: &str, backend: &str) -> Result<String, String> {
         "misuse: {} rejected, {xen} by xen, {pvops} by pvops",
         rejected.len()
     ))
+}
+
+/// A module whose length is not a page multiple and whose bytes are not all alike, so a
+/// wrong length, offset or page shows in the module line.
+#[allow(dead_code)] // used by the module boot (next commit)
+fn test_module_bytes() -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..5000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
 }
 
 /// The tag of the example kernel's result lines.
@@ -636,10 +697,30 @@ fn cmd_test() -> Res<Verdict> {
         "GRUB 2 present (grub-pc-bin, xorriso, mtools)",
         native::ensure_grub,
     )?;
+    let module = root.join("target/test-module.bin");
+    std::fs::write(&module, test_module_bytes())
+        .map_err(|e| HarnessError(format!("{}: {e}", module.display())))?;
+    // About 1.5 KiB of plain ASCII (a ~1 KiB line was refused before) and a module.
+    let long_cmdline = (0..64)
+        .map(|i| format!("pvops.test.word{i:02}=abcdefghijklm"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let native_cases = [
         BootCase::new("native default", 128, "", Expect::Pass),
-        BootCase::new("native GRUB 2 ISO", 128, "pvops.batch=1", Expect::Pass)
-            .loaded_by(native::Bootloader::Grub, &[]),
+        BootCase::new(
+            "native GRUB 2 ISO, one module",
+            128,
+            "pvops.batch=1",
+            Expect::Pass,
+        )
+        .loaded_by(native::Bootloader::Grub, std::slice::from_ref(&module)),
+        BootCase::new(
+            "native QEMU -kernel, one module, 1.5 KiB command line",
+            128,
+            &long_cmdline,
+            Expect::Pass,
+        )
+        .loaded_by(native::Bootloader::Qemu, std::slice::from_ref(&module)),
         BootCase::new("native 32 MiB", 32, "", Expect::Pass),
         BootCase::new("native 512 MiB", 512, "", Expect::Pass),
         BootCase::new("native 2048 MiB (lowmem only)", 2048, "", Expect::Pass),
