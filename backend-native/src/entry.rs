@@ -193,7 +193,7 @@ extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
             len: INFO_LEN as u64,
             what: "multiboot info",
         }),
-        reserved: mb.reserved.clone(),
+        reserved: mb.reserved,
         modules: mb.modules(),
     };
     let _ = writeln!(

@@ -79,7 +79,7 @@ pub fn boot_info<'a, H: Hypervisor>(
             len: PROBE_LEN,
             what: START_INFO_PROBE,
         }),
-        reserved: facts.reserved.clone(),
+        reserved: facts.reserved,
         modules: facts.module.as_slice(),
     }
 }
