@@ -13,6 +13,7 @@
 pub mod addr;
 pub mod boot;
 pub mod cmdline;
+pub mod handoff;
 pub mod ioremap;
 pub mod mapper;
 pub mod mem;
