@@ -54,8 +54,6 @@ cfg_if::cfg_if! {
         pub mod serial;
         pub use mmu::Native;
 
-        /// Bare metal adds no misuse cases: its refusals are pvops's own (the generic ones).
-        impl pvops_core::misuse::BackendMisuse for Native {}
 
         /// The kernel main(s) registered for the native backend (one expected); see
         /// [`register_kernel!`].

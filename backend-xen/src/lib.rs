@@ -14,7 +14,6 @@
 
 pub mod abi;
 pub mod hypervisor;
-pub mod misuse;
 pub mod mmu;
 pub mod pool;
 pub mod start_info;
@@ -40,15 +39,6 @@ static XEN_BACKEND: BackendDescriptor = BackendDescriptor {
 
 /// Bytes of start_info that early_ioremap reads back (magic, nr_pages, shared_info, flags...).
 pub const PROBE_LEN: u64 = 64;
-/// The `what` of the early_ioremap probe in a Xen [`BootInfo`]: start_info.
-pub const START_INFO_PROBE: &str = "start_info";
-
-/// start_info's frame in a [`BootInfo`] made by [`boot_info`] (its early_ioremap probe).
-pub fn start_info_frame(info: &BootInfo<'_>) -> Option<pvops_core::addr::PhysFrame> {
-    info.probe
-        .filter(|p| p.what == START_INFO_PROBE)
-        .map(|p| p.addr.frame())
-}
 
 /// The [`BootInfo`] of a Xen guest: all `nr_pages` usable, the builder's structures and the
 /// boot stack below `first_free`, start_info, the p2m list, the rings and the module reserved, the bootstrap table's frames, start_info as the early_ioremap probe,
@@ -77,7 +67,7 @@ pub fn boot_info<'a, H: Hypervisor>(
         probe: Some(IoremapProbe {
             addr: facts.start_info.start(),
             len: PROBE_LEN,
-            what: START_INFO_PROBE,
+            what: "start_info",
         }),
         reserved: facts.reserved,
         modules: facts.module.as_slice(),

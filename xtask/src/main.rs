@@ -702,7 +702,7 @@ fn cmd_test() -> Res<Verdict> {
         .map_err(|e| HarnessError(format!("{}: {e}", module.display())))?;
     // About 1.5 KiB of plain ASCII (a ~1 KiB line was refused before) and a module.
     let long_cmdline = (0..64)
-        .map(|i| format!("pvops.test.word{i:02}=abcdefghijklm"))
+        .map(|i| format!("filler.word{i:02}=abcdefghijklm"))
         .collect::<Vec<_>>()
         .join(" ");
     let native_cases = [

@@ -17,7 +17,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::fmt::Write;
-use pvops_core::boot::{boot, set_stage, take_boot_state, Stage};
+use pvops_core::boot::{boot, set_stage, take_boot_state, KernelStage, Stage};
 use pvops_core::mapper::{self, MapError};
 use pvops_core::mem::FrameAllocator;
 use pvops_core::options::BootOptions;
@@ -38,9 +38,11 @@ backend_xen::register_kernel!(minimal_main);
 /// Bytes written through the kernel's own mapping and read back through the direct map.
 const PROBE_LEN: usize = 32;
 
-/// The page of the scratch area this kernel uses (the boot path's exercise uses page 5 and
-/// leaves the area empty).
+/// The page of the scratch area this kernel uses (the boot path leaves the area empty).
 const OWN_PAGE: u32 = 16;
+
+/// This kernel's own stage after the boot path: a fault in it reads `stage=own_mapping`.
+static OWN_MAPPING: KernelStage = KernelStage::new("own_mapping");
 
 fn minimal_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
     let Handoff {
@@ -78,14 +80,14 @@ fn minimal_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
 
     // 2. One mapping of the kernel's own, on the kernel's table (live now). A fault in here
     //    is reported by the backend's trap handler with the stage set below.
-    set_stage(Stage::Exercise);
+    let own = Stage::Kernel(&OWN_MAPPING);
+    set_stage(own);
     let frame = match own_mapping(platform, &mut state.alloc, console) {
         Ok(f) => f,
-        Err(e) => return fail::<P>(console, Stage::Exercise, format_args!("{e}")),
+        Err(e) => return fail::<P>(console, own, format_args!("{e}")),
     };
 
     // 3. The result line.
-    set_stage(Stage::Done);
     let _ = writeln!(
         console,
         "{TAG}: PASS backend={} lowmem_mapped_mib={} root_pfn={} own_page_pfn={}",
