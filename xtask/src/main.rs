@@ -625,6 +625,22 @@ fn cmd_test() -> Res<Verdict> {
     step(
         "cargo package (pvops-core, backend-native, backend-xen)",
         || {
+            // Cargo verifies the packages through a temporary registry under the target dir
+            // and unpacks it once per registry path into ~/.cargo/registry/src: a second run
+            // with changed sources but the same version would build the stale unpacked copy.
+            // A target dir named after the sources gives changed sources a fresh registry.
+            let target = root
+                .join("target/package-verify")
+                .join(util::sources_digest(
+                    &root,
+                    &["pvops-core", "backend-native", "backend-xen"],
+                ));
+            // Earlier sources' verify builds are of no further use.
+            if let Ok(old) = std::fs::read_dir(root.join("target/package-verify")) {
+                for d in old.flatten().filter(|d| d.path() != target) {
+                    let _ = std::fs::remove_dir_all(d.path());
+                }
+            }
             util::run(
                 util::cmd("cargo")
                     .args([
@@ -637,7 +653,9 @@ fn cmd_test() -> Res<Verdict> {
                         "backend-native",
                         "-p",
                         "backend-xen",
+                        "--target-dir",
                     ])
+                    .arg(&target)
                     .current_dir(&root),
             )
         },

@@ -161,3 +161,33 @@ pub fn ensure_toolchains() -> Res<()> {
     }
     Ok(())
 }
+
+/// A hex digest of every file under the given crate directories (paths and contents): it
+/// changes whenever one of their sources does.
+pub fn sources_digest(root: &Path, crates: &[&str]) -> String {
+    use std::hash::{Hash, Hasher};
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for c in crates {
+        walk(&root.join(c), &mut files);
+    }
+    files.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        std::fs::read(&f).unwrap_or_default().hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
