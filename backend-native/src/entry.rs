@@ -139,9 +139,12 @@ fn fatal(args: core::fmt::Arguments<'_>) -> ! {
 /// Rust entry, called by the stub on the bootstrap table with the multiboot registers.
 #[unsafe(no_mangle)]
 extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
+    // Before anything can enable interrupts: the BIOS's 8259 setup sends IRQ0 to vector 8.
+    crate::pic::remap_and_mask();
     Serial::init();
     set_fatal_handler(fatal);
     crate::idt::install();
+    crate::tss::install();
     let read = |addr: u32, len: usize| -> Option<&'static [u8]> {
         // What the bootstrap mapping holds from `addr` on, at most `len` bytes.
         let len = (len as u64).min(BOOTSTRAP_MAPPED.checked_sub(addr as u64)?) as usize;

@@ -1,7 +1,12 @@
 //! An IDT for the 32 CPU exceptions: each one prints vector, error code, cr2 and eip as a
-//! FAIL line and ends the run (no triple fault).
+//! FAIL line and ends the run (no triple fault). Vector 8 (double fault) is a task gate to
+//! its own stack (see `tss`); a fault while a fault is being reported ends the run at once.
 
-use pvops_core::registry::fatal;
+use crate::serial::Serial;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU8, Ordering};
+use pvops_core::boot::current_stage;
+use pvops_core::registry::{fatal, kernel_tag};
 
 core::arch::global_asm!(
     r#"
@@ -107,17 +112,46 @@ pub(crate) fn install() {
     unsafe { core::arch::asm!("lidt ({0})", in(reg) idtr.as_ptr(), options(att_syntax, nostack)) };
 }
 
+/// Replaces the gate of `vector` (the double-fault task gate).
+pub(crate) fn set_gate(vector: usize, gate: u64) {
+    // SAFETY: single CPU; the IDT entry is written whole before anything can use it.
+    unsafe { core::ptr::write_volatile(&raw mut (*IDT.0.get())[vector], gate) };
+}
+
+/// How many fault reports have started (0 = none).
+static REPORTS: AtomicU8 = AtomicU8::new(0);
+
+/// Ends the run with a fault's report. The first report goes through the kernel's fatal
+/// handler; a fault inside that printer gets one line straight to COM1 (integers only), and
+/// a fault in that line ends the run without a word: never a recursion.
+pub(crate) fn report(args: core::fmt::Arguments<'_>) -> ! {
+    match REPORTS.fetch_add(1, Ordering::AcqRel) {
+        0 => fatal(args),
+        1 => {
+            let _ = writeln!(
+                Serial,
+                "{}: FAIL backend=native stage={}: fault inside the fault printer: {}",
+                kernel_tag(),
+                current_stage().name(),
+                args
+            );
+            crate::entry::exit(crate::EXIT_FAIL)
+        }
+        _ => crate::entry::exit(crate::EXIT_FAIL),
+    }
+}
+
 #[unsafe(no_mangle)]
 extern "C" fn pvops_native_trap(f: &TrapFrame) -> ! {
     if f.vector == 14 {
         // SAFETY: reading cr2 in ring 0.
         let cr2 = unsafe { x86::controlregs::cr2() };
-        fatal(format_args!(
+        report(format_args!(
             "page fault cr2={:#010x} eip={:#010x} error={:#x}",
             cr2, f.eip, f.error
         ))
     }
-    fatal(format_args!(
+    report(format_args!(
         "exception vector={} error={:#x} eip={:#010x} cs={:#x} eflags={:#x}",
         f.vector, f.error, f.eip, f.cs, f.eflags
     ))

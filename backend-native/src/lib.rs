@@ -51,6 +51,8 @@ cfg_if::cfg_if! {
         mod entry;
         mod idt;
         mod mmu;
+        pub mod pic;
+        mod tss;
         pub mod serial;
         pub use mmu::Native;
 

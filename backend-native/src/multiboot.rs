@@ -149,6 +149,9 @@ fn read_exact<'a>(
     addr: u32,
     len: usize,
 ) -> Result<&'a [u8], MultibootError> {
+    if len == 0 {
+        return Ok(&[]);
+    }
     read(addr, len)
         .filter(|b| b.len() >= len)
         .map(|b| &b[..len])
@@ -376,6 +379,13 @@ mod tests {
             .reserved
             .iter()
             .any(|r| r.what == "multiboot module list" && r.end == MODS_AT as u64 + 32));
+        // QEMU without -initrd: FLAG_MODS, mods_count 0, mods_addr past readable memory.
+        let mut mem = image(&QEMU_MAP, b"k\0", &[(0, 0)]);
+        mem[20..24].copy_from_slice(&0u32.to_le_bytes());
+        mem[24..28].copy_from_slice(&0x0fff_f000u32.to_le_bytes());
+        let (mb, _) = parse_image(&mem).unwrap();
+        assert!(mb.modules().is_empty());
+        assert!(!mb.reserved.iter().any(|r| r.what.contains("module")));
         let mem = image(&QEMU_MAP, b"k\0", &[(0x2000, 0x1000)]);
         assert_eq!(
             parse_image(&mem).unwrap_err(),

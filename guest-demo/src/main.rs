@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod probes;
+mod selftest;
 
 use backend_xen::{RealXen, XenMmu};
 use core::fmt::Write;
@@ -119,6 +120,9 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
             return Outcome::Fail;
         }
     };
+    if let Some(test) = selftest::requested(info.cmdline) {
+        selftest::run(test, name, console);
+    }
     let (done, ex) = measure(platform, Stage::Kernel(&exercise::STAGE), |p| {
         exercise::run(p, &mut state.alloc, info, &r, console)
     });

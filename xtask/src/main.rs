@@ -400,6 +400,8 @@ struct BootCase {
     bootloader: native::Bootloader,
     /// Native only: files passed as multiboot modules (the module lines are checked).
     modules: Vec<PathBuf>,
+    /// A line the log must also hold (e.g. a self-test's).
+    requires: Option<&'static str>,
 }
 
 enum Expect {
@@ -417,7 +419,13 @@ impl BootCase {
             expect,
             bootloader: native::Bootloader::Qemu,
             modules: Vec::new(),
+            requires: None,
         }
+    }
+    /// The log must also hold a line containing `line`.
+    fn requiring(mut self, line: &'static str) -> Self {
+        self.requires = Some(line);
+        self
     }
     /// Native: boot through `bootloader` with `modules`.
     fn loaded_by(mut self, bootloader: native::Bootloader, modules: &[PathBuf]) -> Self {
@@ -426,6 +434,11 @@ impl BootCase {
         self
     }
     fn check(&self, log: &str, backend: &str) -> Result<String, String> {
+        if let Some(want) = self.requires {
+            if !log.lines().any(|l| l.contains(want)) {
+                return Err(format!("no `{want}` line"));
+            }
+        }
         match (find_result(log, TAG, backend), &self.expect) {
             (Some(GuestLine::Pass(l)), Expect::Pass) => {
                 let m = check_misuse(log, backend)?;
@@ -742,6 +755,25 @@ fn cmd_test() -> Res<Verdict> {
         BootCase::new("native 32 MiB", 32, "", Expect::Pass),
         BootCase::new("native 512 MiB", 512, "", Expect::Pass),
         BootCase::new("native 2048 MiB (lowmem only)", 2048, "", Expect::Pass),
+        BootCase::new(
+            "native interrupts on (8259 masked)",
+            128,
+            "demo.selftest=irq",
+            Expect::Pass,
+        )
+        .requiring("selftest irq: interrupts enabled for"),
+        BootCase::new(
+            "native double fault on its own stack",
+            128,
+            "demo.selftest=double_fault",
+            Expect::Fail(vec!["double fault (on its own stack)", "esp=0x00000ff0"]),
+        ),
+        BootCase::new(
+            "native fault inside the fault printer",
+            128,
+            "demo.selftest=fault_in_printer",
+            Expect::Fail(vec!["fault inside the fault printer: page fault"]),
+        ),
         BootCase::new(
             "native pvops.early_ioremap=swapper",
             128,
