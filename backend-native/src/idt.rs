@@ -92,8 +92,13 @@ struct Idt(core::cell::UnsafeCell<[u64; 32]>);
 unsafe impl Sync for Idt {}
 static IDT: Idt = Idt(core::cell::UnsafeCell::new([0; 32]));
 
-/// Fills and loads the IDT.
-pub(crate) fn install() {
+/// Fills and loads the IDT: each of the 32 CPU exceptions ends the run through
+/// `pvops_core::registry::fatal` (the running entry's fatal handler) with a FAIL line naming
+/// the vector, cr2 for a page fault, and eip. For any entry that runs the native MMU in ring 0;
+/// `platform` is the `platform=` of the one line a fault inside the fault printer gets.
+pub fn install(platform: &'static str) {
+    // SAFETY: written once here, before anything can trap; read only by `report`.
+    unsafe { *PLATFORM.0.get() = platform };
     // SAFETY: the stub table is 32 addresses emitted by the asm above.
     let stubs = unsafe { &pvops_native_trap_stubs };
     // SAFETY: single CPU, called once before anything can trap through the IDT.
@@ -118,6 +123,12 @@ pub(crate) fn set_gate(vector: usize, gate: u64) {
     unsafe { core::ptr::write_volatile(&raw mut (*IDT.0.get())[vector], gate) };
 }
 
+/// The `platform=` of the line a nested fault prints (the entry's, given to `install`).
+struct PlatformName(core::cell::UnsafeCell<&'static str>);
+// SAFETY: single CPU; written once by `install` before any trap can read it.
+unsafe impl Sync for PlatformName {}
+static PLATFORM: PlatformName = PlatformName(core::cell::UnsafeCell::new("bare"));
+
 /// How many fault reports have started (0 = none).
 static REPORTS: AtomicU8 = AtomicU8::new(0);
 
@@ -130,8 +141,10 @@ pub(crate) fn report(args: core::fmt::Arguments<'_>) -> ! {
         1 => {
             let _ = writeln!(
                 Serial,
-                "{}: FAIL backend=native stage={}: fault inside the fault printer: {}",
+                "{}: FAIL backend=native platform={} stage={}: fault inside the fault printer: {}",
                 kernel_tag(),
+                // SAFETY: written once by `install`, before the first trap.
+                unsafe { *PLATFORM.0.get() },
                 current_stage().name(),
                 args
             );

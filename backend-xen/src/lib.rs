@@ -37,6 +37,12 @@ static XEN_BACKEND: BackendDescriptor = BackendDescriptor {
     entry: "Xen PV (ELF notes, ring 1, esi = start_info)",
 };
 
+/// The platform of a Xen PV guest.
+pub const PLATFORM_XEN_PV: pvops_core::boot::PlatformInfo = pvops_core::boot::PlatformInfo {
+    name: "xen-pv",
+    entry: "Xen PV (XEN_ELFNOTE_ENTRY, ring 1, paging on, esi = start_info)",
+};
+
 /// Bytes of start_info that early_ioremap reads back (magic, nr_pages, shared_info, flags...).
 pub const PROBE_LEN: u64 = 64;
 
@@ -57,6 +63,7 @@ pub fn boot_info<'a, H: Hypervisor>(
         RegionKind::Usable,
     );
     BootInfo {
+        platform: PLATFORM_XEN_PV,
         memory,
         cmdline: facts.cmdline,
         first_free: facts.first_free,
@@ -76,9 +83,9 @@ pub fn boot_info<'a, H: Hypervisor>(
 
 cfg_if::cfg_if! {
     if #[cfg(all(target_arch = "x86", target_os = "none"))] {
-        mod console;
+        pub mod console;
         mod entry;
-        mod real;
+        pub mod real;
         pub use real::RealXen;
 
         /// The kernel main(s) registered for the Xen backend (one expected); see

@@ -1,8 +1,10 @@
-//! guest-demo: the pvops demonstration kernel. One ELF that boots on bare QEMU (multiboot1)
-//! and as a Xen PV domU; it runs the generic boot path on whichever backend entered it, then
-//! its own stages (the self-tests of `pvops-selftest`: `exercise`, then `misuse` with Xen's
-//! refusals from `pvops-xen-conformance` under Xen), and prints
-//! `PVOPS-DEMO: PASS backend=<name>` or `PVOPS-DEMO: FAIL backend=<name> stage=..: ..`.
+//! guest-demo: the pvops demonstration kernel. One ELF that boots on bare QEMU (multiboot1),
+//! as a Xen PV domU and as a Xen PVH domU (backend-native's MMU on Xen's platform); it runs
+//! the generic boot path on whichever backend entered it, then its own stages (the self-tests
+//! of `pvops-selftest`: `exercise`, then `misuse` with Xen's refusals from
+//! `pvops-xen-conformance` under Xen PV), and prints
+//! `PVOPS-DEMO: PASS backend=<name> platform=<platform>` or
+//! `PVOPS-DEMO: FAIL backend=<name> platform=<platform> stage=..: ..`.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -37,6 +39,8 @@ static DEMO: KernelDescriptor = KernelDescriptor { tag: TAG };
 
 backend_native::register_kernel!(demo_main);
 backend_xen::register_kernel!(demo_main);
+// PVH runs the kernel registered for the native backend; linking the crate adds the entry.
+use platform_pvh as _;
 
 /// What the demo asks of a backend beyond [`Platform`]: its own misuse cases.
 trait DemoBackend: Platform {
@@ -99,24 +103,31 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         console,
     } = h;
     let name = <P as MmuOps>::NAME;
+    let platform_name = info.platform.name;
     let opts = match BootOptions::parse(info.cmdline) {
         Ok(o) => o,
         Err(e) => {
-            let _ = writeln!(console, "{TAG}: FAIL backend={name} stage=banner: {e}");
+            let _ = writeln!(
+                console,
+                "{TAG}: FAIL backend={name} platform={platform_name} stage=banner: {e}"
+            );
             return Outcome::Fail;
         }
     };
     let Some(state) = take_boot_state() else {
         let _ = writeln!(
             console,
-            "{TAG}: FAIL backend={name} stage=entry: kernel main entered twice"
+            "{TAG}: FAIL backend={name} platform={platform_name} stage=entry: kernel main entered twice"
         );
         return Outcome::Fail;
     };
     let r = match boot(platform, info, opts, state, console) {
         Ok(r) => r,
         Err(e) => {
-            let _ = writeln!(console, "{TAG}: FAIL backend={name} {e}");
+            let _ = writeln!(
+                console,
+                "{TAG}: FAIL backend={name} platform={platform_name} {e}"
+            );
             return Outcome::Fail;
         }
     };
@@ -127,27 +138,33 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         exercise::run(p, &mut state.alloc, info, &r, console)
     });
     if let Err(e) = done {
-        let _ = writeln!(console, "{TAG}: FAIL backend={name} stage=exercise: {e}");
+        let _ = writeln!(
+            console,
+            "{TAG}: FAIL backend={name} platform={platform_name} stage=exercise: {e}"
+        );
         return Outcome::Fail;
     }
     let _ = writeln!(console, "stage exercise ok {ex}");
     if let Err(e) = print_modules(platform, &mut state.alloc, info, console) {
-        let _ = writeln!(console, "{TAG}: FAIL backend={name} stage=exercise: {e}");
+        let _ = writeln!(
+            console,
+            "{TAG}: FAIL backend={name} platform={platform_name} stage=exercise: {e}"
+        );
         return Outcome::Fail;
     }
-    if misuse_stage(platform, &mut state.alloc, console).is_none() {
+    if misuse_stage(platform, &mut state.alloc, platform_name, console).is_none() {
         return Outcome::Fail;
     }
     let _ = writeln!(
         console,
-        "{TAG}: PASS backend={name} lowmem_mapped_mib={} lowmem_not_mapped_mib={} ptes={} l1_tables={} reused_frames={}",
+        "{TAG}: PASS backend={name} platform={platform_name} lowmem_mapped_mib={} lowmem_not_mapped_mib={} ptes={} l1_tables={} reused_frames={}",
         r.lowmem_mapped >> 20,
         r.lowmem_not_mapped >> 20,
         r.direct_map_ptes,
         r.direct_map_tables,
         r.reused.len()
     );
-    let _ = print_stats(console, name, &opts, &r, &ex);
+    let _ = print_stats(console, name, platform_name, &opts, &r, &ex);
     Outcome::Pass
 }
 
@@ -221,6 +238,7 @@ impl<E: core::fmt::Display> core::fmt::Display for ModuleError<E> {
 fn misuse_stage<P: DemoBackend>(
     p: &mut P,
     alloc: &mut FrameAllocator,
+    platform_name: &str,
     console: &mut dyn Write,
 ) -> Option<Tally> {
     let mut failure: Option<CaseResult> = None;
@@ -240,7 +258,10 @@ fn misuse_stage<P: DemoBackend>(
     });
     let name = <P as MmuOps>::NAME;
     if let Some(r) = failure {
-        let _ = writeln!(console, "{TAG}: FAIL backend={name} stage=misuse: {r}");
+        let _ = writeln!(
+            console,
+            "{TAG}: FAIL backend={name} platform={platform_name} stage=misuse: {r}"
+        );
         return None;
     }
     let _ = writeln!(
@@ -255,11 +276,12 @@ fn misuse_stage<P: DemoBackend>(
     Some(tally)
 }
 
-/// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's name),
-/// over the boot path's stages and the exercise.
+/// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's and the
+/// platform's names), over the boot path's stages and the exercise.
 fn print_stats(
     out: &mut dyn Write,
     backend: &str,
+    platform: &str,
     opts: &BootOptions,
     r: &BootReport,
     exercise: &StageFigures,
@@ -270,7 +292,7 @@ fn print_stats(
         .chain([(exercise::STAGE.name(), *exercise)]);
     write!(
         out,
-        "PVOPS-STATS: {{\"backend\":\"{backend}\",\"batch\":{},\"boot_cycles\":{},\"hypercalls\":{},\"ptes\":{},\"l1_tables\":{},\"lowmem_mapped_mib\":{}",
+        "PVOPS-STATS: {{\"backend\":\"{backend}\",\"platform\":\"{platform}\",\"batch\":{},\"boot_cycles\":{},\"hypercalls\":{},\"ptes\":{},\"l1_tables\":{},\"lowmem_mapped_mib\":{}",
         opts.batch,
         stages.clone().map(|(_, f)| f.cycles).sum::<u64>(),
         stages.clone().map(|(_, f)| f.counters.hypercalls()).sum::<u64>(),

@@ -8,8 +8,9 @@
 //! 2. it then maps one page of its own in the backend's scratch area with
 //!    [`pvops_core::mapper::map_page`], writes through that mapping, reads the bytes back
 //!    through the direct map, and unmaps the page again;
-//! 3. it prints `MINIMAL-KERNEL: PASS backend=<native|xen> ...`, or
-//!    `MINIMAL-KERNEL: FAIL backend=<name> stage=<stage>: <reason>`, and returns the
+//! 3. it prints `MINIMAL-KERNEL: PASS backend=<native|xen> platform=<bare|xen-pv> ...`, or
+//!    `MINIMAL-KERNEL: FAIL backend=<name> platform=<platform> stage=<stage>: <reason>`, and
+//!    returns the
 //!    [`Outcome`], which the backend turns into an exit (QEMU's isa-debug-exit, or a Xen
 //!    shutdown).
 #![no_std]
@@ -58,11 +59,12 @@ fn minimal_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
     );
     let opts = match BootOptions::parse(info.cmdline) {
         Ok(o) => o,
-        Err(e) => return fail::<P>(console, Stage::Banner, format_args!("{e}")),
+        Err(e) => return fail::<P>(console, info, Stage::Banner, format_args!("{e}")),
     };
     let Some(state) = take_boot_state() else {
         return fail::<P>(
             console,
+            info,
             Stage::Entry,
             format_args!("kernel main entered twice"),
         );
@@ -73,7 +75,12 @@ fn minimal_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
         Ok(r) => r,
         // A BootError prints as `stage=<stage>: <reason>`.
         Err(e) => {
-            let _ = writeln!(console, "{TAG}: FAIL backend={} {e}", P::NAME);
+            let _ = writeln!(
+                console,
+                "{TAG}: FAIL backend={} platform={} {e}",
+                P::NAME,
+                info.platform.name
+            );
             return Outcome::Fail;
         }
     };
@@ -84,14 +91,15 @@ fn minimal_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
     set_stage(own);
     let frame = match own_mapping(platform, &mut state.alloc, console) {
         Ok(f) => f,
-        Err(e) => return fail::<P>(console, own, format_args!("{e}")),
+        Err(e) => return fail::<P>(console, info, own, format_args!("{e}")),
     };
 
     // 3. The result line.
     let _ = writeln!(
         console,
-        "{TAG}: PASS backend={} lowmem_mapped_mib={} root_pfn={} own_page_pfn={}",
+        "{TAG}: PASS backend={} platform={} lowmem_mapped_mib={} root_pfn={} own_page_pfn={}",
         P::NAME,
+        info.platform.name,
         report.lowmem_mapped >> 20,
         report.root,
         frame
@@ -183,13 +191,15 @@ fn own_mapping<P: Platform>(
 /// Prints the FAIL line of `stage` and returns [`Outcome::Fail`].
 fn fail<P: Platform>(
     console: &mut dyn Write,
+    info: &pvops_core::boot::BootInfo<'_>,
     stage: Stage,
     reason: core::fmt::Arguments<'_>,
 ) -> Outcome {
     let _ = writeln!(
         console,
-        "{TAG}: FAIL backend={} stage={}: {reason}",
+        "{TAG}: FAIL backend={} platform={} stage={}: {reason}",
         P::NAME,
+        info.platform.name,
         stage.name()
     );
     Outcome::Fail
@@ -197,7 +207,7 @@ fn fail<P: Platform>(
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    // The backend's fatal handler prints `MINIMAL-KERNEL: FAIL backend=.. stage=..: ..` and
+    // The backend's fatal handler prints `MINIMAL-KERNEL: FAIL backend=.. platform=.. stage=..: ..` and
     // ends the run as a failure.
     fatal(format_args!("{info}"))
 }

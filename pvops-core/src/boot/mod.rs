@@ -9,14 +9,13 @@
 mod report;
 mod stage;
 
-pub use crate::handoff::{BootInfo, BootModule, IoremapProbe};
+pub use crate::handoff::{BootInfo, BootModule, IoremapProbe, PlatformInfo};
 pub use report::{take_boot_state, BootError, BootErrorKind, BootReport, BootState};
 pub use stage::{current_stage, set_stage, KernelStage, Stage, BOOT_STAGES};
 
 use crate::addr::{FrameRange, PhysFrame, PAGE_SIZE};
 use crate::ioremap::{EarlyIoremap, TableSource};
 use crate::mapper::{self, MapError};
-use crate::mem::RegionKind;
 use crate::ops::{Platform, PvCounters};
 use crate::options::{BootOptions, IoremapWalk};
 use crate::paging::{Level, KERNEL_RO, KERNEL_RW};
@@ -154,13 +153,15 @@ impl<'a, P: Platform> Boot<'a, P> {
     fn banner(&mut self) -> Res<(), P::Error> {
         let _ = write!(self.log, "pvops: backends linked: ");
         let _ = crate::registry::write_backend_names(self.log);
-        let _ = writeln!(self.log, "; running on: {}", P::NAME);
+        let _ = writeln!(
+            self.log,
+            "; running on: {}; platform: {}; entry: {}",
+            P::NAME,
+            self.info.platform.name,
+            self.info.platform.entry
+        );
         for r in self.info.memory.regions() {
-            let kind = if r.kind == RegionKind::Usable {
-                "usable"
-            } else {
-                "reserved"
-            };
+            let kind = r.kind.name();
             let _ = writeln!(
                 self.log,
                 "pvops: mem {:#011x}-{:#011x} {}",
@@ -249,8 +250,9 @@ impl<'a, P: Platform> Boot<'a, P> {
         let layout = self.p.layout();
         let mem = &self.info.memory;
         let limit = layout.lowmem_limit;
-        let mapped = mem.usable_bytes_below(limit);
-        let not_mapped = mem.usable_bytes() - mapped;
+        let mapped = mem.ram_bytes_below(limit);
+        let ram: u64 = mem.ram().map(|r| r.len).sum();
+        let not_mapped = ram - mapped;
         if mapped == 0 {
             return Err(BootErrorKind::NoLowmem);
         }
@@ -265,12 +267,12 @@ impl<'a, P: Platform> Boot<'a, P> {
             layout.lowmem_formula
         );
 
-        // The direct map: usable RAM below the limit, plus any part of the kernel image
+        // The direct map: RAM below the limit (boot data included), plus any part of the kernel image
         // outside it. The window's L1 is made first, then map_linear allocates every L1
         // before it maps any page (Xen: a page-table frame must never be mapped writable).
         let mut ranges = [FrameRange::EMPTY; crate::mem::MAX_REGIONS + 2];
         let mut n = 0;
-        for r in mem.usable_frames_below(limit) {
+        for r in mem.ram_frames_below(limit) {
             ranges[n] = r;
             n += 1;
         }
