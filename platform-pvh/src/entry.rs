@@ -257,6 +257,17 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
         si.rsdp,
         si.cmdline
     );
+    for (addr, size, kind) in si.memmap() {
+        let _ = writeln!(
+            Console,
+            "xen-pvh: memmap {addr:#011x}+{size:#x} type {kind}{}",
+            if kind == start_info::MEMMAP_TYPE_RAM {
+                " (RAM)"
+            } else {
+                ""
+            }
+        );
+    }
     // The loader's structures are BootData in `si.memory` (mapped, never allocated); the
     // banner prints them as `mem: reserved` lines from this list.
     let mut reserved = Reservations::new();
