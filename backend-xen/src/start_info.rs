@@ -147,7 +147,7 @@ pub fn validate<'a>(
     if nr == 0 || nr > (1 << 24) {
         return Err(StartInfoError::BadNrPages(nr));
     }
-    if !si.pt_base.is_multiple_of(PAGE_SIZE as u32) {
+    if si.pt_base % PAGE_SIZE as u32 != 0 {
         return Err(StartInfoError::Misaligned {
             field: "pt_base",
             va: si.pt_base,
@@ -160,7 +160,7 @@ pub fn validate<'a>(
         .filter(|e| si.nr_pt_frames > 0 && *e <= nr);
     let pt_end = pt_end.ok_or(StartInfoError::BadPtFrames(si.nr_pt_frames))?;
     let start_info = pfn_of("start_info", si_va, nr)?;
-    if !si.mfn_list.is_multiple_of(4) {
+    if si.mfn_list % 4 != 0 {
         return Err(StartInfoError::Misaligned {
             field: "mfn_list",
             va: si.mfn_list,

@@ -53,6 +53,8 @@ pub struct NativeBoot<'a> {
     pub memory_mib: u32,
     /// The kernel's command line (after the image path the loader puts first).
     pub cmdline: &'a str,
+    /// CPUs (QEMU `-smp`).
+    pub cpus: u32,
     /// Files passed as multiboot modules, in order.
     pub modules: &'a [PathBuf],
     /// Who loads the image.
@@ -131,11 +133,24 @@ pub fn boot(
     echo: bool,
     timeout: Duration,
 ) -> Res<NativeRun> {
+    boot_smp(elf, memory_mib, cmdline, 1, echo, timeout)
+}
+
+/// [`boot`] with `cpus` CPUs (QEMU `-smp`).
+pub fn boot_smp(
+    elf: &Path,
+    memory_mib: u32,
+    cmdline: &str,
+    cpus: u32,
+    echo: bool,
+    timeout: Duration,
+) -> Res<NativeRun> {
     boot_with(
         &NativeBoot {
             elf,
             memory_mib,
             cmdline,
+            cpus,
             modules: &[],
             bootloader: Bootloader::Qemu,
         },
@@ -158,6 +173,7 @@ pub fn boot_with(b: &NativeBoot<'_>, echo: bool, timeout: Duration) -> Res<Nativ
         "stdio",
         "-no-reboot",
     ])
+    .args(["-smp", &b.cpus.to_string()])
     .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-m"])
     .arg(b.memory_mib.to_string());
     match b.bootloader {

@@ -108,7 +108,8 @@ pub fn have(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Installs Debian packages unless `probe` (a program) is already on PATH.
+/// Installs Debian packages unless `probe` (a program) is already on PATH: one progress line
+/// per apt step, apt's output in `target/logs/apt.log`, which an error names and quotes.
 pub fn ensure_apt(probe: &str, packages: &[&str]) -> Res<()> {
     if have(probe) {
         return Ok(());
@@ -116,17 +117,63 @@ pub fn ensure_apt(probe: &str, packages: &[&str]) -> Res<()> {
     install_apt(packages)
 }
 
-/// Installs Debian packages (apt-get update, then install).
+/// Installs Debian packages (apt-get update, then install); their output goes to
+/// target/logs/apt.log, which an error names.
 pub fn install_apt(packages: &[&str]) -> Res<()> {
-    eprintln!(
-        "    installing {} (apt-get; needs root)",
-        packages.join(" ")
-    );
-    run(cmd("apt-get").args(["update", "-qq"]))?;
-    run(cmd("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    let logs = root().join("target/logs");
+    std::fs::create_dir_all(&logs)
+        .map_err(|e| HarnessError(format!("cannot create {}: {e}", logs.display())))?;
+    let log = logs.join("apt.log");
+    let _ = std::fs::remove_file(&log);
+    logged_step(
+        &format!("apt-get update (needs root; log {})", log.display()),
+        cmd("apt-get").args(["update", "-q"]),
+        &log,
+    )?;
+    logged_step(
+        &format!("apt-get install {}", packages.join(" ")),
+        cmd("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &log,
+    )
+}
+
+/// Runs `c` with its output appended to `log`, printing one line: `what ... done in N.Ns`.
+/// On failure the error names the log and quotes its last lines.
+fn logged_step(what: &str, c: &mut Command, log: &Path) -> Res<()> {
+    use std::io::Write;
+    eprint!("    {what} ... ");
+    let _ = std::io::stderr().flush();
+    let t = Instant::now();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| HarnessError(format!("cannot open {}: {e}", log.display())))?;
+    let file2 = file
+        .try_clone()
+        .map_err(|e| HarnessError(format!("{}: {e}", log.display())))?;
+    let status = c
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(file2)
+        .status()
+        .map_err(|e| HarnessError(format!("cannot run {}: {e}", describe(c))))?;
+    if status.success() {
+        eprintln!("done in {:.1}s", t.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    eprintln!("failed");
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    Err(HarnessError(format!(
+        "`{}` failed ({status}); full log {}:\n{}",
+        describe(c),
+        log.display(),
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    )))
 }
 
 /// Makes sure the nightly toolchain has rust-src (build-std) and clippy, and stable has
@@ -160,34 +207,4 @@ pub fn ensure_toolchains() -> Res<()> {
             .args(&missing))?;
     }
     Ok(())
-}
-
-/// A hex digest of every file under the given crate directories (paths and contents): it
-/// changes whenever one of their sources does.
-pub fn sources_digest(root: &Path, crates: &[&str]) -> String {
-    use std::hash::{Hash, Hasher};
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    for c in crates {
-        walk(&root.join(c), &mut files);
-    }
-    files.sort();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for f in files {
-        f.hash(&mut h);
-        std::fs::read(&f).unwrap_or_default().hash(&mut h);
-    }
-    format!("{:016x}", h.finish())
 }
