@@ -940,7 +940,7 @@ fn cmd_test() -> Res<Verdict> {
         BootCase::new(
             "native GRUB 2 ISO, one module",
             128,
-            "pvops.batch=1",
+            "console=ttyS0 grub.word=1",
             Expect::Pass,
         )
         .loaded_by(native::Bootloader::Grub, std::slice::from_ref(&module)),
