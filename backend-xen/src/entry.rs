@@ -4,7 +4,7 @@
 use crate::abi::{self, MachphysMapping, StartInfo, TrapInfo, FLAT_KERNEL_CS, VIRT_BASE};
 use crate::console::{self, Console};
 use crate::hypercall;
-use crate::real::RealXen;
+use crate::real::{self, RealXen};
 use crate::{boot_info, XenMmu, XEN_KERNEL};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -118,6 +118,10 @@ fn fatal(args: core::fmt::Arguments<'_>) -> ! {
 }
 
 extern "C" fn pvops_xen_trap(f: &TrapFrame) -> ! {
+    if real::is_m2p_load(f.eip) {
+        // SAFETY: `f` is the live frame of a fault at the M2P load.
+        unsafe { real::resume_at_m2p_fixup(f as *const TrapFrame as *const u32) }
+    }
     if f.vector == 14 {
         let cr2: u32;
         // SAFETY: Xen emulates `mov %cr2` for a PV guest (the address of the last #PF).
@@ -160,6 +164,14 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
     // SAFETY: Xen passes the virtual address of start_info in esi; it is mapped.
     let si_ref = unsafe { &*si };
     set_fatal_handler(fatal);
+    // The trap table first: the M2P reads below rely on its fixup.
+    let trap_ret = install_traps();
+    if trap_ret != 0 {
+        fatal(format_args!(
+            "xen {}: set_trap_table",
+            abi::Errno(-trap_ret)
+        ));
+    }
     let mut machphys = MachphysMapping::default();
     let mm_ret = hypercall::machphys_mapping(&mut machphys);
     let (start, end) = (
@@ -174,12 +186,15 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
     // where Xen maps the M2P), cross-checked with the p2m list. Called by `validate` only
     // after it checked mfn_list and nr_pages.
     let owned_pfn = |mfn: u32| -> Option<PhysFrame> {
-        if mm_ret != 0 || mfn > machphys.max_mfn {
+        if mm_ret != 0 {
             return None;
         }
-        // SAFETY: the M2P is mapped read-only up to max_mfn (XENMEM_machphys_mapping).
-        let pfn =
-            unsafe { core::ptr::read_volatile((machphys.v_start as *const u32).add(mfn as usize)) };
+        // An unmapped M2P entry (a frame beyond RAM) reads as None, not as a fault.
+        let pfn = real::read_m2p(
+            machphys.v_start as *const u32,
+            machphys.max_mfn.saturating_add(1),
+            mfn,
+        )?;
         // SAFETY: validate checked that the p2m list's nr_pages entries lie in our region.
         let back = (pfn < si_ref.nr_pages).then(|| unsafe {
             core::ptr::read_volatile((si_ref.mfn_list as *const u32).add(pfn as usize))
@@ -216,13 +231,6 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
         fatal(format_args!(
             "xen {}: memory_op(XENMEM_machphys_mapping)",
             abi::Errno(-mm_ret)
-        ));
-    }
-    let trap_ret = install_traps();
-    if trap_ret != 0 {
-        fatal(format_args!(
-            "xen {}: set_trap_table",
-            abi::Errno(-trap_ret)
         ));
     }
     let magic_len = si_ref.magic.iter().position(|b| *b == 0).unwrap_or(32);
@@ -275,8 +283,8 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
     let s = mmu.stats();
     let _ = writeln!(
         Console,
-        "xen: hypercalls: mmu_update {} ({} entries), mmuext_op {} ({} ops), update_va_mapping {}, multicall {}",
-        s.mmu_update_calls, s.mmu_update_entries, s.mmuext_calls, s.mmuext_ops, s.update_va_mapping_calls, s.multicall_calls
+        "xen: hypercalls: mmu_update {} ({} entries), mmuext_op {} ({} ops), multicall {}",
+        s.mmu_update_calls, s.mmu_update_entries, s.mmuext_calls, s.mmuext_ops, s.multicall_calls
     );
     exit(outcome == Outcome::Pass)
 }
