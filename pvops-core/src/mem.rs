@@ -160,11 +160,12 @@ impl MemoryMap {
             .sum()
     }
 
-    /// Whole usable frames, clipped to `[0, limit)`, region by region.
+    /// Whole usable frames, clipped to `[0, limit)`, region by region. Memory beyond what a
+    /// [`PhysFrame`] can number (frame 2^32 - 1 and up, 16 TiB) is left out.
     pub fn usable_frames_below(&self, limit: u64) -> impl Iterator<Item = FrameRange> + '_ {
         self.usable().filter_map(move |r| {
             let start = r.start.0.div_ceil(PAGE_SIZE);
-            let end = r.end().min(limit) / PAGE_SIZE;
+            let end = (r.end().min(limit) / PAGE_SIZE).min(u32::MAX as u64);
             (start < end).then_some(FrameRange {
                 start: PhysFrame(start as u32),
                 end: PhysFrame(end as u32),
@@ -394,6 +395,7 @@ impl FrameAllocator {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     fn map() -> MemoryMap {
@@ -458,6 +460,33 @@ mod tests {
         assert_eq!(a.alloc(), Ok(PhysFrame(0x5)));
         a.free(PhysFrame(0x201)).unwrap();
         assert!(!a.is_table(PhysFrame(0x201)));
+    }
+
+    /// Found by `cargo xtask fuzz` (memory_map): a usable region above 16 TiB had its frame
+    /// numbers truncated to 32 bits, so the allocator handed out frames 0.. of low memory.
+    #[test]
+    fn frames_beyond_u32_are_left_out() {
+        let mut m = MemoryMap::new();
+        m.add(PhysAddr(1 << 44), 0x4000, RegionKind::Usable)
+            .unwrap();
+        m.add(PhysAddr((1 << 44) - 0x2000), 0x2000, RegionKind::Usable)
+            .unwrap();
+        assert_eq!(
+            m.usable_frames_below(u64::MAX)
+                .collect::<std::vec::Vec<_>>(),
+            [FrameRange {
+                start: PhysFrame(u32::MAX - 1),
+                end: PhysFrame(u32::MAX)
+            }]
+        );
+        let mut a = FrameAllocator::new(&m, PhysFrame(0), PhysFrame(u32::MAX), FrameRange::EMPTY);
+        assert_eq!(a.alloc(), Ok(PhysFrame(u32::MAX - 1)));
+        assert_eq!(
+            a.alloc(),
+            Err(AllocError::Exhausted {
+                limit: PhysFrame(u32::MAX)
+            })
+        );
     }
 
     #[test]
