@@ -1,0 +1,137 @@
+//! Shared pieces of the fuzz targets: the input formats and the checks every parse result must
+//! pass (beyond "no panic"), so a parser that accepts something inconsistent is a crash too.
+//!
+//! Input formats (all little-endian; `cargo xtask fuzz --capture` writes seeds in them):
+//! - `multiboot`: `mbi:u32`, then segments of physical memory `addr:u32 len:u16 bytes[len]`
+//!   (a last segment shorter than `len` keeps what is there). Reads are answered as the real
+//!   boot answers them: the exact bytes when one segment holds the whole range, else `None`.
+//! - `start_info`: `si_va:u32 esp:u32 image_end_pfn:u32`, then the 1112 bytes of start_info
+//!   (zero-padded when shorter).
+//! - `memory_map`: `first_free_pfn:u32`, then entries `start:u64 len:u64 kind:u8`.
+//! - `cmdline`: the command line's bytes.
+
+use pvops_core::addr::{PhysFrame, PAGE_SIZE};
+use pvops_core::mem::{FrameAllocator, MemoryMap, RegionKind};
+use pvops_core::options::{BootOptions, IoremapWalk};
+
+/// Reads a little-endian u32 at the start of `b`, if there are 4 bytes.
+pub fn u32_le(b: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+/// A physical-memory image made of segments (the `multiboot` input format).
+pub struct PhysSegments<'a> {
+    /// The address the loader handed over (multiboot: ebx).
+    pub entry: u32,
+    segments: Vec<(u32, &'a [u8])>,
+}
+
+impl<'a> PhysSegments<'a> {
+    /// Decodes the format; `None` when the input is shorter than its header.
+    pub fn decode(data: &'a [u8]) -> Option<Self> {
+        let entry = u32_le(data)?;
+        let mut rest = &data[4..];
+        let mut segments = Vec::new();
+        while rest.len() >= 6 {
+            let addr = u32_le(rest)?;
+            let len = u16::from_le_bytes([rest[4], rest[5]]) as usize;
+            let body = &rest[6..];
+            let take = len.min(body.len());
+            segments.push((addr, &body[..take]));
+            rest = &body[take..];
+        }
+        Some(PhysSegments { entry, segments })
+    }
+
+    /// The bytes at `[addr, addr + len)` when one segment holds them all.
+    pub fn read(&self, addr: u32, len: usize) -> Option<&'a [u8]> {
+        self.segments.iter().find_map(|&(base, bytes)| {
+            let off = addr.checked_sub(base)? as usize;
+            bytes.get(off..off.checked_add(len)?)
+        })
+    }
+}
+
+/// The invariants [`MemoryMap`] promises, and that everything derived from it stays inside it.
+pub fn check_map(map: &MemoryMap) {
+    let regions = map.regions();
+    for r in regions {
+        assert!(r.len > 0, "empty region {r:?}");
+        assert!(
+            r.start.0.checked_add(r.len).is_some(),
+            "wrapping region {r:?}"
+        );
+    }
+    for w in regions.windows(2) {
+        assert!(w[0].end() <= w[1].start.0, "unsorted or overlapping: {w:?}");
+    }
+    let usable: u64 = map.usable().map(|r| r.len).sum();
+    assert_eq!(map.usable_bytes(), usable);
+    for limit in [0, 0x10_0000, 896 << 20, 1 << 32, u64::MAX] {
+        let below = map.usable_bytes_below(limit);
+        assert!(below <= usable);
+        for f in map.usable_frames_below(limit) {
+            let (start, end) = (f.start.0 as u64 * PAGE_SIZE, f.end.0 as u64 * PAGE_SIZE);
+            assert!(start < end, "empty frame range {f:?}");
+            assert!(end <= limit, "frames {f:?} beyond the limit {limit:#x}");
+            assert!(
+                map.usable().any(|r| r.start.0 <= start && end <= r.end()),
+                "frames {f:?} are not inside a usable region of {regions:?}"
+            );
+        }
+    }
+}
+
+/// The frame allocator over `map` hands out only usable frames at or above `first_free`, each
+/// once.
+pub fn check_allocator(map: &MemoryMap, first_free: PhysFrame) {
+    let mut alloc = Box::new(FrameAllocator::empty());
+    alloc.reset(
+        map,
+        first_free,
+        PhysFrame(u32::MAX),
+        pvops_core::addr::FrameRange::EMPTY,
+    );
+    let mut seen = Vec::new();
+    for _ in 0..64 {
+        let Ok(f) = alloc.alloc() else { break };
+        let addr = f.0 as u64 * PAGE_SIZE;
+        assert!(f >= first_free, "frame {f} below first_free {first_free}");
+        assert!(
+            map.regions().iter().any(|r| r.kind == RegionKind::Usable
+                && r.start.0 <= addr
+                && addr + PAGE_SIZE <= r.end()),
+            "allocator handed out frame {f}, not usable in {:?}",
+            map.regions()
+        );
+        assert!(!seen.contains(&f), "frame {f} handed out twice");
+        seen.push(f);
+    }
+}
+
+/// `BootOptions::parse` on `cmdline`: a refused word is one of its `pvops.*` words, and what is
+/// accepted reads back the same from its canonical spelling.
+pub fn check_options(cmdline: &str) {
+    match BootOptions::parse(cmdline) {
+        Err(e) => {
+            assert!(
+                e.word.starts_with("pvops."),
+                "refused a foreign word {:?}",
+                e.word
+            );
+            assert!(cmdline.split_ascii_whitespace().any(|w| w == e.word));
+        }
+        Ok(o) => {
+            let canonical = format!(
+                "pvops.early_ioremap={} pvops.skip_unpin={} pvops.batch={}",
+                match o.early_ioremap {
+                    IoremapWalk::Cr3 => "cr3",
+                    IoremapWalk::Swapper => "swapper",
+                },
+                o.skip_unpin as u8,
+                o.batch
+            );
+            assert_eq!(BootOptions::parse(&canonical), Ok(o));
+        }
+    }
+}
