@@ -12,6 +12,7 @@
 
 pub mod addr;
 pub mod boot;
+pub mod handoff;
 pub mod ioremap;
 pub mod mapper;
 pub mod mem;

@@ -7,6 +7,8 @@
 
 use linkme::distributed_slice;
 
+pub use crate::handoff::{Handoff, Outcome};
+
 /// A linked backend.
 #[derive(Debug)]
 pub struct BackendDescriptor {
@@ -57,25 +59,6 @@ pub fn write_backend_names(w: &mut dyn core::fmt::Write) -> core::fmt::Result {
         w.write_str(b.name)?;
     }
     Ok(())
-}
-
-/// What a backend hands the kernel's main: the platform, what the entry learned, a console.
-pub struct Handoff<'a, P> {
-    /// The backend (ops table and machine access).
-    pub platform: &'a mut P,
-    /// Memory map, command line, bootstrap-table facts.
-    pub info: &'a crate::boot::BootInfo<'a>,
-    /// The console (serial on native, the console ring or console_io under Xen).
-    pub console: &'a mut dyn core::fmt::Write,
-}
-
-/// How the kernel's run ended; the backend turns it into an exit status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Everything passed.
-    Pass,
-    /// Something failed (and was printed).
-    Fail,
 }
 
 static FATAL_HANDLER: core::sync::atomic::AtomicPtr<()> =

@@ -5,6 +5,7 @@
 //! boot path ([`pvops_core::boot::boot`]) on it and keeps the boot log.
 
 pub mod directmap_cost;
+pub mod frames;
 pub mod sim;
 pub mod xen_model;
 

@@ -1,0 +1,58 @@
+//! What a backend's entry hands the boot path and the kernel (a leaf module: the boot path,
+//! the registry and the backends all depend on it, it depends on none of them).
+
+use crate::addr::{FrameRange, PhysAddr, PhysFrame};
+use crate::mem::MemoryMap;
+
+/// Something the boot path must read back through early_ioremap and compare with what the
+/// bootstrap mapping shows (native: the multiboot info; Xen: the console ring).
+#[derive(Clone, Copy, Debug)]
+pub struct IoremapProbe {
+    /// Pseudo-physical address of the bytes.
+    pub addr: PhysAddr,
+    /// How many bytes to compare (at most 64).
+    pub len: u64,
+    /// What it is, for the log.
+    pub what: &'static str,
+}
+
+/// What the backend's entry code learned about the machine.
+#[derive(Clone, Debug)]
+pub struct BootInfo<'a> {
+    /// The memory map (pseudo-physical).
+    pub memory: MemoryMap,
+    /// The guest command line.
+    pub cmdline: &'a str,
+    /// First frame not used by the kernel image or by loader structures.
+    pub first_free: PhysFrame,
+    /// Frames below this are reachable through the bootstrap table.
+    pub bootstrap_reach: PhysFrame,
+    /// The bootstrap table's frames (read-only under Xen; freed after the switch).
+    pub bootstrap_tables: FrameRange,
+    /// The kernel image's frames (always mapped).
+    pub kernel_image: FrameRange,
+    /// Frames inside the image reserved for early page tables, handed out first (see
+    /// [`crate::pool`]); empty when the bootstrap table reaches enough free memory.
+    pub table_pool: FrameRange,
+    /// What early_ioremap maps and checks.
+    pub probe: Option<IoremapProbe>,
+}
+
+/// What a backend hands the kernel's main: the platform, what the entry learned, a console.
+pub struct Handoff<'a, P> {
+    /// The backend (ops table and machine access).
+    pub platform: &'a mut P,
+    /// Memory map, command line, bootstrap-table facts.
+    pub info: &'a BootInfo<'a>,
+    /// The console (serial on native, the console ring or console_io under Xen).
+    pub console: &'a mut dyn core::fmt::Write,
+}
+
+/// How the kernel's run ended; the backend turns it into an exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything passed.
+    Pass,
+    /// Something failed (and was printed).
+    Fail,
+}

@@ -1,0 +1,117 @@
+//! Numbering and checking page-table operations: fault injection, table levels, the write log.
+
+use super::*;
+
+impl SimMachine {
+    pub(super) fn tick(&self) -> u64 {
+        let now = self.clock.get() + 1;
+        self.clock.set(now);
+        let mut w = self.watch.borrow_mut();
+        if let Some(w) = w.as_mut().filter(|w| w.ticks_left > 0) {
+            w.ticks_left -= 1;
+            for (i, f) in w.frames.iter().enumerate() {
+                let Some(p) = self.pfn_to_mfn(f).and_then(|m| self.mframe(m)) else {
+                    continue;
+                };
+                // SAFETY: 4096 readable bytes.
+                let now = unsafe { std::slice::from_raw_parts(p as *const u8, FRAME_BYTES) };
+                if w.versions[i].last().is_none_or(|v| **v != *now) {
+                    w.versions[i].push(now.into());
+                }
+            }
+        }
+        now
+    }
+
+    /// Counts a page-table operation and fails it when injection says so.
+    pub(super) fn pt_op(&mut self, op: &'static str) -> Result<u64, SimError> {
+        self.tick();
+        self.pt_ops += 1;
+        let n = self.pt_ops;
+        if self.fail_at == Some(n) {
+            return Err(SimError::Injected { n, op });
+        }
+        Ok(n)
+    }
+
+    pub(super) fn need_table(
+        &self,
+        op: &'static str,
+        slot: EntrySlot,
+        want: Level,
+    ) -> Result<u32, SimError> {
+        let is = self.table_level(slot.table);
+        if is != Some(want) {
+            return Err(SimError::NotATable {
+                op,
+                table: slot.table,
+                want,
+                is,
+            });
+        }
+        if want == Level::L3 && slot.index as usize >= PDPT_ENTRIES
+            || slot.index as usize >= ENTRIES
+        {
+            return Err(SimError::BadIndex { op, slot });
+        }
+        self.pfn_to_mfn(slot.table)
+            .ok_or(SimError::NoSuchFrame(slot.table))
+    }
+
+    pub(super) fn check_link(
+        &self,
+        op: &'static str,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+        want: Level,
+    ) -> Result<(), SimError> {
+        if !entry.is_present() || (want == Level::L1 && entry.flags().contains(PteFlags::HUGE)) {
+            return Ok(());
+        }
+        let target = self.mfn_to_pfn(entry.frame().0);
+        if target.and_then(|t| self.table_level(t)) != Some(want) {
+            return Err(SimError::BadLink { op, slot, entry });
+        }
+        Ok(())
+    }
+
+    pub(super) fn log_write(
+        &mut self,
+        seq: u64,
+        level: Level,
+        slot: EntrySlot,
+        value: PageTableEntry,
+        clear: bool,
+    ) {
+        self.writes.push(PtWrite {
+            seq,
+            level,
+            slot,
+            value,
+        });
+        match (level, clear) {
+            (_, true) => self.counts.clear += 1,
+            (Level::L1, false) => self.counts.pte += 1,
+            (Level::L2, false) => self.counts.pmd += 1,
+            (Level::L3, false) => self.counts.pud += 1,
+        }
+    }
+
+    pub(super) fn linked_from(&self, frame: PhysFrame) -> Option<(PhysFrame, usize)> {
+        let mfn = self.pfn_to_mfn(frame)?;
+        self.tables.iter().enumerate().find_map(|(pfn, l)| {
+            let n = match l {
+                Some(Level::L3) => PDPT_ENTRIES,
+                Some(Level::L2) => ENTRIES,
+                _ => return None,
+            };
+            let tm = self.cfg.p2m.to_machine(pfn as u32);
+            (0..n).find_map(|i| {
+                let e = PageTableEntry::from_bits(self.load_entry(tm, i).unwrap_or(0));
+                let huge = *l == Some(Level::L2) && e.flags().contains(PteFlags::HUGE);
+                (e.is_present() && !huge && e.frame().0 == mfn)
+                    .then_some((PhysFrame(pfn as u32), i))
+            })
+        })
+    }
+}

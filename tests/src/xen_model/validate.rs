@@ -1,0 +1,346 @@
+//! Page types and their counts, validation and devalidation of tables, and the checked
+//! L1/L2/L3 entry updates (Xen's mm.c rules).
+
+use super::*;
+
+impl XenModel {
+    pub(super) fn get_type(&mut self, mfn: u32, ty: PageType, pae: bool) -> R {
+        let s = self.frames[mfn as usize];
+        if s.count == 0 {
+            if ty == PageType::Writable {
+                self.snap_check(mfn, "the frame gained a writable mapping");
+                self.snaps.remove(&mfn);
+                let f = &mut self.frames[mfn as usize];
+                (f.ty, f.pae_xen_l2, f.count, f.validated) = (ty, false, 1, true);
+                return Ok(());
+            }
+            self.snap_check(mfn, "the frame became a page table");
+            let f = &mut self.frames[mfn as usize];
+            (f.ty, f.pae_xen_l2, f.count, f.validated) = (ty, pae, 1, false);
+            match self.validate(mfn, ty, pae) {
+                Ok(()) => {
+                    self.frames[mfn as usize].validated = true;
+                    self.snap_take(mfn);
+                    Ok(())
+                }
+                Err(e) => {
+                    let f = &mut self.frames[mfn as usize];
+                    (f.ty, f.pae_xen_l2, f.count, f.validated) = (PageType::None, false, 0, false);
+                    Err(e)
+                }
+            }
+        } else if s.ty == ty && s.pae_xen_l2 == pae {
+            self.frames[mfn as usize].count += 1;
+            Ok(())
+        } else {
+            Err(self.why(Errno::EINVAL, || {
+                format!(
+                    "Bad type (saw {}{} count {} != exp {}{}) mfn {mfn:#x}",
+                    s.ty.name(),
+                    if s.pae_xen_l2 { "+pae_xen_l2" } else { "" },
+                    s.count,
+                    ty.name(),
+                    if pae { "+pae_xen_l2" } else { "" }
+                )
+            }))
+        }
+    }
+
+    pub(super) fn put_type(&mut self, mfn: u32) {
+        let s = self.frames[mfn as usize];
+        if s.count == 0 {
+            self.violations
+                .push(format!("model bug: put_type of untyped mfn {mfn:#x}"));
+            return;
+        }
+        self.frames[mfn as usize].count -= 1;
+        if s.count == 1 {
+            let f = &mut self.frames[mfn as usize];
+            (f.ty, f.pae_xen_l2, f.validated) = (PageType::None, false, false);
+            match s.ty {
+                PageType::Writable => self.snap_take(mfn),
+                t if t.is_table() && s.validated => self.devalidate(mfn, t, s.pae_xen_l2),
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn validate(&mut self, mfn: u32, ty: PageType, pae: bool) -> R {
+        match ty {
+            PageType::L1 => {
+                for i in 0..512 {
+                    let e = self.pte(mfn, i);
+                    if e & P == 0 {
+                        continue;
+                    }
+                    if let Err(x) = self.get_l1e(e) {
+                        let _ = self.why(x, || {
+                            format!("Failure in alloc_l1_table: mfn {mfn:#x} slot {i}")
+                        });
+                        for j in 0..i {
+                            self.put_l1e(self.pte(mfn, j));
+                        }
+                        return Err(x);
+                    }
+                }
+                Ok(())
+            }
+            PageType::L2 => {
+                let mut taken = Vec::new();
+                for i in 0..512 {
+                    if pae && i >= FIRST_XEN_L2_SLOT {
+                        break;
+                    }
+                    let e = self.pte(mfn, i);
+                    if e & P == 0 {
+                        continue;
+                    }
+                    let t = frame_of(e);
+                    let r = if e & L2_DISALLOW != 0 {
+                        Err(self.why(Errno::EINVAL, || {
+                            format!("Bad L2 flags {:#x}", e & L2_DISALLOW)
+                        }))
+                    } else if !self.owned(t) {
+                        Err(self.why(Errno::EINVAL, || {
+                            format!("L2 entry names mfn {t:#x}, not the domain's")
+                        }))
+                    } else {
+                        self.get_type(t, PageType::L1, false)
+                    };
+                    if let Err(x) = r {
+                        let _ = self.why(x, || {
+                            format!("Failure in alloc_l2_table: mfn {mfn:#x} slot {i}")
+                        });
+                        for t in taken {
+                            self.put_type(t);
+                        }
+                        return Err(x);
+                    }
+                    taken.push(t);
+                }
+                if pae {
+                    self.write_xen_slots(mfn);
+                }
+                Ok(())
+            }
+            PageType::L3 => self.validate_l3(mfn),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn validate_l3(&mut self, mfn: u32) -> R {
+        // "the full page is visible to the MMU": Xen clears entries 4..511.
+        for i in 4..512 {
+            if self.pte(mfn, i) != 0 {
+                self.xen_write(mfn, i, 0);
+            }
+        }
+        let mut taken = Vec::new();
+        let mut rc = Ok(());
+        for i in 0..4 {
+            let e = self.pte(mfn, i);
+            if i == 3 && e & P == 0 {
+                rc = Err(self.why(Errno::EINVAL, || "PAE L3 3rd slot is empty".into()));
+                break;
+            }
+            if e & P == 0 {
+                continue;
+            }
+            let t = frame_of(e);
+            if e & L3_DISALLOW != 0 {
+                rc = Err(self.why(Errno::EINVAL, || {
+                    format!("Bad L3 flags {:#x}", e & L3_DISALLOW)
+                }));
+                break;
+            }
+            if !self.owned(t) {
+                rc = Err(self.why(Errno::EINVAL, || {
+                    format!("L3 entry names mfn {t:#x}, not the domain's")
+                }));
+                break;
+            }
+            if let Err(x) = self.get_type(t, PageType::L2, i == 3) {
+                rc = Err(x);
+                break;
+            }
+            taken.push(t);
+            self.xen_write(mfn, i, e | RW | US);
+        }
+        if rc.is_ok() {
+            let l2 = frame_of(self.pte(mfn, 3));
+            if self.frames[l2 as usize].count != 1 {
+                rc = Err(self.why(Errno::EINVAL, || {
+                    format!("PAE L3 3rd slot is shared (l2 mfn {l2:#x})")
+                }));
+            }
+        }
+        if rc.is_err() {
+            for t in taken {
+                self.put_type(t);
+            }
+        }
+        rc
+    }
+
+    /// Xen's private slots of a slot-3 L2: the read-only M2P as 2 MiB pages, the rest empty.
+    pub(super) fn write_xen_slots(&mut self, mfn: u32) {
+        for (k, i) in (FIRST_XEN_L2_SLOT..512).enumerate() {
+            let m2p_slots = ((M2P_END - HOLE_START) >> 21) as usize;
+            let v = if k < 8.min(m2p_slots) {
+                (((M2P_BACKING_MFN + k as u32 * 512) as u64) << 12) | P | US | A | PSE
+            } else {
+                0
+            };
+            self.xen_write(mfn, i, v);
+        }
+    }
+
+    pub(super) fn devalidate(&mut self, mfn: u32, ty: PageType, pae: bool) {
+        match ty {
+            PageType::L1 => {
+                for i in 0..512 {
+                    self.put_l1e(self.pte(mfn, i));
+                }
+            }
+            PageType::L2 => {
+                for i in 0..512 {
+                    if pae && i >= FIRST_XEN_L2_SLOT {
+                        break;
+                    }
+                    let e = self.pte(mfn, i);
+                    if e & P != 0 && self.owned(frame_of(e)) {
+                        self.put_type(frame_of(e));
+                    }
+                }
+            }
+            PageType::L3 => {
+                for i in 0..4 {
+                    let e = self.pte(mfn, i);
+                    if e & P != 0 && self.owned(frame_of(e)) {
+                        self.put_type(frame_of(e));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `get_page_from_l1e`.
+    pub(super) fn get_l1e(&mut self, e: u64) -> R {
+        if e & L1_DISALLOW != 0 {
+            return Err(self.why(Errno::EINVAL, || {
+                format!("Bad L1 flags {:#x}", e & L1_DISALLOW)
+            }));
+        }
+        let t = frame_of(e);
+        match self.frames.get(t as usize).map(|s| s.owner) {
+            None | Some(Owner::Io) => {
+                return Err(self.why(Errno::EPERM, || {
+                    format!("d{DOMID} non-privileged attempt to map I/O space mfn {t:#x}")
+                }))
+            }
+            Some(Owner::Domain) => {}
+            Some(o) => {
+                return Err(self.why(Errno::EBUSY, || {
+                    format!(
+                    "pg_owner d{DOMID} l1e_owner d{DOMID}, but real_pg_owner {o:?} (mfn {t:#x})"
+                )
+                }))
+            }
+        }
+        if e & RW != 0 && self.get_type(t, PageType::Writable, false).is_err() {
+            return Err(self.why(Errno::EBUSY, || {
+                format!("Could not get page type PGT_writable_page for mfn {t:#x}")
+            }));
+        }
+        Ok(())
+    }
+
+    /// `put_page_from_l1e`.
+    pub(super) fn put_l1e(&mut self, e: u64) {
+        if e & (P | RW) == (P | RW) && self.owned(frame_of(e)) {
+            self.put_type(frame_of(e));
+        }
+    }
+
+    pub(super) fn mod_l1(&mut self, mfn: u32, idx: usize, new: u64) -> R {
+        let old = self.pte(mfn, idx);
+        if new & P != 0 {
+            if new & L1_DISALLOW != 0 {
+                return Err(self.why(Errno::EINVAL, || {
+                    format!("Bad L1 flags {:#x}", new & L1_DISALLOW)
+                }));
+            }
+            if (old ^ new) & !FASTPATH_WHITELIST == 0 {
+                self.xen_write(mfn, idx, new);
+                return Ok(());
+            }
+            self.get_l1e(new)?;
+        }
+        self.xen_write(mfn, idx, new);
+        self.put_l1e(old);
+        Ok(())
+    }
+
+    pub(super) fn mod_l2(&mut self, mfn: u32, idx: usize, new: u64, pae: bool) -> R {
+        if pae && idx >= FIRST_XEN_L2_SLOT {
+            return Err(self.why(Errno::EPERM, || {
+                format!("Illegal L2 update attempt in Xen-private area (slot {idx})")
+            }));
+        }
+        let old = self.pte(mfn, idx);
+        if new & P != 0 {
+            if new & L2_DISALLOW != 0 {
+                return Err(self.why(Errno::EINVAL, || {
+                    format!("Bad L2 flags {:#x}", new & L2_DISALLOW)
+                }));
+            }
+            if (old ^ new) & !FASTPATH_WHITELIST == 0 {
+                self.xen_write(mfn, idx, new);
+                return Ok(());
+            }
+            let t = frame_of(new);
+            if !self.owned(t) {
+                return Err(self.why(Errno::EINVAL, || {
+                    format!("L2 entry names mfn {t:#x}, not the domain's")
+                }));
+            }
+            self.get_type(t, PageType::L1, false)?;
+        }
+        self.xen_write(mfn, idx, new);
+        if old & P != 0 && self.owned(frame_of(old)) {
+            self.put_type(frame_of(old));
+        }
+        Ok(())
+    }
+
+    pub(super) fn mod_l3(&mut self, mfn: u32, idx: usize, new: u64) -> R {
+        if idx >= 3 {
+            return Err(self.why(Errno::EINVAL, || {
+                format!("L3 slot {idx} of a 32-bit guest's live L3 cannot be updated")
+            }));
+        }
+        let old = self.pte(mfn, idx);
+        let mut new = new;
+        if new & P != 0 {
+            if new & L3_DISALLOW != 0 {
+                return Err(self.why(Errno::EINVAL, || {
+                    format!("Bad L3 flags {:#x}", new & L3_DISALLOW)
+                }));
+            }
+            let t = frame_of(new);
+            if !self.owned(t) {
+                return Err(self.why(Errno::EINVAL, || {
+                    format!("L3 entry names mfn {t:#x}, not the domain's")
+                }));
+            }
+            self.get_type(t, PageType::L2, false)?;
+            new |= RW | US;
+        }
+        self.xen_write(mfn, idx, new);
+        if old & P != 0 && self.owned(frame_of(old)) {
+            self.put_type(frame_of(old));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! A run's inputs checked (ELF, command line, domU specs) and the domU path's per-run job archive
+//! and QEMU arguments.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use super::cpio::{pad4, CpioTree};
+use super::qemu::qemu_args;
+use super::util::{read_file, write_file};
+use super::{
+    BootOptions, DomuSpec, XenEnv, ELF_MAGIC, MAX_DOMU_MEMORY_MIB, MIN_DOMU_CS, XEN_BASE_OPTIONS,
+};
+
+/// dom0 memory in the `run_domus` path (Linux + toolstack in an initramfs).
+const DOM0_MEM_MIB: u32 = 256;
+const DOM0_LINUX_CMDLINE: &str = "console=hvc0 earlyprintk=xen loglevel=4";
+/// QEMU `-m` for the domU path: dom0 + largest domU + 1/8 of it + this, rounded up.
+const QEMU_DOMU_HEADROOM_MIB: u32 = 64;
+const QEMU_MEM_ROUND_MIB: u32 = 128;
+const QEMU_MIN_MIB: u32 = 512;
+/// Wall time from QEMU's start to dom0's kernel start (measured ~2 s), with margin: dom0's
+/// watchdog fires at `timeout - XEN_BOOT_ALLOWANCE` of dom0 uptime, i.e. just before the
+/// host would kill QEMU, so a run that overruns still ends with dom0's own report.
+const XEN_BOOT_ALLOWANCE: Duration = Duration::from_secs(5);
+/// Time kept, before dom0's watchdog, for relaying the last log and powering off.
+const FINISH_ALLOWANCE: Duration = Duration::from_secs(10);
+/// Lower bound of an explicit [`BootOptions::domu_timeout`] (centiseconds).
+const MIN_EXPLICIT_DOMU_CS: u64 = 100;
+/// Guest limits checked before a run.
+const MAX_GUEST_CMDLINE: usize = 1023;
+const MAX_DOMU_NAME: usize = 48;
+
+pub(super) fn check_env(env: &XenEnv) -> Result<(), String> {
+    for (what, p) in [
+        ("hypervisor", &env.xen),
+        ("dom0 kernel", &env.dom0_kernel),
+        ("dom0 initramfs", &env.dom0_initrd),
+    ] {
+        if !p.is_file() {
+            return Err(format!(
+                "xen: {what} {} is missing (run prepare first)",
+                p.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn check_elf(elf: &Path) -> Result<(), String> {
+    let mut magic = [0u8; 4];
+    fs::File::open(elf)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|e| format!("cannot read guest {}: {e}", elf.display()))?;
+    if magic != ELF_MAGIC {
+        return Err(format!("guest {} is not an ELF file", elf.display()));
+    }
+    Ok(())
+}
+
+pub(super) fn check_cmdline(cmdline: &str) -> Result<(), String> {
+    if cmdline.len() > MAX_GUEST_CMDLINE {
+        return Err(format!(
+            "guest command line is {} bytes, more than {MAX_GUEST_CMDLINE}",
+            cmdline.len()
+        ));
+    }
+    if let Some(c) = cmdline.chars().find(|c| !(' '..='~').contains(c)) {
+        return Err(format!(
+            "guest command line has a non-printable or non-ASCII character {c:?}"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn validate_specs(specs: &[DomuSpec]) -> Result<(), String> {
+    if specs.is_empty() {
+        return Err("xen: run_domus: no domU given".into());
+    }
+    for (i, s) in specs.iter().enumerate() {
+        let bad = |why: String| Err(format!("xen: run_domus: domU #{i} {:?}: {why}", s.name));
+        let name_ok = !s.name.is_empty()
+            && s.name.len() <= MAX_DOMU_NAME
+            && !s.name.starts_with(['-', '.'])
+            && s.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !name_ok {
+            return bad(format!(
+                "name must be 1-{MAX_DOMU_NAME} characters of [A-Za-z0-9_.-]"
+            ));
+        }
+        if specs[..i].iter().any(|o| o.name == s.name) {
+            return bad("name used twice".into());
+        }
+        if s.memory_mib == 0 || s.memory_mib > MAX_DOMU_MEMORY_MIB {
+            return bad(format!("memory {} MiB is out of range", s.memory_mib));
+        }
+        check_elf(&s.elf).or_else(bad)?;
+        check_cmdline(&s.cmdline).or_else(bad)?;
+    }
+    Ok(())
+}
+
+/// A string literal for an xl config file.
+pub(super) fn xl_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+pub(super) fn xl_config(index: usize, s: &DomuSpec) -> String {
+    format!(
+        "name = {}\ntype = \"pv\"\nkernel = \"/job/{index}/kernel\"\nmemory = {}\nvcpus = 1\n\
+         cmdline = {}\non_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\n",
+        xl_quote(&s.name),
+        s.memory_mib,
+        xl_quote(&s.cmdline)
+    )
+}
+
+/// dom0's initramfs for this run: the cached one + a second archive with `/job`.
+pub(super) fn write_job_initrd(
+    env: &XenEnv,
+    specs: &[DomuSpec],
+    opts: &BootOptions,
+    out: &Path,
+) -> Result<(), String> {
+    // Both in dom0 uptime, which starts about when the dom0 kernel does.
+    let watchdog = opts.timeout.saturating_sub(XEN_BOOT_ALLOWANCE);
+    let deadline_cs = (watchdog.saturating_sub(FINISH_ALLOWANCE).as_millis() / 10) as u64;
+    let watchdog_s = watchdog.as_secs().max(1);
+    let limit_cs = opts.domu_timeout.map_or(0, |d| {
+        ((d.as_millis() / 10) as u64).max(MIN_EXPLICIT_DOMU_CS)
+    });
+    let mut job = CpioTree::default();
+    job.file(
+        "job/params.sh",
+        format!(
+            "COUNT={}\nDEADLINE_CS={}\nDOMU_LIMIT_CS={limit_cs}\nWATCHDOG_S={watchdog_s}\n",
+            specs.len(),
+            deadline_cs.max(MIN_DOMU_CS)
+        )
+        .into_bytes(),
+        0o644,
+    );
+    let mut run = String::new();
+    for (i, s) in specs.iter().enumerate() {
+        job.file(&format!("job/{i}/kernel"), read_file(&s.elf)?, 0o644);
+        job.file(&format!("job/{i}/cfg"), xl_config(i, s).into_bytes(), 0o644);
+        run.push_str(&format!("run_domu {i} {}\n", s.name));
+    }
+    job.file("job/run.sh", run.into_bytes(), 0o644);
+    let mut data = read_file(&env.dom0_initrd)?;
+    pad4(&mut data);
+    data.extend_from_slice(&job.to_newc());
+    write_file(out, &data)
+}
+
+/// QEMU `-m` for a domU run: xl runs the domUs one after another, so the largest one counts
+/// (-m 512 leaves ~244 MB for domUs; a 1024 MiB domU gets -m 1536).
+pub(super) fn qemu_mem_for_domus(max_domu_mib: u32) -> u32 {
+    let need = DOM0_MEM_MIB + max_domu_mib + max_domu_mib / 8 + QEMU_DOMU_HEADROOM_MIB;
+    need.div_ceil(QEMU_MEM_ROUND_MIB)
+        .saturating_mul(QEMU_MEM_ROUND_MIB)
+        .max(QEMU_MIN_MIB)
+}
+
+pub(super) fn domu_qemu_args(
+    env: &XenEnv,
+    kernel: &Path,
+    initrd: &Path,
+    mem_mib: u32,
+) -> Vec<String> {
+    let append = format!("{XEN_BASE_OPTIONS} dom0_mem={DOM0_MEM_MIB}M,max:{DOM0_MEM_MIB}M");
+    let modules = format!(
+        "{} {DOM0_LINUX_CMDLINE},{}",
+        kernel.display(),
+        initrd.display()
+    );
+    qemu_args(&env.xen, &append, &modules, mem_mib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xl_strings_are_quoted() {
+        assert_eq!(xl_quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
+}
