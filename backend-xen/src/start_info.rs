@@ -179,7 +179,13 @@ mod tests {
         assert!(StartInfo::from_bytes(&b[..1111]).is_none());
         let s = StartInfo::from_bytes(&b).unwrap();
         assert_eq!(
-            (s.nr_pages, s.pt_base, s.nr_pt_frames, s.mfn_list, s.nr_p2m_frames),
+            (
+                s.nr_pages,
+                s.pt_base,
+                s.nr_pt_frames,
+                s.mfn_list,
+                s.nr_p2m_frames
+            ),
             (0x2000, 0xC001_2000, 4, 0xC000_9000, 7)
         );
         let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)).unwrap();
