@@ -44,6 +44,12 @@ pvops_native_gdtr:
     .word pvops_native_gdt_end - pvops_native_gdt - 1
     .long pvops_native_gdt
 
+    .section .bss.pvops_native_fixmap, "aw", @nobits
+    .balign 4096
+    .global pvops_native_fixmap_l1
+pvops_native_fixmap_l1:
+    .skip 4096
+
     .section .text.pvops_native_entry, "ax"
     .global pvops_multiboot_entry
     .code32
@@ -52,6 +58,14 @@ pvops_multiboot_entry:
     cld
     mov %eax, %edi
     mov %ebx, %esi
+    mov $pvops_native_main, %ebx
+    jmp pvops_native_boot
+
+    /* The bootstrap for every entry protocol that starts the native MMU in 32-bit protected
+       mode with paging off (multiboot1, PVH). In: edi, esi = the two words for the Rust
+       entry, ebx = its (virtual) address. Runs at physical addresses until the far jump. */
+    .global pvops_native_boot
+pvops_native_boot:
     mov $(pvops_native_boot_pd - {page_offset}), %ecx
     mov %ecx, %eax
     or $1, %eax
@@ -69,6 +83,10 @@ pvops_multiboot_entry:
     inc %edx
     cmp ${large_pages}, %edx
     jb 2b
+    mov $(pvops_native_fixmap_l1 - {page_offset}), %eax
+    or $3, %eax
+    movl $0, 4 + 8 * {fixmap_pd_index}(%ecx)
+    mov %eax, 8 * {fixmap_pd_index}(%ecx)
     mov %cr4, %eax
     or $0x20, %eax
     mov %eax, %cr4
@@ -93,13 +111,14 @@ pvops_multiboot_entry:
     xor %ebp, %ebp
     push %esi
     push %edi
-    call pvops_native_main
+    call *%ebx
 5:
     hlt
     jmp 5b
 "#,
     page_offset = const PAGE_OFFSET,
     large_pages = const (BOOTSTRAP_MAPPED >> 21),
+    fixmap_pd_index = const crate::fixmap::PD_INDEX,
     stack = const 256 * 1024,
     options(att_syntax)
 );
@@ -112,6 +131,29 @@ unsafe extern "C" {
 
 fn virt_to_pfn(v: usize) -> PhysFrame {
     PhysFrame(((v as u32).wrapping_sub(PAGE_OFFSET) >> 12) as u32)
+}
+
+/// The kernel image's frames (`__pvops_image_start .. __pvops_image_end`).
+pub fn kernel_image() -> FrameRange {
+    // Linker-script symbols: only their addresses are taken.
+    let (start, end) = (
+        &raw const __pvops_image_start as usize,
+        &raw const __pvops_image_end as usize,
+    );
+    FrameRange {
+        start: virt_to_pfn(start),
+        end: virt_to_pfn(end + PAGE_SIZE as usize - 1),
+    }
+}
+
+/// The bootstrap table the stub built (its PDPT and page directory, in .bss): what
+/// `Native::pagetable_setup_done` retires. The fixmap's L1 is not part of it: it stays.
+pub fn bootstrap_tables() -> FrameRange {
+    let pdpt = virt_to_pfn(&raw const pvops_native_boot_pdpt as usize);
+    FrameRange {
+        start: pdpt,
+        end: PhysFrame(pdpt.0 + 2),
+    }
 }
 
 /// Writes to the isa-debug-exit port (QEMU exits with `(code << 1) | 1`), then halts.
@@ -127,8 +169,9 @@ pub(crate) fn exit(code: u8) -> ! {
 fn fatal(args: core::fmt::Arguments<'_>) -> ! {
     let _ = writeln!(
         Serial,
-        "{}: FAIL backend=native stage={}: {}",
+        "{}: FAIL backend=native platform={} stage={}: {}",
         kernel_tag(),
+        crate::PLATFORM_BARE.name,
         current_stage().name(),
         args
     );
@@ -170,23 +213,10 @@ extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
         Ok(m) => m,
         Err(e) => fatal(format_args!("{e}")),
     };
-    // Linker-script and stub symbols: only their addresses are taken.
-    let (start, end, pdpt) = (
-        &raw const __pvops_image_start as usize,
-        &raw const __pvops_image_end as usize,
-        &raw const pvops_native_boot_pdpt as usize,
-    );
-    let kernel_image = FrameRange {
-        start: virt_to_pfn(start),
-        end: virt_to_pfn(end + PAGE_SIZE as usize - 1),
-    };
-    let pdpt = virt_to_pfn(pdpt);
-    let bootstrap_tables = FrameRange {
-        start: pdpt,
-        end: PhysFrame(pdpt.0 + 2),
-    };
+    let (kernel_image, bootstrap_tables) = (kernel_image(), bootstrap_tables());
     let reach = PhysFrame((BOOTSTRAP_MAPPED / PAGE_SIZE) as u32);
     let info = BootInfo {
+        platform: crate::PLATFORM_BARE,
         memory: mb.memory.clone(),
         cmdline: mb.cmdline,
         first_free: kernel_image.end,

@@ -87,8 +87,10 @@ struct Idt(core::cell::UnsafeCell<[u64; 32]>);
 unsafe impl Sync for Idt {}
 static IDT: Idt = Idt(core::cell::UnsafeCell::new([0; 32]));
 
-/// Fills and loads the IDT.
-pub(crate) fn install() {
+/// Fills and loads the IDT: each of the 32 CPU exceptions ends the run through
+/// `pvops_core::registry::fatal` (the running entry's fatal handler) with a FAIL line naming
+/// the vector, cr2 for a page fault, and eip. For any entry that runs the native MMU in ring 0.
+pub fn install() {
     // SAFETY: the stub table is 32 addresses emitted by the asm above.
     let stubs = unsafe { &pvops_native_trap_stubs };
     // SAFETY: single CPU, called once before anything can trap through the IDT.

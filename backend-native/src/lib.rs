@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
 
+pub mod fixmap;
 pub mod multiboot;
 pub mod store;
 
@@ -46,16 +47,22 @@ static NATIVE_BACKEND: BackendDescriptor = BackendDescriptor {
     entry: "multiboot1, protected mode, paging off",
 };
 
+/// The platform of a multiboot1 boot on bare hardware (or bare QEMU).
+pub const PLATFORM_BARE: pvops_core::boot::PlatformInfo = pvops_core::boot::PlatformInfo {
+    name: "bare",
+    entry: "multiboot1 (32-bit protected mode, paging off, ebx = multiboot info)",
+};
+
 cfg_if::cfg_if! {
     if #[cfg(all(target_arch = "x86", target_os = "none"))] {
         mod entry;
         mod idt;
         mod mmu;
         pub mod serial;
+        pub use entry::{bootstrap_tables, kernel_image};
+        pub use idt::install as install_idt;
         pub use mmu::Native;
 
-        /// Bare metal adds no misuse cases: its refusals are pvops's own (the generic ones).
-        impl pvops_core::misuse::BackendMisuse for Native {}
 
         /// The kernel main(s) registered for the native backend (one expected); see
         /// [`register_kernel!`].

@@ -1,11 +1,12 @@
 //! The native `MmuOps`: raw PAE stores, cr3 through the x86 crate, invlpg.
 
-use crate::{store, BOOTSTRAP_MAPPED, LAYOUT, PAGE_OFFSET};
+use crate::{fixmap, store, BOOTSTRAP_MAPPED, LAYOUT, PAGE_OFFSET};
 use core::convert::Infallible;
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::mapper;
 use pvops_core::mem::MemoryMap;
 use pvops_core::ops::{MemoryLayout, MmuOps, PageFault, Platform};
-use pvops_core::paging::{EntrySlot, Level, PageTableEntry};
+use pvops_core::paging::{EntrySlot, Level, PageTableEntry, TABLE_FLAGS};
 
 /// The bare-metal backend.
 pub struct Native {
@@ -15,9 +16,12 @@ pub struct Native {
 }
 
 impl Native {
-    pub(crate) fn new(reach: PhysFrame, bootstrap: FrameRange, memory: &MemoryMap) -> Native {
+    /// The native MMU for a kernel entered through the native bootstrap stub (multiboot1 or
+    /// PVH): `reach` is what the bootstrap table maps, `bootstrap` its frames (retired by
+    /// `pagetable_setup_done`), `memory` the machine's memory map (it sets the lowmem end).
+    pub fn new(reach: PhysFrame, bootstrap: FrameRange, memory: &MemoryMap) -> Native {
         let ram_end = memory
-            .usable()
+            .ram()
             .map(|r| r.end())
             .max()
             .unwrap_or(BOOTSTRAP_MAPPED);
@@ -93,7 +97,24 @@ impl MmuOps for Native {
         unsafe { x86::tlb::flush_all() };
         Ok(())
     }
-    fn pagetable_setup_start(&mut self, _root: PhysFrame) -> Result<(), Infallible> {
+    fn pagetable_setup_start(&mut self, root: PhysFrame) -> Result<(), Infallible> {
+        // The fixmap's L1 goes into the kernel's table at the address the bootstrap table
+        // has it, so fixmap pages (a PVH console ring) survive the switch. new_root made all
+        // four L2s; a root without its slot-3 L2 has no fixmap to carry.
+        let l2 = mapper::read_entry(self, root, 3)
+            .ok()
+            .filter(|e| e.is_present())
+            .map(|e| PhysFrame(e.frame().0));
+        if let Some(l2) = l2 {
+            let slot = EntrySlot {
+                table: l2,
+                index: fixmap::PD_INDEX as u16,
+            };
+            let l1 = MachineFrame(fixmap::table_frame().0);
+            // SAFETY: `root` is the kernel's table, not live yet; the fixmap L1 is the image's
+            // own page table, already used (with these entries) by the bootstrap table.
+            unsafe { self.set_pmd(slot, PageTableEntry::new(l1, TABLE_FLAGS)) }?;
+        }
         Ok(())
     }
     fn pagetable_setup_done(&mut self, _root: PhysFrame) -> Result<FrameRange, Infallible> {

@@ -27,6 +27,8 @@ pub mod nr {
     pub const EVENT_CHANNEL_OP: usize = 32;
     /// physdev_op
     pub const PHYSDEV_OP: usize = 33;
+    /// `__HYPERVISOR_hvm_op` (HVM and PVH guests).
+    pub const HVM_OP: usize = 34;
 }
 
 /// `mmu_update` sub-command in the low bits of `ptr`: a checked page-table write.
@@ -243,6 +245,38 @@ pub struct MachphysMapping {
     pub max_mfn: u32,
 }
 const_assert_eq!(size_of::<MachphysMapping>(), 12);
+
+/// `hvm_op` sub-command: read an HVM parameter of a domain (`hvm/hvm_op.h`).
+pub const HVMOP_GET_PARAM: u32 = 1;
+/// HVM parameter: the pfn of the PV console ring (`hvm/params.h`).
+pub const HVM_PARAM_CONSOLE_PFN: u32 = 17;
+/// HVM parameter: the event channel of the PV console.
+pub const HVM_PARAM_CONSOLE_EVTCHN: u32 = 18;
+
+/// `struct xen_hvm_param`: 16 bytes (domid, pad, index, value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HvmParam {
+    /// The domain (`DOMID_SELF`).
+    pub domid: u16,
+    /// Padding.
+    pub pad: u16,
+    /// Which parameter (`HVM_PARAM_*`).
+    pub index: u32,
+    /// Its value (out for get_param).
+    pub value: u64,
+}
+const_assert_eq!(size_of::<HvmParam>(), 16);
+const_assert_eq!(offset_of!(HvmParam, index), 4);
+const_assert_eq!(offset_of!(HvmParam, value), 8);
+
+/// First CPUID leaf of the hypervisor range Xen may answer at (it can sit at any multiple of
+/// 0x100 up to 0x40010000 when Xen emulates another hypervisor's leaves too).
+pub const CPUID_XEN_FIRST_BASE: u32 = 0x4000_0000;
+/// Last CPUID base searched.
+pub const CPUID_XEN_LAST_BASE: u32 = 0x4001_0000;
+/// The signature in ebx, ecx, edx of the base leaf.
+pub const CPUID_XEN_SIGNATURE: &[u8; 12] = b"XenVMMXenVMM";
 
 /// `struct trap_info` (x86_32): 8 bytes.
 #[repr(C)]

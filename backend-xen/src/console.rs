@@ -1,4 +1,6 @@
-//! The guest console: the console ring + event channel for a domU, console_io for dom0.
+//! The guest console: the console ring + event channel for a domU (PV or PVH), console_io
+//! for dom0, and Xen's debug port 0xe9 as the earliest console of a PVH guest (before its
+//! hypercall page and ring are set up; Xen prints it on its own console as `(dN) ...`).
 
 use crate::abi::XenconsInterface;
 use crate::real;
@@ -11,11 +13,18 @@ static MODE: AtomicU32 = AtomicU32::new(MODE_NONE);
 const MODE_NONE: u32 = 0;
 const MODE_RING: u32 = 1;
 const MODE_IO: u32 = 2;
+const MODE_DEBUG_PORT: u32 = 3;
+/// Xen's HVM debug console port.
+const DEBUG_PORT: u16 = 0xe9;
 /// Yields allowed while waiting for xenconsoled (bounded by count, not by time).
 const MAX_YIELDS: u32 = 20_000;
 
-/// Sends output to the domU console ring at `ring` (mapped) and notifies `evtchn`.
-pub(crate) fn use_ring(ring: *mut XenconsInterface, evtchn: u32) {
+/// Sends output to the domU console ring at `ring` and notifies `evtchn`.
+///
+/// # Safety
+/// `ring` must map the domain's console page (Xen's `struct xencons_interface`) for the rest
+/// of the guest's life, at this address in every page table the guest will use.
+pub unsafe fn use_ring(ring: *mut XenconsInterface, evtchn: u32) {
     RING.store(ring as usize, Ordering::Release);
     EVTCHN.store(evtchn, Ordering::Release);
     MODE.store(MODE_RING, Ordering::Release);
@@ -24,6 +33,12 @@ pub(crate) fn use_ring(ring: *mut XenconsInterface, evtchn: u32) {
 /// Sends output through console_io (dom0).
 pub(crate) fn use_console_io() {
     MODE.store(MODE_IO, Ordering::Release);
+}
+
+/// Sends output to Xen's debug port 0xe9: an HVM or PVH guest's earliest console (a PV
+/// guest would take a #GP on the `out`).
+pub fn use_debug_port() {
+    MODE.store(MODE_DEBUG_PORT, Ordering::Release);
 }
 
 fn ring() -> Option<*mut XenconsInterface> {
@@ -37,7 +52,7 @@ fn notify_and_yield() {
 }
 
 /// Waits (bounded) until xenconsoled has read everything written to the ring.
-pub(crate) fn drain() {
+pub fn drain() {
     let Some(r) = ring() else { return };
     for _ in 0..MAX_YIELDS {
         // SAFETY: the ring page is mapped for the guest's whole life; the indices are u32s
@@ -65,6 +80,12 @@ impl fmt::Write for Console {
                 let _ = real::console_io_write(s.as_bytes());
             }
             MODE_RING => write_ring(s.as_bytes()),
+            MODE_DEBUG_PORT => {
+                for b in s.bytes() {
+                    // SAFETY: port 0xe9 is Xen's HVM debug console; writing it only prints.
+                    unsafe { x86::io::outb(DEBUG_PORT, b) };
+                }
+            }
             _ => {}
         }
         Ok(())

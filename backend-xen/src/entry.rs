@@ -160,8 +160,9 @@ fn exit(pass: bool) -> ! {
 fn fatal(args: core::fmt::Arguments<'_>) -> ! {
     let _ = writeln!(
         Console,
-        "{}: FAIL backend=xen stage={}: {}",
+        "{}: FAIL backend=xen platform={} stage={}: {}",
         kernel_tag(),
+        crate::PLATFORM_XEN_PV.name,
         current_stage().name(),
         args
     );
@@ -231,10 +232,14 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
                     core::ptr::read_volatile((si_ref.mfn_list as *const u32).add(pfn as usize))
                 } == mfn;
             if ok {
-                console::use_ring(
-                    (VIRT_BASE + pfn * PAGE_SIZE as u32) as *mut abi::XenconsInterface,
-                    si_ref.console_evtchn,
-                );
+                // SAFETY: the ring page is in the builder's region, inside lowmem: the direct
+                // map keeps it at this address after the switch.
+                unsafe {
+                    console::use_ring(
+                        (VIRT_BASE + pfn * PAGE_SIZE as u32) as *mut abi::XenconsInterface,
+                        si_ref.console_evtchn,
+                    )
+                };
             }
         }
     }

@@ -14,7 +14,6 @@
 
 pub mod abi;
 pub mod hypervisor;
-pub mod misuse;
 pub mod mmu;
 pub mod start_info;
 
@@ -37,17 +36,14 @@ static XEN_BACKEND: BackendDescriptor = BackendDescriptor {
     entry: "Xen PV (ELF notes, ring 1, esi = start_info)",
 };
 
+/// The platform of a Xen PV guest.
+pub const PLATFORM_XEN_PV: pvops_core::boot::PlatformInfo = pvops_core::boot::PlatformInfo {
+    name: "xen-pv",
+    entry: "Xen PV (XEN_ELFNOTE_ENTRY, ring 1, paging on, esi = start_info)",
+};
+
 /// Bytes of start_info that early_ioremap reads back (magic, nr_pages, shared_info, flags...).
 pub const PROBE_LEN: u64 = 64;
-/// The `what` of the early_ioremap probe in a Xen [`BootInfo`]: start_info.
-pub const START_INFO_PROBE: &str = "start_info";
-
-/// start_info's frame in a [`BootInfo`] made by [`boot_info`] (its early_ioremap probe).
-pub fn start_info_frame(info: &BootInfo<'_>) -> Option<pvops_core::addr::PhysFrame> {
-    info.probe
-        .filter(|p| p.what == START_INFO_PROBE)
-        .map(|p| p.addr.frame())
-}
 
 /// The [`BootInfo`] of a Xen guest: all `nr_pages` usable, the builder's structures and the
 /// boot stack reserved, the bootstrap table's frames, start_info as the early_ioremap probe,
@@ -66,6 +62,7 @@ pub fn boot_info<'a, H: Hypervisor>(
         RegionKind::Usable,
     );
     BootInfo {
+        platform: PLATFORM_XEN_PV,
         memory,
         cmdline: facts.cmdline,
         first_free: facts.first_free,
@@ -76,16 +73,16 @@ pub fn boot_info<'a, H: Hypervisor>(
         probe: Some(IoremapProbe {
             addr: facts.start_info.start(),
             len: PROBE_LEN,
-            what: START_INFO_PROBE,
+            what: "start_info",
         }),
     }
 }
 
 cfg_if::cfg_if! {
     if #[cfg(all(target_arch = "x86", target_os = "none"))] {
-        mod console;
+        pub mod console;
         mod entry;
-        mod real;
+        pub mod real;
         pub use real::RealXen;
 
         /// The kernel main(s) registered for the Xen backend (one expected); see

@@ -114,8 +114,8 @@ const DETACHED_FRAMES: usize = 1 << 18;
 pub struct XenMmu<H: Hypervisor> {
     hv: H,
     layout: MemoryLayout,
-    hole: u32,
     nr_pages: u32,
+    start_info: PhysFrame,
     cr3: PhysFrame,
     pt_base: PhysFrame,
     bootstrap: FrameRange,
@@ -169,8 +169,8 @@ impl<H: Hypervisor> XenMmu<H> {
         let mut mmu = XenMmu {
             hv,
             layout,
-            hole: mm.v_start,
             nr_pages: facts.nr_pages,
+            start_info: facts.start_info,
             cr3: facts.pt_base,
             pt_base: facts.pt_base,
             bootstrap: facts.bootstrap_tables,
@@ -191,10 +191,6 @@ impl<H: Hypervisor> XenMmu<H> {
         Ok(mmu)
     }
 
-    /// The hypervisor hole's start as Xen reported it.
-    pub fn hole_start(&self) -> u32 {
-        self.hole
-    }
     /// Frames reachable now (through Xen's bootstrap mapping before the switch).
     pub fn reach(&self) -> PhysFrame {
         self.reach
@@ -203,8 +199,22 @@ impl<H: Hypervisor> XenMmu<H> {
     pub fn stats(&self) -> XenStats {
         self.stats
     }
-    /// The hypercall layer.
-    pub fn hypervisor(&mut self) -> &mut H {
+    /// start_info's frame (as the domain builder placed it).
+    pub fn start_info(&self) -> PhysFrame {
+        self.start_info
+    }
+    /// The hypercall layer, to read (p2m, m2p; the host model's state in tests).
+    pub fn hypervisor(&self) -> &H {
+        &self.hv
+    }
+    /// The hypercall layer, for raw hypercalls behind the backend's back (Xen conformance
+    /// cases; fault injection in the host model).
+    ///
+    /// # Safety
+    /// A raw hypercall bypasses every check and all bookkeeping of `XenMmu`: the caller must
+    /// not queue work through the backend meanwhile (no lazy mode) and must leave every
+    /// table, pin, type and mapping of the kernel as it found them.
+    pub unsafe fn hypervisor_mut(&mut self) -> &mut H {
         &mut self.hv
     }
     /// Gives the hypercall layer back.
@@ -482,12 +492,6 @@ impl<H: Hypervisor> XenMmu<H> {
         let flags = if writable { KERNEL_RW } else { KERNEL_RO };
         let mfn = self.mfn(pfn)?;
         self.update(slot, PageTableEntry::new(mfn, flags))
-    }
-
-    /// The L1 slot of the live table that maps `va` (4 KiB pages only), and its entry: where
-    /// a raw `mmu_update` changes that mapping (used by the misuse cases).
-    pub fn live_l1_slot(&self, va: VirtAddr) -> Result<(EntrySlot, PageTableEntry), XenError> {
-        self.live_entry(va)
     }
 }
 

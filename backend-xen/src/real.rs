@@ -1,5 +1,7 @@
 //! The real hypercall layer: calls through the hypercall page Xen fills in (ELF note
-//! HYPERCALL_PAGE), the p2m list from start_info, and Xen's read-only M2P table.
+//! HYPERCALL_PAGE for a PV guest; the CPUID-named MSR for a PVH guest), the p2m list from
+//! start_info, and Xen's read-only M2P table. The free functions work for PV and PVH guests
+//! alike (the same registers, the same page layout: 32 bytes per hypercall).
 
 use crate::abi::{
     self, nr, MachphysMapping, MmuUpdate, MmuextOp, MulticallEntry, DOMID_SELF, VIRT_BASE,
@@ -119,6 +121,37 @@ pub fn evtchn_send(port: u32) -> i32 {
             0,
         )
     }
+}
+
+/// `hvm_op(HVMOP_get_param, {DOMID_SELF, index})`: the parameter's value or the negated
+/// errno (HVM and PVH guests).
+pub fn hvm_get_param(index: u32) -> Result<u64, i32> {
+    let mut p = abi::HvmParam {
+        domid: DOMID_SELF,
+        pad: 0,
+        index,
+        value: 0,
+    };
+    // SAFETY: `p` is a live struct xen_hvm_param that Xen reads and fills in.
+    let ret = unsafe {
+        hypercall3(
+            nr::HVM_OP,
+            abi::HVMOP_GET_PARAM,
+            &mut p as *mut abi::HvmParam as u32,
+            0,
+        )
+    };
+    if ret < 0 {
+        Err(ret)
+    } else {
+        Ok(p.value)
+    }
+}
+
+/// The hypercall page's virtual address (an HVM/PVH guest gives Xen its physical address
+/// through the MSR CPUID names; a PV guest's builder fills it through the ELF note).
+pub fn hypercall_page() -> usize {
+    &raw const pvops_hypercall_page as usize
 }
 
 /// `console_io(CONSOLEIO_write, ...)` (dom0 only on a non-debug Xen).

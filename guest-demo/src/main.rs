@@ -1,24 +1,34 @@
-//! guest-demo: the pvops demonstration kernel. One ELF that boots on bare QEMU (multiboot1)
-//! and as a Xen PV domU; it runs the generic boot path on whichever backend entered it and
-//! prints `PVOPS-DEMO: PASS backend=<name>` or `PVOPS-DEMO: FAIL backend=<name> stage=..: ..`.
+//! guest-demo: the pvops demonstration kernel. One ELF that boots on bare QEMU (multiboot1),
+//! as a Xen PV domU and as a Xen PVH domU (backend-native's MMU on Xen's platform); it runs
+//! the generic boot path on whichever backend entered it, then its own stages (the self-tests
+//! of `pvops-selftest`: `exercise`, then `misuse` with Xen's refusals from
+//! `pvops-xen-conformance` under Xen PV), and prints
+//! `PVOPS-DEMO: PASS backend=<name> platform=<platform>` or
+//! `PVOPS-DEMO: FAIL backend=<name> platform=<platform> stage=..: ..`.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod probes;
 
+use backend_xen::{RealXen, XenMmu};
+use core::fmt::Write;
 use pvops_core::boot::{
-    boot, set_stage, take_boot_state, BootInfo, BootReport, Stage, BOOT_STAGES,
+    boot, measure, take_boot_state, BootReport, KernelStage, Stage, StageFigures, BOOT_STAGES,
 };
 use pvops_core::mem::FrameAllocator;
-use pvops_core::misuse::{self, BackendMisuse, CaseResult, MisuseTally, Status};
 use pvops_core::options::BootOptions;
 use pvops_core::registry::{fatal, Handoff, KernelDescriptor, Outcome, KERNELS};
-use pvops_core::MmuOps;
+use pvops_core::{MmuOps, Platform};
+use pvops_selftest::{exercise, misuse, CaseResult, Status, Tally, Verdict};
+use pvops_xen_conformance as conformance;
 
 const TAG: &str = "PVOPS-DEMO";
 /// Tag of the misuse stage's per-case lines.
 const MISUSE_TAG: &str = "PVOPS-MISUSE";
+
+/// The stage of bad operations that must be refused.
+static MISUSE: KernelStage = KernelStage::new("misuse");
 
 #[pvops_core::linkme::distributed_slice(KERNELS)]
 #[linkme(crate = pvops_core::linkme)]
@@ -26,84 +36,160 @@ static DEMO: KernelDescriptor = KernelDescriptor { tag: TAG };
 
 backend_native::register_kernel!(demo_main);
 backend_xen::register_kernel!(demo_main);
+// PVH runs the kernel registered for the native backend; linking the crate adds the entry.
+use platform_pvh as _;
 
-fn demo_main<P: BackendMisuse>(h: Handoff<'_, P>) -> Outcome {
+/// What the demo asks of a backend beyond [`Platform`]: its own misuse cases.
+trait DemoBackend: Platform {
+    /// Runs the backend's own cases after the generic ones, reporting each; stops at the
+    /// first failure. None on bare metal, where every refusal is pvops's own.
+    fn backend_cases(
+        &mut self,
+        alloc: &mut FrameAllocator,
+        report: &mut dyn FnMut(&CaseResult),
+    ) -> Tally {
+        let _ = (alloc, report);
+        Tally::default()
+    }
+}
+
+impl DemoBackend for backend_native::Native {}
+
+impl DemoBackend for XenMmu<RealXen> {
+    /// Xen's refusals ([`conformance::cases`]), in the mode start_info's flags give.
+    fn backend_cases(
+        &mut self,
+        alloc: &mut FrameAllocator,
+        report: &mut dyn FnMut(&CaseResult),
+    ) -> Tally {
+        let cr3 = self.read_cr3();
+        let start_info = self.start_info();
+        // SAFETY: the boot path is over and nothing else issues hypercalls or allocates
+        // while the cases run; cr3 is the live L3; the allocator's frames are all in the
+        // direct map, writable.
+        let hv = unsafe { self.hypervisor_mut() };
+        let env = match conformance::mode_of(hv, start_info) {
+            // SAFETY: as above.
+            Some(mode) => unsafe { conformance::Env::new(hv, alloc, cr3) }.map(|e| (e, mode)),
+            None => Err(Verdict::broken(
+                "read start_info's flags",
+                format_args!("pfn {start_info} holds no start_info"),
+            )),
+        };
+        match env {
+            Ok((mut env, mode)) => conformance::run_cases(&mut env, mode, report),
+            Err(got) => {
+                let r = CaseResult {
+                    name: "xen_mode",
+                    expected: Verdict::Accepted,
+                    got,
+                };
+                let mut tally = Tally::default();
+                tally.count(&r);
+                report(&r);
+                tally
+            }
+        }
+    }
+}
+
+fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
     let Handoff {
         platform,
         info,
         console,
     } = h;
+    let name = <P as MmuOps>::NAME;
+    let platform_name = info.platform.name;
     let opts = match BootOptions::parse(info.cmdline) {
         Ok(o) => o,
         Err(e) => {
-            let _ = writeln!(console, "{TAG}: FAIL backend={} stage=banner: {e}", P::NAME);
+            let _ = writeln!(
+                console,
+                "{TAG}: FAIL backend={name} platform={platform_name} stage=banner: {e}"
+            );
             return Outcome::Fail;
         }
     };
     let Some(state) = take_boot_state() else {
         let _ = writeln!(
             console,
-            "{TAG}: FAIL backend={} stage=entry: kernel main entered twice",
-            P::NAME
+            "{TAG}: FAIL backend={name} platform={platform_name} stage=entry: kernel main entered twice"
         );
         return Outcome::Fail;
     };
-    match boot(platform, info, opts, state, console) {
-        Ok(r) => {
-            if misuse_stage(platform, &mut state.alloc, info, console).is_none() {
-                return Outcome::Fail;
-            }
-            set_stage(Stage::Done);
+    let r = match boot(platform, info, opts, state, console) {
+        Ok(r) => r,
+        Err(e) => {
             let _ = writeln!(
                 console,
-                "{TAG}: PASS backend={} lowmem_mapped_mib={} lowmem_not_mapped_mib={} ptes={} l1_tables={} reused_frames={}",
-                P::NAME,
-                r.lowmem_mapped >> 20,
-                r.lowmem_not_mapped >> 20,
-                r.direct_map_ptes,
-                r.direct_map_tables,
-                r.reused.len()
+                "{TAG}: FAIL backend={name} platform={platform_name} {e}"
             );
-            let _ = print_stats(console, P::NAME, &opts, &r);
-            Outcome::Pass
+            return Outcome::Fail;
         }
-        Err(e) => {
-            let _ = writeln!(console, "{TAG}: FAIL backend={} {e}", <P as MmuOps>::NAME);
-            Outcome::Fail
-        }
+    };
+    let (done, ex) = measure(platform, Stage::Kernel(&exercise::STAGE), |p| {
+        exercise::run(p, &mut state.alloc, info, &r, console)
+    });
+    if let Err(e) = done {
+        let _ = writeln!(
+            console,
+            "{TAG}: FAIL backend={name} platform={platform_name} stage=exercise: {e}"
+        );
+        return Outcome::Fail;
     }
+    let _ = writeln!(console, "stage exercise ok {ex}");
+    if misuse_stage(platform, &mut state.alloc, platform_name, console).is_none() {
+        return Outcome::Fail;
+    }
+    let _ = writeln!(
+        console,
+        "{TAG}: PASS backend={name} platform={platform_name} lowmem_mapped_mib={} lowmem_not_mapped_mib={} ptes={} l1_tables={} reused_frames={}",
+        r.lowmem_mapped >> 20,
+        r.lowmem_not_mapped >> 20,
+        r.direct_map_ptes,
+        r.direct_map_tables,
+        r.reused.len()
+    );
+    let _ = print_stats(console, name, platform_name, &opts, &r, &ex);
+    Outcome::Pass
 }
 
 /// Stage `misuse`: bad operations that must be refused, pvops's own checks first, then the
 /// backend's (Xen's refusals through the raw hypercall layer). One `PVOPS-MISUSE:` line per
 /// case; the first case not refused as expected fails the run (`None`).
-fn misuse_stage<P: BackendMisuse>(
+fn misuse_stage<P: DemoBackend>(
     p: &mut P,
     alloc: &mut FrameAllocator,
-    info: &BootInfo<'_>,
-    console: &mut dyn core::fmt::Write,
-) -> Option<MisuseTally> {
-    set_stage(Stage::Misuse);
-    let c0 = p.counters();
-    let t0 = p.cycles();
+    platform_name: &str,
+    console: &mut dyn Write,
+) -> Option<Tally> {
     let mut failure: Option<CaseResult> = None;
-    let tally = misuse::run_all(p, alloc, info, &mut |r: &CaseResult| {
-        if r.status() == Status::Failed {
-            failure.get_or_insert(*r);
-        } else {
-            let _ = writeln!(console, "{MISUSE_TAG}: {r}");
+    let (tally, figures) = measure(p, Stage::Kernel(&MISUSE), |p| {
+        let mut report = |r: &CaseResult| {
+            if r.status() == Status::Failed {
+                failure.get_or_insert(*r);
+            } else {
+                let _ = writeln!(console, "{MISUSE_TAG}: {r}");
+            }
+        };
+        let mut tally = misuse::run_generic(p, alloc, &mut report);
+        if tally.failed == 0 {
+            tally.merge(&p.backend_cases(alloc, &mut report));
         }
+        tally
     });
-    let dt = p.cycles().wrapping_sub(t0);
-    let dc = p.counters().since(&c0);
     let name = <P as MmuOps>::NAME;
     if let Some(r) = failure {
-        let _ = writeln!(console, "{TAG}: FAIL backend={name} stage=misuse: {r}");
+        let _ = writeln!(
+            console,
+            "{TAG}: FAIL backend={name} platform={platform_name} stage=misuse: {r}"
+        );
         return None;
     }
     let _ = writeln!(
         console,
-        "stage misuse ok cycles={dt} {dc} cases={} rejected={} allowed={} skipped={} raw_hypercalls={}",
+        "stage misuse ok {figures} cases={} rejected={} allowed={} skipped={} raw_hypercalls={}",
         tally.cases(),
         tally.rejected,
         tally.allowed,
@@ -113,29 +199,36 @@ fn misuse_stage<P: BackendMisuse>(
     Some(tally)
 }
 
-/// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's name).
+/// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's and the
+/// platform's names), over the boot path's stages and the exercise.
 fn print_stats(
-    out: &mut dyn core::fmt::Write,
+    out: &mut dyn Write,
     backend: &str,
+    platform: &str,
     opts: &BootOptions,
     r: &BootReport,
+    exercise: &StageFigures,
 ) -> core::fmt::Result {
+    let stages = BOOT_STAGES
+        .iter()
+        .map(|s| (s.name(), r.stage(*s).unwrap_or_default()))
+        .chain([(exercise::STAGE.name(), *exercise)]);
     write!(
         out,
-        "PVOPS-STATS: {{\"backend\":\"{backend}\",\"batch\":{},\"boot_cycles\":{},\"hypercalls\":{},\"ptes\":{},\"l1_tables\":{},\"lowmem_mapped_mib\":{}",
+        "PVOPS-STATS: {{\"backend\":\"{backend}\",\"platform\":\"{platform}\",\"batch\":{},\"boot_cycles\":{},\"hypercalls\":{},\"ptes\":{},\"l1_tables\":{},\"lowmem_mapped_mib\":{}",
         opts.batch,
-        r.total_cycles(),
-        r.total_hypercalls(),
+        stages.clone().map(|(_, f)| f.cycles).sum::<u64>(),
+        stages.clone().map(|(_, f)| f.counters.hypercalls()).sum::<u64>(),
         r.direct_map_ptes,
         r.direct_map_tables,
         r.lowmem_mapped >> 20
     )?;
-    for stage in BOOT_STAGES {
-        let (c, n) = (r.cycles[stage as usize], r.counters[stage as usize]);
-        let name = stage.name();
+    for (name, f) in stages {
+        let n = f.counters;
         write!(
             out,
-            ",\"{name}_cycles\":{c},\"{name}_hypercalls\":{},\"{name}_mmu_update_entries\":{},\"{name}_mmuext_ops\":{},\"{name}_multicalls\":{}",
+            ",\"{name}_cycles\":{},\"{name}_hypercalls\":{},\"{name}_mmu_update_entries\":{},\"{name}_mmuext_ops\":{},\"{name}_multicalls\":{}",
+            f.cycles,
             n.hypercalls(),
             n.mmu_update_entries,
             n.mmuext_ops,

@@ -16,9 +16,22 @@ pub struct IoremapProbe {
     pub what: &'static str,
 }
 
+/// The machine a kernel runs on and how its loader entered it: the `platform=` of the
+/// result lines and the banner's entry protocol. Separate from the MMU backend: a PVH guest
+/// runs the native MMU (`backend=native`) on Xen's platform (`platform=xen-pvh`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlatformInfo {
+    /// `bare`, `xen-pv` or `xen-pvh`.
+    pub name: &'static str,
+    /// The entry protocol, e.g. `multiboot1 (protected mode, paging off, ebx = multiboot info)`.
+    pub entry: &'static str,
+}
+
 /// What the backend's entry code learned about the machine.
 #[derive(Clone, Debug)]
 pub struct BootInfo<'a> {
+    /// The platform and the entry protocol that started the kernel.
+    pub platform: PlatformInfo,
     /// The memory map (pseudo-physical).
     pub memory: MemoryMap,
     /// The guest command line.

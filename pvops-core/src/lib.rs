@@ -16,7 +16,6 @@ pub mod handoff;
 pub mod ioremap;
 pub mod mapper;
 pub mod mem;
-pub mod misuse;
 pub mod ops;
 pub mod options;
 pub mod paging;

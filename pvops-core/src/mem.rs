@@ -13,6 +13,25 @@ pub enum RegionKind {
     Usable,
     /// Anything else (firmware, ACPI, MMIO holes).
     Reserved,
+    /// RAM holding what the loader handed over (its boot structures, modules): in the direct
+    /// map like any RAM, but never handed out by the frame allocator (see
+    /// [`MemoryMap::reserve`]).
+    BootData,
+}
+
+impl RegionKind {
+    /// True for RAM (usable or holding boot data): what the direct map covers.
+    pub const fn is_ram(self) -> bool {
+        matches!(self, RegionKind::Usable | RegionKind::BootData)
+    }
+    /// The word the banner prints.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RegionKind::Usable => "usable",
+            RegionKind::Reserved => "reserved",
+            RegionKind::BootData => "boot-data",
+        }
+    }
 }
 
 /// One region of pseudo-physical memory.
@@ -136,6 +155,62 @@ impl MemoryMap {
         Ok(())
     }
 
+    /// Marks `[start, start + len)` as boot data (loader structures, modules): every usable
+    /// region it overlaps is split into usable parts and a [`RegionKind::BootData`] part, which
+    /// the direct map still covers but the allocator never hands out. Parts outside usable RAM
+    /// stay as they are; adjacent boot-data pieces merge. The map is unchanged when this fails
+    /// (too many regions, a wrapping range).
+    pub fn reserve(&mut self, start: PhysAddr, len: u64) -> Result<(), MemoryMapError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let end = start
+            .0
+            .checked_add(len)
+            .ok_or(MemoryMapError::Wraps { start, len })?;
+        let mut out = MemoryMap::new();
+        for r in self.regions() {
+            if r.kind != RegionKind::Usable || end <= r.start.0 || r.end() <= start.0 {
+                out.push_sorted(*r)?;
+                continue;
+            }
+            let (cut_start, cut_end) = (start.0.max(r.start.0), end.min(r.end()));
+            let pieces = [
+                (r.start.0, cut_start, RegionKind::Usable),
+                (cut_start, cut_end, RegionKind::BootData),
+                (cut_end, r.end(), RegionKind::Usable),
+            ];
+            for (s, e, kind) in pieces {
+                if s < e {
+                    out.push_sorted(MemoryRegion {
+                        start: PhysAddr(s),
+                        len: e - s,
+                        kind,
+                    })?;
+                }
+            }
+        }
+        *self = out;
+        Ok(())
+    }
+
+    /// Appends a region that starts at or after the end of the last one, merging it into a
+    /// boot-data region it continues.
+    fn push_sorted(&mut self, r: MemoryRegion) -> Result<(), MemoryMapError> {
+        if let Some(last) = self.regions[..self.len].last_mut() {
+            if r.kind == RegionKind::BootData && last.kind == r.kind && last.end() == r.start.0 {
+                last.len += r.len;
+                return Ok(());
+            }
+        }
+        if self.len == MAX_REGIONS {
+            return Err(MemoryMapError::TooManyRegions);
+        }
+        self.regions[self.len] = r;
+        self.len += 1;
+        Ok(())
+    }
+
     /// The regions, sorted by start.
     pub fn regions(&self) -> &[MemoryRegion] {
         &self.regions[..self.len]
@@ -160,8 +235,50 @@ impl MemoryMap {
             .sum()
     }
 
-    /// Whole usable frames, clipped to `[0, limit)`, region by region. Memory beyond what a
-    /// [`PhysFrame`] can number (frame 2^32 - 1 and up, 16 TiB) is left out.
+    /// RAM bytes (usable or boot data) below `limit`: what the direct map covers.
+    pub fn ram_bytes_below(&self, limit: u64) -> u64 {
+        self.ram()
+            .map(|r| r.end().min(limit).saturating_sub(r.start.0))
+            .sum()
+    }
+
+    /// The RAM regions (usable or boot data), sorted by start.
+    pub fn ram(&self) -> impl Iterator<Item = &MemoryRegion> {
+        self.regions().iter().filter(|r| r.kind.is_ram())
+    }
+
+    /// Whole RAM frames (usable or boot data), clipped to `[0, limit)`, with adjacent regions
+    /// joined: what the direct map covers. A frame only partly boot data is mapped. Memory
+    /// beyond what a [`PhysFrame`] can number (frame 2^32 - 1 and up) is left out.
+    pub fn ram_frames_below(&self, limit: u64) -> impl Iterator<Item = FrameRange> + '_ {
+        let regions = self.regions();
+        let mut i = 0;
+        core::iter::from_fn(move || {
+            while i < regions.len() && !regions[i].kind.is_ram() {
+                i += 1;
+            }
+            let first = regions.get(i)?;
+            let (start, mut end) = (first.start.0, first.end());
+            i += 1;
+            while i < regions.len() && regions[i].kind.is_ram() && regions[i].start.0 == end {
+                end = regions[i].end();
+                i += 1;
+            }
+            Some((start, end))
+        })
+        .filter_map(move |(start, end)| {
+            let s = start.div_ceil(PAGE_SIZE);
+            let e = (end.min(limit) / PAGE_SIZE).min(u32::MAX as u64);
+            (s < e).then_some(FrameRange {
+                start: PhysFrame(s as u32),
+                end: PhysFrame(e as u32),
+            })
+        })
+    }
+
+    /// Whole usable frames, clipped to `[0, limit)`, region by region: what the allocator may
+    /// hand out. Memory beyond what a [`PhysFrame`] can number (frame 2^32 - 1 and up,
+    /// 16 TiB) is left out.
     pub fn usable_frames_below(&self, limit: u64) -> impl Iterator<Item = FrameRange> + '_ {
         self.usable().filter_map(move |r| {
             let start = r.start.0.div_ceil(PAGE_SIZE);
@@ -434,6 +551,73 @@ mod tests {
     }
 
     #[test]
+    fn reserve_splits_usable_regions_only() {
+        let mut m = map();
+        // Inside the high region: usable, reserved, usable.
+        m.reserve(PhysAddr(0x20_0800), 0x1000).unwrap();
+        // Straddling the end of the low region into the (absent) hole: only the RAM part.
+        m.reserve(PhysAddr(0x9_e000), 0x4000).unwrap();
+        let got: std::vec::Vec<_> = m
+            .regions()
+            .iter()
+            .map(|r| (r.start.0, r.end(), r.kind))
+            .collect();
+        use RegionKind::{BootData, Usable};
+        assert_eq!(
+            got,
+            [
+                (0, 0x9_e000, Usable),
+                (0x9_e000, 0x9_f000, BootData),
+                (0x10_0000, 0x20_0800, Usable),
+                (0x20_0800, 0x20_1800, BootData),
+                (0x20_1800, 0x80_0000, Usable),
+            ]
+        );
+        // The direct map still covers all of it, frames partly boot data included.
+        let ram: std::vec::Vec<_> = m
+            .ram_frames_below(u64::MAX)
+            .map(|r| (r.start.0, r.end.0))
+            .collect();
+        assert_eq!(ram, [(0, 0x9f), (0x100, 0x800)]);
+        assert_eq!(m.ram_bytes_below(u64::MAX), 0x9_f000 + 0x70_0000);
+        // Adjacent boot data merges into one region.
+        m.reserve(PhysAddr(0x20_1800), 0x800).unwrap();
+        assert!(m
+            .regions()
+            .iter()
+            .any(|r| r.start.0 == 0x20_0800 && r.len == 0x1800 && r.kind == BootData));
+        // The allocator never hands out a frame that touches a reserved byte.
+        let frames: std::vec::Vec<_> = m.usable_frames_below(u64::MAX).collect();
+        assert!(frames.iter().all(|r| !r.contains(PhysFrame(0x200))
+            && !r.contains(PhysFrame(0x201))
+            && !r.contains(PhysFrame(0x9e))));
+        let before = m.clone();
+        assert_eq!(
+            m.reserve(PhysAddr(u64::MAX - 1), 4),
+            Err(MemoryMapError::Wraps {
+                start: PhysAddr(u64::MAX - 1),
+                len: 4
+            })
+        );
+        assert_eq!(m.regions(), before.regions());
+    }
+
+    #[test]
+    fn reserve_reports_a_full_map() {
+        let mut m = MemoryMap::new();
+        m.add(PhysAddr(0), 0x100_0000, RegionKind::Usable).unwrap();
+        let mut err = None;
+        for i in 0..MAX_REGIONS as u64 {
+            if let Err(e) = m.reserve(PhysAddr(0x1000 + i * 0x2000), 0x1000) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(err, Some(MemoryMapError::TooManyRegions));
+        assert!(m.regions().len() <= MAX_REGIONS);
+    }
+
+    #[test]
     fn allocator_bump_limit_and_lifo() {
         let m = map();
         let mut a = FrameAllocator::new(&m, PhysFrame(0x200), PhysFrame(0x202), FrameRange::EMPTY);
@@ -473,6 +657,14 @@ mod tests {
             .unwrap();
         assert_eq!(
             m.usable_frames_below(u64::MAX)
+                .collect::<std::vec::Vec<_>>(),
+            [FrameRange {
+                start: PhysFrame(u32::MAX - 1),
+                end: PhysFrame(u32::MAX)
+            }]
+        );
+        assert_eq!(
+            m.ram_frames_below(u64::MAX)
                 .collect::<std::vec::Vec<_>>(),
             [FrameRange {
                 start: PhysFrame(u32::MAX - 1),

@@ -1,8 +1,10 @@
 //! Host-side simulated machines for pvops tests.
 //!
 //! [`sim::SimMachine`] is a simulated 32-bit PAE machine implementing
-//! [`pvops_core::MmuOps`] and [`pvops_core::Platform`]; [`run_boot`] runs the one generic
-//! boot path ([`pvops_core::boot::boot`]) on it and keeps the boot log.
+//! [`pvops_core::MmuOps`] and [`pvops_core::Platform`]; [`xen_model::XenModel`] is a model
+//! of Xen's page-table rules under the real `XenMmu`. [`run_boot`] runs the one generic boot
+//! path ([`pvops_core::boot::boot`]) on the simulated machine, then the exercise stage of
+//! `pvops-selftest` as guest-demo does ([`boot_and_exercise`]), and keeps the log.
 
 pub mod directmap_cost;
 pub mod frames;
@@ -14,8 +16,11 @@ pub use sim::{
     WriteCounts,
 };
 
-use pvops_core::boot::{boot, BootError, BootReport, BootState};
+use core::fmt::Write;
+use pvops_core::boot::{boot, measure, BootError, BootInfo, BootReport, BootState, Stage};
 use pvops_core::options::BootOptions;
+use pvops_core::Platform;
+use pvops_selftest::exercise;
 
 /// The outcome of one boot on a [`SimMachine`].
 pub struct BootRun {
@@ -89,12 +94,31 @@ macro_rules! assert_run_eq {
     }};
 }
 
-/// Runs the generic boot path on `sim` with the sim's boot info and `opts`.
+/// The boot path, then the `exercise` stage of pvops-selftest (reuse of the bootstrap
+/// frames, a scratch mapping, early_ioremap on the kernel's table), as guest-demo runs them.
+pub fn boot_and_exercise<P: Platform>(
+    p: &mut P,
+    info: &BootInfo<'_>,
+    opts: BootOptions,
+    state: &mut BootState,
+    log: &mut dyn Write,
+) -> Result<BootReport, BootError<P::Error>> {
+    let report = boot(p, info, opts, state, log)?;
+    let stage = Stage::Kernel(&exercise::STAGE);
+    let (done, figures) = measure(p, stage, |p| {
+        exercise::run(p, &mut state.alloc, info, &report, log)
+    });
+    done.map_err(|kind| BootError { stage, kind })?;
+    let _ = writeln!(log, "stage {} ok {figures}", stage.name());
+    Ok(report)
+}
+
+/// Runs the generic boot path and the exercise on `sim` with the sim's boot info and `opts`.
 pub fn run_boot(sim: &mut SimMachine, opts: BootOptions) -> BootRun {
     let info = sim.boot_info();
     let mut state = Box::new(BootState::new());
     let mut log = String::new();
-    let result = boot(sim, &info, opts, &mut state, &mut log);
+    let result = boot_and_exercise(sim, &info, opts, &mut state, &mut log);
     sim.stop_watching();
     BootRun { result, log, state }
 }

@@ -1,19 +1,17 @@
-//! The misuse stage on the host: the same cases the guest runs on real Xen (backend-xen's
-//! `misuse` module, through the raw `Hypervisor` layer) and pvops's generic ones, run against
-//! `XenMmu<XenModel>` after a model boot. The model must give every case the errno real Xen
+//! The misuse stage on the host: the same cases the guest runs on real Xen
+//! (`pvops-xen-conformance`, through the raw `Hypervisor` layer) and pvops's generic ones
+//! (`pvops-selftest`), run against `XenMmu<XenModel>` after a model boot. The model must give every case the errno real Xen
 //! 4.17.5 gave a domU (the table below is what the real domU printed).
 
-use backend_xen::misuse::{self, cases, mode_of, run_cases, Env, Expect, Mode};
-use backend_xen::{start_info_frame, XenMmu, START_INFO_PROBE};
-use pvops_core::addr::{FrameRange, PhysFrame};
-use pvops_core::boot::{BootInfo, IoremapProbe};
-use pvops_core::mem::{FrameAllocator, MemoryMap};
-use pvops_core::misuse::{
-    run_all, run_generic, BackendMisuse, CaseResult, MisuseTally, Status, Verdict, GENERIC_CASES,
-};
+use backend_xen::XenMmu;
+use pvops_core::addr::PhysFrame;
+use pvops_core::mem::FrameAllocator;
 use pvops_core::options::BootOptions;
 use pvops_core::MmuOps;
-use pvops_tests::xen_model::{boot_mib, XenBootRun, XenModel};
+use pvops_selftest::misuse::{run_generic, GENERIC_CASES};
+use pvops_selftest::{CaseResult, Status, Tally, Verdict};
+use pvops_tests::xen_model::{boot_mib, ModelAccess, XenBootRun, XenModel};
+use pvops_xen_conformance::{cases, mode_of, run_cases, verdict_of, Expect, Mode};
 
 /// What real Xen 4.17.5 answered each case, as `cargo xtask demo xen` (domU) and
 /// `cargo xtask demo xen-dom0` printed it (`PVOPS-MISUSE: rejected <case>: xen <ERRNO>`;
@@ -68,7 +66,7 @@ fn assert_clean(run: &mut XenBootRun, cr3: PhysFrame, what: &str) {
     let log = run.full_log();
     let mmu = run.mmu.as_mut().expect("booted");
     assert_eq!(mmu.read_cr3(), cr3, "{what}: the kernel's table stays live");
-    let model = mmu.hypervisor();
+    let model = mmu.model();
     assert_eq!(model.cr3_pfn(), Some(cr3), "{what}: Xen's cr3");
     assert_eq!(model.audit(), Vec::<String>::new(), "{what}\n{log}");
     assert_eq!(model.violations(), &[] as &[String], "{what}");
@@ -97,8 +95,11 @@ fn the_model_agrees_with_real_xen_on_every_case() {
     let cr3 = run.mmu.as_ref().expect("booted").read_cr3();
     let free = run.state.alloc.available();
     let mut results = Vec::new();
-    let (mmu, alloc) = parts(&mut run);
-    let tally = run_cases(mmu, alloc, Mode::DomU, &mut collect(&mut results));
+    let tally = run_cases(
+        &mut run.conformance_env(),
+        Mode::DomU,
+        &mut collect(&mut results),
+    );
     assert_eq!(results.len(), REAL_XEN.len(), "{results:#?}");
     for (r, (name, domu, _)) in results.iter().zip(REAL_XEN) {
         assert_eq!(r.name, name);
@@ -126,11 +127,9 @@ fn each_xen_case_on_a_fresh_domain() {
         let free = run.state.alloc.available();
         let before = run.model().counters();
         let failures_before = run.model().failures().len();
-        let (mmu, alloc) = parts(&mut run);
         let case = &cases::<XenModel>()[i];
-        let mut env = Env::new(mmu, alloc);
-        let got = match (case.run)(&mut env) {
-            Ok(ret) => misuse::verdict_of(ret),
+        let got = match (case.run)(&mut run.conformance_env()) {
+            Ok(ret) => verdict_of(ret),
             Err(v) => v,
         };
         assert_eq!(got, Verdict::Xen(domu), "{name}");
@@ -164,7 +163,7 @@ fn generic_cases_on_the_xen_model() {
     assert_clean(&mut run, cr3, "generic cases");
 }
 
-fn check_generic(results: &[CaseResult], tally: &MisuseTally) {
+fn check_generic(results: &[CaseResult], tally: &Tally) {
     assert_eq!(results.len(), GENERIC_CASES.len(), "{results:#?}");
     for (r, (name, error)) in results.iter().zip(GENERIC_CASES) {
         assert_eq!(r.name, name);
@@ -196,39 +195,30 @@ fn generic_cases_on_the_simulated_native_machine() {
     assert_eq!(sim.read_cr3(), cr3);
 }
 
-/// A [`BootInfo`] naming start_info as its probe, as backend-xen's `boot_info` does.
-fn info_with_start_info(si: PhysFrame) -> BootInfo<'static> {
-    BootInfo {
-        memory: MemoryMap::new(),
-        cmdline: "",
-        first_free: PhysFrame(0),
-        bootstrap_reach: PhysFrame(0),
-        bootstrap_tables: FrameRange::EMPTY,
-        kernel_image: FrameRange::EMPTY,
-        table_pool: FrameRange::EMPTY,
-        probe: Some(IoremapProbe {
-            addr: si.start(),
-            len: 64,
-            what: START_INFO_PROBE,
-        }),
-    }
-}
-
 #[test]
-fn the_guests_entry_point_runs_every_case_twice_on_one_domain() {
-    // `run_all` is what guest-demo's stage `misuse` calls: the generic cases, then the
-    // backend's hook (the mode read from start_info's flags).
+fn the_guests_misuse_stage_runs_every_case_twice_on_one_domain() {
+    // What guest-demo's stage `misuse` does: the generic cases, then (all passed) Xen's, in
+    // the mode start_info's flags give.
     let mut run = booted(16);
-    let si = run.layout.start_info;
-    let info = info_with_start_info(si);
-    assert_eq!(start_info_frame(&info), Some(si));
+    let si = run.mmu.as_ref().expect("booted").start_info();
+    assert_eq!(
+        si, run.layout.start_info,
+        "XenMmu knows where start_info is"
+    );
     let cr3 = run.mmu.as_ref().expect("booted").read_cr3();
     let free = run.state.alloc.available();
     for round in 0..2 {
         let mut results = Vec::new();
         let (mmu, alloc) = parts(&mut run);
-        assert_eq!(mode_of(mmu, si), Some(Mode::DomU));
-        let tally = run_all(mmu, alloc, &info, &mut collect(&mut results));
+        let mode = mode_of(mmu.hypervisor(), si);
+        assert_eq!(mode, Some(Mode::DomU));
+        let mut tally = run_generic(mmu, alloc, &mut collect(&mut results));
+        assert_eq!(tally.failed, 0, "round {round}: {results:#?}");
+        tally.merge(&run_cases(
+            &mut run.conformance_env(),
+            Mode::DomU,
+            &mut collect(&mut results),
+        ));
         let failed: Vec<_> = results
             .iter()
             .filter(|r| r.status() == Status::Failed)
@@ -241,24 +231,18 @@ fn the_guests_entry_point_runs_every_case_twice_on_one_domain() {
             "round {round}"
         );
         assert_eq!(run.state.alloc.available(), free, "round {round}: leak");
-        assert_clean(&mut run, cr3, "run_all");
+        assert_clean(&mut run, cr3, "generic and Xen cases");
     }
 }
 
 #[test]
-fn the_hook_fails_without_start_info() {
+fn the_mode_needs_start_info() {
     let mut run = booted(16);
-    let mut info = info_with_start_info(run.layout.start_info);
-    info.probe = None;
-    let mut results = Vec::new();
-    let (mmu, alloc) = parts(&mut run);
-    let tally = mmu.backend_misuse(alloc, &info, &mut collect(&mut results));
-    assert_eq!(tally.failed, 1);
-    assert_eq!(results.len(), 1);
-    assert_eq!(results[0].status(), Status::Failed);
-    // Not start_info (the image's first frame): no mode either.
     let (mmu, _) = parts(&mut run);
-    assert_eq!(mode_of(mmu, PhysFrame(0)), None);
+    // The image's first frame is not start_info: no mode.
+    assert_eq!(mode_of(mmu.hypervisor(), PhysFrame(0)), None);
+    // Beyond the domain's memory: no mode either (and no read).
+    assert_eq!(mode_of(mmu.hypervisor(), PhysFrame(1 << 20)), None);
 }
 
 #[test]
@@ -267,8 +251,11 @@ fn a_case_that_is_not_refused_fails_and_stops_the_run() {
     // result is a failure and the cases after it do not run.
     let mut run = booted(16);
     let mut results = Vec::new();
-    let (mmu, alloc) = parts(&mut run);
-    let tally = run_cases(mmu, alloc, Mode::Dom0, &mut collect(&mut results));
+    let tally = run_cases(
+        &mut run.conformance_env(),
+        Mode::Dom0,
+        &mut collect(&mut results),
+    );
     let last = results.last().expect("cases ran");
     assert_eq!(last.name, "l1_low_io_frame");
     assert_eq!(last.status(), Status::Failed);

@@ -42,7 +42,7 @@ use backend_xen::XenMmu;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use pvops_core::addr::{FrameRange, MachineAddr, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
-use pvops_core::boot::{boot, BootState};
+use pvops_core::boot::BootState;
 use pvops_core::ioremap::{
     EarlyIoremap, IoMapping, IoremapError, TableSource, IOREMAP_MAX_BYTES, IOREMAP_SLOTS,
     IOREMAP_SLOT_PAGES,
@@ -56,8 +56,8 @@ use pvops_core::paging::{
 };
 use pvops_tests::sim::{Access, BootstrapStyle, P2m, SimConfig, SimMachine};
 use pvops_tests::xen_model::{
-    pte, DomainConfig, FrameState, Owner, P2mLayout, PageType, XenModel, FIRST_XEN_L2_SLOT,
-    MIN_RAM_BASE, SHARED_INFO_MFN,
+    pte, DomainConfig, FrameState, ModelAccess, Owner, P2mLayout, PageType, XenModel,
+    FIRST_XEN_L2_SLOT, MIN_RAM_BASE, SHARED_INFO_MFN,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -397,11 +397,11 @@ impl Backend for Xen {
     const L3_ADDED: u64 = pte::RW | pte::US | pte::A;
 
     fn hw_translate(&mut self, va: VirtAddr) -> Option<(MachineFrame, u64)> {
-        self.hypervisor().translate(va).map(|m| (m.mfn, m.entry))
+        self.model().translate(va).map(|m| (m.mfn, m.entry))
     }
     fn invariants(&mut self, ctx: &Ctx<'_>) -> Result<(), String> {
         let root = self.phys_to_machine(ctx.root).ok_or("root has no mfn")?;
-        let m = self.hypervisor();
+        let m = self.model();
         if !m.violations().is_empty() {
             return Err(format!("model violations: {:#?}", m.violations()));
         }
@@ -447,7 +447,7 @@ impl Backend for Xen {
         Ok(())
     }
     fn full_audit(&mut self) -> Result<(), String> {
-        let problems = self.hypervisor().audit();
+        let problems = self.model().audit();
         if problems.is_empty() {
             Ok(())
         } else {
@@ -455,7 +455,7 @@ impl Backend for Xen {
         }
     }
     fn snapshot(&mut self) -> Self::Snapshot {
-        let m = self.hypervisor();
+        let m = self.model();
         domain_mfns(m)
             .into_iter()
             .map(|f| (f, m.state_mfn(MachineFrame(f))))
@@ -595,7 +595,7 @@ impl<B: Backend> Harness<B> {
         let mut p = Rec::new(p);
         let mut state = Box::new(BootState::new());
         let mut log = String::new();
-        boot(&mut p, info, BootOptions::default(), &mut state, &mut log)
+        pvops_tests::boot_and_exercise(&mut p, info, BootOptions::default(), &mut state, &mut log)
             .map_err(|e| format!("boot failed: {e}\n{log}"))?;
         let root = p.read_cr3();
         let layout = p.layout();

@@ -152,6 +152,7 @@ pub fn bench() -> Res<std::path::PathBuf> {
     let specs =
         [("batched", ""), ("unbatched", "pvops.batch=1")].map(|(name, cmdline)| xen::DomuSpec {
             name: format!("bench-{name}"),
+            kind: xen::GuestKind::Pv,
             elf: elf.clone(),
             memory_mib: 512,
             cmdline: cmdline.into(),

@@ -158,9 +158,11 @@ enum GuestLine {
     Fail(String),
 }
 
-fn find_result(log: &str, tag: &str, backend: &str) -> Option<GuestLine> {
-    let pass = format!("{tag}: PASS backend={backend}");
-    let fail = format!("{tag}: FAIL backend={backend}");
+/// The guest's result line for `backend` on `platform`:
+/// `<tag>: PASS|FAIL backend=<backend> platform=<platform> ...`.
+fn find_result(log: &str, tag: &str, backend: &str, platform: &str) -> Option<GuestLine> {
+    let pass = format!("{tag}: PASS backend={backend} platform={platform} ");
+    let fail = format!("{tag}: FAIL backend={backend} platform={platform} ");
     log.lines().find_map(|l| {
         if let Some(i) = l.find(&pass) {
             Some(GuestLine::Pass(l[i..].to_string()))
@@ -194,7 +196,7 @@ fn parse_demo(args: &[String]) -> Res<DemoArgs> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "native" | "xen" | "xen-dom0" | "all" => d.which = a.clone(),
+            "native" | "xen" | "xen-pvh" | "xen-dom0" | "all" => d.which = a.clone(),
             "--memory" => {
                 let v = it
                     .next()
@@ -226,8 +228,15 @@ fn cmd_demo(args: &[String]) -> Res<Verdict> {
     if d.which == "native" || d.which == "all" {
         verdicts.push(demo_native(&elf, d.memory.unwrap_or(128), &d.cmdline));
     }
-    if d.which == "xen" || d.which == "all" {
-        verdicts.push(demo_xen(&elf, d.memory.unwrap_or(64), &d.cmdline));
+    // The Xen domUs of one demo share one dom0 boot.
+    let kinds: Vec<xen::GuestKind> = match d.which.as_str() {
+        "xen" => vec![xen::GuestKind::Pv],
+        "xen-pvh" => vec![xen::GuestKind::Pvh],
+        "all" => vec![xen::GuestKind::Pv, xen::GuestKind::Pvh],
+        _ => vec![],
+    };
+    if !kinds.is_empty() {
+        verdicts.extend(demo_xen(&elf, d.memory.unwrap_or(64), &d.cmdline, &kinds));
     }
     if d.which == "xen-dom0" {
         verdicts.push(demo_xen_dom0(&elf, d.memory.unwrap_or(64), &d.cmdline));
@@ -251,8 +260,8 @@ fn cmd_demo(args: &[String]) -> Res<Verdict> {
 
 /// Maps a log (+ the backend's own end signal) to a verdict: the guest line decides, and
 /// a missing or contradicted line is a harness error.
-fn judge(log: &str, backend: &str, exit_ok: Option<bool>) -> Res<Verdict> {
-    match (find_result(log, TAG, backend), exit_ok) {
+fn judge(log: &str, backend: &str, platform: &str, exit_ok: Option<bool>) -> Res<Verdict> {
+    match (find_result(log, TAG, backend, platform), exit_ok) {
         (Some(GuestLine::Pass(_)), None | Some(true)) => Ok(Verdict::Pass),
         (Some(GuestLine::Fail(_)), None | Some(false)) => Ok(Verdict::Fail),
         (Some(line), Some(ok)) => Err(HarnessError(format!(
@@ -260,7 +269,7 @@ fn judge(log: &str, backend: &str, exit_ok: Option<bool>) -> Res<Verdict> {
             if ok { "PASS" } else { "FAIL" }
         ))),
         (None, _) => Err(HarnessError(format!(
-            "{backend}: the guest printed no {TAG} result line"
+            "{platform}: the guest printed no `{TAG}: PASS|FAIL backend={backend} platform={platform}` line"
         ))),
     }
 }
@@ -292,41 +301,79 @@ fn demo_native(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
         "    native: qemu exit status {:?} in {:.2}s",
         run.status, run.seconds
     );
-    judge(&run.log, "native", exit_ok)
+    judge(&run.log, "native", "bare", exit_ok)
 }
 
 fn xen_cache() -> PathBuf {
     util::root().join("target/xen")
 }
 
-fn demo_xen(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
-    let env = step(
+/// What a domU of `kind` must print: `backend=<backend> platform=<platform>`.
+fn domu_expect(kind: xen::GuestKind) -> (&'static str, &'static str) {
+    match kind {
+        xen::GuestKind::Pv => ("xen", "xen-pv"),
+        xen::GuestKind::Pvh => ("native", "xen-pvh"),
+    }
+}
+
+/// Boots guest-demo as one domU per kind (PV: `type = "pv"`; PVH: `type = "pvh"`), all in
+/// one dom0 boot, prints each console log and judges each: the result line and the shutdown
+/// reason (0 poweroff on PASS, 3 crash on FAIL) must agree.
+fn demo_xen(elf: &Path, memory: u32, cmdline: &str, kinds: &[xen::GuestKind]) -> Vec<Res<Verdict>> {
+    let env = match step(
         "xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)",
         || xen::prepare(&xen_cache()).map_err(HarnessError),
-    )?;
-    eprintln!(
-        "==> xen: Xen {} -> dom0 -> xl create guest-demo as a PV domU ({memory} MiB)",
-        env.version
-    );
-    let spec = xen::DomuSpec {
-        name: "guest-demo".into(),
-        elf: elf.to_path_buf(),
-        memory_mib: memory,
-        cmdline: cmdline.trim().to_string(),
+    ) {
+        Ok(env) => env,
+        Err(e) => return vec![Err(e)],
     };
-    let outcomes = xen::run_domus(&env, &[spec], Duration::from_secs(300)).map_err(HarnessError)?;
-    let o = outcomes
-        .into_iter()
-        .next()
-        .ok_or_else(|| HarnessError("xen: no domU outcome".into()))?;
-    for line in o.console_log.lines() {
-        println!("{line}");
-    }
+    let specs: Vec<xen::DomuSpec> = kinds
+        .iter()
+        .map(|k| xen::DomuSpec {
+            name: format!("guest-demo-{}", k.xl_type()),
+            kind: *k,
+            elf: elf.to_path_buf(),
+            memory_mib: memory,
+            cmdline: cmdline.trim().to_string(),
+        })
+        .collect();
+    let names: Vec<&str> = kinds
+        .iter()
+        .map(|k| match k {
+            xen::GuestKind::Pv => "a PV domU",
+            xen::GuestKind::Pvh => "a PVH domU",
+        })
+        .collect();
     eprintln!(
-        "    xen: domU shut down with reason {:?} after {:?}s",
-        o.shutdown_reason, o.seconds
+        "==> xen: Xen {} -> dom0 -> xl create guest-demo as {} ({memory} MiB)",
+        env.version,
+        names.join(", then as ")
     );
-    judge(&o.console_log, "xen", None)
+    let outcomes = match xen::run_domus(&env, &specs, Duration::from_secs(300)) {
+        Ok(o) => o,
+        Err(e) => return vec![Err(HarnessError(e))],
+    };
+    kinds
+        .iter()
+        .zip(outcomes)
+        .map(|(kind, o)| {
+            let (backend, platform) = domu_expect(*kind);
+            eprintln!("==> {platform}: console log of {}", o.name);
+            for line in o.console_log.lines() {
+                println!("{line}");
+            }
+            eprintln!(
+                "    {platform}: domU shut down with reason {:?} after {:?}s",
+                o.shutdown_reason, o.seconds
+            );
+            let exit_ok = match o.shutdown_reason {
+                Some(0) => Some(true),
+                Some(3) => Some(false),
+                _ => None,
+            };
+            judge(&o.console_log, backend, platform, exit_ok)
+        })
+        .collect()
 }
 
 fn demo_xen_dom0(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
@@ -344,7 +391,7 @@ fn demo_xen_dom0(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
         Some(35) => Some(false),
         _ => None,
     };
-    judge(&o.serial_log, "xen", exit_ok)
+    judge(&o.serial_log, "xen", "xen-pv", exit_ok)
 }
 
 /// One guest boot the test command checks.
@@ -370,8 +417,8 @@ impl BootCase {
             expect,
         }
     }
-    fn check(&self, log: &str, backend: &str) -> Result<String, String> {
-        match (find_result(log, TAG, backend), &self.expect) {
+    fn check(&self, log: &str, backend: &str, platform: &str) -> Result<String, String> {
+        match (find_result(log, TAG, backend, platform), &self.expect) {
             (Some(GuestLine::Pass(l)), Expect::Pass) => {
                 check_misuse(log, backend).map(|m| format!("{l} [{m}]"))
             }
@@ -417,9 +464,15 @@ fn check_misuse(log: &str, backend: &str) -> Result<String, String> {
 /// The tag of the example kernel's result lines.
 const MINIMAL_TAG: &str = "MINIMAL-KERNEL";
 
-/// `Ok(line)` when the log holds `<tag>: PASS backend=<backend>` and QEMU's status is 33.
-fn expect_pass(log: &str, tag: &str, backend: &str, status: Option<i32>) -> Result<String, String> {
-    match find_result(log, tag, backend) {
+/// `Ok(line)` when the log holds `<tag>: PASS backend=<backend> platform=<platform>` and
+/// QEMU's status is 33.
+fn expect_pass(
+    log: &str,
+    tag: &str,
+    (backend, platform): (&str, &str),
+    status: Option<i32>,
+) -> Result<String, String> {
+    match find_result(log, tag, backend, platform) {
         Some(GuestLine::Pass(l)) if status == Some(33) => Ok(l),
         Some(GuestLine::Pass(l)) => Err(format!("{l} but qemu status {status:?}, expected 33")),
         Some(GuestLine::Fail(l)) => Err(format!("unexpected result: {l}")),
@@ -504,13 +557,15 @@ fn cmd_test() -> Res<Verdict> {
                     "backend-native",
                     "-p",
                     "backend-xen",
+                    "-p",
+                    "platform-pvh",
                 ])
                 .env("RUSTDOCFLAGS", "-D warnings")
                 .current_dir(&root),
         )
     })?;
     step(
-        "cargo package (pvops-core, backend-native, backend-xen)",
+        "cargo package (pvops-core, backend-native, backend-xen, platform-pvh)",
         || {
             util::run(
                 util::cmd("cargo")
@@ -524,6 +579,8 @@ fn cmd_test() -> Res<Verdict> {
                         "backend-native",
                         "-p",
                         "backend-xen",
+                        "-p",
+                        "platform-pvh",
                     ])
                     .current_dir(&root),
             )
@@ -609,7 +666,7 @@ fn cmd_test() -> Res<Verdict> {
                     if run.status != Some(want) {
                         return Err(format!("qemu status {:?}, expected {want}", run.status));
                     }
-                    c.check(&run.log, "native")
+                    c.check(&run.log, "native", "bare")
                 });
             record(&c.name, r);
         }
@@ -619,7 +676,7 @@ fn cmd_test() -> Res<Verdict> {
     step("minimal-kernel on bare QEMU", || {
         let r = native::boot(&minimal_elf, 64, "", false, Duration::from_secs(60))
             .map_err(|e| e.to_string())
-            .and_then(|run| expect_pass(&run.log, MINIMAL_TAG, "native", run.status));
+            .and_then(|run| expect_pass(&run.log, MINIMAL_TAG, ("native", "bare"), run.status));
         record("minimal-kernel native", r);
         Ok(())
     })?;
@@ -661,7 +718,7 @@ fn cmd_test() -> Res<Verdict> {
                                         o.qemu_status
                                     ));
                                 }
-                                c.check(&o.serial_log, "xen")
+                                c.check(&o.serial_log, "xen", "xen-pv")
                             });
                     record(&c.name, r);
                 }
@@ -669,38 +726,73 @@ fn cmd_test() -> Res<Verdict> {
             });
             let _ = step("minimal-kernel as Xen dom0 (fast path)", || {
                 let r = xen::run_dom0(&env, &minimal_elf, 64, "", Duration::from_secs(90))
-                    .and_then(|o| expect_pass(&o.serial_log, MINIMAL_TAG, "xen", o.qemu_status));
+                    .and_then(|o| {
+                        expect_pass(&o.serial_log, MINIMAL_TAG, ("xen", "xen-pv"), o.qemu_status)
+                    });
                 record("minimal-kernel xen dom0", r);
                 Ok(())
             });
+            use xen::GuestKind::{Pv, Pvh};
             let domu_cases = [
-                BootCase::new("xen domU 64 MiB", 64, "", Expect::Pass),
-                BootCase::new("xen domU 16 MiB", 16, "", Expect::Pass),
-                BootCase::new("xen domU 512 MiB", 512, "", Expect::Pass),
-                BootCase::new(
-                    "xen domU 1024 MiB (beyond the direct map)",
-                    1024,
-                    "",
-                    Expect::Pass,
+                (Pv, BootCase::new("xen domU 64 MiB", 64, "", Expect::Pass)),
+                (Pv, BootCase::new("xen domU 16 MiB", 16, "", Expect::Pass)),
+                (Pv, BootCase::new("xen domU 512 MiB", 512, "", Expect::Pass)),
+                (
+                    Pv,
+                    BootCase::new(
+                        "xen domU 1024 MiB (beyond the direct map)",
+                        1024,
+                        "",
+                        Expect::Pass,
+                    ),
                 ),
-                BootCase::new(
-                    "xen domU pvops.early_ioremap=swapper",
-                    64,
-                    "pvops.early_ioremap=swapper",
-                    Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xf56"]),
+                (
+                    Pv,
+                    BootCase::new(
+                        "xen domU pvops.early_ioremap=swapper",
+                        64,
+                        "pvops.early_ioremap=swapper",
+                        Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xf56"]),
+                    ),
                 ),
-                BootCase::new(
-                    "xen domU pvops.skip_unpin",
-                    64,
-                    "pvops.skip_unpin",
-                    Expect::Fail(vec!["stage=pagetable_setup_done", "xen EBUSY"]),
+                (
+                    Pv,
+                    BootCase::new(
+                        "xen domU pvops.skip_unpin",
+                        64,
+                        "pvops.skip_unpin",
+                        Expect::Fail(vec!["stage=pagetable_setup_done", "xen EBUSY"]),
+                    ),
+                ),
+                (
+                    Pvh,
+                    BootCase::new("xen PVH domU 64 MiB", 64, "", Expect::Pass),
+                ),
+                (
+                    Pvh,
+                    BootCase::new(
+                        "xen PVH domU 1024 MiB (beyond the direct map)",
+                        1024,
+                        "",
+                        Expect::Pass,
+                    ),
+                ),
+                (
+                    Pvh,
+                    BootCase::new(
+                        "xen PVH domU pvops.early_ioremap=swapper",
+                        64,
+                        "pvops.early_ioremap=swapper",
+                        Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xff8"]),
+                    ),
                 ),
             ];
             let specs: Vec<xen::DomuSpec> = domu_cases
                 .iter()
                 .enumerate()
-                .map(|(i, c)| xen::DomuSpec {
+                .map(|(i, (kind, c))| xen::DomuSpec {
                     name: format!("pvops-test-{i}"),
+                    kind: *kind,
                     elf: elf.clone(),
                     memory_mib: c.memory,
                     cmdline: c.cmdline.clone(),
@@ -712,14 +804,16 @@ fn cmd_test() -> Res<Verdict> {
             match outcomes {
                 Err(e) => record("xen domU run", Err(e.to_string())),
                 Ok(outcomes) => {
-                    for (c, o) in domu_cases.iter().zip(&outcomes) {
+                    for ((kind, c), o) in domu_cases.iter().zip(&outcomes) {
                         let want = if matches!(c.expect, Expect::Pass) {
                             0
                         } else {
                             3
                         };
-                        let r = c.check(&o.console_log, "xen").and_then(|line| {
-                            match o.shutdown_reason {
+                        let (backend, platform) = domu_expect(*kind);
+                        let r = c
+                            .check(&o.console_log, backend, platform)
+                            .and_then(|line| match o.shutdown_reason {
                                 Some(r) if r == want => Ok(format!(
                                     "{line} [shutdown reason {r}, {:.1}s]",
                                     o.seconds.unwrap_or(0.0)
@@ -728,8 +822,7 @@ fn cmd_test() -> Res<Verdict> {
                                     "shutdown reason {other:?}, expected {want}: {:?}",
                                     o.error
                                 )),
-                            }
-                        });
+                            });
                         record(&c.name, r);
                     }
                 }

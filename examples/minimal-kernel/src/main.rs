@@ -8,8 +8,9 @@
 //! 2. it then maps one page of its own in the backend's scratch area with
 //!    [`pvops_core::mapper::map_page`], writes through that mapping, reads the bytes back
 //!    through the direct map, and unmaps the page again;
-//! 3. it prints `MINIMAL-KERNEL: PASS backend=<native|xen> ...`, or
-//!    `MINIMAL-KERNEL: FAIL backend=<name> stage=<stage>: <reason>`, and returns the
+//! 3. it prints `MINIMAL-KERNEL: PASS backend=<native|xen> platform=<bare|xen-pv> ...`, or
+//!    `MINIMAL-KERNEL: FAIL backend=<name> platform=<platform> stage=<stage>: <reason>`, and
+//!    returns the
 //!    [`Outcome`], which the backend turns into an exit (QEMU's isa-debug-exit, or a Xen
 //!    shutdown).
 #![no_std]
@@ -17,7 +18,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::fmt::Write;
-use pvops_core::boot::{boot, set_stage, take_boot_state, Stage};
+use pvops_core::boot::{boot, set_stage, take_boot_state, KernelStage, Stage};
 use pvops_core::mapper::{self, MapError};
 use pvops_core::mem::FrameAllocator;
 use pvops_core::options::BootOptions;
@@ -38,9 +39,11 @@ backend_xen::register_kernel!(minimal_main);
 /// Bytes written through the kernel's own mapping and read back through the direct map.
 const PROBE_LEN: usize = 32;
 
-/// The page of the scratch area this kernel uses (the boot path's exercise uses page 5 and
-/// leaves the area empty).
+/// The page of the scratch area this kernel uses (the boot path leaves the area empty).
 const OWN_PAGE: u32 = 16;
+
+/// This kernel's own stage after the boot path: a fault in it reads `stage=own_mapping`.
+static OWN_MAPPING: KernelStage = KernelStage::new("own_mapping");
 
 fn minimal_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
     let Handoff {
@@ -56,11 +59,12 @@ fn minimal_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
     );
     let opts = match BootOptions::parse(info.cmdline) {
         Ok(o) => o,
-        Err(e) => return fail::<P>(console, Stage::Banner, format_args!("{e}")),
+        Err(e) => return fail::<P>(console, info, Stage::Banner, format_args!("{e}")),
     };
     let Some(state) = take_boot_state() else {
         return fail::<P>(
             console,
+            info,
             Stage::Entry,
             format_args!("kernel main entered twice"),
         );
@@ -71,25 +75,31 @@ fn minimal_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
         Ok(r) => r,
         // A BootError prints as `stage=<stage>: <reason>`.
         Err(e) => {
-            let _ = writeln!(console, "{TAG}: FAIL backend={} {e}", P::NAME);
+            let _ = writeln!(
+                console,
+                "{TAG}: FAIL backend={} platform={} {e}",
+                P::NAME,
+                info.platform.name
+            );
             return Outcome::Fail;
         }
     };
 
     // 2. One mapping of the kernel's own, on the kernel's table (live now). A fault in here
     //    is reported by the backend's trap handler with the stage set below.
-    set_stage(Stage::Exercise);
+    let own = Stage::Kernel(&OWN_MAPPING);
+    set_stage(own);
     let frame = match own_mapping(platform, &mut state.alloc, console) {
         Ok(f) => f,
-        Err(e) => return fail::<P>(console, Stage::Exercise, format_args!("{e}")),
+        Err(e) => return fail::<P>(console, info, own, format_args!("{e}")),
     };
 
     // 3. The result line.
-    set_stage(Stage::Done);
     let _ = writeln!(
         console,
-        "{TAG}: PASS backend={} lowmem_mapped_mib={} root_pfn={} own_page_pfn={}",
+        "{TAG}: PASS backend={} platform={} lowmem_mapped_mib={} root_pfn={} own_page_pfn={}",
         P::NAME,
+        info.platform.name,
         report.lowmem_mapped >> 20,
         report.root,
         frame
@@ -181,13 +191,15 @@ fn own_mapping<P: Platform>(
 /// Prints the FAIL line of `stage` and returns [`Outcome::Fail`].
 fn fail<P: Platform>(
     console: &mut dyn Write,
+    info: &pvops_core::boot::BootInfo<'_>,
     stage: Stage,
     reason: core::fmt::Arguments<'_>,
 ) -> Outcome {
     let _ = writeln!(
         console,
-        "{TAG}: FAIL backend={} stage={}: {reason}",
+        "{TAG}: FAIL backend={} platform={} stage={}: {reason}",
         P::NAME,
+        info.platform.name,
         stage.name()
     );
     Outcome::Fail
@@ -195,7 +207,7 @@ fn fail<P: Platform>(
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    // The backend's fatal handler prints `MINIMAL-KERNEL: FAIL backend=.. stage=..: ..` and
+    // The backend's fatal handler prints `MINIMAL-KERNEL: FAIL backend=.. platform=.. stage=..: ..` and
     // ends the run as a failure.
     fatal(format_args!("{info}"))
 }

@@ -1,29 +1,67 @@
 //! The one generic boot path: from the bootstrap table to the kernel's own direct map.
 //!
-//! Stages, in order, each printed as `stage <name> ok cycles=<n>`: banner, early_ioremap,
-//! pagetable_setup_start, build_direct_map, write_cr3, pagetable_setup_done, exercise.
-//! The same code runs on bare metal, under Xen, and on the host's simulated machine.
+//! Stages, in order, each printed as `stage <name> ok cycles=<n> <counters>`: banner,
+//! early_ioremap, pagetable_setup_start, build_direct_map, write_cr3, pagetable_setup_done.
+//! The same code runs on bare metal, under Xen, and on the host's simulated machine. What a
+//! kernel does after it is its own: it names its stages ([`KernelStage`]) so that a fault
+//! there says where it happened, and times them with [`measure`] like the boot path's.
 
 mod report;
 mod stage;
 
-pub use crate::handoff::{BootInfo, IoremapProbe};
+pub use crate::handoff::{BootInfo, IoremapProbe, PlatformInfo};
 pub use report::{take_boot_state, BootError, BootErrorKind, BootReport, BootState};
-pub use stage::{current_stage, set_stage, Stage, BOOT_STAGES};
+pub use stage::{current_stage, set_stage, KernelStage, Stage, BOOT_STAGES};
 
-use crate::addr::{FrameRange, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::addr::{FrameRange, PhysFrame, PAGE_SIZE};
 use crate::ioremap::{EarlyIoremap, TableSource};
-use crate::mapper::{self, read_entry, MapError};
-use crate::mem::RegionKind;
-use crate::ops::Platform;
+use crate::mapper::{self, MapError};
+use crate::ops::{Platform, PvCounters};
 use crate::options::{BootOptions, IoremapWalk};
-use crate::paging::{EntrySlot, Level, PageTableEntry, KERNEL_RO, KERNEL_RW};
+use crate::paging::{Level, KERNEL_RO, KERNEL_RW};
+use core::fmt;
 use core::fmt::Write;
 
 type Res<T, E> = Result<T, BootErrorKind<E>>;
 
 const MIB: u64 = 1024 * 1024;
-const PATTERN_LEN: usize = 64;
+/// Most bytes the early_ioremap probe compares.
+const PROBE_MAX: usize = 64;
+
+/// What one stage cost: cycles and the backend's counters. Prints as
+/// `cycles=<n> <counters>`, the tail of a `stage <name> ok` line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageFigures {
+    /// Cycles (the backend's counter: compare within one backend only).
+    pub cycles: u64,
+    /// What the backend issued (hypercalls under Xen; all zero on bare metal).
+    pub counters: PvCounters,
+}
+
+impl fmt::Display for StageFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cycles={} {}", self.cycles, self.counters)
+    }
+}
+
+/// Runs `f` as stage `stage`: sets it as the current stage (a fault inside names it) and
+/// measures it. The boot path runs each of its stages through this; a kernel runs its own
+/// the same way and prints `stage <name> ok {figures}`.
+pub fn measure<P: Platform, T>(
+    p: &mut P,
+    stage: Stage,
+    f: impl FnOnce(&mut P) -> T,
+) -> (T, StageFigures) {
+    set_stage(stage);
+    let c0 = p.counters();
+    let t0 = p.cycles();
+    let out = f(p);
+    let figures = StageFigures {
+        cycles: p.cycles().wrapping_sub(t0),
+        counters: p.counters().since(&c0),
+    };
+    (out, figures)
+}
 
 /// The boot path. Generic over the backend, so each page-table write is a direct call.
 pub struct Boot<'a, P: Platform> {
@@ -37,7 +75,8 @@ pub struct Boot<'a, P: Platform> {
     early_window_l1: Option<PhysFrame>,
 }
 
-/// Runs every stage; returns the report or the first error.
+/// Runs every stage of the boot path, up to `pagetable_setup_done`; returns the report or
+/// the first error.
 pub fn boot<P: Platform>(
     p: &mut P,
     info: &BootInfo<'_>,
@@ -45,11 +84,12 @@ pub fn boot<P: Platform>(
     state: &mut BootState,
     log: &mut dyn Write,
 ) -> Result<BootReport, BootError<P::Error>> {
-    boot_until(p, info, opts, state, log, Stage::Exercise)
+    boot_until(p, info, opts, state, log, Stage::PagetableSetupDone)
 }
 
-/// Runs the stages up to and including `last` (e.g. [`Stage::PagetableSetupDone`] to skip
-/// the self-test of the `exercise` stage); returns the report or the first error.
+/// Runs the stages up to and including `last` (e.g. [`Stage::BuildDirectMap`] to stop
+/// before the switch; a stage that is not the boot path's runs them all); returns the report
+/// or the first error.
 pub fn boot_until<P: Platform>(
     p: &mut P,
     info: &BootInfo<'_>,
@@ -80,7 +120,7 @@ impl<'a, P: Platform> Boot<'a, P> {
                 Stage::BuildDirectMap => Self::build_direct_map,
                 Stage::WriteCr3 => Self::write_cr3,
                 Stage::PagetableSetupDone => Self::setup_done,
-                _ => Self::exercise,
+                Stage::Entry | Stage::Kernel(_) => continue,
             };
             self.stage(stage, f)?;
             if stage == last {
@@ -99,24 +139,29 @@ impl<'a, P: Platform> Boot<'a, P> {
         let c0 = self.p.counters();
         let t0 = self.p.cycles();
         f(self).map_err(|kind| BootError { stage, kind })?;
-        let dt = self.p.cycles().wrapping_sub(t0);
-        let dc = self.p.counters().since(&c0);
-        self.report.cycles[stage as usize] = dt;
-        self.report.counters[stage as usize] = dc;
-        let _ = writeln!(self.log, "stage {} ok cycles={} {}", stage.name(), dt, dc);
+        let figures = StageFigures {
+            cycles: self.p.cycles().wrapping_sub(t0),
+            counters: self.p.counters().since(&c0),
+        };
+        if let Some(i) = stage.position() {
+            self.report.stages[i] = figures;
+        }
+        let _ = writeln!(self.log, "stage {} ok {figures}", stage.name());
         Ok(())
     }
 
     fn banner(&mut self) -> Res<(), P::Error> {
         let _ = write!(self.log, "pvops: backends linked: ");
         let _ = crate::registry::write_backend_names(self.log);
-        let _ = writeln!(self.log, "; running on: {}", P::NAME);
+        let _ = writeln!(
+            self.log,
+            "; running on: {}; platform: {}; entry: {}",
+            P::NAME,
+            self.info.platform.name,
+            self.info.platform.entry
+        );
         for r in self.info.memory.regions() {
-            let kind = if r.kind == RegionKind::Usable {
-                "usable"
-            } else {
-                "reserved"
-            };
+            let kind = r.kind.name();
             let _ = writeln!(
                 self.log,
                 "pvops: mem {:#011x}-{:#011x} {}",
@@ -157,58 +202,9 @@ impl<'a, P: Platform> Boot<'a, P> {
         }
     }
 
-    /// Maps the probe through early_ioremap and compares it with the direct view.
     fn ioremap_check(&mut self) -> Res<(), P::Error> {
-        let Some(probe) = self.info.probe else {
-            let _ = writeln!(self.log, "early_ioremap: no probe on this backend");
-            return Ok(());
-        };
-        let pfn = probe.addr.frame();
-        let mfn = self
-            .p
-            .phys_to_machine(pfn)
-            .ok_or(MapError::NoMachineFrame(pfn))?;
-        let ma = crate::addr::MachineAddr(mfn.start().0 + probe.addr.frame_offset());
-        let len = probe.len.min(PATTERN_LEN as u64) as usize;
-        let mut io = EarlyIoremap::new(self.p.layout().ioremap_window, self.ioremap_source());
-        let root = io.root(self.p);
-        let m = io.map(self.p, &mut self.state.alloc, ma, len as u64)?;
-        let _ = writeln!(
-            self.log,
-            "early_ioremap: {} pa={} ma={} -> va={} (walked root pfn={}, live cr3 pfn={})",
-            probe.what,
-            probe.addr,
-            ma,
-            m.addr(),
-            root,
-            self.p.read_cr3()
-        );
-        let mut through_window = [0u8; PATTERN_LEN];
-        // SAFETY: the window slot was just mapped to the probe's bytes; reading them is harmless.
-        unsafe { self.p.read_virt(m.addr(), &mut through_window[..len]) }
-            .map_err(BootErrorKind::Fault)?;
-        let direct = self.p.frame_ptr(pfn).ok_or(MapError::Unreachable(pfn))?;
-        for (i, got) in through_window[..len].iter().enumerate() {
-            // SAFETY: frame_ptr gives 4096 readable bytes; offset + len stays in the frame
-            // or the next one, which the probe guarantees is mapped contiguously.
-            let want = unsafe {
-                core::ptr::read_volatile(direct.add(probe.addr.frame_offset() as usize + i))
-            };
-            if want != *got {
-                return Err(BootErrorKind::Mismatch {
-                    what: probe.what,
-                    offset: i,
-                    expected: want,
-                    found: *got,
-                });
-            }
-        }
-        let _ = writeln!(
-            self.log,
-            "early_ioremap: {len} bytes match through the window"
-        );
-        io.unmap(self.p, &mut self.state.alloc, m)?;
-        Ok(())
+        let source = self.ioremap_source();
+        check_probe(self.p, &mut self.state.alloc, self.info, source, self.log)
     }
 
     fn early_ioremap_stage(&mut self) -> Res<(), P::Error> {
@@ -242,8 +238,9 @@ impl<'a, P: Platform> Boot<'a, P> {
         let layout = self.p.layout();
         let mem = &self.info.memory;
         let limit = layout.lowmem_limit;
-        let mapped = mem.usable_bytes_below(limit);
-        let not_mapped = mem.usable_bytes() - mapped;
+        let mapped = mem.ram_bytes_below(limit);
+        let ram: u64 = mem.ram().map(|r| r.len).sum();
+        let not_mapped = ram - mapped;
         if mapped == 0 {
             return Err(BootErrorKind::NoLowmem);
         }
@@ -258,12 +255,12 @@ impl<'a, P: Platform> Boot<'a, P> {
             layout.lowmem_formula
         );
 
-        // The direct map: usable RAM below the limit, plus any part of the kernel image
+        // The direct map: RAM below the limit (boot data included), plus any part of the kernel image
         // outside it. The window's L1 is made first, then map_linear allocates every L1
         // before it maps any page (Xen: a page-table frame must never be mapped writable).
         let mut ranges = [FrameRange::EMPTY; crate::mem::MAX_REGIONS + 2];
         let mut n = 0;
-        for r in mem.usable_frames_below(limit) {
+        for r in mem.ram_frames_below(limit) {
             ranges[n] = r;
             n += 1;
         }
@@ -375,130 +372,60 @@ impl<'a, P: Platform> Boot<'a, P> {
         );
         Ok(())
     }
-
-    fn exercise(&mut self) -> Res<(), P::Error> {
-        self.exercise_reuse()?;
-        self.exercise_map()?;
-        self.ioremap_check()
-    }
-
-    /// Gets the released bootstrap frames back, by number, and writes and reads them.
-    fn exercise_reuse(&mut self) -> Res<(), P::Error> {
-        let released = self.report.reused;
-        let _ = write!(self.log, "exercise: reused bootstrap frames:");
-        for expected in released.iter().rev() {
-            let got = self.state.alloc.alloc()?;
-            if got != expected {
-                return Err(BootErrorKind::WrongFrame { expected, got });
-            }
-            let ptr = self.p.frame_ptr(got).ok_or(MapError::Unreachable(got))?;
-            for i in 0..PAGE_SIZE as usize {
-                // SAFETY: the frame is ours (just allocated) and reachable through the direct map.
-                unsafe { ptr.add(i).write_volatile(pattern(got, i)) };
-            }
-            for i in 0..PAGE_SIZE as usize {
-                // SAFETY: as above.
-                let v = unsafe { ptr.add(i).read_volatile() };
-                if v != pattern(got, i) {
-                    return Err(BootErrorKind::Mismatch {
-                        what: "reused frame",
-                        offset: i,
-                        expected: pattern(got, i),
-                        found: v,
-                    });
-                }
-            }
-            let _ = write!(self.log, " {got}");
-        }
-        let _ = writeln!(self.log, " ({} written and read back)", released.len());
-        for f in released.iter() {
-            self.state.alloc.free(f)?;
-        }
-        Ok(())
-    }
-
-    /// Maps a fresh frame in the scratch area, writes through it, reads through the direct
-    /// map, unmaps it and retires the L1 table it needed.
-    fn exercise_map(&mut self) -> Res<(), P::Error> {
-        let layout = self.p.layout();
-        let root = self.p.read_cr3();
-        let va = VirtAddr(layout.scratch_area.0 + 5 * PAGE_SIZE as u32);
-        let frame = self.state.alloc.alloc()?;
-        let mfn = self
-            .p
-            .phys_to_machine(frame)
-            .ok_or(MapError::NoMachineFrame(frame))?;
-        // SAFETY: the scratch area belongs to the boot path and is empty.
-        let flush =
-            unsafe { mapper::map_page(self.p, &mut self.state.alloc, root, va, mfn, KERNEL_RW) }?;
-        flush.flush(self.p).map_err(BootErrorKind::Backend)?;
-        let mut data = [0u8; PATTERN_LEN];
-        for (i, d) in data.iter_mut().enumerate() {
-            *d = pattern(frame, i) ^ 0x5a;
-        }
-        // SAFETY: `va` maps our fresh frame.
-        unsafe { self.p.write_virt(va, &data) }.map_err(BootErrorKind::Fault)?;
-        let direct = self
-            .p
-            .frame_ptr(frame)
-            .ok_or(MapError::Unreachable(frame))?;
-        for (i, want) in data.iter().enumerate() {
-            // SAFETY: frame_ptr gives 4096 readable bytes.
-            let got = unsafe { direct.add(i).read_volatile() };
-            if got != *want {
-                return Err(BootErrorKind::Mismatch {
-                    what: "scratch mapping",
-                    offset: i,
-                    expected: *want,
-                    found: got,
-                });
-            }
-        }
-        // SAFETY: nothing uses `va` any more.
-        let (unmapped, flush) =
-            unsafe { mapper::unmap_page(self.p, &mut self.state.alloc, root, va) }?;
-        flush.flush(self.p).map_err(BootErrorKind::Backend)?;
-        debug_assert_eq!(unmapped, mfn);
-        match mapper::translate(self.p, root, va) {
-            Err(MapError::NotMapped(_)) => {}
-            Ok(e) => {
-                return Err(BootErrorKind::Map(MapError::AlreadyMapped(VirtAddr(
-                    e.addr().0 as u32,
-                ))))
-            }
-            Err(e) => return Err(e.into()),
-        }
-        // Retire the scratch L1: unlink, flush, then give the frame back.
-        let l3e = read_entry(self.p, root, va.l3_index())?;
-        let l2 = mapper::next_table(self.p, l3e)?;
-        let l1 = mapper::next_table(self.p, read_entry(self.p, l2, va.l2_index())?)?;
-        // SAFETY: the L1 maps nothing any more.
-        unsafe {
-            self.p.set_pmd(
-                EntrySlot {
-                    table: l2,
-                    index: va.l2_index() as u16,
-                },
-                PageTableEntry::EMPTY,
-            )
-        }
-        .map_err(BootErrorKind::Backend)?;
-        self.p.flush_tlb_all().map_err(BootErrorKind::Backend)?;
-        self.p
-            .release_pt(l1, Level::L1)
-            .map_err(BootErrorKind::Backend)?;
-        self.state.alloc.free(l1)?;
-        self.state.alloc.free(frame)?;
-        let _ = writeln!(
-            self.log,
-            "exercise: mapped pfn {frame} at {va} (l1 pfn {l1}), {PATTERN_LEN} bytes written there read back through the direct map, unmapped"
-        );
-        Ok(())
-    }
 }
 
-fn pattern(frame: PhysFrame, i: usize) -> u8 {
-    (frame.0 as usize)
-        .wrapping_mul(31)
-        .wrapping_add(i.wrapping_mul(7)) as u8
+/// Maps `info`'s probe through early_ioremap (walking the table `source` names), reads it
+/// through the window and compares it with the direct view, then unmaps it. The boot path's
+/// `early_ioremap` stage runs it on the bootstrap table; a kernel may run it again later.
+pub fn check_probe<P: Platform>(
+    p: &mut P,
+    alloc: &mut crate::mem::FrameAllocator,
+    info: &BootInfo<'_>,
+    source: TableSource,
+    log: &mut dyn Write,
+) -> Res<(), P::Error> {
+    let Some(probe) = info.probe else {
+        let _ = writeln!(log, "early_ioremap: no probe on this backend");
+        return Ok(());
+    };
+    let pfn = probe.addr.frame();
+    let mfn = p
+        .phys_to_machine(pfn)
+        .ok_or(MapError::NoMachineFrame(pfn))?;
+    let ma = crate::addr::MachineAddr(mfn.start().0 + probe.addr.frame_offset());
+    let len = probe.len.min(PROBE_MAX as u64) as usize;
+    let mut io = EarlyIoremap::new(p.layout().ioremap_window, source);
+    let root = io.root(p);
+    let m = io.map(p, alloc, ma, len as u64)?;
+    let _ = writeln!(
+        log,
+        "early_ioremap: {} pa={} ma={} -> va={} (walked root pfn={}, live cr3 pfn={})",
+        probe.what,
+        probe.addr,
+        ma,
+        m.addr(),
+        root,
+        p.read_cr3()
+    );
+    let mut through_window = [0u8; PROBE_MAX];
+    // SAFETY: the window slot was just mapped to the probe's bytes; reading them is harmless.
+    unsafe { p.read_virt(m.addr(), &mut through_window[..len]) }.map_err(BootErrorKind::Fault)?;
+    let direct = p.frame_ptr(pfn).ok_or(MapError::Unreachable(pfn))?;
+    for (i, got) in through_window[..len].iter().enumerate() {
+        // SAFETY: frame_ptr gives 4096 readable bytes; offset + len stays in the frame
+        // or the next one, which the probe guarantees is mapped contiguously.
+        let want =
+            unsafe { core::ptr::read_volatile(direct.add(probe.addr.frame_offset() as usize + i)) };
+        if want != *got {
+            return Err(BootErrorKind::Mismatch {
+                what: probe.what,
+                offset: i,
+                expected: want,
+                found: *got,
+            });
+        }
+    }
+    let _ = writeln!(log, "early_ioremap: {len} bytes match through the window");
+    io.unmap(p, alloc, m)?;
+    Ok(())
 }

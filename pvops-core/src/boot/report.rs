@@ -1,6 +1,6 @@
 //! What the boot path returns (its report or its error) and the state it keeps between stages.
 
-use super::Stage;
+use super::{Stage, StageFigures, BOOT_STAGES};
 use crate::addr::{FrameRange, PhysFrame};
 use crate::ioremap::IoremapError;
 use crate::mapper::MapError;
@@ -104,22 +104,25 @@ pub struct BootReport {
     pub direct_map_ptes: u32,
     /// L1 tables of the direct map (window included).
     pub direct_map_tables: u32,
-    /// The bootstrap frames freed and then reused by the exercise stage.
+    /// The bootstrap frames `pagetable_setup_done` released to the allocator.
     pub reused: FrameRange,
-    /// Cycles per stage, indexed by `Stage as usize`.
-    pub cycles: [u64; 10],
-    /// Hypercalls per stage, indexed by `Stage as usize`.
-    pub counters: [crate::ops::PvCounters; 10],
+    /// Cycles and counters of each stage, in [`BOOT_STAGES`] order.
+    pub stages: [StageFigures; BOOT_STAGES.len()],
 }
 
 impl BootReport {
     /// Cycles of all stages.
     pub fn total_cycles(&self) -> u64 {
-        self.cycles.iter().sum()
+        self.stages.iter().map(|s| s.cycles).sum()
     }
     /// Hypercalls of all stages.
     pub fn total_hypercalls(&self) -> u64 {
-        self.counters.iter().map(|c| c.hypercalls()).sum()
+        self.stages.iter().map(|s| s.counters.hypercalls()).sum()
+    }
+    /// The figures of boot-path stage `stage` (`None` for a stage that is not the boot
+    /// path's).
+    pub fn stage(&self, stage: Stage) -> Option<StageFigures> {
+        Some(self.stages[stage.position()?])
     }
 }
 

@@ -408,6 +408,10 @@ impl SimMachine {
     /// The boot information the sim's "entry code" hands to the boot path.
     pub fn boot_info(&self) -> BootInfo<'static> {
         BootInfo {
+            platform: pvops_core::boot::PlatformInfo {
+                name: "sim",
+                entry: "host simulation (multiboot-like)",
+            },
             memory: self.memory.clone(),
             cmdline: self.cfg.cmdline,
             first_free: self.first_free,

@@ -23,8 +23,8 @@
 //!   L2e/L3e an L1/L2 ref. A frame taking a page-table type is validated (refs taken
 //!   recursively, undone on failure); at count 0 it is devalidated (refs dropped recursively).
 //!   Pins and the cr3 hold one ref each.
-//! - **Hypercalls**, with Xen 4.17.5's errnos (the rules below; [`rule_cases`] provokes each
-//!   through raw calls on any [`Hypervisor`]): `mmu_update` (NORMAL_PT_UPDATE,
+//! - **Hypercalls**, with Xen 4.17.5's errnos (the rules below; `pvops-xen-conformance` provokes
+//!   Xen's refusals through raw calls on any [`Hypervisor`]): `mmu_update` (NORMAL_PT_UPDATE,
 //!   PT_UPDATE_PRESERVE_AD, MACHPHYS_UPDATE), `mmuext_op`, `update_va_mapping`, `multicall`
 //!   (arguments are guest virtual addresses, read through the live table),
 //!   `memory_op(XENMEM_machphys_mapping)`. A batch stops at the first failing entry and
@@ -68,16 +68,13 @@ use crate::frames::FrameStore;
 use backend_xen::abi::{
     mmuext, nr, Errno, MachphysMapping, MmuUpdate, MmuextOp, MulticallEntry, StartInfo,
 };
-use backend_xen::abi::{
-    DOMID_SELF, HYPERVISOR_VIRT_START_PAE, START_INFO_MAGIC, UVMF_INVLPG, VIRT_BASE,
-};
+use backend_xen::abi::{DOMID_SELF, HYPERVISOR_VIRT_START_PAE, START_INFO_MAGIC, VIRT_BASE};
 use backend_xen::start_info::{validate, StartInfoError};
 use backend_xen::{Hypervisor, XenError, XenMmu};
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
-use pvops_core::boot::{boot, BootError, BootErrorKind, BootReport, BootState, Stage};
+use pvops_core::boot::{BootError, BootErrorKind, BootReport, BootState, Stage};
 use pvops_core::ioremap::IoremapError;
 use pvops_core::mapper::MapError;
-use pvops_core::mem::FrameAllocator;
 use pvops_core::ops::PageFault;
 use pvops_core::options::BootOptions;
 use std::cell::Cell;
@@ -164,14 +161,6 @@ use pte::*;
 
 fn frame_of(e: u64) -> u32 {
     ((e & ADDR) >> 12) as u32
-}
-
-fn errno_name(e: i32) -> String {
-    if e == 0 {
-        "0".to_string()
-    } else {
-        Errno(-e).to_string()
-    }
 }
 
 type R = Result<(), Errno>;
@@ -496,12 +485,10 @@ mod counters;
 mod frame_state;
 mod hypercalls;
 mod memory;
-mod rules;
 mod runner;
 mod validate;
 
 use builder::build_domain;
 pub use counters::*;
 pub use frame_state::*;
-pub use rules::*;
 pub use runner::*;

@@ -121,7 +121,7 @@ impl XenBootRun {
         self.mmu
             .as_mut()
             .expect("XenMmu::new failed: no model")
-            .hypervisor()
+            .model()
     }
     /// Hypercalls made during stage `name` (`None` if it did not pass).
     pub fn stage_counters(&self, name: &str) -> Option<HvCounters> {
@@ -221,7 +221,7 @@ pub fn boot_domain(dom: XenDomain, opts: BootOptions) -> XenBootRun {
         counters,
         marks: Vec::new(),
     };
-    let result = boot(&mut mmu, &info, opts, &mut run.state, &mut log);
+    let result = crate::boot_and_exercise(&mut mmu, &info, opts, &mut run.state, &mut log);
     run.result = result.map_err(XenBootFailure::Boot);
     run.log = log.text;
     run.stages = log.marks;
@@ -234,18 +234,31 @@ pub fn boot_mib(mib: u32, opts: BootOptions) -> XenBootRun {
     boot_domain(DomainConfig::new(mib).build(), opts)
 }
 
+/// Mutable access to the model inside a `XenMmu`, for tests that inspect it, audit it or
+/// inject faults into it.
+pub trait ModelAccess {
+    /// The model.
+    fn model(&mut self) -> &mut XenModel;
+}
+
+impl ModelAccess for XenMmu<XenModel> {
+    fn model(&mut self) -> &mut XenModel {
+        // SAFETY: the model lives in host memory; what a test does through it can only
+        // confuse the backend's bookkeeping, which is what such tests examine.
+        unsafe { self.hypervisor_mut() }
+    }
+}
+
 impl XenBootRun {
-    /// A [`RuleEnv`] over this booted guest (dom0 RAM and a VGA frame as the foreign and
-    /// I/O frames).
-    pub fn rule_env(&mut self) -> RuleEnv<'_, XenModel> {
+    /// The Xen conformance environment over this booted guest: the model as the raw
+    /// hypercall layer, the boot path's allocator and the live L3.
+    pub fn conformance_env(&mut self) -> pvops_xen_conformance::Env<'_, XenModel> {
         let mmu = self.mmu.as_mut().expect("booted");
         let cr3 = pvops_core::MmuOps::read_cr3(mmu);
-        RuleEnv {
-            hv: mmu.hypervisor(),
-            alloc: &mut self.state.alloc,
-            cr3,
-            foreign_mfn: MachineFrame(DOM0_MFNS.0 + 0x123),
-            io_mfn: MachineFrame(0xB8),
-        }
+        let hv = mmu.model();
+        // SAFETY: the boot is over: nothing else uses the model or the allocator while the
+        // environment lives; `cr3` is the live L3; allocated frames are in the direct map.
+        unsafe { pvops_xen_conformance::Env::new(hv, &mut self.state.alloc, cr3) }
+            .expect("XENMEM_machphys_mapping on the model")
     }
 }

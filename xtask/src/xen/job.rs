@@ -110,9 +110,10 @@ pub(super) fn xl_quote(s: &str) -> String {
 
 pub(super) fn xl_config(index: usize, s: &DomuSpec) -> String {
     format!(
-        "name = {}\ntype = \"pv\"\nkernel = \"/job/{index}/kernel\"\nmemory = {}\nvcpus = 1\n\
+        "name = {}\ntype = \"{}\"\nkernel = \"/job/{index}/kernel\"\nmemory = {}\nvcpus = 1\n\
          cmdline = {}\non_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\n",
         xl_quote(&s.name),
+        s.kind.xl_type(),
         s.memory_mib,
         xl_quote(&s.cmdline)
     )

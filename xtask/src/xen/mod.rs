@@ -114,12 +114,34 @@ pub fn prepare(cache: &Path) -> Result<XenEnv, String> {
     })
 }
 
+/// How `xl create` starts a domU (its `type =`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GuestKind {
+    /// `type = "pv"`: a 32-bit PAE PV guest (XEN_ELFNOTE_ENTRY, ring 1).
+    #[default]
+    Pv,
+    /// `type = "pvh"`: an HVM container entered at XEN_ELFNOTE_PHYS32_ENTRY, paging off.
+    Pvh,
+}
+
+impl GuestKind {
+    /// The xl config's `type` value.
+    pub fn xl_type(self) -> &'static str {
+        match self {
+            GuestKind::Pv => "pv",
+            GuestKind::Pvh => "pvh",
+        }
+    }
+}
+
 /// One domU to start with `xl create -F`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomuSpec {
     /// Domain name: 1–48 characters of `[A-Za-z0-9_.-]`, unique within one run.
     pub name: String,
-    /// The 32-bit PAE PV kernel ELF.
+    /// PV or PVH.
+    pub kind: GuestKind,
+    /// The kernel ELF (32-bit PAE PV notes for `Pv`, a PHYS32_ENTRY note for `Pvh`).
     pub elf: PathBuf,
     /// `memory =` in the xl config.
     pub memory_mib: u32,

@@ -175,6 +175,7 @@ mod tests {
     fn relay_parsed() {
         let spec = DomuSpec {
             name: "g".into(),
+            kind: Default::default(),
             elf: PathBuf::new(),
             memory_mib: 16,
             cmdline: String::new(),
@@ -192,6 +193,7 @@ mod tests {
     fn relay_fatal_is_an_error() {
         let spec = DomuSpec {
             name: "g".into(),
+            kind: Default::default(),
             elf: PathBuf::new(),
             memory_mib: 16,
             cmdline: String::new(),

@@ -1,5 +1,4 @@
-//! Xen's own refusals, provoked through the raw [`Hypervisor`] layer (never through
-//! [`XenMmu`]'s checked methods, so no check of ours answers first), for the misuse stage.
+//! pvops-xen-conformance: Xen's own refusals, provoked through the raw hypercall layer.
 //!
 //! Each case takes fresh frames from the boot path's allocator, sets up its precondition with
 //! raw hypercalls, issues ONE provoking call, checks a control where it proves something
@@ -9,23 +8,26 @@
 //! empty slots of the live slot-3 L2 (the scratch area) and the direct-map entries of the
 //! case's own frames.
 //!
-//! The expected errno is given per mode: dom0 is privileged (it may map the low 1 MiB).
-//! The same cases run on the host's model of Xen's rules (`tests/tests/misuse_model.rs`),
-//! which must give the errno real Xen 4.17.5 gives a domU.
+//! The cases never go through `XenMmu`'s checked methods (no check of ours answers first):
+//! they run on any [`Hypervisor`]. ONE list ([`cases`]) serves guest-demo's `misuse` stage on
+//! the real Xen (through `RealXen`) and the host tests on the model of Xen's rules
+//! (`tests/tests/misuse_model.rs`, `tests/tests/xen_model.rs`), which must give the errno
+//! real Xen 4.17.5 gives. The expected errno is given per mode: dom0 is privileged (it may
+//! map the low 1 MiB).
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(missing_docs)]
 
-use crate::abi::{
-    mmuext, nr, Errno, MmuUpdate, MmuextOp, MulticallEntry, StartInfo, DOMID_SELF, SIF_INITDOMAIN,
-    START_INFO_MAGIC, UVMF_INVLPG, VIRT_BASE,
+use backend_xen::abi::{
+    mmuext, nr, Errno, MachphysMapping, MmuUpdate, MmuextOp, MulticallEntry, StartInfo, DOMID_SELF,
+    SIF_INITDOMAIN, START_INFO_MAGIC, UVMF_INVLPG, VIRT_BASE,
 };
-use crate::hypervisor::Hypervisor;
-use crate::mmu::XenMmu;
+use backend_xen::Hypervisor;
 use core::fmt;
 use pvops_core::addr::{MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
-use pvops_core::boot::BootInfo;
 use pvops_core::mem::FrameAllocator;
-use pvops_core::misuse::{BackendMisuse, CaseResult, MisuseTally, Status, Verdict};
-use pvops_core::ops::{MmuOps, Platform};
 use pvops_core::paging::{PteFlags, ADDRESS_MASK, KERNEL_RO, KERNEL_RW};
+use pvops_selftest::{CaseResult, Status, Tally, Verdict};
 
 const P: u64 = PteFlags::PRESENT.bits();
 const RW: u64 = PteFlags::WRITABLE.bits();
@@ -115,13 +117,16 @@ impl<H: Hypervisor> XenCase<H> {
     }
 }
 
-/// What a case works with: the backend (for its hypercall layer, the p2m/m2p and the live
-/// table's mappings), the boot path's frame allocator and the live L3.
+/// What a case works with: the raw hypercall layer of a booted guest (hypercalls, p2m/m2p,
+/// the direct map), the boot path's frame allocator and the live L3.
 pub struct Env<'a, H: Hypervisor> {
-    mmu: &'a mut XenMmu<H>,
+    /// The raw hypercall layer.
+    pub hv: &'a mut H,
     alloc: &'a mut FrameAllocator,
     /// The live L3 (pseudo-physical).
     pub cr3: PhysFrame,
+    /// Where the hypervisor hole starts (`XENMEM_machphys_mapping`).
+    hole: u32,
     calls: u64,
 }
 
@@ -166,15 +171,30 @@ fn direct_va(pfn: PhysFrame) -> VirtAddr {
 }
 
 impl<'a, H: Hypervisor> Env<'a, H> {
-    /// An environment over a booted guest (the live L3 is `mmu.read_cr3()`).
-    pub fn new(mmu: &'a mut XenMmu<H>, alloc: &'a mut FrameAllocator) -> Self {
-        let cr3 = mmu.read_cr3();
-        Env {
-            mmu,
+    /// An environment over a booted guest whose live L3 is `cr3`; asks Xen where the
+    /// hypervisor hole starts.
+    ///
+    /// # Safety
+    /// The cases issue raw hypercalls behind the backend's back: nothing else may use the
+    /// hypercall layer or `alloc` while the environment lives, `cr3` must be the live L3,
+    /// and every frame `alloc` hands out must be direct-mapped and writable.
+    pub unsafe fn new(
+        hv: &'a mut H,
+        alloc: &'a mut FrameAllocator,
+        cr3: PhysFrame,
+    ) -> Result<Self, Verdict> {
+        let mut mm = MachphysMapping::default();
+        ok0(
+            "memory_op(XENMEM_machphys_mapping)",
+            hv.machphys_mapping(&mut mm),
+        )?;
+        Ok(Env {
+            hv,
             alloc,
             cr3,
+            hole: mm.v_start,
             calls: 0,
-        }
+        })
     }
     /// Raw hypercalls issued so far.
     pub fn hypercalls(&self) -> u64 {
@@ -182,15 +202,14 @@ impl<'a, H: Hypervisor> Env<'a, H> {
     }
     /// `p2m[pfn]`.
     pub fn mfn(&self, pfn: PhysFrame) -> Result<MachineFrame, Verdict> {
-        self.mmu
-            .phys_to_machine(pfn)
+        self.hv
+            .p2m(pfn)
             .ok_or_else(|| Verdict::broken("p2m lookup", format_args!("pfn {pfn} has no mfn")))
     }
     fn ptr(&self, t: PhysFrame) -> Result<*mut u64, Verdict> {
-        self.mmu
-            .frame_ptr(t)
-            .map(|p| p as *mut u64)
-            .ok_or_else(|| Verdict::broken("reach a frame", format_args!("pfn {t} not mapped")))
+        // Frames the cases touch are the allocator's and the live tables': all direct-mapped.
+        self.mfn(t)?;
+        Ok(self.hv.frame_ptr(t) as *mut u64)
     }
     /// Entry `i` of table `t`, read through the direct map.
     pub fn entry(&self, t: PhysFrame, i: usize) -> Result<u64, Verdict> {
@@ -198,8 +217,9 @@ impl<'a, H: Hypervisor> Env<'a, H> {
         // SAFETY: frame_ptr gives 4096 readable bytes of a direct-mapped frame; i < 512.
         Ok(unsafe { p.add(i % 512).read_volatile() })
     }
-    /// Writes entry `i` of `t` directly (only for the case's own writable, untyped frames).
-    fn poke(&mut self, t: PhysFrame, i: usize, v: u64) -> Result<(), Verdict> {
+    /// Writes entry `i` of `t` directly (only for the case's own writable, untyped frames;
+    /// the model reports any other direct write as a violation).
+    pub fn poke(&mut self, t: PhysFrame, i: usize, v: u64) -> Result<(), Verdict> {
         let p = self.ptr(t)?;
         // SAFETY: as `entry`; the frame is the case's own and mapped writable.
         unsafe { p.add(i % 512).write_volatile(v) };
@@ -220,8 +240,9 @@ impl<'a, H: Hypervisor> Env<'a, H> {
                 format_args!("not present"),
             ));
         }
-        self.mmu
-            .machine_to_phys(m)
+        self.hv
+            .m2p(m)
+            .filter(|p| self.hv.p2m(*p) == Some(m))
             .ok_or_else(|| Verdict::broken("follow an entry", format_args!("mfn {m} not ours")))
     }
     /// The live slot-3 L2.
@@ -230,43 +251,47 @@ impl<'a, H: Hypervisor> Env<'a, H> {
     }
     /// First Xen-private slot of the slot-3 L2: the hypervisor hole's.
     pub fn first_xen_slot(&self) -> usize {
-        (self.mmu.hole_start().wrapping_sub(VIRT_BASE) >> 21) as usize
+        (self.hole.wrapping_sub(VIRT_BASE) >> 21) as usize
     }
     /// Machine address of the live L1 entry that maps `pfn` in the direct map.
     pub fn pte_ma(&self, pfn: PhysFrame) -> Result<u64, Verdict> {
-        let (slot, _) = self
-            .mmu
-            .live_l1_slot(direct_va(pfn))
-            .map_err(|e| Verdict::broken("find a direct-map entry", format_args!("{e}")))?;
-        Ok(self.mfn(slot.table)?.start().0 + slot.byte_offset())
+        let (l1, i) = self.live_l1(direct_va(pfn))?;
+        Ok(self.mfn(l1)?.start().0 + i as u64 * 8)
+    }
+    /// The live L1 that maps `va` and the index of its entry (4 KiB pages only).
+    pub fn live_l1(&self, va: VirtAddr) -> Result<(PhysFrame, usize), Verdict> {
+        let l2 = self.table_of(self.entry(self.cr3, va.l3_index())?)?;
+        let l2e = self.entry(l2, va.l2_index())?;
+        if l2e & PSE != 0 {
+            return Err(Verdict::broken(
+                "find a 4 KiB mapping",
+                format_args!("{va} is in a 2 MiB page"),
+            ));
+        }
+        Ok((self.table_of(l2e)?, va.l1_index()))
     }
     /// One `mmu_update` request.
     pub fn mmu1(&mut self, ptr: u64, val: u64) -> i32 {
         let mut done = 0;
         self.calls += 1;
-        self.mmu
-            .hypervisor()
-            .mmu_update(&[MmuUpdate { ptr, val }], &mut done)
+        self.hv.mmu_update(&[MmuUpdate { ptr, val }], &mut done)
     }
     /// One `mmuext_op`.
     pub fn ext1(&mut self, cmd: u32, arg1: u32) -> i32 {
         let mut done = 0;
         self.calls += 1;
-        self.mmu
-            .hypervisor()
+        self.hv
             .mmuext_op(&[MmuextOp { cmd, arg1, arg2: 0 }], &mut done)
     }
     /// `update_va_mapping(va, val, UVMF_INVLPG)`.
     pub fn uvm(&mut self, va: VirtAddr, val: u64) -> i32 {
         self.calls += 1;
-        self.mmu
-            .hypervisor()
-            .update_va_mapping(va, val, UVMF_INVLPG)
+        self.hv.update_va_mapping(va, val, UVMF_INVLPG)
     }
     /// `multicall`.
-    fn multicall(&mut self, calls: &mut [MulticallEntry]) -> i32 {
+    pub fn multicall(&mut self, calls: &mut [MulticallEntry]) -> i32 {
         self.calls += 1;
-        self.mmu.hypervisor().multicall(calls)
+        self.hv.multicall(calls)
     }
     /// Remaps `pfn` in the direct map read-only or writable (one raw `mmu_update`, then an
     /// invlpg when it succeeded). Returns the `mmu_update` result.
@@ -570,7 +595,7 @@ fn c_uvm_pt_writable<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict
 fn c_uvm_no_l1<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     // 4 MiB: user space, no L1 table in the kernel's table.
     let va = VirtAddr(0x0040_0000);
-    if env.mmu.live_l1_slot(va).is_ok() {
+    if env.live_l1(va).is_ok() {
         return Err(Verdict::broken(
             "the address has no mapping",
             format_args!("{va} is mapped"),
@@ -635,7 +660,7 @@ fn c_mmu_update_in_xen_frame<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32,
             "Xen maps the M2P through an L1 here: its first frame's content is unknown",
         ));
     }
-    let hv = env.mmu.hypervisor();
+    let hv = &*env.hv;
     let word = |m| hv.m2p(MachineFrame(m)).map_or(u32::MAX, |p| p.0) as u64;
     let val = word(0) | word(1) << 32;
     Ok(env.mmu1(xen.start().0, val))
@@ -819,15 +844,14 @@ pub fn cases<H: Hypervisor>() -> [XenCase<H>; 23] {
 
 /// Runs every case in `mode`, reporting each; stops at the first failure.
 pub fn run_cases<H: Hypervisor>(
-    mmu: &mut XenMmu<H>,
-    alloc: &mut FrameAllocator,
+    env: &mut Env<'_, H>,
     mode: Mode,
     report: &mut dyn FnMut(&CaseResult),
-) -> MisuseTally {
-    let mut tally = MisuseTally::default();
-    let mut env = Env::new(mmu, alloc);
+) -> Tally {
+    let mut tally = Tally::default();
+    let calls = env.hypercalls();
     for case in cases::<H>() {
-        let got = match (case.run)(&mut env) {
+        let got = match (case.run)(env) {
             Ok(ret) => verdict_of(ret),
             Err(v) => v,
         };
@@ -842,14 +866,15 @@ pub fn run_cases<H: Hypervisor>(
             break;
         }
     }
-    tally.raw_hypercalls = env.hypercalls();
+    tally.raw_hypercalls = env.hypercalls() - calls;
     tally
 }
 
 /// The mode, from start_info's flags (`None` if `start_info` does not hold a PAE
 /// start_info).
-pub fn mode_of<H: Hypervisor>(mmu: &XenMmu<H>, start_info: PhysFrame) -> Option<Mode> {
-    let p = mmu.frame_ptr(start_info)? as *const StartInfo;
+pub fn mode_of<H: Hypervisor>(hv: &H, start_info: PhysFrame) -> Option<Mode> {
+    hv.p2m(start_info)?;
+    let p = hv.frame_ptr(start_info) as *const StartInfo;
     // SAFETY: the frame is direct-mapped and readable; StartInfo is plain old data of
     // 1112 bytes inside it; the fields are read without holding a reference.
     let (magic, flags) = unsafe {
@@ -865,33 +890,4 @@ pub fn mode_of<H: Hypervisor>(mmu: &XenMmu<H>, start_info: PhysFrame) -> Option<
         } else {
             Mode::DomU
         })
-}
-
-impl<H: Hypervisor> BackendMisuse for XenMmu<H> {
-    /// Xen's refusals ([`cases`]), in the mode start_info's flags give (start_info is the
-    /// frame [`crate::boot_info`] names as its early_ioremap probe).
-    fn backend_misuse(
-        &mut self,
-        alloc: &mut FrameAllocator,
-        info: &BootInfo<'_>,
-        report: &mut dyn FnMut(&CaseResult),
-    ) -> MisuseTally {
-        match crate::start_info_frame(info).and_then(|f| mode_of(self, f)) {
-            Some(mode) => run_cases(self, alloc, mode, report),
-            None => {
-                let r = CaseResult {
-                    name: "xen_mode",
-                    expected: Verdict::Accepted,
-                    got: Verdict::broken(
-                        "read start_info's flags",
-                        format_args!("no start_info in the boot info"),
-                    ),
-                };
-                let mut tally = MisuseTally::default();
-                tally.count(&r);
-                report(&r);
-                tally
-            }
-        }
-    }
 }

@@ -1,0 +1,295 @@
+//! The PVH entry: the `XEN_ELFNOTE_PHYS32_ENTRY` note, a five-instruction shim into
+//! backend-native's bootstrap stub, and the Rust entry that sets up Xen's platform services
+//! (hypercall page, console ring, shutdown) around the native MMU and runs the kernel main
+//! registered for the native backend.
+
+use crate::start_info::{self, PvhStartInfo, INFO_LEN};
+use crate::PLATFORM_XEN_PVH;
+use backend_native::{fixmap, Native, BOOTSTRAP_MAPPED, NATIVE_KERNEL, PAGE_OFFSET};
+use backend_xen::abi::{self, XenconsInterface};
+use backend_xen::console::{self, Console};
+use backend_xen::real;
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+use pvops_core::addr::{PhysAddr, PhysFrame, PAGE_SIZE};
+use pvops_core::boot::{current_stage, BootInfo, IoremapProbe};
+use pvops_core::registry::{kernel_tag, set_fatal_handler, Handoff, Outcome};
+
+core::arch::global_asm!(
+    r#"
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4, 4, {phys32_entry}
+    .asciz "Xen"
+    .long pvops_pvh_entry - {page_offset}
+
+    .section .text.pvops_pvh_entry, "ax"
+    .global pvops_pvh_entry
+    .code32
+pvops_pvh_entry:
+    cli
+    cld
+    mov %ebx, %edi
+    xor %esi, %esi
+    mov $pvops_pvh_main, %ebx
+    jmp pvops_native_boot
+"#,
+    phys32_entry = const crate::XEN_ELFNOTE_PHYS32_ENTRY,
+    page_offset = const PAGE_OFFSET,
+    options(att_syntax)
+);
+
+/// The fixmap slot of the console ring.
+const CONSOLE_FIXMAP_SLOT: usize = 0;
+
+/// Set once the hypercall page works: before that, an exit can only halt.
+static HYPERCALLS: AtomicBool = AtomicBool::new(false);
+
+/// Why the hypercall page could not be set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HypercallPageError {
+    /// No CPUID leaf from 0x40000000 to 0x40010000 carries "XenVMMXenVMM".
+    NotXen,
+    /// Xen's base leaf does not reach base + 2 (the hypercall leaf).
+    NoHypercallLeaf {
+        /// The base leaf.
+        base: u32,
+        /// Its largest leaf.
+        max: u32,
+    },
+    /// Xen offers no hypercall page.
+    NoPages {
+        /// The base leaf.
+        base: u32,
+    },
+    /// The page still holds its fill after the MSR write: Xen did not write the stubs.
+    NotFilled {
+        /// The MSR written.
+        msr: u32,
+    },
+}
+
+impl fmt::Display for HypercallPageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotXen => write!(
+                f,
+                "no Xen CPUID leaves (XenVMMXenVMM) at 0x40000000..0x40010000"
+            ),
+            Self::NoHypercallLeaf { base, max } => {
+                write!(
+                    f,
+                    "Xen CPUID base {base:#x} ends at leaf {max:#x}, before the hypercall leaf"
+                )
+            }
+            Self::NoPages { base } => {
+                write!(f, "Xen CPUID leaf {:#x} offers no hypercall page", base + 2)
+            }
+            Self::NotFilled { msr } => {
+                write!(
+                    f,
+                    "Xen did not fill the hypercall page after wrmsr({msr:#x})"
+                )
+            }
+        }
+    }
+}
+
+/// What the hypercall-page setup found.
+struct XenCpuid {
+    base: u32,
+    version: u32,
+    msr: u32,
+}
+
+/// Finds Xen's CPUID leaves and gives Xen the hypercall page's physical address through the
+/// MSR they name; Xen writes the stubs (`vmcall`/`vmmcall`, 32 bytes per hypercall) into it.
+fn setup_hypercall_page() -> Result<XenCpuid, HypercallPageError> {
+    use core::arch::x86::__cpuid;
+    let mut found = None;
+    let mut base = abi::CPUID_XEN_FIRST_BASE;
+    while base <= abi::CPUID_XEN_LAST_BASE {
+        // cpuid has no side effects; hypervisor leaves answer for any value.
+        let r = __cpuid(base);
+        let mut sig = [0u8; 12];
+        sig[0..4].copy_from_slice(&r.ebx.to_le_bytes());
+        sig[4..8].copy_from_slice(&r.ecx.to_le_bytes());
+        sig[8..12].copy_from_slice(&r.edx.to_le_bytes());
+        if &sig == abi::CPUID_XEN_SIGNATURE {
+            found = Some((base, r.eax));
+            break;
+        }
+        base += 0x100;
+    }
+    let (base, max) = found.ok_or(HypercallPageError::NotXen)?;
+    if max < base + 2 {
+        return Err(HypercallPageError::NoHypercallLeaf { base, max });
+    }
+    // Leaf base+1 is the version, base+2 the hypercall-page leaf.
+    let (version, hc) = (__cpuid(base + 1).eax, __cpuid(base + 2));
+    if hc.eax == 0 {
+        return Err(HypercallPageError::NoPages { base });
+    }
+    let page = real::hypercall_page();
+    let pa = (page as u32 - PAGE_OFFSET) as u64;
+    // SAFETY: the MSR Xen named takes the guest-physical address of a page (bits 0-11: page
+    // index 0) and makes Xen write hypercall stubs there; the page is the image's own
+    // `.xen_hypercall_page`, used for nothing else.
+    unsafe { x86::msr::wrmsr(hc.ebx, pa) };
+    // SAFETY: the page is in the image, mapped; Xen has just written it.
+    let first = unsafe { core::ptr::read_volatile(page as *const u8) };
+    if first == 0xcc {
+        return Err(HypercallPageError::NotFilled { msr: hc.ebx });
+    }
+    Ok(XenCpuid {
+        base,
+        version,
+        msr: hc.ebx,
+    })
+}
+
+/// Ends the domain: drains the console ring, then `SCHEDOP_shutdown` poweroff (PASS) or crash
+/// (FAIL). Without a hypercall page (a failure before it worked) it can only halt.
+fn exit(pass: bool) -> ! {
+    if HYPERCALLS.load(Ordering::Acquire) {
+        console::drain();
+        let mut reason = if pass {
+            abi::SHUTDOWN_POWEROFF
+        } else {
+            abi::SHUTDOWN_CRASH
+        };
+        let _ = real::sched_op(abi::SCHEDOP_SHUTDOWN, &mut reason);
+        loop {
+            let _ = real::sched_op(abi::SCHEDOP_YIELD, &mut 0);
+        }
+    }
+    loop {
+        // SAFETY: halting with interrupts off parks the vCPU; `xl` or its timeout ends it.
+        unsafe { core::arch::asm!("cli; hlt") };
+    }
+}
+
+fn fatal(args: fmt::Arguments<'_>) -> ! {
+    let _ = writeln!(
+        Console,
+        "{}: FAIL backend=native platform={} stage={}: {}",
+        kernel_tag(),
+        PLATFORM_XEN_PVH.name,
+        current_stage().name(),
+        args
+    );
+    exit(false)
+}
+
+/// The console ring: its pfn and event channel from `HVMOP_get_param`, mapped at a fixmap
+/// address that stays valid on the kernel's own table.
+fn setup_console_ring() -> Result<(u64, u32, usize), &'static str> {
+    let pfn = real::hvm_get_param(abi::HVM_PARAM_CONSOLE_PFN)
+        .map_err(|_| "hvm_op(HVMOP_get_param, HVM_PARAM_CONSOLE_PFN) failed")?;
+    let evtchn = real::hvm_get_param(abi::HVM_PARAM_CONSOLE_EVTCHN)
+        .map_err(|_| "hvm_op(HVMOP_get_param, HVM_PARAM_CONSOLE_EVTCHN) failed")?;
+    if pfn == 0 || evtchn > u32::MAX as u64 {
+        return Err("Xen gave no console ring (pfn 0 or no event channel)");
+    }
+    // SAFETY: the console page is the domain's own RAM page that xenconsoled shares; nothing
+    // else in the kernel uses it.
+    let va = unsafe { fixmap::set(CONSOLE_FIXMAP_SLOT, PhysAddr(pfn << 12)) }
+        .map_err(|_| "the console ring's pfn does not fit the fixmap")?;
+    // SAFETY: the fixmap maps the ring at `va` on the bootstrap table and, from
+    // pagetable_setup_start on, on the kernel's table.
+    unsafe { console::use_ring(va.as_usize() as *mut XenconsInterface, evtchn as u32) };
+    Ok((pfn, evtchn as u32, va.as_usize()))
+}
+
+/// Rust entry, called by backend-native's bootstrap stub on the bootstrap table with the
+/// physical address of `hvm_start_info` (the `ebx` Xen passed).
+#[unsafe(no_mangle)]
+extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
+    console::use_debug_port();
+    set_fatal_handler(fatal);
+    backend_native::install_idt();
+    let _ = writeln!(
+        Console,
+        "xen-pvh: entered at XEN_ELFNOTE_PHYS32_ENTRY (paging off), hvm_start_info pa={start_info_pa:#x}; native bootstrap table on; earliest console: port 0xe9"
+    );
+    let cpuid = match setup_hypercall_page() {
+        Ok(c) => c,
+        Err(e) => fatal(format_args!("{e}")),
+    };
+    HYPERCALLS.store(true, Ordering::Release);
+    let (ring_pfn, evtchn, ring_va) = match setup_console_ring() {
+        Ok(r) => r,
+        Err(e) => fatal(format_args!("{e}")),
+    };
+    let image = backend_native::kernel_image();
+    let _ = writeln!(
+        Console,
+        "xen-pvh: Xen {}.{} (CPUID base {:#x}); hypercall page pa={:#x} via MSR {:#x}; console ring pfn {ring_pfn:#x} at {ring_va:#x} (fixmap), evtchn {evtchn}; hvm_start_info pa={start_info_pa:#x}; image pfn {}..{}",
+        cpuid.version >> 16,
+        cpuid.version & 0xffff,
+        cpuid.base,
+        real::hypercall_page() as u32 - PAGE_OFFSET,
+        cpuid.msr,
+        image.start,
+        image.end
+    );
+    let read = |addr: u64, len: usize| -> Option<&'static [u8]> {
+        let end = addr.checked_add(len as u64)?;
+        // SAFETY: the bootstrap table maps [0, BOOTSTRAP_MAPPED) at PAGE_OFFSET; Xen's boot
+        // structures there are not written while the kernel parses them (they are reserved
+        // before the allocator runs).
+        (end <= BOOTSTRAP_MAPPED).then(|| unsafe {
+            core::slice::from_raw_parts((PAGE_OFFSET as u64 + addr) as usize as *const u8, len)
+        })
+    };
+    let si: PvhStartInfo<'static> = match start_info::parse(start_info_pa as u64, &read) {
+        Ok(s) => s,
+        Err(e) => fatal(format_args!("{e}")),
+    };
+    let _ = writeln!(
+        Console,
+        "xen-pvh: hvm_start_info version={} flags={:#x} memmap entries={} modules={} rsdp={:#x} cmdline \"{}\"",
+        si.version,
+        si.flags,
+        si.memmap_entries,
+        si.modules().len(),
+        si.rsdp,
+        si.cmdline
+    );
+    for r in si.reservations() {
+        let _ = writeln!(
+            Console,
+            "mem: reserved {} pa={:#x}..{:#x}",
+            r.what,
+            r.start,
+            r.start + r.len
+        );
+    }
+    let bootstrap_tables = backend_native::bootstrap_tables();
+    let reach = PhysFrame((BOOTSTRAP_MAPPED / PAGE_SIZE) as u32);
+    let info = BootInfo {
+        platform: PLATFORM_XEN_PVH,
+        memory: si.memory.clone(),
+        cmdline: si.cmdline,
+        first_free: image.end,
+        bootstrap_reach: reach,
+        bootstrap_tables,
+        kernel_image: image,
+        table_pool: pvops_core::pool::EARLY_TABLE_POOL.frames(PAGE_OFFSET as usize),
+        probe: Some(IoremapProbe {
+            addr: PhysAddr(start_info_pa as u64),
+            len: INFO_LEN as u64,
+            what: "hvm_start_info",
+        }),
+    };
+    let mut native = Native::new(reach, bootstrap_tables, &info.memory);
+    let Some(main) = NATIVE_KERNEL.first() else {
+        fatal(format_args!("no kernel registered for the native backend"))
+    };
+    let outcome = main(Handoff {
+        platform: &mut native,
+        info: &info,
+        console: &mut Console,
+    });
+    exit(outcome == Outcome::Pass)
+}
