@@ -2,12 +2,14 @@
 //! pass (beyond "no panic"), so a parser that accepts something inconsistent is a crash too.
 //!
 //! Input formats (all little-endian; `cargo xtask fuzz --capture` writes seeds in them):
-//! - `multiboot`: `mbi:u32`, then segments of physical memory `addr:u32 len:u16 bytes[len]`
+//! - `multiboot`, `hvm_start_info`: the address handed over (`mbi`, `start_info`) as `u32`,
+//!   then segments of physical memory `addr:u32 len:u16 bytes[len]`
 //!   (a last segment shorter than `len` keeps what is there). Reads are answered as the real
 //!   boot answers them: the exact bytes when one segment holds the whole range, else `None`.
 //! - `start_info`: `si_va:u32 esp:u32 image_end_pfn:u32`, then the 1112 bytes of start_info
 //!   (zero-padded when shorter).
-//! - `memory_map`: `first_free_pfn:u32`, then entries `start:u64 len:u64 kind:u8`.
+//! - `memory_map`: `first_free_pfn:u32`, then entries `start:u64 len:u64 op:u8`; `op & 3`:
+//!   0 add reserved, 1 add usable, 2 add boot data, 3 `reserve` the range (mark boot data).
 //! - `cmdline`: the command line's bytes.
 
 use pvops_core::addr::{PhysFrame, PAGE_SIZE};
@@ -43,6 +45,11 @@ impl<'a> PhysSegments<'a> {
         Some(PhysSegments { entry, segments })
     }
 
+    /// [`PhysSegments::read`] for readers of 64-bit physical addresses (nothing above 4 GiB).
+    pub fn read64(&self, addr: u64, len: usize) -> Option<&'a [u8]> {
+        self.read(u32::try_from(addr).ok()?, len)
+    }
+
     /// The bytes at `[addr, addr + len)` when one segment holds them all.
     pub fn read(&self, addr: u32, len: usize) -> Option<&'a [u8]> {
         self.segments.iter().find_map(|&(base, bytes)| {
@@ -67,7 +74,25 @@ pub fn check_map(map: &MemoryMap) {
     }
     let usable: u64 = map.usable().map(|r| r.len).sum();
     assert_eq!(map.usable_bytes(), usable);
+    let ram: u64 = map.ram().map(|r| r.len).sum();
     for limit in [0, 0x10_0000, 896 << 20, 1 << 32, u64::MAX] {
+        assert!(map.ram_bytes_below(limit) <= ram);
+        for f in map.ram_frames_below(limit) {
+            let (start, end) = (f.start.0 as u64 * PAGE_SIZE, f.end.0 as u64 * PAGE_SIZE);
+            assert!(
+                start < end && end <= limit,
+                "ram frames {f:?}, limit {limit:#x}"
+            );
+            // Adjacent RAM regions are joined: every page must lie in some RAM region.
+            let mut at = start;
+            while at < end {
+                let r = map
+                    .ram()
+                    .find(|r| r.start.0 <= at && at < r.end())
+                    .unwrap_or_else(|| panic!("ram frames {f:?} leave RAM at {at:#x}"));
+                at = r.end().min(end);
+            }
+        }
         let below = map.usable_bytes_below(limit);
         assert!(below <= usable);
         for f in map.usable_frames_below(limit) {
@@ -134,4 +159,31 @@ pub fn check_options(cmdline: &str) {
             assert_eq!(BootOptions::parse(&canonical), Ok(o));
         }
     }
+}
+
+/// What `MemoryMap::reserve(start, len)` must have done, given the map before and after.
+pub fn check_reserve(before: &MemoryMap, after: &MemoryMap, start: u64, len: u64) {
+    let end = start.saturating_add(len);
+    let overlap =
+        |r: &pvops_core::mem::MemoryRegion| r.end().min(end).saturating_sub(r.start.0.max(start));
+    let ram = |m: &MemoryMap| m.ram().map(|r| r.len).sum::<u64>();
+    assert_eq!(ram(before), ram(after), "reserve changed the amount of RAM");
+    let cut: u64 = before.usable().map(overlap).sum();
+    assert_eq!(after.usable_bytes(), before.usable_bytes() - cut);
+    assert!(
+        after.usable().all(|r| overlap(r) == 0),
+        "usable memory left in the reserved range"
+    );
+    let others = |m: &MemoryMap| {
+        m.regions()
+            .iter()
+            .filter(|r| r.kind == RegionKind::Reserved)
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        others(before),
+        others(after),
+        "reserve changed reserved regions"
+    );
 }

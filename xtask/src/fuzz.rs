@@ -15,7 +15,13 @@ use std::process::Command;
 use std::time::Duration;
 
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`), in the order they run.
-pub const TARGETS: [&str; 4] = ["multiboot", "start_info", "memory_map", "cmdline"];
+pub const TARGETS: [&str; 5] = [
+    "multiboot",
+    "start_info",
+    "hvm_start_info",
+    "memory_map",
+    "cmdline",
+];
 /// The cargo-fuzz release `cargo install` fetches when it is missing.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// `--seconds` default: seconds of fuzzing per target.
@@ -275,13 +281,14 @@ fn field(fields: &[(&str, &str)], key: &str) -> Res<u32> {
         .ok_or_else(|| HarnessError(format!("boot input line without a hex `{key}=`")))
 }
 
-/// The `multiboot` seed: `mbi`, then the parser's reads, adjacent chunks merged into segments.
-fn multiboot_seed(log: &str) -> Res<Vec<u8>> {
-    let lines = boot_input_lines(log, "multiboot");
-    let first = lines.first().ok_or_else(|| {
-        HarnessError("no PVOPS-BOOTINPUT: multiboot lines in the boot log".into())
-    })?;
-    let mbi = field(&first.0, "mbi")?;
+/// A seed in the segments format (`multiboot`, `hvm_start_info`): the address the loader
+/// handed over (field `entry`), then the parser's reads, adjacent chunks merged into segments.
+fn segments_seed(log: &str, what: &str, entry: &str) -> Res<Vec<u8>> {
+    let lines = boot_input_lines(log, what);
+    let first = lines
+        .first()
+        .ok_or_else(|| HarnessError(format!("no PVOPS-BOOTINPUT: {what} lines in the log")))?;
+    let mbi = field(&first.0, entry)?;
     let mut segments: Vec<(u32, Vec<u8>)> = Vec::new();
     for (fields, bytes) in &lines {
         let addr = field(fields, "addr")?;
@@ -351,7 +358,11 @@ fn memory_map_seed(log: &str) -> Res<Vec<u8>> {
         };
         seed.extend_from_slice(&s.to_le_bytes());
         seed.extend_from_slice(&(e - s).to_le_bytes());
-        seed.push((kind == "usable") as u8);
+        seed.push(match kind {
+            "usable" => 1,
+            "boot-data" => 2,
+            _ => 0,
+        });
     }
     if seed.len() == 4 {
         return Err(HarnessError("no `pvops: mem` lines in the boot log".into()));
@@ -378,8 +389,8 @@ fn write_seed(target: &str, name: &str, bytes: &[u8]) -> Res<()> {
     Ok(())
 }
 
-/// Boots guest-demo built with `dump-boot-input` on QEMU (multiboot), as Xen dom0 and as a Xen
-/// domU, and writes what each loader handed over to `fuzz/seeds/`.
+/// Boots guest-demo built with `dump-boot-input` on QEMU (multiboot), as Xen dom0, as a Xen PV
+/// domU and as a Xen PVH domU, and writes what each loader handed over to `fuzz/seeds/`.
 fn capture_seeds() -> Res<()> {
     let built = kernel::build_with(
         "guest-demo",
@@ -396,7 +407,11 @@ fn capture_seeds() -> Res<()> {
     native::ensure_qemu()?;
     let boot = native::boot(&elf, 128, CAPTURE_CMDLINE, false, Duration::from_secs(60))?;
     expect_pass(&boot.log, "native")?;
-    write_seed("multiboot", "qemu-128m", &multiboot_seed(&boot.log)?)?;
+    write_seed(
+        "multiboot",
+        "qemu-128m",
+        &segments_seed(&boot.log, "multiboot", "mbi")?,
+    )?;
     write_seed("memory_map", "qemu-128m", &memory_map_seed(&boot.log)?)?;
     write_seed("cmdline", "qemu", &cmdline_seed(&boot.log)?)?;
 
@@ -415,21 +430,33 @@ fn capture_seeds() -> Res<()> {
         &memory_map_seed(&dom0.serial_log)?,
     )?;
 
-    let spec = xen::DomuSpec {
-        name: "capture".into(),
+    let specs = [xen::GuestKind::Pv, xen::GuestKind::Pvh].map(|kind| xen::DomuSpec {
+        name: format!("capture-{}", kind.xl_type()),
+        kind,
         elf: elf.clone(),
         memory_mib: 64,
         cmdline: CAPTURE_CMDLINE.into(),
+    });
+    let domus = xen::run_domus(&env, &specs, Duration::from_secs(300)).map_err(HarnessError)?;
+    let log_of = |i: usize| {
+        domus
+            .get(i)
+            .map(|o| o.console_log.as_str())
+            .ok_or_else(|| HarnessError("xen: a domU outcome is missing".into()))
     };
-    let domu = xen::run_domus(&env, &[spec], Duration::from_secs(300)).map_err(HarnessError)?;
-    let log = &domu
-        .first()
-        .ok_or_else(|| HarnessError("xen: no domU outcome".into()))?
-        .console_log;
-    expect_pass(log, "xen domU")?;
-    write_seed("start_info", "xen-domu-64m", &start_info_seed(log)?)?;
-    write_seed("memory_map", "xen-domu-64m", &memory_map_seed(log)?)?;
-    write_seed("cmdline", "xen-domu", &cmdline_seed(log)?)?;
+    let pv = log_of(0)?;
+    expect_pass(pv, "xen PV domU")?;
+    write_seed("start_info", "xen-domu-64m", &start_info_seed(pv)?)?;
+    write_seed("memory_map", "xen-domu-64m", &memory_map_seed(pv)?)?;
+    write_seed("cmdline", "xen-domu", &cmdline_seed(pv)?)?;
+    let pvh = log_of(1)?;
+    expect_pass(pvh, "xen PVH domU")?;
+    write_seed(
+        "hvm_start_info",
+        "xen-pvh-64m",
+        &segments_seed(pvh, "hvm_start_info", "start_info")?,
+    )?;
+    write_seed("memory_map", "xen-pvh-64m", &memory_map_seed(pvh)?)?;
     Ok(())
 }
 

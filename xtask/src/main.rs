@@ -91,14 +91,15 @@ cargo xtask fuzz [--seconds N] [--capture]
 Fuzzes every parser of loader-provided boot input with libFuzzer (cargo-fuzz), each target
 for N seconds (default 60; N is per target, not in total): multiboot (info, memory map,
 command line, then the frame allocator on the result), start_info (validation, and that what
-it accepts lies inside the domain), memory_map (the map and the allocator), cmdline (the
-pvops.* options). Starts from the checked-in seeds in fuzz/seeds/<target>/ and keeps what it
+it accepts lies inside the domain), hvm_start_info (PVH: info, memory map, command line,
+modules; no boot structure left usable), memory_map (the map, its boot-data reservations and
+the allocator), cmdline (the pvops.* options). Starts from the checked-in seeds in fuzz/seeds/<target>/ and keeps what it
 finds in target/fuzz/corpus/<target>/; a crashing input goes to target/fuzz/artifacts/.
 Prints per target `fuzz <target>: <runs> runs in <s> s, corpus <n> inputs (<m> seeds),
 crashes <0|1>` and `fuzz: <targets> targets, <runs> runs, <crashes> crashes`.
 --capture  first rebuilds guest-demo with the dump-boot-input feature, boots it on QEMU,
-           as Xen dom0 and as a Xen domU, and rewrites fuzz/seeds/ from what each loader
-           handed over (PVOPS-BOOTINPUT lines).
+           as Xen dom0, as a Xen PV domU and as a Xen PVH domU, and rewrites fuzz/seeds/
+           from what each loader handed over (PVOPS-BOOTINPUT lines).
 Installs: g++ (apt-get, for libFuzzer) and cargo-fuzz (cargo install, ~1.5 minutes) if
 missing; first build of the targets ~1.5 minutes, then seconds.
 Exit status: 0 no crash, 1 a target crashed, 2 harness error.";
