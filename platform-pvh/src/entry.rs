@@ -274,6 +274,17 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
         si.rsdp,
         si.cmdline
     );
+    for (addr, size, kind) in si.memmap() {
+        let _ = writeln!(
+            Console,
+            "xen-pvh: memmap {addr:#011x}+{size:#x} type {kind}{}",
+            if kind == start_info::MEMMAP_TYPE_RAM {
+                " (RAM)"
+            } else {
+                ""
+            }
+        );
+    }
     for r in si.reservations() {
         let _ = writeln!(
             Console,

@@ -185,6 +185,7 @@ pub struct PvhStartInfo<'a> {
     pub rsdp: u64,
     /// `memmap_entries`: entries in the loader's memory-map table.
     pub memmap_entries: u32,
+    memmap_table: &'a [u8],
     /// The memory map, with every loader structure and module reserved.
     pub memory: MemoryMap,
     /// The command line ("" when absent).
@@ -196,6 +197,13 @@ pub struct PvhStartInfo<'a> {
 }
 
 impl<'a> PvhStartInfo<'a> {
+    /// The loader's memory-map entries as it wrote them: `(addr, size, type)`.
+    pub fn memmap(&self) -> impl Iterator<Item = (u64, u64, u32)> + 'a {
+        self.memmap_table
+            .chunks_exact(MEMMAP_ENTRY_LEN)
+            .map(|e| (u64_at(e, 0), u64_at(e, 8), u32_at(e, 16)))
+    }
+
     /// The boot modules.
     pub fn modules(&self) -> &[Module<'a>] {
         &self.modules[..self.nr_modules]
@@ -338,6 +346,7 @@ pub fn parse<'a>(
         flags,
         rsdp,
         memmap_entries: entries,
+        memmap_table: table,
         memory,
         cmdline,
         modules: [Module::default(); MAX_MODULES],
@@ -458,12 +467,15 @@ mod tests {
         }
     }
 
-    /// The map Xen 4.17.5 gave a 64 MiB PVH domU here (RAM, then the special pages and the
-    /// ACPI tables reserved below 4 GiB).
-    const XEN_64M: [(u64, u64, u32); 3] = [
+    /// The table Xen 4.17.5 wrote for a 64 MiB PVH domU here, in its order (`cargo xtask demo
+    /// xen-pvh` prints it): RAM from 0 (no legacy hole), the special pages (console ring,
+    /// xenstore, ...) reserved, the ACPI tables and the RSDP as type 3; not sorted.
+    const XEN_64M: [(u64, u64, u32); 5] = [
         (0, 0x400_0000, 1),
-        (0xfc00_0000, 0x1_0000, 2),
         (0xfeff_8000, 0x8000, 2),
+        (0xfc00_8000, 0x40, 3),
+        (0xfc00_0000, 0x1000, 3),
+        (0xfc00_1000, 0x7000, 3),
     ];
 
     #[test]
@@ -489,7 +501,7 @@ mod tests {
             whats,
             [
                 ("hvm_start_info", SI, 56),
-                ("memmap", MEMMAP, 72),
+                ("memmap", MEMMAP, 120),
                 ("cmdline", CMDLINE, 14),
                 ("modlist", MODLIST, 32),
                 ("module", 0x8000, 0x1800),
@@ -498,7 +510,7 @@ mod tests {
         );
         assert_eq!(
             si.memory.usable_bytes(),
-            0x400_0000 - (56 + 72 + 14 + 32 + 0x1800 + 3)
+            0x400_0000 - (56 + 120 + 14 + 32 + 0x1800 + 3)
         );
         // The allocator never hands out a frame that holds a loader structure or module.
         let mut a =
@@ -540,7 +552,7 @@ mod tests {
             PvhError::Unreadable {
                 what: "memmap",
                 addr: 0x20_0000,
-                len: 72
+                len: 120
             }
         );
         img.put64(SI + 40, u64::MAX - 16);
@@ -548,7 +560,7 @@ mod tests {
             img.parse().unwrap_err(),
             PvhError::MemmapRange {
                 addr: u64::MAX - 16,
-                entries: 3
+                entries: 5
             }
         );
         img.put64(SI + 40, 0);
@@ -556,7 +568,7 @@ mod tests {
             img.parse().unwrap_err(),
             PvhError::MemmapCount {
                 addr: 0,
-                entries: 3
+                entries: 5
             }
         );
         // Straddling the end of what the reader maps.

@@ -664,8 +664,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            m.ram_frames_below(u64::MAX)
-                .collect::<std::vec::Vec<_>>(),
+            m.ram_frames_below(u64::MAX).collect::<std::vec::Vec<_>>(),
             [FrameRange {
                 start: PhysFrame(u32::MAX - 1),
                 end: PhysFrame(u32::MAX)

@@ -21,7 +21,7 @@ cargo xtask <command> [options]      (cargo xtask <command> --help for details)
 
 Commands:
   build    Build guest-demo (every backend linked) to target/guest-demo.elf.
-  demo     Boot guest-demo on bare QEMU, then as a Xen PV domU, and print the logs.
+  demo     Boot guest-demo on bare QEMU, then as a Xen PV and a PVH domU; print the logs.
   test     fmt, clippy, rustdoc, host tests, Miri, and real boots on QEMU and Xen.
   bench    Benches, the codegen check and real boots; writes target/pvops-bench.json.
   miri     The raw-memory unit tests under Miri (installs the nightly miri component).
@@ -45,14 +45,15 @@ boots through multiboot1 (bare metal) and as a 32-bit PAE Xen PV guest.
 Installs: the nightly rust-src component if missing. First run: ~30 s; then ~1 s.";
 
 const HELP_DEMO: &str = "\
-cargo xtask demo [native|xen|xen-dom0|all] [--memory MIB] [--cmdline \"OPTS\"]
+cargo xtask demo [native|xen|xen-pvh|xen-dom0|all] [--memory MIB] [--cmdline \"OPTS\"]
 
 Builds guest-demo and boots it, printing its serial (native) or console (Xen) log:
   native     qemu-system-i386 -kernel (multiboot1), isa-debug-exit for the result
   xen        Xen 4.17 (PV32) under QEMU -> Linux dom0 -> xl create guest-demo as a PV domU
+  xen-pvh    the same, as a PVH domU (type = \"pvh\": PHYS32_ENTRY, native MMU, Xen platform)
   xen-dom0   guest-demo itself as Xen's dom0 (about a second; a test fast path)
-  all        native, then xen (the default)
---memory MIB      native: QEMU -m (default 128); xen: domU memory (default 64);
+  all        native, then xen and xen-pvh in one dom0 boot (the default)
+--memory MIB      native: QEMU -m (default 128); xen, xen-pvh: domU memory (default 64);
                   xen-dom0: dom0 memory (default 64)
 --cmdline \"OPTS\"  appended to the guest's command line, e.g.
                   pvops.early_ioremap=swapper  (walk the static table: the 2008 bug)
