@@ -64,35 +64,11 @@ cfg_if::cfg_if! {
         pub use mmu::Native;
 
 
-        /// The kernel main(s) registered for the native backend (one expected); see
-        /// [`register_kernel!`].
+        /// The kernel main(s) registered for the native backend (one expected): a
+        /// kernel adds itself with `pvops::register_kernel!` (or
+        /// `pvops_core::register_kernel_for!`).
         #[linkme::distributed_slice]
         #[linkme(crate = pvops_core::linkme)]
         pub static NATIVE_KERNEL: [fn(pvops_core::registry::Handoff<'_, Native>) -> pvops_core::registry::Outcome];
-
-        /// Registers a kernel main, generic over the platform, to run on bare metal:
-        /// `backend_native::register_kernel!(my_main);` where
-        /// `fn my_main<P: pvops_core::Platform>(h: Handoff<'_, P>) -> Outcome`.
-        #[macro_export]
-        macro_rules! register_kernel {
-            ($main:path) => {
-                #[$crate::linkme::distributed_slice($crate::NATIVE_KERNEL)]
-                #[linkme(crate = $crate::linkme)]
-                static _PVOPS_NATIVE_KERNEL: fn($crate::__Handoff<'_, $crate::Native>) -> $crate::__Outcome = {
-                    fn entry(h: $crate::__Handoff<'_, $crate::Native>) -> $crate::__Outcome {
-                        $main(h)
-                    }
-                    entry
-                };
-            };
-        }
-        #[doc(hidden)]
-        pub use pvops_core::registry::{Handoff as __Handoff, Outcome as __Outcome};
-    } else {
-        /// On non-kernel targets the macro registers nothing (the backend is not linked).
-        #[macro_export]
-        macro_rules! register_kernel {
-            ($main:path) => {};
-        }
     }
 }

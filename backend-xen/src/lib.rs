@@ -85,34 +85,11 @@ cfg_if::cfg_if! {
         pub mod real;
         pub use real::RealXen;
 
-        /// The kernel main(s) registered for the Xen backend (one expected); see
-        /// [`register_kernel!`].
+        /// The kernel main(s) registered for the Xen backend (one expected): a
+        /// kernel adds itself with `pvops::register_kernel!` (or
+        /// `pvops_core::register_kernel_for!`).
         #[linkme::distributed_slice]
         #[linkme(crate = pvops_core::linkme)]
         pub static XEN_KERNEL: [fn(pvops_core::registry::Handoff<'_, XenMmu<RealXen>>) -> pvops_core::registry::Outcome];
-
-        /// Registers a kernel main, generic over the platform, to run as a Xen PV guest:
-        /// `backend_xen::register_kernel!(my_main);`.
-        #[macro_export]
-        macro_rules! register_kernel {
-            ($main:path) => {
-                #[$crate::linkme::distributed_slice($crate::XEN_KERNEL)]
-                #[linkme(crate = $crate::linkme)]
-                static _PVOPS_XEN_KERNEL: fn($crate::__Handoff<'_, $crate::XenMmu<$crate::RealXen>>) -> $crate::__Outcome = {
-                    fn entry(h: $crate::__Handoff<'_, $crate::XenMmu<$crate::RealXen>>) -> $crate::__Outcome {
-                        $main(h)
-                    }
-                    entry
-                };
-            };
-        }
-        #[doc(hidden)]
-        pub use pvops_core::registry::{Handoff as __Handoff, Outcome as __Outcome};
-    } else {
-        /// On non-kernel targets the macro registers nothing (the backend is not linked).
-        #[macro_export]
-        macro_rules! register_kernel {
-            ($main:path) => {};
-        }
     }
 }

@@ -1,6 +1,4 @@
-//! Links the kernel with its linker script (cargo does not track the script by itself).
+//! Links the kernel with pvops's linker script (and checks the target and toolchain).
 fn main() {
-    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    println!("cargo:rustc-link-arg-bins=-T{dir}/linker.ld");
-    println!("cargo:rerun-if-changed=linker.ld");
+    pvops_build::link();
 }

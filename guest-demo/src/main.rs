@@ -34,8 +34,7 @@ static MISUSE: KernelStage = KernelStage::new("misuse");
 #[linkme(crate = pvops_core::linkme)]
 static DEMO: KernelDescriptor = KernelDescriptor { tag: TAG };
 
-backend_native::register_kernel!(demo_main);
-backend_xen::register_kernel!(demo_main);
+pvops::register_kernel!(demo_main);
 // PVH runs the kernel registered for the native backend; linking the crate adds the entry.
 use platform_pvh as _;
 

@@ -2,8 +2,8 @@
 //!
 //! Each backend crate adds a [`BackendDescriptor`] to [`BACKENDS`]; a kernel adds one
 //! [`KernelDescriptor`] to [`KERNELS`] and registers its generic main with each backend's own
-//! entry slice (see the backends' `register_kernel!`), so the boot path stays statically
-//! dispatched: the registry decides what runs, not a vtable on the hot path.
+//! entry slice ([`crate::register_kernel_for!`], called by `pvops::register_kernel!`), so the
+//! boot path stays statically dispatched: the registry decides what runs, not a vtable on the hot path.
 
 use linkme::distributed_slice;
 
@@ -34,6 +34,31 @@ macro_rules! kernel_tag {
         #[linkme(crate = $crate::linkme)]
         static _PVOPS_KERNEL_TAG: $crate::registry::KernelDescriptor =
             $crate::registry::KernelDescriptor { tag: $tag };
+    };
+}
+
+/// Registers a kernel main with ONE backend's entry slice: the one implementation behind
+/// `pvops::register_kernel!` (which calls it for every backend the `pvops` crate links), for
+/// a backend of your own (see docs/PORTING.md) or a kernel that names its backends itself.
+///
+/// `pvops_core::register_kernel_for!(my_main, backend_native::NATIVE_KERNEL, backend_native::Native);`
+/// instantiates `fn my_main<P: Platform>(h: Handoff<'_, P>) -> Outcome` for the backend's
+/// platform type and adds it to the slice the backend's entry runs (statically dispatched).
+#[macro_export]
+macro_rules! register_kernel_for {
+    ($main:path, $slice:path, $platform:ty) => {
+        const _: () = {
+            #[$crate::linkme::distributed_slice($slice)]
+            #[linkme(crate = $crate::linkme)]
+            static KERNEL_ENTRY: fn(
+                $crate::registry::Handoff<'_, $platform>,
+            ) -> $crate::registry::Outcome = {
+                fn entry(h: $crate::registry::Handoff<'_, $platform>) -> $crate::registry::Outcome {
+                    $main(h)
+                }
+                entry
+            };
+        };
     };
 }
 

@@ -2,11 +2,11 @@
 //! (native; Xen domU at 512 MiB batched and with `pvops.batch=1`, in one run), printed as one
 //! table and written to `target/pvops-bench.json`.
 
+use crate::harness::{self, Boot, Exit, Guest, Mode};
+use crate::kernel;
 use crate::util::{cmd, output, root, run, step, HarnessError, Res};
-use crate::{kernel, native, xen};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 /// A JSON value of the report (numbers, booleans, strings).
 enum Value {
@@ -132,10 +132,14 @@ pub fn bench() -> Res<std::path::PathBuf> {
         }
     }
 
-    step("qemu-system-x86 present", native::ensure_qemu)?;
     let nat = step("native boot (128 MiB)", || {
-        native::boot(&elf, 128, "", false, Duration::from_secs(60))
-    })?;
+        let guest = Guest {
+            memory_mib: Some(128),
+            ..Guest::new(&elf)
+        };
+        passed(harness::boot(Mode::Native, &[guest], false)?)
+    })?
+    .remove(0);
     r.insert(
         "native_boot_cycles".into(),
         Value::Num(stat(&nat.log, "native", "boot_cycles")?),
@@ -145,23 +149,16 @@ pub fn bench() -> Res<std::path::PathBuf> {
         Value::Num(stat(&nat.log, "native", "build_direct_map_cycles")?),
     );
 
-    let env = step(
-        "xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)",
-        || xen::prepare(&root.join("target/xen")).map_err(HarnessError),
-    )?;
-    let specs =
-        [("batched", ""), ("unbatched", "pvops.batch=1")].map(|(name, cmdline)| xen::DomuSpec {
-            name: format!("bench-{name}"),
-            kind: xen::GuestKind::Pv,
-            elf: elf.clone(),
-            memory_mib: 512,
-            cmdline: cmdline.into(),
-        });
+    let guests = ["", "pvops.batch=1"].map(|cmdline| Guest {
+        memory_mib: Some(512),
+        cmdline: cmdline.into(),
+        ..Guest::new(&elf)
+    });
     let out = step(
         "xen domUs at 512 MiB: batched and pvops.batch=1 (one dom0 boot)",
-        || xen::run_domus(&env, &specs, Duration::from_secs(600)).map_err(HarnessError),
+        || passed(harness::boot(Mode::Xen, &guests, false)?),
     )?;
-    let [batched, unbatched] = [&out[0].console_log, &out[1].console_log];
+    let [batched, unbatched] = [&out[0].log, &out[1].log];
     let (cb, cu) = (
         stat(batched, "xen batched", "build_direct_map_cycles")?,
         stat(unbatched, "xen batch=1", "build_direct_map_cycles")?,
@@ -198,6 +195,18 @@ pub fn bench() -> Res<std::path::PathBuf> {
     write_json(&path, &r)?;
     eprintln!("wrote {}", path.display());
     Ok(path)
+}
+
+/// The boots, or an error when one did not end with PASS through its exit protocol.
+fn passed(boots: Vec<Result<Boot, String>>) -> Res<Vec<Boot>> {
+    boots
+        .into_iter()
+        .map(|b| match b {
+            Ok(b) if b.exit == Exit::Pass => Ok(b),
+            Ok(b) => Err(HarnessError(format!("guest did not PASS ({})", b.ending))),
+            Err(e) => Err(HarnessError(e)),
+        })
+        .collect()
 }
 
 fn fmt_value(v: &Value) -> String {

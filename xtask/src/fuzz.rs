@@ -8,11 +8,12 @@
 //! a run discovers goes to `target/fuzz/corpus/<target>/` (kept between runs); a crashing input
 //! to `target/fuzz/artifacts/<target>/`.
 
-use crate::util::{cmd, ensure_apt, output, root, run, step, HarnessError, Res};
-use crate::{kernel, native, xen, Verdict};
+use crate::Verdict;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use xtask::harness::{self, Exit, Guest, Mode};
+use xtask::kernel;
+use xtask::util::{cmd, ensure_apt, output, root, run, step, HarnessError, Res};
 
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`), in the order they run.
 pub const TARGETS: [&str; 5] = [
@@ -404,60 +405,63 @@ fn capture_seeds() -> Res<()> {
     let elf: PathBuf = dir.join("guest-demo.elf");
     std::fs::copy(&built, &elf).map_err(|e| format!("copy to {}: {e}", elf.display()))?;
 
-    native::ensure_qemu()?;
-    let boot = native::boot(&elf, 128, CAPTURE_CMDLINE, false, Duration::from_secs(60))?;
-    expect_pass(&boot.log, "native")?;
+    let guest = Guest {
+        cmdline: CAPTURE_CMDLINE.into(),
+        ..Guest::new(&elf)
+    };
+    let native = booted(
+        harness::boot(Mode::Native, &[guest.clone()], false)?,
+        "native",
+    )?;
     write_seed(
         "multiboot",
         "qemu-128m",
-        &segments_seed(&boot.log, "multiboot", "mbi")?,
+        &segments_seed(&native, "multiboot", "mbi")?,
     )?;
-    write_seed("memory_map", "qemu-128m", &memory_map_seed(&boot.log)?)?;
-    write_seed("cmdline", "qemu", &cmdline_seed(&boot.log)?)?;
+    write_seed("memory_map", "qemu-128m", &memory_map_seed(&native)?)?;
+    write_seed("cmdline", "qemu", &cmdline_seed(&native)?)?;
 
-    let env = xen::prepare(&crate::xen_cache()).map_err(HarnessError)?;
-    let dom0 = xen::run_dom0(&env, &elf, 64, CAPTURE_CMDLINE, Duration::from_secs(120))
-        .map_err(HarnessError)?;
-    expect_pass(&dom0.serial_log, "xen dom0")?;
-    write_seed(
-        "start_info",
-        "xen-dom0-64m",
-        &start_info_seed(&dom0.serial_log)?,
+    let dom0 = booted(
+        harness::boot(Mode::XenDom0, &[guest.clone()], false)?,
+        "xen dom0",
     )?;
-    write_seed(
-        "memory_map",
-        "xen-dom0-64m",
-        &memory_map_seed(&dom0.serial_log)?,
-    )?;
+    write_seed("start_info", "xen-dom0-64m", &start_info_seed(&dom0)?)?;
+    write_seed("memory_map", "xen-dom0-64m", &memory_map_seed(&dom0)?)?;
 
-    let specs = [xen::GuestKind::Pv, xen::GuestKind::Pvh].map(|kind| xen::DomuSpec {
-        name: format!("capture-{}", kind.xl_type()),
-        kind,
-        elf: elf.clone(),
-        memory_mib: 64,
-        cmdline: CAPTURE_CMDLINE.into(),
-    });
-    let domus = xen::run_domus(&env, &specs, Duration::from_secs(300)).map_err(HarnessError)?;
-    let log_of = |i: usize| {
-        domus
-            .get(i)
-            .map(|o| o.console_log.as_str())
-            .ok_or_else(|| HarnessError("xen: a domU outcome is missing".into()))
-    };
-    let pv = log_of(0)?;
-    expect_pass(pv, "xen PV domU")?;
-    write_seed("start_info", "xen-domu-64m", &start_info_seed(pv)?)?;
-    write_seed("memory_map", "xen-domu-64m", &memory_map_seed(pv)?)?;
-    write_seed("cmdline", "xen-domu", &cmdline_seed(pv)?)?;
-    let pvh = log_of(1)?;
-    expect_pass(pvh, "xen PVH domU")?;
+    let mut domus = harness::boot_domus(&[(Mode::Xen, guest.clone()), (Mode::XenPvh, guest)])?;
+    if domus.len() != 2 {
+        return Err(HarnessError("xen: a domU outcome is missing".into()));
+    }
+    let pvh = booted(vec![domus.remove(1)], "xen PVH domU")?;
+    let pv = booted(domus, "xen PV domU")?;
+    write_seed("start_info", "xen-domu-64m", &start_info_seed(&pv)?)?;
+    write_seed("memory_map", "xen-domu-64m", &memory_map_seed(&pv)?)?;
+    write_seed("cmdline", "xen-domu", &cmdline_seed(&pv)?)?;
     write_seed(
         "hvm_start_info",
         "xen-pvh-64m",
-        &segments_seed(pvh, "hvm_start_info", "start_info")?,
+        &segments_seed(&pvh, "hvm_start_info", "start_info")?,
     )?;
-    write_seed("memory_map", "xen-pvh-64m", &memory_map_seed(pvh)?)?;
+    write_seed("memory_map", "xen-pvh-64m", &memory_map_seed(&pvh)?)?;
     Ok(())
+}
+
+/// The log of the one boot in `boots`, which must have PASSed.
+fn booted(boots: Vec<Result<harness::Boot, String>>, what: &str) -> Res<String> {
+    let boot = boots
+        .into_iter()
+        .next()
+        .ok_or_else(|| HarnessError(format!("capture: no {what} boot")))?
+        .map_err(|e| HarnessError(format!("capture: {what}: {e}")))?;
+    match boot.exit {
+        Exit::Pass => {
+            expect_pass(&boot.log, what)?;
+            Ok(boot.log)
+        }
+        Exit::Fail(why) => Err(HarnessError(format!(
+            "capture: the {what} boot failed: {why}"
+        ))),
+    }
 }
 
 fn expect_pass(log: &str, what: &str) -> Res<()> {

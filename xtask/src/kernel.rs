@@ -3,6 +3,9 @@
 use crate::util::{cmd, root, run, Res};
 use std::path::PathBuf;
 
+/// The one target spec of every pvops kernel (shipped by pvops-build), from the workspace root.
+pub const TARGET_JSON: &str = "pvops-build/i686-pvops.json";
+
 /// Builds the release kernel in `dir` (a crate with the pvops target config) and copies the
 /// ELF to `target/<name>.elf`; returns that path.
 pub fn build(dir: &str, bin: &str) -> Res<PathBuf> {
@@ -13,7 +16,7 @@ pub fn build(dir: &str, bin: &str) -> Res<PathBuf> {
 pub fn build_with(dir: &str, bin: &str, features: &[&str], out: &str) -> Res<PathBuf> {
     let root = root();
     let crate_dir = root.join(dir);
-    let target_json = crate_dir.join("i686-pvops.json");
+    let target_json = root.join(TARGET_JSON);
     let target_dir = root.join("target/kernel");
     run(cmd("rustup")
         .args([
@@ -51,7 +54,7 @@ pub fn clippy(dir: &str) -> Res<()> {
             "--quiet",
             "--target",
         ])
-        .arg(crate_dir.join("i686-pvops.json"))
+        .arg(root.join(TARGET_JSON))
         .arg("--target-dir")
         .arg(root.join("target/kernel"))
         .args(["--", "-D", "warnings"])

@@ -1,19 +1,18 @@
-//! xtask: the project's commands (`cargo xtask build | demo | test`).
+//! xtask: the project's commands (`cargo xtask build | demo | run | test | bench | miri`).
 //!
 //! Exit status contract: 0 when every guest PASSed, 1 when a guest FAILed, 2 on a harness
 //! error (build, timeout, tool failure), with a message saying which.
 
 mod bench;
 mod fuzz;
-mod kernel;
 mod miri;
-mod native;
-mod util;
-mod xen;
+mod quickstart;
+
+use xtask::harness::{self, Boot, Exit, Guest, Mode};
+use xtask::{kernel, native, util};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 use util::{step, HarnessError, Res};
 
 const USAGE: &str = "\
@@ -22,10 +21,11 @@ cargo xtask <command> [options]      (cargo xtask <command> --help for details)
 Commands:
   build    Build guest-demo (every backend linked) to target/guest-demo.elf.
   demo     Boot guest-demo on bare QEMU, then as a Xen PV and a PVH domU; print the logs.
+  run      Boot any kernel ELF on bare QEMU or under Xen (the harness behind pvops-run).
   test     fmt, clippy, rustdoc, host tests, Miri, and real boots on QEMU and Xen.
   bench    Benches, the codegen check and real boots; writes target/pvops-bench.json.
   miri     The raw-memory unit tests under Miri (installs the nightly miri component).
-  fuzz     libFuzzer on the parsers of boot input (multiboot, start_info, memory map, cmdline).
+  fuzz     libFuzzer on the parsers of boot input (multiboot, start_info, hvm_start_info, ...).
 
 Everything a command needs is installed on first use: the nightly rust-src component
 (the kernel is built with -Zbuild-std), Debian packages (qemu-system-x86, the Xen build
@@ -63,6 +63,8 @@ Installs: rust-src, qemu-system-x86; for Xen the build dependencies, Xen's sourc
 and the dom0 packages (first Xen run ~2-3 minutes; cached in target/xen; then ~15 s).
 Exit status: 0 every guest PASSed, 1 a guest FAILed, 2 harness error.";
 
+const HELP_RUN_INTRO: &str = "cargo xtask run";
+
 const HELP_TEST: &str = "\
 cargo xtask test
 
@@ -94,8 +96,9 @@ for N seconds (default 60; N is per target, not in total): multiboot (info, memo
 command line, then the frame allocator on the result), start_info (validation, and that what
 it accepts lies inside the domain), hvm_start_info (PVH: info, memory map, command line,
 modules; no boot structure left usable), memory_map (the map, its boot-data reservations and
-the allocator), cmdline (the pvops.* options). Starts from the checked-in seeds in fuzz/seeds/<target>/ and keeps what it
-finds in target/fuzz/corpus/<target>/; a crashing input goes to target/fuzz/artifacts/.
+the allocator), cmdline (the pvops.* options). Starts from the checked-in seeds in
+fuzz/seeds/<target>/ and keeps what it finds in target/fuzz/corpus/<target>/; a crashing
+input goes to target/fuzz/artifacts/<target>/.
 Prints per target `fuzz <target>: <runs> runs in <s> s, corpus <n> inputs (<m> seeds),
 crashes <0|1>` and `fuzz: <targets> targets, <runs> runs, <crashes> crashes`.
 --capture  first rebuilds guest-demo with the dump-boot-input feature, boots it on QEMU,
@@ -111,6 +114,10 @@ fn main() -> ExitCode {
         let help = match args[0].as_str() {
             "build" => HELP_BUILD,
             "demo" => HELP_DEMO,
+            "run" => {
+                println!("{HELP_RUN_INTRO} {}", harness::RUN_USAGE);
+                return ExitCode::SUCCESS;
+            }
             "test" => HELP_TEST,
             "bench" => HELP_BENCH,
             "fuzz" => HELP_FUZZ,
@@ -122,6 +129,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("build") => cmd_build().map(|_| Verdict::Pass),
         Some("demo") => cmd_demo(&args[1..]),
+        Some("run") => harness::parse_run_args(&args[1..])
+            .and_then(|a| harness::run_one(&a))
+            .map(|pass| if pass { Verdict::Pass } else { Verdict::Fail }),
         Some("test") => cmd_test(),
         Some("bench") => bench::bench().map(|_| Verdict::Pass),
         Some("miri") => miri::miri().map(|_| Verdict::Pass),
@@ -160,9 +170,10 @@ enum GuestLine {
     Fail(String),
 }
 
-/// The guest's result line for `backend` on `platform`:
+/// The guest's result line for `mode`'s backend and platform:
 /// `<tag>: PASS|FAIL backend=<backend> platform=<platform> ...`.
-fn find_result(log: &str, tag: &str, backend: &str, platform: &str) -> Option<GuestLine> {
+fn find_result(log: &str, tag: &str, mode: Mode) -> Option<GuestLine> {
+    let (backend, platform) = (mode.backend(), mode.platform());
     let pass = format!("{tag}: PASS backend={backend} platform={platform} ");
     let fail = format!("{tag}: FAIL backend={backend} platform={platform} ");
     log.lines().find_map(|l| {
@@ -226,22 +237,22 @@ fn parse_demo(args: &[String]) -> Res<DemoArgs> {
 fn cmd_demo(args: &[String]) -> Res<Verdict> {
     let d = parse_demo(args)?;
     let elf = cmd_build()?;
-    let mut verdicts = Vec::new();
+    let mut verdicts: Vec<Res<Verdict>> = Vec::new();
     if d.which == "native" || d.which == "all" {
-        verdicts.push(demo_native(&elf, d.memory.unwrap_or(128), &d.cmdline));
+        verdicts.push(demo_boot(&elf, Mode::Native, d.memory, &d.cmdline));
     }
     // The Xen domUs of one demo share one dom0 boot.
-    let kinds: Vec<xen::GuestKind> = match d.which.as_str() {
-        "xen" => vec![xen::GuestKind::Pv],
-        "xen-pvh" => vec![xen::GuestKind::Pvh],
-        "all" => vec![xen::GuestKind::Pv, xen::GuestKind::Pvh],
-        _ => vec![],
+    let domus: &[Mode] = match d.which.as_str() {
+        "xen" => &[Mode::Xen],
+        "xen-pvh" => &[Mode::XenPvh],
+        "all" => &[Mode::Xen, Mode::XenPvh],
+        _ => &[],
     };
-    if !kinds.is_empty() {
-        verdicts.extend(demo_xen(&elf, d.memory.unwrap_or(64), &d.cmdline, &kinds));
+    if !domus.is_empty() {
+        verdicts.extend(demo_domus(&elf, domus, d.memory, &d.cmdline));
     }
     if d.which == "xen-dom0" {
-        verdicts.push(demo_xen_dom0(&elf, d.memory.unwrap_or(64), &d.cmdline));
+        verdicts.push(demo_boot(&elf, Mode::XenDom0, d.memory, &d.cmdline));
     }
     // A harness error outranks a guest FAIL; a FAIL outranks PASS.
     let mut overall = Ok(Verdict::Pass);
@@ -260,140 +271,98 @@ fn cmd_demo(args: &[String]) -> Res<Verdict> {
     overall
 }
 
-/// Maps a log (+ the backend's own end signal) to a verdict: the guest line decides, and
-/// a missing or contradicted line is a harness error.
-fn judge(log: &str, backend: &str, platform: &str, exit_ok: Option<bool>) -> Res<Verdict> {
-    match (find_result(log, TAG, backend, platform), exit_ok) {
-        (Some(GuestLine::Pass(_)), None | Some(true)) => Ok(Verdict::Pass),
-        (Some(GuestLine::Fail(_)), None | Some(false)) => Ok(Verdict::Fail),
-        (Some(line), Some(ok)) => Err(HarnessError(format!(
-            "{backend}: guest printed `{line:?}` but its exit said {}",
-            if ok { "PASS" } else { "FAIL" }
+/// Maps a log and the guest's exit to a verdict: the exit protocol and guest-demo's result
+/// line must agree; a missing or contradicted line is a harness error.
+fn judge(log: &str, mode: Mode, exit: &Exit) -> Res<Verdict> {
+    let (backend, platform) = (mode.backend(), mode.platform());
+    let exit_ok = *exit == Exit::Pass;
+    match find_result(log, TAG, mode) {
+        Some(GuestLine::Pass(_)) if exit_ok => Ok(Verdict::Pass),
+        Some(GuestLine::Fail(_)) if !exit_ok => Ok(Verdict::Fail),
+        Some(line) => Err(HarnessError(format!(
+            "{platform}: guest printed `{line:?}` but its exit said {exit:?}"
         ))),
-        (None, _) => Err(HarnessError(format!(
+        None => Err(HarnessError(format!(
             "{platform}: the guest printed no `{TAG}: PASS|FAIL backend={backend} platform={platform}` line"
         ))),
     }
 }
 
-fn native_cmdline(extra: &str) -> String {
-    extra.trim().to_string()
-}
-
-fn demo_native(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
-    step("qemu-system-x86 present", native::ensure_qemu)?;
-    eprintln!("==> native: qemu-system-i386 -m {memory} (multiboot)");
-    let run = native::boot(
-        elf,
-        memory,
-        &native_cmdline(cmdline),
-        true,
-        Duration::from_secs(60),
-    )?;
-    let exit_ok = match run.status {
-        Some(33) => Some(true),
-        Some(35) => Some(false),
-        other => {
-            return Err(HarnessError(format!(
-                "native: qemu exited with {other:?}, not through isa-debug-exit"
-            )))
-        }
+/// Boots guest-demo in one mode through the harness and prints its log.
+fn demo_boot(elf: &Path, mode: Mode, memory: Option<u32>, cmdline: &str) -> Res<Verdict> {
+    let guest = Guest {
+        memory_mib: memory,
+        cmdline: cmdline.trim().to_string(),
+        ..Guest::new(elf)
     };
-    eprintln!(
-        "    native: qemu exit status {:?} in {:.2}s",
-        run.status, run.seconds
-    );
-    judge(&run.log, "native", "bare", exit_ok)
-}
-
-fn xen_cache() -> PathBuf {
-    util::root().join("target/xen")
-}
-
-/// What a domU of `kind` must print: `backend=<backend> platform=<platform>`.
-fn domu_expect(kind: xen::GuestKind) -> (&'static str, &'static str) {
-    match kind {
-        xen::GuestKind::Pv => ("xen", "xen-pv"),
-        xen::GuestKind::Pvh => ("native", "xen-pvh"),
+    let mem = memory.unwrap_or(mode.default_memory());
+    match mode {
+        Mode::Native => eprintln!("==> native: qemu-system-i386 -m {mem} (multiboot)"),
+        Mode::Xen => {
+            eprintln!("==> xen: Xen -> dom0 -> xl create guest-demo as a PV domU ({mem} MiB)")
+        }
+        Mode::XenDom0 => eprintln!("==> xen-dom0: guest-demo as Xen's dom0 ({mem} MiB)"),
+        Mode::XenPvh => eprintln!("==> xen-pvh: xl create guest-demo as a PVH domU ({mem} MiB)"),
     }
+    let echo = mode == Mode::Native;
+    let b = harness::boot(mode, std::slice::from_ref(&guest), echo)?
+        .remove(0)
+        .map_err(|e| HarnessError(format!("{}: {e}", mode.name())))?;
+    if !echo {
+        for line in b.log.lines() {
+            println!("{line}");
+        }
+    }
+    eprintln!("    {}: {} after {:.2}s", mode.name(), b.ending, b.seconds);
+    judge(&b.log, mode, &b.exit)
 }
 
-/// Boots guest-demo as one domU per kind (PV: `type = "pv"`; PVH: `type = "pvh"`), all in
-/// one dom0 boot, prints each console log and judges each: the result line and the shutdown
-/// reason (0 poweroff on PASS, 3 crash on FAIL) must agree.
-fn demo_xen(elf: &Path, memory: u32, cmdline: &str, kinds: &[xen::GuestKind]) -> Vec<Res<Verdict>> {
-    let env = match step(
-        "xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)",
-        || xen::prepare(&xen_cache()).map_err(HarnessError),
-    ) {
-        Ok(env) => env,
+/// Boots guest-demo as one domU per mode (PV, PVH), all in one dom0 boot, prints each console
+/// log and judges each: the result line and the shutdown reason must agree.
+fn demo_domus(elf: &Path, modes: &[Mode], memory: Option<u32>, cmdline: &str) -> Vec<Res<Verdict>> {
+    let guests: Vec<(Mode, Guest)> = modes
+        .iter()
+        .map(|&m| {
+            let g = Guest {
+                memory_mib: memory,
+                cmdline: cmdline.trim().to_string(),
+                ..Guest::new(elf)
+            };
+            (m, g)
+        })
+        .collect();
+    let names: Vec<&str> = modes
+        .iter()
+        .map(|m| {
+            if *m == Mode::XenPvh {
+                "a PVH domU"
+            } else {
+                "a PV domU"
+            }
+        })
+        .collect();
+    eprintln!(
+        "==> xen: Xen -> dom0 -> xl create guest-demo as {} ({} MiB)",
+        names.join(", then as "),
+        memory.unwrap_or(Mode::Xen.default_memory())
+    );
+    let boots = match harness::boot_domus(&guests) {
+        Ok(b) => b,
         Err(e) => return vec![Err(e)],
     };
-    let specs: Vec<xen::DomuSpec> = kinds
+    modes
         .iter()
-        .map(|k| xen::DomuSpec {
-            name: format!("guest-demo-{}", k.xl_type()),
-            kind: *k,
-            elf: elf.to_path_buf(),
-            memory_mib: memory,
-            cmdline: cmdline.trim().to_string(),
-        })
-        .collect();
-    let names: Vec<&str> = kinds
-        .iter()
-        .map(|k| match k {
-            xen::GuestKind::Pv => "a PV domU",
-            xen::GuestKind::Pvh => "a PVH domU",
-        })
-        .collect();
-    eprintln!(
-        "==> xen: Xen {} -> dom0 -> xl create guest-demo as {} ({memory} MiB)",
-        env.version,
-        names.join(", then as ")
-    );
-    let outcomes = match xen::run_domus(&env, &specs, Duration::from_secs(300)) {
-        Ok(o) => o,
-        Err(e) => return vec![Err(HarnessError(e))],
-    };
-    kinds
-        .iter()
-        .zip(outcomes)
-        .map(|(kind, o)| {
-            let (backend, platform) = domu_expect(*kind);
-            eprintln!("==> {platform}: console log of {}", o.name);
-            for line in o.console_log.lines() {
+        .zip(boots)
+        .map(|(&mode, b)| {
+            let b = b.map_err(|e| HarnessError(format!("{}: {e}", mode.name())))?;
+            eprintln!("==> {}: console log", mode.platform());
+            for line in b.log.lines() {
                 println!("{line}");
             }
-            eprintln!(
-                "    {platform}: domU shut down with reason {:?} after {:?}s",
-                o.shutdown_reason, o.seconds
-            );
-            let exit_ok = match o.shutdown_reason {
-                Some(0) => Some(true),
-                Some(3) => Some(false),
-                _ => None,
-            };
-            judge(&o.console_log, backend, platform, exit_ok)
+            eprintln!("    {}: {} after {:.2}s", mode.name(), b.ending, b.seconds);
+            judge(&b.log, mode, &b.exit)
         })
         .collect()
-}
-
-fn demo_xen_dom0(elf: &Path, memory: u32, cmdline: &str) -> Res<Verdict> {
-    let env = step(
-        "xen: hypervisor with PV32 (first run builds, a few minutes)",
-        || xen::prepare(&xen_cache()).map_err(HarnessError),
-    )?;
-    let o = xen::run_dom0(&env, elf, memory, cmdline.trim(), Duration::from_secs(60))
-        .map_err(HarnessError)?;
-    for line in o.serial_log.lines() {
-        println!("{line}");
-    }
-    let exit_ok = match o.qemu_status {
-        Some(33) => Some(true),
-        Some(35) => Some(false),
-        _ => None,
-    };
-    judge(&o.serial_log, "xen", "xen-pv", exit_ok)
 }
 
 /// One guest boot the test command checks.
@@ -419,8 +388,34 @@ impl BootCase {
             expect,
         }
     }
-    fn check(&self, log: &str, backend: &str, platform: &str) -> Result<String, String> {
-        match (find_result(log, TAG, backend, platform), &self.expect) {
+    /// The guest this case boots.
+    fn guest(&self, elf: &Path) -> Guest {
+        Guest {
+            memory_mib: Some(self.memory),
+            cmdline: self.cmdline.clone(),
+            ..Guest::new(elf)
+        }
+    }
+
+    /// The exit protocol must say what the case expects, and the log must hold the result line.
+    fn judge(&self, boot: Result<Boot, String>, mode: Mode) -> Result<String, String> {
+        let b = boot?;
+        let want_pass = matches!(self.expect, Expect::Pass);
+        if (b.exit == Exit::Pass) != want_pass {
+            return Err(format!(
+                "the guest's exit says {:?} ({}), expected {}",
+                b.exit,
+                b.ending,
+                if want_pass { "PASS" } else { "FAIL" }
+            ));
+        }
+        self.check(&b.log, mode)
+            .map(|l| format!("{l} [{}, {:.1}s]", b.ending, b.seconds))
+    }
+
+    fn check(&self, log: &str, mode: Mode) -> Result<String, String> {
+        let backend = mode.backend();
+        match (find_result(log, TAG, mode), &self.expect) {
             (Some(GuestLine::Pass(l)), Expect::Pass) => {
                 check_misuse(log, backend).map(|m| format!("{l} [{m}]"))
             }
@@ -466,24 +461,99 @@ fn check_misuse(log: &str, backend: &str) -> Result<String, String> {
 /// The tag of the example kernel's result lines.
 const MINIMAL_TAG: &str = "MINIMAL-KERNEL";
 
-/// `Ok(line)` when the log holds `<tag>: PASS backend=<backend> platform=<platform>` and
-/// QEMU's status is 33.
-fn expect_pass(
-    log: &str,
-    tag: &str,
-    (backend, platform): (&str, &str),
-    status: Option<i32>,
-) -> Result<String, String> {
-    match find_result(log, tag, backend, platform) {
-        Some(GuestLine::Pass(l)) if status == Some(33) => Ok(l),
-        Some(GuestLine::Pass(l)) => Err(format!("{l} but qemu status {status:?}, expected 33")),
-        Some(GuestLine::Fail(l)) => Err(format!("unexpected result: {l}")),
-        None => Err(format!("no {tag} result line (qemu status {status:?})")),
+/// `Ok(line)` when the boot PASSed through its exit protocol and the log holds
+/// `<tag>: PASS backend=<backend>`.
+fn expect_pass(b: &Boot, tag: &str, mode: Mode) -> Result<String, String> {
+    match (find_result(&b.log, tag, mode), &b.exit) {
+        (Some(GuestLine::Pass(l)), Exit::Pass) => Ok(format!("{l} [{}]", b.ending)),
+        (Some(GuestLine::Pass(l)), exit) => Err(format!("{l} but the exit says {exit:?}")),
+        (Some(GuestLine::Fail(l)), _) => Err(format!("unexpected result: {l}")),
+        (None, _) => Err(format!("no {tag} result line ({})", b.ending)),
     }
 }
 
 /// Seconds per fuzz target in `cargo xtask test`.
 const FUZZ_SECONDS_IN_TEST: u64 = 5;
+
+/// The library crates `cargo package` verifies, in dependency order.
+const PACKAGED: [&str; 6] = [
+    "pvops-core",
+    "backend-native",
+    "backend-xen",
+    "platform-pvh",
+    "pvops",
+    "pvops-build",
+];
+
+/// `target/package-<hash of the packaged crates' files>` (older ones removed). cargo unpacks
+/// each verified dependency from its temporary registry into `~/.cargo/registry/src/<hash of
+/// the registry's path>/<name>-<version>` and never unpacks the same name and version again,
+/// so with one fixed target directory a crate verified against a dependency's earlier sources
+/// fails (seen: `pvops` against a pvops-core without `KernelStage`). A directory per content
+/// gives a registry path per content.
+fn package_target_dir() -> Res<PathBuf> {
+    let root = util::root();
+    let mut files = Vec::new();
+    for krate in PACKAGED {
+        collect_files(&root.join(krate), &mut files);
+    }
+    files.sort();
+    // FNV-1a over paths and contents: stable across runs and Rust releases.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in &files {
+        let data = std::fs::read(f).unwrap_or_default();
+        for b in f.to_string_lossy().bytes().chain(data) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    let name = format!("package-{h:016x}");
+    let target = root.join("target");
+    if let Ok(entries) = std::fs::read_dir(&target) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("package-") && n != name {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(target.join(name))
+}
+
+/// Every file under `dir` except build outputs.
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "target") {
+                collect_files(&p, out);
+            }
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// Boots one test case through the harness and judges it.
+fn boot_case(mode: Mode, elf: &Path, c: &BootCase) -> Result<String, String> {
+    let boot = harness::boot(mode, &[c.guest(elf)], false)
+        .map_err(|e| e.to_string())
+        .and_then(|mut v| v.remove(0));
+    c.judge(boot, mode)
+}
+
+/// Boots `elf` once with `memory` MiB and no command line.
+fn boot_one(mode: Mode, elf: &Path, memory: u32) -> Result<Boot, String> {
+    let guest = Guest {
+        memory_mib: Some(memory),
+        ..Guest::new(elf)
+    };
+    harness::boot(mode, &[guest], false)
+        .map_err(|e| e.to_string())
+        .and_then(|mut v| v.remove(0))
+}
 
 fn cmd_test() -> Res<Verdict> {
     let root = util::root();
@@ -561,29 +631,24 @@ fn cmd_test() -> Res<Verdict> {
                     "backend-xen",
                     "-p",
                     "platform-pvh",
+                    "-p",
+                    "pvops",
+                    "-p",
+                    "pvops-build",
                 ])
                 .env("RUSTDOCFLAGS", "-D warnings")
                 .current_dir(&root),
         )
     })?;
     step(
-        "cargo package (pvops-core, backend-native, backend-xen, platform-pvh)",
+        "cargo package (pvops-core, backend-native, backend-xen, platform-pvh, pvops, pvops-build)",
         || {
             util::run(
                 util::cmd("cargo")
-                    .args([
-                        "package",
-                        "--quiet",
-                        "--allow-dirty",
-                        "-p",
-                        "pvops-core",
-                        "-p",
-                        "backend-native",
-                        "-p",
-                        "backend-xen",
-                        "-p",
-                        "platform-pvh",
-                    ])
+                    .args(["package", "--quiet", "--allow-dirty"])
+                    .args(PACKAGED.iter().flat_map(|p| ["-p", p]))
+                    .args(["--target-dir"])
+                    .arg(package_target_dir()?)
                     .current_dir(&root),
             )
         },
@@ -657,38 +722,20 @@ fn cmd_test() -> Res<Verdict> {
     ];
     step("boots on bare QEMU", || {
         for c in &native_cases {
-            let r = native::boot(&elf, c.memory, &c.cmdline, false, Duration::from_secs(60))
-                .map_err(|e| e.to_string())
-                .and_then(|run| {
-                    let want = if matches!(c.expect, Expect::Pass) {
-                        33
-                    } else {
-                        35
-                    };
-                    if run.status != Some(want) {
-                        return Err(format!("qemu status {:?}, expected {want}", run.status));
-                    }
-                    c.check(&run.log, "native", "bare")
-                });
-            record(&c.name, r);
+            record(&c.name, boot_case(Mode::Native, &elf, c));
         }
         Ok(())
     })?;
 
     step("minimal-kernel on bare QEMU", || {
-        let r = native::boot(&minimal_elf, 64, "", false, Duration::from_secs(60))
-            .map_err(|e| e.to_string())
-            .and_then(|run| expect_pass(&run.log, MINIMAL_TAG, ("native", "bare"), run.status));
+        let r = boot_one(Mode::Native, &minimal_elf, 64)
+            .and_then(|b| expect_pass(&b, MINIMAL_TAG, Mode::Native));
         record("minimal-kernel native", r);
         Ok(())
     })?;
-    let xen_ready = step(
-        "xen: hypervisor with PV32 + dom0 (first run builds, a few minutes)",
-        || xen::prepare(&xen_cache()).map_err(HarnessError),
-    );
-    match xen_ready {
+    match harness::xen_env() {
         Err(e) => record("xen harness", Err(e.to_string())),
-        Ok(env) => {
+        Ok(_) => {
             let dom0_cases = [
                 BootCase::new("xen dom0 default", 64, "", Expect::Pass),
                 BootCase::new(
@@ -706,41 +753,32 @@ fn cmd_test() -> Res<Verdict> {
             ];
             let _ = step("boots as Xen dom0 (fast path)", || {
                 for c in &dom0_cases {
-                    let r =
-                        xen::run_dom0(&env, &elf, c.memory, &c.cmdline, Duration::from_secs(90))
-                            .and_then(|o| {
-                                let want = if matches!(c.expect, Expect::Pass) {
-                                    33
-                                } else {
-                                    35
-                                };
-                                if o.qemu_status != Some(want) {
-                                    return Err(format!(
-                                        "qemu status {:?}, expected {want}",
-                                        o.qemu_status
-                                    ));
-                                }
-                                c.check(&o.serial_log, "xen", "xen-pv")
-                            });
-                    record(&c.name, r);
+                    record(&c.name, boot_case(Mode::XenDom0, &elf, c));
                 }
                 Ok(())
             });
             let _ = step("minimal-kernel as Xen dom0 (fast path)", || {
-                let r = xen::run_dom0(&env, &minimal_elf, 64, "", Duration::from_secs(90))
-                    .and_then(|o| {
-                        expect_pass(&o.serial_log, MINIMAL_TAG, ("xen", "xen-pv"), o.qemu_status)
-                    });
+                let r = boot_one(Mode::XenDom0, &minimal_elf, 64)
+                    .and_then(|b| expect_pass(&b, MINIMAL_TAG, Mode::XenDom0));
                 record("minimal-kernel xen dom0", r);
                 Ok(())
             });
-            use xen::GuestKind::{Pv, Pvh};
+            // PV and PVH domUs in one dom0 boot.
             let domu_cases = [
-                (Pv, BootCase::new("xen domU 64 MiB", 64, "", Expect::Pass)),
-                (Pv, BootCase::new("xen domU 16 MiB", 16, "", Expect::Pass)),
-                (Pv, BootCase::new("xen domU 512 MiB", 512, "", Expect::Pass)),
                 (
-                    Pv,
+                    Mode::Xen,
+                    BootCase::new("xen domU 64 MiB", 64, "", Expect::Pass),
+                ),
+                (
+                    Mode::Xen,
+                    BootCase::new("xen domU 16 MiB", 16, "", Expect::Pass),
+                ),
+                (
+                    Mode::Xen,
+                    BootCase::new("xen domU 512 MiB", 512, "", Expect::Pass),
+                ),
+                (
+                    Mode::Xen,
                     BootCase::new(
                         "xen domU 1024 MiB (beyond the direct map)",
                         1024,
@@ -749,7 +787,7 @@ fn cmd_test() -> Res<Verdict> {
                     ),
                 ),
                 (
-                    Pv,
+                    Mode::Xen,
                     BootCase::new(
                         "xen domU pvops.early_ioremap=swapper",
                         64,
@@ -758,7 +796,7 @@ fn cmd_test() -> Res<Verdict> {
                     ),
                 ),
                 (
-                    Pv,
+                    Mode::Xen,
                     BootCase::new(
                         "xen domU pvops.skip_unpin",
                         64,
@@ -767,11 +805,11 @@ fn cmd_test() -> Res<Verdict> {
                     ),
                 ),
                 (
-                    Pvh,
+                    Mode::XenPvh,
                     BootCase::new("xen PVH domU 64 MiB", 64, "", Expect::Pass),
                 ),
                 (
-                    Pvh,
+                    Mode::XenPvh,
                     BootCase::new(
                         "xen PVH domU 1024 MiB (beyond the direct map)",
                         1024,
@@ -780,7 +818,7 @@ fn cmd_test() -> Res<Verdict> {
                     ),
                 ),
                 (
-                    Pvh,
+                    Mode::XenPvh,
                     BootCase::new(
                         "xen PVH domU pvops.early_ioremap=swapper",
                         64,
@@ -789,45 +827,37 @@ fn cmd_test() -> Res<Verdict> {
                     ),
                 ),
             ];
-            let specs: Vec<xen::DomuSpec> = domu_cases
+            let guests: Vec<(Mode, Guest)> = domu_cases
                 .iter()
-                .enumerate()
-                .map(|(i, (kind, c))| xen::DomuSpec {
-                    name: format!("pvops-test-{i}"),
-                    kind: *kind,
-                    elf: elf.clone(),
-                    memory_mib: c.memory,
-                    cmdline: c.cmdline.clone(),
-                })
+                .map(|(m, c)| (*m, c.guest(&elf)))
                 .collect();
-            let outcomes = step("boots as Xen domUs (one dom0 boot, xl create each)", || {
-                xen::run_domus(&env, &specs, Duration::from_secs(900)).map_err(HarnessError)
-            });
-            match outcomes {
+            let boots = step(
+                "boots as Xen domUs, PV and PVH (one dom0 boot, xl create each)",
+                || harness::boot_domus(&guests),
+            );
+            match boots {
                 Err(e) => record("xen domU run", Err(e.to_string())),
-                Ok(outcomes) => {
-                    for ((kind, c), o) in domu_cases.iter().zip(&outcomes) {
-                        let want = if matches!(c.expect, Expect::Pass) {
-                            0
-                        } else {
-                            3
-                        };
-                        let (backend, platform) = domu_expect(*kind);
-                        let r = c
-                            .check(&o.console_log, backend, platform)
-                            .and_then(|line| match o.shutdown_reason {
-                                Some(r) if r == want => Ok(format!(
-                                    "{line} [shutdown reason {r}, {:.1}s]",
-                                    o.seconds.unwrap_or(0.0)
-                                )),
-                                other => Err(format!(
-                                    "shutdown reason {other:?}, expected {want}: {:?}",
-                                    o.error
-                                )),
-                            });
-                        record(&c.name, r);
+                Ok(boots) => {
+                    for ((mode, c), b) in domu_cases.iter().zip(boots) {
+                        record(&c.name, c.judge(b, *mode));
                     }
                 }
+            }
+        }
+    }
+
+    let quick = step(
+        "quick start: the README's steps in a fresh directory (cargo run: native, xen)",
+        quickstart::follow,
+    );
+    match quick {
+        Err(e) => record("quick start", Err(e.to_string())),
+        Ok(q) => {
+            for (line, secs, pass) in q.passes {
+                record(
+                    &format!("quick start `{line}`"),
+                    Ok(format!("{pass} [{secs:.1}s from an empty directory]")),
+                );
             }
         }
     }

@@ -30,6 +30,18 @@ pub fn boot(
     echo: bool,
     timeout: Duration,
 ) -> Res<NativeRun> {
+    boot_smp(elf, memory_mib, cmdline, 1, echo, timeout)
+}
+
+/// [`boot`] with `cpus` CPUs (QEMU `-smp`).
+pub fn boot_smp(
+    elf: &Path,
+    memory_mib: u32,
+    cmdline: &str,
+    cpus: u32,
+    echo: bool,
+    timeout: Duration,
+) -> Res<NativeRun> {
     let t0 = Instant::now();
     let mut child = Command::new("qemu-system-i386")
         .args([
@@ -41,6 +53,7 @@ pub fn boot(
             "stdio",
             "-no-reboot",
         ])
+        .args(["-smp", &cpus.to_string()])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-m"])
         .arg(memory_mib.to_string())
         .arg("-kernel")

@@ -108,20 +108,66 @@ pub fn have(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Installs Debian packages unless `probe` (a program) is already on PATH.
+/// Installs Debian packages unless `probe` (a program) is already on PATH: one progress line
+/// per apt step, apt's output in `target/logs/apt.log`, which an error names and quotes.
 pub fn ensure_apt(probe: &str, packages: &[&str]) -> Res<()> {
     if have(probe) {
         return Ok(());
     }
-    eprintln!(
-        "    installing {} (apt-get; needs root)",
-        packages.join(" ")
-    );
-    run(cmd("apt-get").args(["update", "-qq"]))?;
-    run(cmd("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(packages)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    let logs = root().join("target/logs");
+    std::fs::create_dir_all(&logs)
+        .map_err(|e| HarnessError(format!("cannot create {}: {e}", logs.display())))?;
+    let log = logs.join("apt.log");
+    let _ = std::fs::remove_file(&log);
+    logged_step(
+        &format!("apt-get update (needs root; log {})", log.display()),
+        cmd("apt-get").args(["update", "-q"]),
+        &log,
+    )?;
+    logged_step(
+        &format!("apt-get install {}", packages.join(" ")),
+        cmd("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        &log,
+    )
+}
+
+/// Runs `c` with its output appended to `log`, printing one line: `what ... done in N.Ns`.
+/// On failure the error names the log and quotes its last lines.
+fn logged_step(what: &str, c: &mut Command, log: &Path) -> Res<()> {
+    use std::io::Write;
+    eprint!("    {what} ... ");
+    let _ = std::io::stderr().flush();
+    let t = Instant::now();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| HarnessError(format!("cannot open {}: {e}", log.display())))?;
+    let file2 = file
+        .try_clone()
+        .map_err(|e| HarnessError(format!("{}: {e}", log.display())))?;
+    let status = c
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(file2)
+        .status()
+        .map_err(|e| HarnessError(format!("cannot run {}: {e}", describe(c))))?;
+    if status.success() {
+        eprintln!("done in {:.1}s", t.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    eprintln!("failed");
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    Err(HarnessError(format!(
+        "`{}` failed ({status}); full log {}:\n{}",
+        describe(c),
+        log.display(),
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    )))
 }
 
 /// Makes sure the nightly toolchain has rust-src (build-std) and clippy, and stable has

@@ -1,40 +1,31 @@
 //! minimal-kernel: the smallest kernel that adopts pvops, written against the public API only.
 //!
 //! One ELF boots on bare QEMU (multiboot1, through `backend-native`) and as a Xen PV guest
-//! (through `backend-xen`). Its main is written once, generic over [`Platform`]:
-//!
-//! 1. it runs the generic boot path ([`pvops_core::boot::boot`]): from the bootstrap table to
-//!    the kernel's own direct map, with the bootstrap table retired;
-//! 2. it then maps one page of its own in the backend's scratch area with
-//!    [`pvops_core::mapper::map_page`], writes through that mapping, reads the bytes back
-//!    through the direct map, and unmaps the page again;
-//! 3. it prints `MINIMAL-KERNEL: PASS backend=<native|xen> platform=<bare|xen-pv> ...`, or
-//!    `MINIMAL-KERNEL: FAIL backend=<name> platform=<platform> stage=<stage>: <reason>`, and
-//!    returns the
-//!    [`Outcome`], which the backend turns into an exit (QEMU's isa-debug-exit, or a Xen
-//!    shutdown).
+//! (through `backend-xen`). [`pvops::kernel!`] does the rest of what every kernel repeats:
+//! the result-line tag, registering the main with every linked backend, parsing the
+//! options, running the generic boot path ([`pvops_core::boot::boot`]: from the bootstrap
+//! table to the kernel's own direct map, with the bootstrap table retired), the PASS/FAIL
+//! line and the panic handler. Its own part, written once and generic over [`Platform`]:
+//! it maps one page of its own in the backend's scratch area with
+//! [`pvops_core::mapper::map_page`], writes through that mapping, reads the bytes back
+//! through the direct map, and unmaps the page again. The result line is
+//! `MINIMAL-KERNEL: PASS backend=<native|xen> platform=<bare|xen-pv> ...` or
+//! `MINIMAL-KERNEL: FAIL backend=<name> platform=<platform> stage=<stage>: <reason>`.
 #![no_std]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::fmt::Write;
-use pvops_core::boot::{boot, set_stage, take_boot_state, KernelStage, Stage};
+use pvops::{Kernel, KernelStage, Stage};
 use pvops_core::mapper::{self, MapError};
 use pvops_core::mem::FrameAllocator;
-use pvops_core::options::BootOptions;
 use pvops_core::paging::KERNEL_RW;
-use pvops_core::registry::{fatal, Handoff, Outcome};
 use pvops_core::{PageFault, PhysFrame, Platform, VirtAddr, PAGE_SIZE};
 
 /// The tag of this kernel's result lines; the backends' fault handlers print it too.
 const TAG: &str = "MINIMAL-KERNEL";
 
-// Tells pvops which kernel is linked (the fault handlers print its tag).
-pvops_core::kernel_tag!(TAG);
-
-// One generic main, instantiated and registered once per backend.
-backend_native::register_kernel!(minimal_main);
-backend_xen::register_kernel!(minimal_main);
+pvops::kernel!(tag = TAG, main = minimal_main);
 
 /// Bytes written through the kernel's own mapping and read back through the direct map.
 const PROBE_LEN: usize = 32;
@@ -45,66 +36,40 @@ const OWN_PAGE: u32 = 16;
 /// This kernel's own stage after the boot path: a fault in it reads `stage=own_mapping`.
 static OWN_MAPPING: KernelStage = KernelStage::new("own_mapping");
 
-fn minimal_main<P: Platform>(h: Handoff<'_, P>) -> Outcome {
-    let Handoff {
-        platform,
-        info,
-        console,
-    } = h;
+/// Runs once the generic boot path is done (the kernel's table is live): one mapping of
+/// the kernel's own. A fault in here is reported by the backend's trap handler with the
+/// kernel's own stage, `own_mapping`.
+fn minimal_main<P: Platform>(k: Kernel<'_, P>) -> Result<Summary, OwnError<P::Error>> {
     let _ = writeln!(
-        console,
+        k.console,
         "{TAG}: hello from the {} backend, cmdline \"{}\"",
         P::NAME,
-        info.cmdline
+        k.info.cmdline
     );
-    let opts = match BootOptions::parse(info.cmdline) {
-        Ok(o) => o,
-        Err(e) => return fail::<P>(console, info, Stage::Banner, format_args!("{e}")),
-    };
-    let Some(state) = take_boot_state() else {
-        return fail::<P>(
-            console,
-            info,
-            Stage::Entry,
-            format_args!("kernel main entered twice"),
-        );
-    };
+    pvops::set_stage(Stage::Kernel(&OWN_MAPPING));
+    let frame = own_mapping(k.platform, &mut k.state.alloc, k.console)?;
+    Ok(Summary {
+        lowmem_mapped_mib: k.report.lowmem_mapped >> 20,
+        root: k.report.root,
+        own_page: frame,
+    })
+}
 
-    // 1. The generic boot path: every stage prints `stage <name> ok cycles=<n>`.
-    let report = match boot(platform, info, opts, state, console) {
-        Ok(r) => r,
-        // A BootError prints as `stage=<stage>: <reason>`.
-        Err(e) => {
-            let _ = writeln!(
-                console,
-                "{TAG}: FAIL backend={} platform={} {e}",
-                P::NAME,
-                info.platform.name
-            );
-            return Outcome::Fail;
-        }
-    };
+/// The PASS line's fields.
+struct Summary {
+    lowmem_mapped_mib: u64,
+    root: PhysFrame,
+    own_page: PhysFrame,
+}
 
-    // 2. One mapping of the kernel's own, on the kernel's table (live now). A fault in here
-    //    is reported by the backend's trap handler with the stage set below.
-    let own = Stage::Kernel(&OWN_MAPPING);
-    set_stage(own);
-    let frame = match own_mapping(platform, &mut state.alloc, console) {
-        Ok(f) => f,
-        Err(e) => return fail::<P>(console, info, own, format_args!("{e}")),
-    };
-
-    // 3. The result line.
-    let _ = writeln!(
-        console,
-        "{TAG}: PASS backend={} platform={} lowmem_mapped_mib={} root_pfn={} own_page_pfn={}",
-        P::NAME,
-        info.platform.name,
-        report.lowmem_mapped >> 20,
-        report.root,
-        frame
-    );
-    Outcome::Pass
+impl core::fmt::Display for Summary {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "lowmem_mapped_mib={} root_pfn={} own_page_pfn={}",
+            self.lowmem_mapped_mib, self.root, self.own_page
+        )
+    }
 }
 
 /// Why the kernel's own mapping failed.
@@ -186,28 +151,4 @@ fn own_mapping<P: Platform>(
         "{TAG}: own mapping: pfn {frame} (mfn {mfn}) at {va}, {PROBE_LEN} bytes written there read back through the direct map, unmapped"
     );
     Ok(frame)
-}
-
-/// Prints the FAIL line of `stage` and returns [`Outcome::Fail`].
-fn fail<P: Platform>(
-    console: &mut dyn Write,
-    info: &pvops_core::boot::BootInfo<'_>,
-    stage: Stage,
-    reason: core::fmt::Arguments<'_>,
-) -> Outcome {
-    let _ = writeln!(
-        console,
-        "{TAG}: FAIL backend={} platform={} stage={}: {reason}",
-        P::NAME,
-        info.platform.name,
-        stage.name()
-    );
-    Outcome::Fail
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    // The backend's fatal handler prints `MINIMAL-KERNEL: FAIL backend=.. platform=.. stage=..: ..` and
-    // ends the run as a failure.
-    fatal(format_args!("{info}"))
 }

@@ -2,7 +2,7 @@
 //! it.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
@@ -29,36 +29,54 @@ const KERNEL_META_PACKAGE: &str = "linux-image-amd64";
 /// How long a version resolved from the archive is reused before asking the archive again.
 const RESOLVE_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-pub(super) fn ensure_host_packages() -> Result<(), String> {
-    let missing = missing_host_packages()?;
+/// Installs the missing host packages: one progress line per apt step, apt's output in
+/// `<logs>/apt-update.log` and `<logs>/apt-install.log` (an error quotes the log's tail and
+/// names the file).
+pub(super) fn ensure_host_packages(logs: &Path) -> Result<(), String> {
+    let missing = step("checking host packages", missing_host_packages)?;
     if missing.is_empty() {
         return Ok(());
     }
-    eprint!("installing {} ... ", missing.join(" "));
-    let log = std::env::temp_dir().join("xtask-xen-apt.log");
-    run_apt(
+    make_dir(logs)?;
+    let update_log = logs.join("apt-update.log");
+    step(
+        &format!("apt-get update (log {})", update_log.display()),
         || {
-            let mut c = Command::new("apt-get");
-            c.args(["-q", "update"]);
-            c
+            run_apt(
+                || {
+                    let mut c = Command::new("apt-get");
+                    c.args(["-q", "update"]);
+                    c
+                },
+                "xen: apt-get update",
+                &update_log,
+            )
         },
-        "xen: apt-get update",
-        &log,
     )?;
-    run_apt(
+    let install_log = logs.join("apt-install.log");
+    step(
+        &format!(
+            "apt-get install {} (log {})",
+            missing.join(" "),
+            install_log.display()
+        ),
         || {
-            let mut c = Command::new("apt-get");
-            c.env("DEBIAN_FRONTEND", "noninteractive")
-                .args(["-q", "-y", "--no-install-recommends", "install"])
-                .args(&missing);
-            c
+            run_apt(
+                || {
+                    let mut c = Command::new("apt-get");
+                    c.env("DEBIAN_FRONTEND", "noninteractive")
+                        .args(["-q", "-y", "--no-install-recommends", "install"])
+                        .args(&missing);
+                    c
+                },
+                "xen: apt-get install",
+                &install_log,
+            )
         },
-        "xen: apt-get install",
-        &log,
     )
 }
 
-pub(super) fn missing_host_packages() -> Result<Vec<String>, String> {
+fn missing_host_packages() -> Result<Vec<String>, String> {
     let out = Command::new("dpkg-query")
         .args(["-W", "-f=${Package} ${db:Status-Status}\\n"])
         .args(HOST_PACKAGES)

@@ -10,7 +10,8 @@ use super::cpio::{pad4, CpioTree};
 use super::qemu::qemu_args;
 use super::util::{read_file, write_file};
 use super::{
-    BootOptions, DomuSpec, XenEnv, ELF_MAGIC, MAX_DOMU_MEMORY_MIB, MIN_DOMU_CS, XEN_BASE_OPTIONS,
+    BootOptions, DomuSpec, XenEnv, ELF_MAGIC, MAX_DOMU_MEMORY_MIB, MAX_VCPUS, MIN_DOMU_CS,
+    XEN_BASE_OPTIONS,
 };
 
 /// dom0 memory in the `run_domus` path (Linux + toolstack in an initramfs).
@@ -94,6 +95,9 @@ pub(super) fn validate_specs(specs: &[DomuSpec]) -> Result<(), String> {
         if specs[..i].iter().any(|o| o.name == s.name) {
             return bad("name used twice".into());
         }
+        if s.vcpus == 0 || s.vcpus > MAX_VCPUS {
+            return bad(format!("vcpus {} is out of range (1-{MAX_VCPUS})", s.vcpus));
+        }
         if s.memory_mib == 0 || s.memory_mib > MAX_DOMU_MEMORY_MIB {
             return bad(format!("memory {} MiB is out of range", s.memory_mib));
         }
@@ -110,11 +114,12 @@ pub(super) fn xl_quote(s: &str) -> String {
 
 pub(super) fn xl_config(index: usize, s: &DomuSpec) -> String {
     format!(
-        "name = {}\ntype = \"{}\"\nkernel = \"/job/{index}/kernel\"\nmemory = {}\nvcpus = 1\n\
+        "name = {}\ntype = \"{}\"\nkernel = \"/job/{index}/kernel\"\nmemory = {}\nvcpus = {}\n\
          cmdline = {}\non_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\n",
         xl_quote(&s.name),
         s.kind.xl_type(),
         s.memory_mib,
+        s.vcpus,
         xl_quote(&s.cmdline)
     )
 }
@@ -178,7 +183,7 @@ pub(super) fn domu_qemu_args(
         kernel.display(),
         initrd.display()
     );
-    qemu_args(&env.xen, &append, &modules, mem_mib)
+    qemu_args(&env.xen, &append, &modules, mem_mib, 1)
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ use job::{
 };
 use qemu::{clean_serial, module_arg, qemu_args, run_qemu};
 use relay::parse_relay;
-use util::{step, tail_lines};
+use util::tail_lines;
 
 // Constants shared by more than one part of the harness.
 const XEN_SOURCE_PACKAGE: &str = "xen";
@@ -69,6 +69,8 @@ const XL_HUNG_STATUS: i32 = 999;
 const MIN_DOMU_CS: u64 = 1000;
 const MAX_DOMU_MEMORY_MIB: u32 = 64 * 1024;
 const MIN_DOM0_MEM_MIB: u32 = 4;
+/// Most vCPUs a guest may ask for (QEMU's `-smp` and a domU's `vcpus`).
+const MAX_VCPUS: u32 = 128;
 /// Serial lines quoted in an error message.
 const ERROR_TAIL_LINES: usize = 60;
 
@@ -100,7 +102,7 @@ pub fn prepare(cache: &Path) -> Result<XenEnv, String> {
     let root = fs::canonicalize(cache)
         .map_err(|e| format!("xen: cannot resolve {}: {e}", cache.display()))?;
     let _lock = lock_cache(&root)?;
-    step("checking host packages", ensure_host_packages)?;
+    ensure_host_packages(&root.join("logs"))?;
     let layout = Layout::new(root)?;
     let resolved = resolve_versions(&layout)?;
     let xen = ensure_hypervisor(&layout, &resolved)?;
@@ -147,6 +149,8 @@ pub struct DomuSpec {
     pub memory_mib: u32,
     /// The guest's command line (printable ASCII, at most 1023 bytes).
     pub cmdline: String,
+    /// `vcpus =` in the xl config (1 to 128; Xen time-shares them on QEMU's one CPU).
+    pub vcpus: u32,
 }
 
 /// What became of one domU.
@@ -184,6 +188,9 @@ pub struct BootOptions {
     /// of `timeout` (minus ~15 s for Xen's boot and the final relay) when it starts, at least
     /// 10 s, so one hung domU cannot eat the time of the ones after it.
     pub domu_timeout: Option<Duration>,
+    /// `run_dom0` only: QEMU `-smp` and Xen's `dom0_max_vcpus` (1 to 128; default 1). The domU
+    /// path always runs QEMU with one CPU (a domU's `vcpus` are time-shared by Xen).
+    pub cpus: u32,
 }
 
 impl BootOptions {
@@ -193,6 +200,7 @@ impl BootOptions {
             timeout,
             stream: false,
             domu_timeout: None,
+            cpus: 1,
         }
     }
 }
@@ -279,9 +287,18 @@ pub fn run_dom0_with(
     let scratch = ScratchDir::new("dom0")?;
     let guest = link_into(&scratch, elf, "guest.elf")?;
     let mem = (dom0_mem_mib + QEMU_DOM0_PATH_HEADROOM_MIB).max(QEMU_MIN_DOM0_PATH_MIB);
-    let append = format!("{XEN_BASE_OPTIONS} dom0_mem={dom0_mem_mib}M,max:{dom0_mem_mib}M");
+    if !(1..=MAX_VCPUS).contains(&opts.cpus) {
+        return Err(format!(
+            "xen: run_dom0: {} CPUs is out of range (1-{MAX_VCPUS})",
+            opts.cpus
+        ));
+    }
+    let mut append = format!("{XEN_BASE_OPTIONS} dom0_mem={dom0_mem_mib}M,max:{dom0_mem_mib}M");
+    if opts.cpus > 1 {
+        append.push_str(&format!(" dom0_max_vcpus={}", opts.cpus));
+    }
     let module = module_arg(&guest, cmdline)?;
-    let args = qemu_args(&env.xen, &append, &module, mem);
+    let args = qemu_args(&env.xen, &append, &module, mem, opts.cpus);
     let run = run_qemu(&args, opts.timeout, opts.stream)?;
     Ok(Dom0Outcome {
         serial_log: clean_serial(&run.serial, true),

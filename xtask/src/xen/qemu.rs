@@ -12,17 +12,27 @@ use super::util::tail_lines;
 use super::{DEBUG_EXIT_PORT, ERROR_TAIL_LINES};
 
 const QEMU: &str = "qemu-system-x86_64";
-/// QEMU options of every run: TCG (KVM does not work here), one CPU, serial on stdio.
-const QEMU_BASE_ARGS: &str = "-accel tcg -cpu qemu64 -smp 1 -no-reboot -nodefaults \
+/// QEMU options of every run: TCG (KVM does not work here), serial on stdio (`-smp` is added).
+const QEMU_BASE_ARGS: &str = "-accel tcg -cpu qemu64 -no-reboot -nodefaults \
                               -display none -serial stdio -monitor none";
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-pub(super) fn qemu_args(xen: &Path, append: &str, modules: &str, mem_mib: u32) -> Vec<String> {
+/// QEMU's arguments for a Xen boot: `xen` with `append`, the multiboot `modules`, `mem_mib` of
+/// RAM and `cpus` CPUs.
+pub(super) fn qemu_args(
+    xen: &Path,
+    append: &str,
+    modules: &str,
+    mem_mib: u32,
+    cpus: u32,
+) -> Vec<String> {
     let mut args: Vec<String> = QEMU_BASE_ARGS
         .split_whitespace()
         .map(String::from)
         .collect();
     args.extend([
+        "-smp".to_string(),
+        cpus.to_string(),
         "-m".to_string(),
         mem_mib.to_string(),
         "-kernel".to_string(),
