@@ -410,7 +410,7 @@ fn capture_seeds() -> Res<()> {
         ..Guest::new(&elf)
     };
     let native = booted(
-        harness::boot(Mode::Native, &[guest.clone()], false)?,
+        harness::boot(Mode::Native, std::slice::from_ref(&guest), false)?,
         "native",
     )?;
     write_seed(
@@ -422,7 +422,7 @@ fn capture_seeds() -> Res<()> {
     write_seed("cmdline", "qemu", &cmdline_seed(&native)?)?;
 
     let dom0 = booted(
-        harness::boot(Mode::XenDom0, &[guest.clone()], false)?,
+        harness::boot(Mode::XenDom0, std::slice::from_ref(&guest), false)?,
         "xen dom0",
     )?;
     write_seed("start_info", "xen-dom0-64m", &start_info_seed(&dom0)?)?;
