@@ -156,10 +156,16 @@ pub fn bootstrap_tables() -> FrameRange {
     }
 }
 
-/// Writes to the isa-debug-exit port (QEMU exits with `(code << 1) | 1`), then halts.
+/// Ends the run: with the `qemu-debug-exit` feature, writes `code` to QEMU's isa-debug-exit
+/// port (QEMU exits with `(code << 1) | 1`); then halts.
 pub(crate) fn exit(code: u8) -> ! {
+    #[cfg(feature = "qemu-debug-exit")]
     // SAFETY: port 0xf4 is QEMU's isa-debug-exit device; on other machines it is unused.
-    unsafe { x86::io::outb(0xf4, code) };
+    unsafe {
+        x86::io::outb(0xf4, code)
+    };
+    #[cfg(not(feature = "qemu-debug-exit"))]
+    let _ = code;
     loop {
         // SAFETY: halting with interrupts off ends the run on hardware without the device.
         unsafe { core::arch::asm!("cli; hlt") };

@@ -42,10 +42,7 @@ pub const EXIT_FAIL: u8 = 0x11;
 
 #[linkme::distributed_slice(BACKENDS)]
 #[linkme(crate = pvops_core::linkme)]
-static NATIVE_BACKEND: BackendDescriptor = BackendDescriptor {
-    name: "native",
-    entry: "multiboot1, protected mode, paging off",
-};
+static NATIVE_BACKEND: BackendDescriptor = BackendDescriptor { name: "native" };
 
 /// The platform of a multiboot1 boot on bare hardware (or bare QEMU).
 pub const PLATFORM_BARE: pvops_core::boot::PlatformInfo = pvops_core::boot::PlatformInfo {

@@ -3,7 +3,7 @@
 //! hypercall page and ring are set up; Xen prints it on its own console as `(dN) ...`).
 
 use crate::abi::XenconsInterface;
-use crate::real;
+use crate::hypercall;
 use core::fmt;
 use core::sync::atomic::{fence, AtomicU32, AtomicUsize, Ordering};
 
@@ -47,8 +47,8 @@ fn ring() -> Option<*mut XenconsInterface> {
 }
 
 fn notify_and_yield() {
-    let _ = real::evtchn_send(EVTCHN.load(Ordering::Acquire));
-    let _ = real::sched_op(crate::abi::SCHEDOP_YIELD, &mut 0);
+    let _ = hypercall::evtchn_send(EVTCHN.load(Ordering::Acquire));
+    let _ = hypercall::sched_op(crate::abi::SCHEDOP_YIELD, &mut 0);
 }
 
 /// Waits (bounded) until xenconsoled has read everything written to the ring.
@@ -77,7 +77,7 @@ impl fmt::Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         match MODE.load(Ordering::Acquire) {
             MODE_IO => {
-                let _ = real::console_io_write(s.as_bytes());
+                let _ = hypercall::console_io_write(s.as_bytes());
             }
             MODE_RING => write_ring(s.as_bytes()),
             MODE_DEBUG_PORT => {
@@ -129,6 +129,6 @@ fn write_ring(bytes: &[u8]) {
     // One notification per line, not per `write_str` piece (a formatted line is several):
     // each is a hypercall, which for a PVH guest is a VM exit. `drain` notifies what is left.
     if bytes.contains(&b'\n') {
-        let _ = real::evtchn_send(EVTCHN.load(Ordering::Acquire));
+        let _ = hypercall::evtchn_send(EVTCHN.load(Ordering::Acquire));
     }
 }

@@ -5,14 +5,15 @@ use crate::abi::{
     self, MachphysMapping, StartInfo, TrapInfo, FLAT_KERNEL_CS, SIF_INITDOMAIN, VIRT_BASE,
 };
 use crate::console::{self, Console};
-use crate::real::{self, RealXen};
+use crate::hypercall;
+use crate::real::RealXen;
 use crate::{boot_info, XenMmu, XEN_KERNEL};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 use pvops_core::addr::{FrameRange, PhysFrame, PAGE_SIZE};
 use pvops_core::boot::current_stage;
-use pvops_core::options::BootOptions;
 use pvops_core::registry::{kernel_tag, set_fatal_handler, Handoff, Outcome};
+use pvops_core::trap::TrapFrame;
 
 core::arch::global_asm!(
     r#"
@@ -67,50 +68,6 @@ pvops_xen_entry:
     call pvops_xen_main
 3:
     jmp 3b
-
-    .macro pvops_xen_stub n, err
-    .section .text.pvops_xen_traps, "ax"
-pvops_xen_stub_\n:
-    .if \err == 0
-    push $0
-    .endif
-    push $\n
-    jmp pvops_xen_trap_common
-    .section .rodata.pvops_xen_traps, "a"
-    .long pvops_xen_stub_\n
-    .endm
-
-    .section .rodata.pvops_xen_traps, "a"
-    .balign 4
-    .global pvops_xen_trap_stubs
-pvops_xen_trap_stubs:
-    pvops_xen_stub 0, 0
-    pvops_xen_stub 1, 0
-    pvops_xen_stub 2, 0
-    pvops_xen_stub 3, 0
-    pvops_xen_stub 4, 0
-    pvops_xen_stub 5, 0
-    pvops_xen_stub 6, 0
-    pvops_xen_stub 7, 0
-    pvops_xen_stub 8, 1
-    pvops_xen_stub 9, 0
-    pvops_xen_stub 10, 1
-    pvops_xen_stub 11, 1
-    pvops_xen_stub 12, 1
-    pvops_xen_stub 13, 1
-    pvops_xen_stub 14, 1
-    pvops_xen_stub 15, 0
-    pvops_xen_stub 16, 0
-    pvops_xen_stub 17, 1
-    pvops_xen_stub 18, 0
-    pvops_xen_stub 19, 0
-
-    .section .text.pvops_xen_traps, "ax"
-pvops_xen_trap_common:
-    push %esp
-    call pvops_xen_trap
-4:
-    jmp 4b
 "#,
     virt_base = const VIRT_BASE,
     stack = const 256 * 1024,
@@ -119,29 +76,22 @@ pvops_xen_trap_common:
 
 const TRAP_VECTORS: usize = 20;
 
+pvops_core::trap_stubs!(pvops_xen_trap_stubs, 20, pvops_xen_trap);
+
 unsafe extern "C" {
-    static pvops_xen_trap_stubs: [u32; TRAP_VECTORS];
     static __pvops_image_start: u8;
     static __pvops_image_end: u8;
 }
 
 static DOM0: AtomicBool = AtomicBool::new(false);
 
-/// What the trap stubs push: vector, error code, then Xen's bounce frame (eip, cs, eflags).
-#[repr(C)]
-struct TrapFrame {
-    vector: u32,
-    error: u32,
-    eip: u32,
-    cs: u32,
-    eflags: u32,
-}
-
 /// Ends the domain: drains the console, then (dom0) writes QEMU's debug-exit port with I/O
 /// privilege from PHYSDEVOP_set_iopl, or (domU) SCHEDOP_shutdown poweroff/crash.
 fn exit(pass: bool) -> ! {
     console::drain();
-    if DOM0.load(Ordering::Acquire) && real::set_iopl(1) == 0 {
+    // Under QEMU (the `qemu-debug-exit` feature) dom0 ends the whole machine with a status.
+    #[cfg(feature = "qemu-debug-exit")]
+    if DOM0.load(Ordering::Acquire) && hypercall::set_iopl(1) == 0 {
         let code = if pass { 0x10 } else { 0x11 };
         // SAFETY: with IOPL 1 a ring-1 dom0 may use port 0xf4 (QEMU's isa-debug-exit).
         unsafe { x86::io::outb(0xf4, code) };
@@ -151,9 +101,9 @@ fn exit(pass: bool) -> ! {
     } else {
         abi::SHUTDOWN_CRASH
     };
-    let _ = real::sched_op(abi::SCHEDOP_SHUTDOWN, &mut reason);
+    let _ = hypercall::sched_op(abi::SCHEDOP_SHUTDOWN, &mut reason);
     loop {
-        let _ = real::sched_op(abi::SCHEDOP_YIELD, &mut 0);
+        let _ = hypercall::sched_op(abi::SCHEDOP_YIELD, &mut 0);
     }
 }
 
@@ -169,7 +119,6 @@ fn fatal(args: core::fmt::Arguments<'_>) -> ! {
     exit(false)
 }
 
-#[unsafe(no_mangle)]
 extern "C" fn pvops_xen_trap(f: &TrapFrame) -> ! {
     if f.vector == 14 {
         let cr2: u32;
@@ -190,7 +139,7 @@ extern "C" fn pvops_xen_trap(f: &TrapFrame) -> ! {
 
 fn install_traps() -> i32 {
     let mut table = [TrapInfo::default(); TRAP_VECTORS + 1];
-    // SAFETY: the stub table is emitted by the asm above.
+    // SAFETY: the stub table is emitted by `trap_stubs!` above.
     let stubs = unsafe { &pvops_xen_trap_stubs };
     for (i, (t, stub)) in table.iter_mut().zip(stubs).enumerate() {
         *t = TrapInfo {
@@ -200,7 +149,7 @@ fn install_traps() -> i32 {
             address: *stub,
         };
     }
-    real::set_trap_table(&table)
+    hypercall::set_trap_table(&table)
 }
 
 fn virt_to_pfn(v: usize) -> PhysFrame {
@@ -216,7 +165,7 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
     DOM0.store(dom0, Ordering::Release);
     set_fatal_handler(fatal);
     let mut machphys = MachphysMapping::default();
-    let mm_ret = real::machphys_mapping(&mut machphys);
+    let mm_ret = hypercall::machphys_mapping(&mut machphys);
     if dom0 {
         console::use_console_io();
     } else if mm_ret == 0 && si_ref.magic.starts_with(abi::START_INFO_MAGIC) {
@@ -318,10 +267,9 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
         machphys.v_start,
         machphys.max_mfn
     );
-    let opts = BootOptions::parse(facts.cmdline).unwrap_or_default();
     // SAFETY: mfn_list is start_info's p2m list (validated to lie in our region).
     let hv = unsafe { RealXen::new(si_ref.mfn_list, si_ref.nr_pages, &machphys) };
-    let mut mmu = match XenMmu::new(hv, &facts, &opts) {
+    let mut mmu = match XenMmu::new(hv, &facts, &crate::XenOptions::default()) {
         Ok(m) => m,
         Err(e) => fatal(format_args!("{e}")),
     };
@@ -329,15 +277,10 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
     let info = boot_info(&mmu, &facts, kernel_image, pool);
     let _ = writeln!(
         Console,
-        "xen: Xen's bootstrap table maps pfn 0..{} ({} KiB); lowmem limit {} MiB; batch {}",
+        "xen: Xen's bootstrap table maps pfn 0..{} ({} KiB); lowmem limit {} MiB",
         mmu.reach(),
         mmu.reach().0 * 4,
         pvops_core::MmuOps::layout(&mmu).lowmem_limit >> 20,
-        if opts.batch == 0 {
-            crate::mmu::QUEUE_CAPACITY as u32
-        } else {
-            opts.batch
-        }
     );
     let Some(main) = XEN_KERNEL.first() else {
         fatal(format_args!("no kernel registered for the Xen backend"))

@@ -15,10 +15,12 @@
 pub mod abi;
 pub mod hypervisor;
 pub mod mmu;
+pub mod options;
 pub mod start_info;
 
 pub use hypervisor::{Hypervisor, MixedResult};
 pub use mmu::{XenError, XenMmu, XenOp, XenStats};
+pub use options::XenOptions;
 pub use start_info::{StartInfoError, XenBootFacts};
 
 use pvops_core::addr::{FrameRange, PhysAddr, PAGE_SIZE};
@@ -31,10 +33,7 @@ pub use pvops_core::linkme;
 
 #[linkme::distributed_slice(BACKENDS)]
 #[linkme(crate = pvops_core::linkme)]
-static XEN_BACKEND: BackendDescriptor = BackendDescriptor {
-    name: "xen",
-    entry: "Xen PV (ELF notes, ring 1, esi = start_info)",
-};
+static XEN_BACKEND: BackendDescriptor = BackendDescriptor { name: "xen" };
 
 /// The platform of a Xen PV guest.
 pub const PLATFORM_XEN_PV: pvops_core::boot::PlatformInfo = pvops_core::boot::PlatformInfo {
@@ -82,6 +81,7 @@ cfg_if::cfg_if! {
     if #[cfg(all(target_arch = "x86", target_os = "none"))] {
         pub mod console;
         mod entry;
+        pub mod hypercall;
         pub mod real;
         pub use real::RealXen;
 

@@ -6,11 +6,12 @@ use crate::abi::{
     mmuext, Errno, MachphysMapping, MmuUpdate, MmuextOp, MMU_NORMAL_PT_UPDATE, VIRT_BASE,
 };
 use crate::hypervisor::Hypervisor;
+use crate::options::XenOptions;
 use crate::start_info::XenBootFacts;
 use core::fmt;
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::ops::{MemoryLayout, MmuOps, PageFault, Platform};
-use pvops_core::options::BootOptions;
+use pvops_core::options::OptionErrorKind;
 use pvops_core::paging::{
     EntrySlot, Level, PageTableEntry, PteFlags, ENTRIES, KERNEL_RO, KERNEL_RW, PDPT_ENTRIES,
 };
@@ -26,10 +27,6 @@ pub enum XenOp {
     MmuUpdate,
     /// `mmuext_op` with this command.
     MmuextOp(u32),
-    /// `update_va_mapping`.
-    UpdateVaMapping,
-    /// `multicall`.
-    Multicall,
     /// `memory_op(XENMEM_machphys_mapping)`.
     MachphysMapping,
 }
@@ -48,8 +45,6 @@ impl fmt::Display for XenOp {
                 mmuext::INVLPG_LOCAL => "mmuext_op(INVLPG_LOCAL)",
                 _ => "mmuext_op",
             }),
-            XenOp::UpdateVaMapping => f.write_str("update_va_mapping"),
-            XenOp::Multicall => f.write_str("multicall"),
             XenOp::MachphysMapping => f.write_str("memory_op(XENMEM_machphys_mapping)"),
         }
     }
@@ -120,6 +115,9 @@ pub struct XenMmu<H: Hypervisor> {
     pt_base: PhysFrame,
     bootstrap: FrameRange,
     reach: PhysFrame,
+    /// The options in force; they can change until the first page table is announced.
+    options: XenOptions,
+    configurable: bool,
     skip_unpin: bool,
     batch: usize,
     lazy: bool,
@@ -141,7 +139,7 @@ impl<H: Hypervisor> XenMmu<H> {
     /// Sets up the backend on Xen's bootstrap table (`read_cr3` = `pt_base` until the switch).
     /// Asks Xen where the hypervisor hole starts (`XENMEM_machphys_mapping`) and places the
     /// early_ioremap window and the scratch area right below it.
-    pub fn new(mut hv: H, facts: &XenBootFacts<'_>, opts: &BootOptions) -> Result<Self, XenError> {
+    pub fn new(mut hv: H, facts: &XenBootFacts<'_>, opts: &XenOptions) -> Result<Self, XenError> {
         let mut mm = MachphysMapping::default();
         let ret = hv.machphys_mapping(&mut mm);
         if let Some(errno) = Errno::from_ret(ret) {
@@ -162,10 +160,6 @@ impl<H: Hypervisor> XenMmu<H> {
             scratch_area: VirtAddr(scratch),
             lowmem_formula: "hole start (XENMEM_machphys_mapping) - 2 MiB early_ioremap window - 2 MiB scratch - 0xC0000000",
         };
-        let batch = match opts.batch {
-            0 => QUEUE_CAPACITY,
-            n => (n as usize).min(QUEUE_CAPACITY),
-        };
         let mut mmu = XenMmu {
             hv,
             layout,
@@ -175,8 +169,10 @@ impl<H: Hypervisor> XenMmu<H> {
             pt_base: facts.pt_base,
             bootstrap: facts.bootstrap_tables,
             reach: PhysFrame(facts.nr_pages),
-            skip_unpin: opts.skip_unpin,
-            batch,
+            options: *opts,
+            configurable: true,
+            skip_unpin: false,
+            batch: QUEUE_CAPACITY,
             lazy: false,
             queue: [MmuUpdate::default(); QUEUE_CAPACITY],
             queued: 0,
@@ -184,9 +180,10 @@ impl<H: Hypervisor> XenMmu<H> {
             ext_queued: 0,
             pt_base_pinned: true,
             detached: [0; DETACHED_FRAMES / 64],
-            direct_stores: opts.batch != 1,
+            direct_stores: true,
             stats: XenStats::default(),
         };
+        mmu.configure(*opts);
         mmu.reach = mmu.measure_reach();
         Ok(mmu)
     }
@@ -198,6 +195,23 @@ impl<H: Hypervisor> XenMmu<H> {
     /// Hypercall counters.
     pub fn stats(&self) -> XenStats {
         self.stats
+    }
+    fn configure(&mut self, opts: XenOptions) {
+        self.options = opts;
+        self.skip_unpin = opts.skip_unpin();
+        self.batch = match opts.batch {
+            0 => QUEUE_CAPACITY,
+            n => (n as usize).min(QUEUE_CAPACITY),
+        };
+        self.direct_stores = opts.batch != 1;
+    }
+    /// The options in force.
+    pub fn options(&self) -> XenOptions {
+        self.options
+    }
+    /// Most page-table updates per `mmu_update` in lazy mode.
+    pub fn batch(&self) -> usize {
+        self.batch
     }
     /// start_info's frame (as the domain builder placed it).
     pub fn start_info(&self) -> PhysFrame {
@@ -628,6 +642,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         Ok(frames)
     }
     fn alloc_pt(&mut self, frame: PhysFrame, _level: Level) -> Result<(), XenError> {
+        self.configurable = false;
         // A new table is detached (plain writable memory) until it goes live; with
         // pvops.batch=1, or beyond the tracked range, it is read-only from the start.
         if self.direct_stores && self.set_detached(frame, true) {
@@ -641,6 +656,17 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
             return Ok(());
         }
         self.set_writable(frame, true)
+    }
+    /// `pvops.batch=N` and (with the `bug-skip-unpin` feature) `pvops.skip_unpin`, before
+    /// the first page table is announced.
+    fn set_option(&mut self, key: &str, value: Option<&str>) -> Result<(), OptionErrorKind> {
+        let mut o = self.options;
+        o.apply(key, value)?;
+        if !self.configurable {
+            return Err(OptionErrorKind::TooLate);
+        }
+        self.configure(o);
+        Ok(())
     }
     fn counters(&self) -> pvops_core::PvCounters {
         self.stats

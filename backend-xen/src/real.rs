@@ -1,70 +1,12 @@
-//! The real hypercall layer: calls through the hypercall page Xen fills in (ELF note
-//! HYPERCALL_PAGE for a PV guest; the CPUID-named MSR for a PVH guest), the p2m list from
-//! start_info, and Xen's read-only M2P table. The free functions work for PV and PVH guests
-//! alike (the same registers, the same page layout: 32 bytes per hypercall).
+//! The real hypercall layer: [`Hypervisor`] over the raw hypercalls (`crate::hypercall`),
+//! the p2m list from start_info, and Xen's read-only M2P table.
 
-use crate::abi::{
-    self, nr, MachphysMapping, MmuUpdate, MmuextOp, MulticallEntry, DOMID_SELF, VIRT_BASE,
-};
+use crate::abi::{nr, MachphysMapping, MmuUpdate, MmuextOp, MulticallEntry, DOMID_SELF, VIRT_BASE};
+use crate::hypercall::{hypercall3, hypercall4};
 use crate::hypervisor::Hypervisor;
 use core::fmt::{self, Write};
 use pvops_core::addr::{MachineFrame, PhysFrame, VirtAddr};
 use pvops_core::ops::PageFault;
-
-unsafe extern "C" {
-    static pvops_hypercall_page: [u8; 4096];
-}
-
-fn entry(nr: usize) -> usize {
-    &raw const pvops_hypercall_page as usize + nr * 32
-}
-
-/// A hypercall with up to three arguments (ebx, ecx, edx). Xen may clobber argument registers.
-///
-/// # Safety
-/// The arguments must be valid for hypercall `nr` (pointers to live buffers).
-pub unsafe fn hypercall3(nr: usize, a1: u32, a2: u32, a3: u32) -> i32 {
-    let ret: i32;
-    // SAFETY: calls Xen's stub for `nr` in the hypercall page; the caller vouches for the args.
-    unsafe {
-        core::arch::asm!(
-            "call *%edi",
-            inout("edi") entry(nr) => _,
-            inout("ebx") a1 => _,
-            inout("ecx") a2 => _,
-            inout("edx") a3 => _,
-            lateout("eax") ret,
-            options(att_syntax)
-        );
-    }
-    ret
-}
-
-/// A hypercall with four arguments. LLVM reserves esi, Xen's 4th argument register: the
-/// asm saves it, loads it from eax (which the stub overwrites with the call number anyway)
-/// and restores it.
-///
-/// # Safety
-/// As [`hypercall3`].
-pub unsafe fn hypercall4(nr: usize, a1: u32, a2: u32, a3: u32, a4: u32) -> i32 {
-    let ret: i32;
-    // SAFETY: as hypercall3; esi is saved and restored around the call.
-    unsafe {
-        core::arch::asm!(
-            "push %esi",
-            "mov %eax, %esi",
-            "call *%edi",
-            "pop %esi",
-            inout("edi") entry(nr) => _,
-            inout("eax") a4 => ret,
-            inout("ebx") a1 => _,
-            inout("ecx") a2 => _,
-            inout("edx") a3 => _,
-            options(att_syntax)
-        );
-    }
-    ret
-}
 
 /// The hypercall layer of a running 32-bit PV guest.
 pub struct RealXen {
@@ -88,103 +30,6 @@ impl RealXen {
             m2p_entries: machphys.max_mfn.saturating_add(1),
         }
     }
-}
-
-/// `memory_op(XENMEM_machphys_mapping)` without a RealXen (the entry needs it first).
-pub fn machphys_mapping(out: &mut MachphysMapping) -> i32 {
-    // SAFETY: `out` is a live 12-byte buffer Xen fills in.
-    unsafe {
-        hypercall3(
-            nr::MEMORY_OP,
-            abi::XENMEM_MACHPHYS_MAPPING,
-            out as *mut _ as u32,
-            0,
-        )
-    }
-}
-
-/// `sched_op(cmd, arg)`.
-pub fn sched_op(cmd: u32, arg: &mut u32) -> i32 {
-    // SAFETY: `arg` is a live 4-byte buffer (sched_shutdown's reason, or unused).
-    unsafe { hypercall3(nr::SCHED_OP, cmd, arg as *mut u32 as u32, 0) }
-}
-
-/// `event_channel_op(EVTCHNOP_send, port)`.
-pub fn evtchn_send(port: u32) -> i32 {
-    let mut p = port;
-    // SAFETY: `p` is a live struct evtchn_send.
-    unsafe {
-        hypercall3(
-            nr::EVENT_CHANNEL_OP,
-            abi::EVTCHNOP_SEND,
-            &mut p as *mut u32 as u32,
-            0,
-        )
-    }
-}
-
-/// `hvm_op(HVMOP_get_param, {DOMID_SELF, index})`: the parameter's value or the negated
-/// errno (HVM and PVH guests).
-pub fn hvm_get_param(index: u32) -> Result<u64, i32> {
-    let mut p = abi::HvmParam {
-        domid: DOMID_SELF,
-        pad: 0,
-        index,
-        value: 0,
-    };
-    // SAFETY: `p` is a live struct xen_hvm_param that Xen reads and fills in.
-    let ret = unsafe {
-        hypercall3(
-            nr::HVM_OP,
-            abi::HVMOP_GET_PARAM,
-            &mut p as *mut abi::HvmParam as u32,
-            0,
-        )
-    };
-    if ret < 0 {
-        Err(ret)
-    } else {
-        Ok(p.value)
-    }
-}
-
-/// The hypercall page's virtual address (an HVM/PVH guest gives Xen its physical address
-/// through the MSR CPUID names; a PV guest's builder fills it through the ELF note).
-pub fn hypercall_page() -> usize {
-    &raw const pvops_hypercall_page as usize
-}
-
-/// `console_io(CONSOLEIO_write, ...)` (dom0 only on a non-debug Xen).
-pub fn console_io_write(s: &[u8]) -> i32 {
-    // SAFETY: Xen reads `s.len()` bytes from `s`.
-    unsafe {
-        hypercall3(
-            nr::CONSOLE_IO,
-            abi::CONSOLEIO_WRITE,
-            s.len() as u32,
-            s.as_ptr() as u32,
-        )
-    }
-}
-
-/// `physdev_op(PHYSDEVOP_set_iopl, iopl)`.
-pub fn set_iopl(iopl: u32) -> i32 {
-    let mut v = iopl;
-    // SAFETY: `v` is a live struct physdev_set_iopl.
-    unsafe {
-        hypercall3(
-            nr::PHYSDEV_OP,
-            abi::PHYSDEVOP_SET_IOPL,
-            &mut v as *mut u32 as u32,
-            0,
-        )
-    }
-}
-
-/// `set_trap_table(table)`; the table ends with a zero entry.
-pub fn set_trap_table(table: &[abi::TrapInfo]) -> i32 {
-    // SAFETY: Xen reads the table up to its zero-address terminator, which the caller provides.
-    unsafe { hypercall3(nr::SET_TRAP_TABLE, table.as_ptr() as u32, 0, 0) }
 }
 
 impl Hypervisor for RealXen {
@@ -236,7 +81,7 @@ impl Hypervisor for RealXen {
         }
     }
     fn machphys_mapping(&mut self, out: &mut MachphysMapping) -> i32 {
-        machphys_mapping(out)
+        crate::hypercall::machphys_mapping(out)
     }
     fn mmu_then_mmuext(
         &mut self,

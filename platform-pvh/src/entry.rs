@@ -8,7 +8,7 @@ use crate::PLATFORM_XEN_PVH;
 use backend_native::{fixmap, Native, BOOTSTRAP_MAPPED, NATIVE_KERNEL, PAGE_OFFSET};
 use backend_xen::abi::{self, XenconsInterface};
 use backend_xen::console::{self, Console};
-use backend_xen::real;
+use backend_xen::hypercall;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 use pvops_core::addr::{PhysAddr, PhysFrame, PAGE_SIZE};
@@ -130,7 +130,7 @@ fn setup_hypercall_page() -> Result<XenCpuid, HypercallPageError> {
     if hc.eax == 0 {
         return Err(HypercallPageError::NoPages { base });
     }
-    let page = real::hypercall_page();
+    let page = hypercall::hypercall_page();
     let pa = (page as u32 - PAGE_OFFSET) as u64;
     // SAFETY: the MSR Xen named takes the guest-physical address of a page (bits 0-11: page
     // index 0) and makes Xen write hypercall stubs there; the page is the image's own
@@ -158,9 +158,9 @@ fn exit(pass: bool) -> ! {
         } else {
             abi::SHUTDOWN_CRASH
         };
-        let _ = real::sched_op(abi::SCHEDOP_SHUTDOWN, &mut reason);
+        let _ = hypercall::sched_op(abi::SCHEDOP_SHUTDOWN, &mut reason);
         loop {
-            let _ = real::sched_op(abi::SCHEDOP_YIELD, &mut 0);
+            let _ = hypercall::sched_op(abi::SCHEDOP_YIELD, &mut 0);
         }
     }
     loop {
@@ -184,9 +184,9 @@ fn fatal(args: fmt::Arguments<'_>) -> ! {
 /// The console ring: its pfn and event channel from `HVMOP_get_param`, mapped at a fixmap
 /// address that stays valid on the kernel's own table.
 fn setup_console_ring() -> Result<(u64, u32, usize), &'static str> {
-    let pfn = real::hvm_get_param(abi::HVM_PARAM_CONSOLE_PFN)
+    let pfn = hypercall::hvm_get_param(abi::HVM_PARAM_CONSOLE_PFN)
         .map_err(|_| "hvm_op(HVMOP_get_param, HVM_PARAM_CONSOLE_PFN) failed")?;
-    let evtchn = real::hvm_get_param(abi::HVM_PARAM_CONSOLE_EVTCHN)
+    let evtchn = hypercall::hvm_get_param(abi::HVM_PARAM_CONSOLE_EVTCHN)
         .map_err(|_| "hvm_op(HVMOP_get_param, HVM_PARAM_CONSOLE_EVTCHN) failed")?;
     if pfn == 0 || evtchn > u32::MAX as u64 {
         return Err("Xen gave no console ring (pfn 0 or no event channel)");
@@ -228,7 +228,7 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
         cpuid.version >> 16,
         cpuid.version & 0xffff,
         cpuid.base,
-        real::hypercall_page() as u32 - PAGE_OFFSET,
+        hypercall::hypercall_page() as u32 - PAGE_OFFSET,
         cpuid.msr,
         image.start,
         image.end

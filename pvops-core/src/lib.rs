@@ -21,6 +21,7 @@ pub mod options;
 pub mod paging;
 pub mod pool;
 pub mod registry;
+pub mod trap;
 
 pub use linkme;
 

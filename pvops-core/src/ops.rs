@@ -191,6 +191,18 @@ pub trait MmuOps {
     /// makes it writable again if it had gone live.
     fn release_pt(&mut self, frame: PhysFrame, level: Level) -> Result<(), Self::Error>;
 
+    /// Applies the backend's own command-line switch `pvops.<key>[=<value>]` (e.g. Xen's
+    /// `batch`); [`crate::options::BootOptions::parse`] hands over every `pvops.*` word the
+    /// core does not know. The default knows none.
+    fn set_option(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), crate::options::OptionErrorKind> {
+        let _ = (key, value);
+        Err(crate::options::OptionErrorKind::Unknown)
+    }
+
     /// What the backend has issued so far (see [`PvCounters`]).
     fn counters(&self) -> PvCounters {
         PvCounters::default()

@@ -177,17 +177,6 @@ pub struct EntrySlot {
 }
 
 impl EntrySlot {
-    /// A slot, or `None` when `index` is out of range.
-    pub const fn new(table: crate::addr::PhysFrame, index: usize) -> Option<EntrySlot> {
-        if index < ENTRIES {
-            Some(EntrySlot {
-                table,
-                index: index as u16,
-            })
-        } else {
-            None
-        }
-    }
     /// Byte offset of the entry within its table frame.
     pub const fn byte_offset(self) -> u64 {
         self.index as u64 * 8

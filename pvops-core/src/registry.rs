@@ -14,8 +14,6 @@ pub use crate::handoff::{Handoff, Outcome};
 pub struct BackendDescriptor {
     /// Short name (`native`, `xen`).
     pub name: &'static str,
-    /// How the backend is entered (e.g. "multiboot1, protected mode").
-    pub entry: &'static str,
 }
 
 /// The kernel that runs on whichever backend booted.

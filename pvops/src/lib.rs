@@ -91,7 +91,7 @@ pub fn run_kernel<P: Platform, S: Display, E: Display>(
         );
         Outcome::Fail
     };
-    let options = match BootOptions::parse(info.cmdline) {
+    let options = match BootOptions::parse(info.cmdline, platform) {
         Ok(o) => o,
         Err(e) => return fail(console, Stage::Banner, &e),
     };

@@ -4,11 +4,10 @@
 
 use crate::xen_model::{DomainConfig, XenModel};
 use backend_xen::start_info::validate;
-use backend_xen::XenMmu;
+use backend_xen::{XenMmu, XenOptions};
 use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame, VirtAddr};
 use pvops_core::mapper::{map_linear, new_root};
 use pvops_core::mem::{FrameAllocator, MemoryMap, RegionKind};
-use pvops_core::options::BootOptions;
 use pvops_core::paging::{KERNEL_RO, KERNEL_RW};
 use pvops_core::{MmuOps, PvCounters};
 
@@ -47,9 +46,9 @@ impl DirectMapJob {
             .build();
         let facts = validate(&dom.start_info, dom.start_info_va, dom.esp, dom.image.end)
             .map_err(|e| e.to_string())?;
-        let opts = BootOptions {
+        let opts = XenOptions {
             batch,
-            ..BootOptions::default()
+            ..Default::default()
         };
         let mut mmu = XenMmu::new(dom.model, &facts, &opts).map_err(|e| e.to_string())?;
         let mut map = MemoryMap::new();

@@ -3,6 +3,9 @@
 //! Expected figures are computed here from the machine's configuration (RAM size, holes, the
 //! QEMU-like layout), not with the core's `MemoryMap` helpers, so a wrong formula in the core
 //! shows up as a mismatch.
+//!
+//! One file because it is one cargo test binary: its numbered sections share the fixtures
+//! and expected-figure helpers at the top, and each section is a page or two.
 
 use pvops_core::addr::{MachineAddr, MachineFrame, PhysAddr, PhysFrame, VirtAddr};
 use pvops_core::boot::{BootErrorKind, BootReport, Stage};
@@ -567,7 +570,6 @@ fn early_ioremap_on_swapper_faults_in_the_window() {
     let mut sim = SimConfig::new(128).build();
     let opts = BootOptions {
         early_ioremap: IoremapWalk::Swapper,
-        ..BootOptions::default()
     };
     let run = run_boot(&mut sim, opts);
     let err = run.expect_fail();

@@ -36,6 +36,9 @@
 //! both); the file takes about 10 s in a debug build. Operations are plain data
 //! interpreted against the mirror (an index picks among what is mapped), so any subsequence
 //! of a failing sequence is a valid input and proptest's shrinking works.
+//!
+//! One file because it is one cargo test binary: the operation generator, the recording
+//! wrapper, the two backends' adapters and the invariant checks only make sense together.
 
 use backend_xen::start_info::validate;
 use backend_xen::XenMmu;
@@ -1253,7 +1256,8 @@ fn xen_harness(p2m: P2mLayout) -> Result<Harness<Xen>, String> {
     let layout = dom.layout;
     let facts = validate(&dom.start_info, dom.start_info_va, dom.esp, dom.image.end)
         .map_err(|e| e.to_string())?;
-    let mmu = XenMmu::new(dom.model, &facts, &BootOptions::default()).map_err(|e| e.to_string())?;
+    let mmu = XenMmu::new(dom.model, &facts, &backend_xen::XenOptions::default())
+        .map_err(|e| e.to_string())?;
     let info = backend_xen::boot_info(&mmu, &facts, dom.image, dom.table_pool);
     // Never allocated, never tables: the image below the table pool and the builder's
     // structures (p2m list, start_info, xenstore and console rings).

@@ -3,10 +3,13 @@
 //!
 //! Expected figures come from the notes (hole at 0xF5800000, 4 MiB below it for the window
 //! and the scratch area) and from the builder's layout, not from the code under test.
+//!
+//! One file because it is one cargo test binary: its numbered sections (layout, seed
+//! regressions, Xen's rules, lazy batching, fault injection) share the boot fixtures above.
 
 use backend_xen::abi::{mmuext, Errno, MmuUpdate, MmuextOp, VIRT_BASE};
 use backend_xen::start_info::validate;
-use backend_xen::{Hypervisor, XenError, XenMmu, XenOp};
+use backend_xen::{Hypervisor, XenError, XenMmu, XenOp, XenOptions};
 use pvops_core::addr::{FrameRange, MachineAddr, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::boot::Stage;
 use pvops_core::ioremap::{EarlyIoremap, TableSource};
@@ -373,10 +376,41 @@ fn the_guest_reads_the_m2p_through_xens_slots() {
 // ----- 2. seed regressions -----
 
 #[test]
+fn command_line_switches_reach_the_backend_through_its_api() {
+    // What a kernel does: the backend is built with defaults by its entry, then
+    // BootOptions::parse hands it the switches the core does not know.
+    let dom = DomainConfig::new(16)
+        .cmdline("/guest.elf pvops.batch=1 pvops.skip_unpin console=hvc0")
+        .build();
+    let facts = validate(&dom.start_info, dom.start_info_va, dom.esp, dom.image.end).unwrap();
+    let mut mmu = XenMmu::new(dom.model, &facts, &XenOptions::default()).unwrap();
+    assert_eq!(mmu.options(), XenOptions::default());
+    let opts = BootOptions::parse(facts.cmdline, &mut mmu).expect("switches accepted");
+    assert_eq!(opts, BootOptions::default(), "nothing of the core's");
+    assert_eq!(
+        mmu.options(),
+        XenOptions {
+            batch: 1,
+            skip_unpin: true
+        }
+    );
+    assert_eq!(mmu.batch(), 1);
+    let e = BootOptions::parse("pvops.batch=lots", &mut mmu).unwrap_err();
+    assert_eq!(e.kind, pvops_core::options::OptionErrorKind::BadValue);
+    assert_eq!(mmu.batch(), 1, "a refused switch changes nothing");
+    // Once the boot path has announced a page table, the batching cannot change.
+    mmu.alloc_pt(PhysFrame(facts.first_free.0 + 1), Level::L1)
+        .expect("alloc_pt");
+    let e = BootOptions::parse("pvops.batch=32", &mut mmu).unwrap_err();
+    assert_eq!(e.kind, pvops_core::options::OptionErrorKind::TooLate);
+    assert_eq!(mmu.batch(), 1);
+}
+
+#[test]
 fn seed_skip_unpin_fails_in_pagetable_setup_done_with_ebusy() {
     let mut run = boot_mib(
         16,
-        BootOptions {
+        XenOptions {
             skip_unpin: true,
             ..Default::default()
         },
@@ -427,7 +461,6 @@ fn seed_swapper_early_ioremap_faults_at_the_window() {
         16,
         BootOptions {
             early_ioremap: IoremapWalk::Swapper,
-            ..Default::default()
         },
     );
     let e = run.expect_fail();
@@ -467,7 +500,7 @@ fn manual_switch(
     let mut mmu = XenMmu::new(
         model,
         &facts,
-        &BootOptions {
+        &XenOptions {
             skip_unpin,
             ..Default::default()
         },
@@ -596,7 +629,7 @@ fn early_ioremap_must_walk_the_live_table() {
         layout,
     } = DomainConfig::new(16).build();
     let facts = validate(&start_info, start_info_va, esp, image.end).expect("start_info");
-    let mut mmu = XenMmu::new(model, &facts, &BootOptions::default()).expect("XenMmu::new");
+    let mut mmu = XenMmu::new(model, &facts, &XenOptions::default()).expect("XenMmu::new");
     let info = backend_xen::boot_info(&mmu, &facts, image, table_pool);
     let mut alloc = Box::new(FrameAllocator::new(
         &info.memory,
@@ -921,7 +954,7 @@ fn direct_map_of_1024_mib_is_batched() {
 
     let mut run1 = boot_mib(
         1024,
-        BootOptions {
+        XenOptions {
             batch: 1,
             ..Default::default()
         },
@@ -953,8 +986,6 @@ fn kind_matches(kind: HcKind, op: XenOp) -> bool {
         (HcKind::MmuUpdate, XenOp::MmuUpdate)
             | (HcKind::MmuextOp, XenOp::MmuextOp(_))
             | (HcKind::MachphysMapping, XenOp::MachphysMapping)
-            | (HcKind::UpdateVaMapping, XenOp::UpdateVaMapping)
-            | (HcKind::Multicall, XenOp::Multicall)
     )
 }
 

@@ -475,6 +475,38 @@ fn expect_pass(b: &Boot, tag: &str, mode: Mode) -> Result<String, String> {
 /// Seconds per fuzz target in `cargo xtask test`.
 const FUZZ_SECONDS_IN_TEST: u64 = 5;
 
+/// What examples/minimal-kernel (built without the bug re-creation features) answers to a
+/// 2008 switch: it refuses it before the boot path.
+const NOT_BUILT_IN: [&str; 2] = ["stage=banner", "built without"];
+
+/// Boots `elf` with `cmdline`; `Ok(line)` when it FAILed through its exit protocol with a
+/// `<tag>: FAIL` line holding every needle.
+fn expect_refusal(
+    mode: Mode,
+    elf: &Path,
+    cmdline: &str,
+    tag: &str,
+    needles: &[&str],
+) -> Result<String, String> {
+    let guest = Guest {
+        memory_mib: Some(64),
+        cmdline: cmdline.into(),
+        ..Guest::new(elf)
+    };
+    let b = harness::boot(mode, &[guest], false)
+        .map_err(|e| e.to_string())
+        .and_then(|mut v| v.remove(0))?;
+    match (find_result(&b.log, tag, mode), &b.exit) {
+        (Some(GuestLine::Fail(l)), Exit::Fail(_)) if needles.iter().all(|n| l.contains(n)) => {
+            Ok(format!("{l} [{}]", b.ending))
+        }
+        (Some(GuestLine::Pass(l) | GuestLine::Fail(l)), exit) => {
+            Err(format!("unexpected result: {l} (exit {exit:?})"))
+        }
+        (None, _) => Err(format!("no {tag} result line ({})", b.ending)),
+    }
+}
+
 /// The library crates `cargo package` verifies, in dependency order.
 const PACKAGED: [&str; 6] = [
     "pvops-core",
@@ -731,6 +763,17 @@ fn cmd_test() -> Res<Verdict> {
         let r = boot_one(Mode::Native, &minimal_elf, 64)
             .and_then(|b| expect_pass(&b, MINIMAL_TAG, Mode::Native));
         record("minimal-kernel native", r);
+        let r = expect_refusal(
+            Mode::Native,
+            &minimal_elf,
+            "pvops.early_ioremap=swapper",
+            MINIMAL_TAG,
+            &NOT_BUILT_IN,
+        );
+        record(
+            "minimal-kernel native pvops.early_ioremap=swapper (refused)",
+            r,
+        );
         Ok(())
     })?;
     match harness::xen_env() {
@@ -761,6 +804,14 @@ fn cmd_test() -> Res<Verdict> {
                 let r = boot_one(Mode::XenDom0, &minimal_elf, 64)
                     .and_then(|b| expect_pass(&b, MINIMAL_TAG, Mode::XenDom0));
                 record("minimal-kernel xen dom0", r);
+                let r = expect_refusal(
+                    Mode::XenDom0,
+                    &minimal_elf,
+                    "pvops.skip_unpin",
+                    MINIMAL_TAG,
+                    &NOT_BUILT_IN,
+                );
+                record("minimal-kernel xen dom0 pvops.skip_unpin (refused)", r);
                 Ok(())
             });
             // PV and PVH domUs in one dom0 boot.

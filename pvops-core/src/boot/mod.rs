@@ -53,14 +53,30 @@ pub fn measure<P: Platform, T>(
     f: impl FnOnce(&mut P) -> T,
 ) -> (T, StageFigures) {
     set_stage(stage);
-    let c0 = p.counters();
-    let t0 = p.cycles();
+    let start = Stopwatch::start(p);
     let out = f(p);
-    let figures = StageFigures {
-        cycles: p.cycles().wrapping_sub(t0),
-        counters: p.counters().since(&c0),
-    };
-    (out, figures)
+    (out, start.figures(p))
+}
+
+/// Cycles and counters when a stage started.
+struct Stopwatch {
+    cycles: u64,
+    counters: PvCounters,
+}
+
+impl Stopwatch {
+    fn start<P: Platform>(p: &P) -> Stopwatch {
+        Stopwatch {
+            counters: p.counters(),
+            cycles: p.cycles(),
+        }
+    }
+    fn figures<P: Platform>(&self, p: &P) -> StageFigures {
+        StageFigures {
+            cycles: p.cycles().wrapping_sub(self.cycles),
+            counters: p.counters().since(&self.counters),
+        }
+    }
 }
 
 /// The boot path. Generic over the backend, so each page-table write is a direct call.
@@ -136,13 +152,9 @@ impl<'a, P: Platform> Boot<'a, P> {
         f: fn(&mut Self) -> Res<(), P::Error>,
     ) -> Result<(), BootError<P::Error>> {
         set_stage(stage);
-        let c0 = self.p.counters();
-        let t0 = self.p.cycles();
+        let start = Stopwatch::start(self.p);
         f(self).map_err(|kind| BootError { stage, kind })?;
-        let figures = StageFigures {
-            cycles: self.p.cycles().wrapping_sub(t0),
-            counters: self.p.counters().since(&c0),
-        };
+        let figures = start.figures(self.p);
         if let Some(i) = stage.position() {
             self.report.stages[i] = figures;
         }
@@ -198,6 +210,7 @@ impl<'a, P: Platform> Boot<'a, P> {
     fn ioremap_source(&self) -> TableSource {
         match self.opts.early_ioremap {
             IoremapWalk::Cr3 => TableSource::LiveCr3,
+            #[cfg(feature = "bug-early-ioremap-swapper")]
             IoremapWalk::Swapper => TableSource::KernelTable(self.report.root),
         }
     }

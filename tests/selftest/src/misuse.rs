@@ -120,8 +120,8 @@ fn generic_cases<P: Platform>() -> [Case<P>; GENERIC_CASES.len()] {
         alloc_double_free,
         alloc_exhausted,
         alloc_table_beyond_bitmap,
-        |_, _| cmdline("pvops.bogus"),
-        |_, _| cmdline("pvops.batch=many"),
+        |p, _| cmdline(p, "pvops.bogus"),
+        |p, _| cmdline(p, "pvops.batch=many"),
         |_, _| memory_map_overlap(),
         |_, _| memory_map_wrap(),
         |_, _| memory_map_empty_region(),
@@ -549,8 +549,10 @@ fn alloc_table_beyond_bitmap<P: Platform>(_: &mut P, alloc: &mut FrameAllocator)
     }
 }
 
-fn cmdline(line: &str) -> Verdict {
-    match BootOptions::parse(line) {
+/// Parses `line` as a kernel does before the boot path, with the live backend taking its
+/// own switches: a refused word changes nothing.
+fn cmdline<P: Platform>(p: &mut P, line: &str) -> Verdict {
+    match BootOptions::parse(line, p) {
         Err(_) => Verdict::Pvops("OptionError"),
         Ok(_) => Verdict::Accepted,
     }

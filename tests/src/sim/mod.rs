@@ -92,10 +92,7 @@ pub const PF_RSVD: u32 = 1 << 3;
 
 #[pvops_core::linkme::distributed_slice(BACKENDS)]
 #[linkme(crate = pvops_core::linkme)]
-static SIM_BACKEND: BackendDescriptor = BackendDescriptor {
-    name: "sim",
-    entry: "host test, simulated PAE machine",
-};
+static SIM_BACKEND: BackendDescriptor = BackendDescriptor { name: "sim" };
 
 mod bookkeeping;
 mod config;

@@ -173,9 +173,37 @@ impl XenBootRun {
     }
 }
 
-/// Runs a guest entry on `dom` (start_info::validate, `XenMmu::new`, `boot_info`) and the
-/// generic boot path with `opts`.
-pub fn boot_domain(dom: XenDomain, opts: BootOptions) -> XenBootRun {
+/// What a model boot runs with: the core's options and the Xen backend's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ModelOptions {
+    /// The core's (`pvops.early_ioremap`).
+    pub boot: BootOptions,
+    /// The backend's (`pvops.batch`, `pvops.skip_unpin`), given to `XenMmu::new`.
+    pub xen: XenOptions,
+}
+
+impl From<BootOptions> for ModelOptions {
+    fn from(boot: BootOptions) -> Self {
+        ModelOptions {
+            boot,
+            ..Default::default()
+        }
+    }
+}
+
+impl From<XenOptions> for ModelOptions {
+    fn from(xen: XenOptions) -> Self {
+        ModelOptions {
+            xen,
+            ..Default::default()
+        }
+    }
+}
+
+/// Runs a guest entry on `dom` (start_info::validate, `XenMmu::new`, `boot_info`), the
+/// generic boot path and the exercise with `opts`.
+pub fn boot_domain(dom: XenDomain, opts: impl Into<ModelOptions>) -> XenBootRun {
+    let ModelOptions { boot: opts, xen } = opts.into();
     let XenDomain {
         model,
         start_info,
@@ -206,7 +234,7 @@ pub fn boot_domain(dom: XenDomain, opts: BootOptions) -> XenBootRun {
     };
     run.bootstrap_tables = facts.bootstrap_tables;
     run.first_free = facts.first_free;
-    let mut mmu = match XenMmu::new(model, &facts, &opts) {
+    let mut mmu = match XenMmu::new(model, &facts, &xen) {
         Ok(m) => m,
         Err(e) => {
             run.result = Err(XenBootFailure::Setup(e));
@@ -230,7 +258,7 @@ pub fn boot_domain(dom: XenDomain, opts: BootOptions) -> XenBootRun {
 }
 
 /// Builds a `mib` MiB domU with the default layout and boots it with `opts`.
-pub fn boot_mib(mib: u32, opts: BootOptions) -> XenBootRun {
+pub fn boot_mib(mib: u32, opts: impl Into<ModelOptions>) -> XenBootRun {
     boot_domain(DomainConfig::new(mib).build(), opts)
 }
 

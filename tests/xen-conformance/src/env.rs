@@ -1,0 +1,228 @@
+//! The raw environment of a case: the hypercall layer, the allocator and the live L3,
+//! with the helpers the cases build their preconditions from.
+
+use super::*;
+
+/// What a case works with: the raw hypercall layer of a booted guest (hypercalls, p2m/m2p,
+/// the direct map), the boot path's frame allocator and the live L3.
+pub struct Env<'a, H: Hypervisor> {
+    /// The raw hypercall layer.
+    pub hv: &'a mut H,
+    alloc: &'a mut FrameAllocator,
+    /// The live L3 (pseudo-physical).
+    pub cr3: PhysFrame,
+    /// Where the hypervisor hole starts (`XENMEM_machphys_mapping`).
+    hole: u32,
+    calls: u64,
+}
+
+impl<'a, H: Hypervisor> Env<'a, H> {
+    /// An environment over a booted guest whose live L3 is `cr3`; asks Xen where the
+    /// hypervisor hole starts.
+    ///
+    /// # Safety
+    /// The cases issue raw hypercalls behind the backend's back: nothing else may use the
+    /// hypercall layer or `alloc` while the environment lives, `cr3` must be the live L3,
+    /// and every frame `alloc` hands out must be direct-mapped and writable.
+    pub unsafe fn new(
+        hv: &'a mut H,
+        alloc: &'a mut FrameAllocator,
+        cr3: PhysFrame,
+    ) -> Result<Self, Verdict> {
+        let mut mm = MachphysMapping::default();
+        ok0(
+            "memory_op(XENMEM_machphys_mapping)",
+            hv.machphys_mapping(&mut mm),
+        )?;
+        Ok(Env {
+            hv,
+            alloc,
+            cr3,
+            hole: mm.v_start,
+            calls: 0,
+        })
+    }
+    /// Raw hypercalls issued so far.
+    pub fn hypercalls(&self) -> u64 {
+        self.calls
+    }
+    /// `p2m[pfn]`.
+    pub fn mfn(&self, pfn: PhysFrame) -> Result<MachineFrame, Verdict> {
+        self.hv
+            .p2m(pfn)
+            .ok_or_else(|| Verdict::broken("p2m lookup", format_args!("pfn {pfn} has no mfn")))
+    }
+    fn ptr(&self, t: PhysFrame) -> Result<*mut u64, Verdict> {
+        // Frames the cases touch are the allocator's and the live tables': all direct-mapped.
+        self.mfn(t)?;
+        Ok(self.hv.frame_ptr(t) as *mut u64)
+    }
+    /// Entry `i` of table `t`, read through the direct map.
+    pub fn entry(&self, t: PhysFrame, i: usize) -> Result<u64, Verdict> {
+        let p = self.ptr(t)?;
+        // SAFETY: frame_ptr gives 4096 readable bytes of a direct-mapped frame; i < 512.
+        Ok(unsafe { p.add(i % 512).read_volatile() })
+    }
+    /// Writes entry `i` of `t` directly (only for the case's own writable, untyped frames;
+    /// the model reports any other direct write as a violation).
+    pub fn poke(&mut self, t: PhysFrame, i: usize, v: u64) -> Result<(), Verdict> {
+        let p = self.ptr(t)?;
+        // SAFETY: as `entry`; the frame is the case's own and mapped writable.
+        unsafe { p.add(i % 512).write_volatile(v) };
+        Ok(())
+    }
+    fn zero(&mut self, t: PhysFrame) -> Result<(), Verdict> {
+        let p = self.ptr(t)? as *mut u8;
+        // SAFETY: the case's own frame, mapped writable; 4096 bytes.
+        unsafe { core::ptr::write_bytes(p, 0, PAGE_SIZE as usize) };
+        Ok(())
+    }
+    /// The guest frame a present entry names (M2P cross-checked against the p2m).
+    pub fn table_of(&self, e: u64) -> Result<PhysFrame, Verdict> {
+        let m = frame_of(e);
+        if e & P == 0 {
+            return Err(Verdict::broken(
+                "follow an entry",
+                format_args!("not present"),
+            ));
+        }
+        self.hv
+            .m2p(m)
+            .filter(|p| self.hv.p2m(*p) == Some(m))
+            .ok_or_else(|| Verdict::broken("follow an entry", format_args!("mfn {m} not ours")))
+    }
+    /// The live slot-3 L2.
+    pub fn live_l2(&self) -> Result<PhysFrame, Verdict> {
+        self.table_of(self.entry(self.cr3, 3)?)
+    }
+    /// First Xen-private slot of the slot-3 L2: the hypervisor hole's.
+    pub fn first_xen_slot(&self) -> usize {
+        (self.hole.wrapping_sub(VIRT_BASE) >> 21) as usize
+    }
+    /// Machine address of the live L1 entry that maps `pfn` in the direct map.
+    pub fn pte_ma(&self, pfn: PhysFrame) -> Result<u64, Verdict> {
+        let (l1, i) = self.live_l1(direct_va(pfn))?;
+        Ok(self.mfn(l1)?.start().0 + i as u64 * 8)
+    }
+    /// The live L1 that maps `va` and the index of its entry (4 KiB pages only).
+    pub fn live_l1(&self, va: VirtAddr) -> Result<(PhysFrame, usize), Verdict> {
+        let l2 = self.table_of(self.entry(self.cr3, va.l3_index())?)?;
+        let l2e = self.entry(l2, va.l2_index())?;
+        if l2e & PSE != 0 {
+            return Err(Verdict::broken(
+                "find a 4 KiB mapping",
+                format_args!("{va} is in a 2 MiB page"),
+            ));
+        }
+        Ok((self.table_of(l2e)?, va.l1_index()))
+    }
+    /// One `mmu_update` request.
+    pub fn mmu1(&mut self, ptr: u64, val: u64) -> i32 {
+        let mut done = 0;
+        self.calls += 1;
+        self.hv.mmu_update(&[MmuUpdate { ptr, val }], &mut done)
+    }
+    /// One `mmuext_op`.
+    pub fn ext1(&mut self, cmd: u32, arg1: u32) -> i32 {
+        let mut done = 0;
+        self.calls += 1;
+        self.hv
+            .mmuext_op(&[MmuextOp { cmd, arg1, arg2: 0 }], &mut done)
+    }
+    /// `update_va_mapping(va, val, UVMF_INVLPG)`.
+    pub fn uvm(&mut self, va: VirtAddr, val: u64) -> i32 {
+        self.calls += 1;
+        self.hv.update_va_mapping(va, val, UVMF_INVLPG)
+    }
+    /// `multicall`.
+    pub fn multicall(&mut self, calls: &mut [MulticallEntry]) -> i32 {
+        self.calls += 1;
+        self.hv.multicall(calls)
+    }
+    /// Remaps `pfn` in the direct map read-only or writable (one raw `mmu_update`, then an
+    /// invlpg when it succeeded). Returns the `mmu_update` result.
+    pub fn map(&mut self, pfn: PhysFrame, writable: bool) -> Result<i32, Verdict> {
+        let ma = self.pte_ma(pfn)?;
+        let m = self.mfn(pfn)?;
+        let flags = if writable { RW_FLAGS } else { RO_FLAGS };
+        let ret = self.mmu1(ma, m.start().0 | flags);
+        if ret == 0 {
+            ok0(
+                "INVLPG_LOCAL after a remap",
+                self.ext1(mmuext::INVLPG_LOCAL, direct_va(pfn).0),
+            )?;
+        }
+        Ok(ret)
+    }
+    /// A fresh, zeroed, writable frame.
+    pub fn fresh(&mut self) -> Result<PhysFrame, Verdict> {
+        let f = self
+            .alloc
+            .alloc()
+            .map_err(|e| Verdict::broken("allocate a frame", format_args!("{e}")))?;
+        if let Err(v) = self.zero(f) {
+            let _ = self.alloc.free(f);
+            return Err(v);
+        }
+        Ok(f)
+    }
+    /// A fresh frame mapped read-only (ready to become a table).
+    pub fn fresh_ro(&mut self) -> Result<PhysFrame, Verdict> {
+        let f = self.fresh()?;
+        match self.map(f, false) {
+            Ok(0) => Ok(f),
+            Ok(ret) => {
+                let _ = self.alloc.free(f);
+                Err(Verdict::broken(
+                    "make a fresh frame read-only",
+                    format_args!("{}", Ret(ret)),
+                ))
+            }
+            Err(v) => {
+                let _ = self.alloc.free(f);
+                Err(v)
+            }
+        }
+    }
+    /// Maps `pfn` writable again, zeroes it and gives it back to the allocator.
+    pub fn give_back(&mut self, pfn: PhysFrame) -> Result<(), Verdict> {
+        let ret = self.map(pfn, true)?;
+        ok0("make the frame writable again", ret)?;
+        self.zero(pfn)?;
+        self.alloc
+            .free(pfn)
+            .map_err(|e| Verdict::broken("free the frame", format_args!("{e}")))
+    }
+    /// The highest guest slot of the live slot-3 L2 that is empty (the scratch area's, after
+    /// a boot: it maps nothing).
+    pub fn free_l2_slot(&self) -> Result<usize, Verdict> {
+        let l2 = self.live_l2()?;
+        for i in (0..self.first_xen_slot()).rev() {
+            if self.entry(l2, i)? & P == 0 {
+                return Ok(i);
+            }
+        }
+        Err(Verdict::broken(
+            "find an empty L2 slot",
+            format_args!("none below the hole"),
+        ))
+    }
+    /// A frame Xen owns: the first frame of the read-only M2P that Xen maps in the first
+    /// private slot of the live slot-3 L2 (a 2 MiB page), and whether that is a superpage
+    /// (then the frame holds `m2p[0..1024]`).
+    pub fn xen_frame(&self) -> Result<(MachineFrame, bool), Verdict> {
+        let e = self.entry(self.live_l2()?, self.first_xen_slot())?;
+        if e & P == 0 {
+            return Err(Verdict::broken(
+                "read Xen's first private L2 slot",
+                format_args!("empty"),
+            ));
+        }
+        let superpage = e & PSE != 0;
+        let m = frame_of(e).0;
+        Ok((
+            MachineFrame(if superpage { m & !0x1FF } else { m }),
+            superpage,
+        ))
+    }
+}
