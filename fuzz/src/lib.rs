@@ -12,9 +12,12 @@
 //!   0 add reserved, 1 add usable, 2 add boot data, 3 `reserve` the range (mark boot data).
 //! - `cmdline`: the command line's bytes.
 
-use pvops_core::addr::{PhysFrame, PAGE_SIZE};
+use backend_xen::XenOptions;
+use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::mem::{FrameAllocator, MemoryMap, RegionKind};
-use pvops_core::options::{BootOptions, IoremapWalk};
+use pvops_core::options::{BootOptions, IoremapWalk, OptionErrorKind};
+use pvops_core::paging::{EntrySlot, Level, PageTableEntry};
+use pvops_core::{MemoryLayout, MmuOps};
 
 /// Reads a little-endian u32 at the start of `b`, if there are 4 bytes.
 pub fn u32_le(b: &[u8]) -> Option<u32> {
@@ -134,10 +137,72 @@ pub fn check_allocator(map: &MemoryMap, first_free: PhysFrame) {
     }
 }
 
-/// `BootOptions::parse` on `cmdline`: a refused word is one of its `pvops.*` words, and what is
-/// accepted reads back the same from its canonical spelling.
+/// A backend that has nothing but the Xen backend's options, so [`BootOptions::parse`] runs the
+/// core's switch parser and `XenOptions::apply` (the real code behind `XenMmu::set_option`)
+/// without a hypervisor. Every page-table operation is unreachable from `parse`.
+#[derive(Default)]
+pub struct XenOptionsOnly(pub XenOptions);
+
+impl MmuOps for XenOptionsOnly {
+    type Error = core::convert::Infallible;
+    const NAME: &'static str = "xen-options";
+    const READ_ONLY_PAGE_TABLES: bool = true;
+    fn layout(&self) -> MemoryLayout {
+        unreachable!("options only")
+    }
+    fn phys_to_machine(&self, _: PhysFrame) -> Option<MachineFrame> {
+        None
+    }
+    fn machine_to_phys(&self, _: MachineFrame) -> Option<PhysFrame> {
+        None
+    }
+    fn read_cr3(&self) -> PhysFrame {
+        PhysFrame(0)
+    }
+    unsafe fn write_cr3(&mut self, _: PhysFrame) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
+    unsafe fn set_pte(&mut self, _: EntrySlot, _: PageTableEntry) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
+    unsafe fn set_pmd(&mut self, _: EntrySlot, _: PageTableEntry) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
+    unsafe fn set_pud(&mut self, _: EntrySlot, _: PageTableEntry) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
+    unsafe fn pte_clear(&mut self, _: EntrySlot) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
+    fn flush_tlb_single(&mut self, _: VirtAddr) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
+    fn flush_tlb_all(&mut self) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
+    fn pagetable_setup_start(&mut self, _: PhysFrame) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
+    fn pagetable_setup_done(&mut self, _: PhysFrame) -> Result<FrameRange, Self::Error> {
+        unreachable!("options only")
+    }
+    fn alloc_pt(&mut self, _: PhysFrame, _: Level) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
+    fn release_pt(&mut self, _: PhysFrame, _: Level) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
+    fn set_option(&mut self, key: &str, value: Option<&str>) -> Result<(), OptionErrorKind> {
+        self.0.apply(key, value)
+    }
+}
+
+/// `BootOptions::parse` on `cmdline` with the Xen backend's options: a refused word is one of
+/// the line's `pvops.*` words and is refused the same way on its own; what is accepted is what
+/// the line's last `pvops.batch=` says.
 pub fn check_options(cmdline: &str) {
-    match BootOptions::parse(cmdline) {
+    let mut backend = XenOptionsOnly::default();
+    match BootOptions::parse(cmdline, &mut backend) {
         Err(e) => {
             assert!(
                 e.word.starts_with("pvops."),
@@ -145,18 +210,28 @@ pub fn check_options(cmdline: &str) {
                 e.word
             );
             assert!(cmdline.split_ascii_whitespace().any(|w| w == e.word));
+            let alone = BootOptions::parse(e.word, &mut XenOptionsOnly::default());
+            assert_eq!(
+                alone.map(|_| ()),
+                Err(e),
+                "the word alone is refused otherwise"
+            );
         }
         Ok(o) => {
-            let canonical = format!(
-                "pvops.early_ioremap={} pvops.skip_unpin={} pvops.batch={}",
-                match o.early_ioremap {
-                    IoremapWalk::Cr3 => "cr3",
-                    IoremapWalk::Swapper => "swapper",
-                },
-                o.skip_unpin as u8,
-                o.batch
+            let batch = cmdline
+                .split_ascii_whitespace()
+                .filter_map(|w| w.strip_prefix("pvops.batch="))
+                .next_back()
+                .map_or(0, |v| v.parse().expect("accepted"));
+            assert_eq!(backend.0.batch, batch);
+            let canonical = match o.early_ioremap {
+                IoremapWalk::Cr3 => "pvops.early_ioremap=cr3",
+                IoremapWalk::Swapper => "pvops.early_ioremap=swapper",
+            };
+            assert_eq!(
+                BootOptions::parse(canonical, &mut XenOptionsOnly::default()),
+                Ok(o)
             );
-            assert_eq!(BootOptions::parse(&canonical), Ok(o));
         }
     }
 }
