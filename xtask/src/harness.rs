@@ -103,6 +103,9 @@ pub struct Guest {
     pub cmdline: String,
     /// Virtual CPUs: QEMU `-smp` (native, xen-dom0), the xl config's `vcpus` (xen).
     pub vcpus: u32,
+    /// A file for the xl config's `ramdisk` (xen, xen-pvh only): a PV guest's initrd, a PVH
+    /// guest's module 0 in `hvm_start_info`'s module list.
+    pub ramdisk: Option<PathBuf>,
 }
 
 impl Guest {
@@ -113,6 +116,7 @@ impl Guest {
             memory_mib: None,
             cmdline: String::new(),
             vcpus: 1,
+            ramdisk: None,
         }
     }
 }
@@ -168,6 +172,12 @@ pub fn xen_env() -> Res<xen::XenEnv> {
 /// `Err` is a harness failure of that guest (it never reported an exit).
 pub fn boot(mode: Mode, guests: &[Guest], echo: bool) -> Res<Vec<Result<Boot, String>>> {
     for g in guests {
+        if g.ramdisk.is_some() && !matches!(mode, Mode::Xen | Mode::XenPvh) {
+            return Err(HarnessError(format!(
+                "{}: a ramdisk is for xen and xen-pvh domUs only",
+                mode.name()
+            )));
+        }
         if g.vcpus == 0 {
             return Err(HarnessError(format!(
                 "{}: --vcpus must be at least 1",
@@ -265,6 +275,7 @@ pub fn boot_domus(guests: &[(Mode, Guest)]) -> Res<Vec<Result<Boot, String>>> {
             memory_mib: g.memory_mib.unwrap_or(mode.default_memory()),
             cmdline: g.cmdline.trim().to_string(),
             vcpus: g.vcpus,
+            ramdisk: g.ramdisk.clone(),
         });
     }
     let env = xen_env()?;
@@ -456,6 +467,7 @@ pub fn parse_run_args(args: &[String]) -> Res<RunArgs> {
             memory_mib: memory,
             cmdline,
             vcpus,
+            ramdisk: None,
         },
     })
 }

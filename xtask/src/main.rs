@@ -371,6 +371,9 @@ struct BootCase {
     memory: u32,
     cmdline: String,
     expect: Expect,
+    /// Xen domUs: boot with [`TEST_MODULE`] as the xl `ramdisk` and require its
+    /// `mem: reserved module` line.
+    module: bool,
 }
 
 enum Expect {
@@ -386,13 +389,20 @@ impl BootCase {
             memory,
             cmdline: cmdline.into(),
             expect,
+            module: false,
         }
+    }
+    /// The same case, booted with a module (see [`BootCase::module`]).
+    fn with_module(mut self) -> Self {
+        self.module = true;
+        self
     }
     /// The guest this case boots.
     fn guest(&self, elf: &Path) -> Guest {
         Guest {
             memory_mib: Some(self.memory),
             cmdline: self.cmdline.clone(),
+            ramdisk: self.module.then(|| util::root().join(TEST_MODULE)),
             ..Guest::new(elf)
         }
     }
@@ -409,8 +419,22 @@ impl BootCase {
                 if want_pass { "PASS" } else { "FAIL" }
             ));
         }
-        self.check(&b.log, mode)
-            .map(|l| format!("{l} [{}, {:.1}s]", b.ending, b.seconds))
+        let line = self
+            .check(&b.log, mode)
+            .map(|l| format!("{l} [{}, {:.1}s]", b.ending, b.seconds))?;
+        if !self.module {
+            return Ok(line);
+        }
+        match b
+            .log
+            .lines()
+            .find(|l| l.contains("mem: reserved module pa="))
+        {
+            Some(m) => Ok(format!("{line} [{}]", m.trim())),
+            None => Err(format!(
+                "{line}: no `mem: reserved module pa=..` line for the ramdisk"
+            )),
+        }
     }
 
     fn check(&self, log: &str, mode: Mode) -> Result<String, String> {
@@ -457,6 +481,9 @@ fn check_misuse(log: &str, backend: &str) -> Result<String, String> {
         rejected.len()
     ))
 }
+
+/// The module the test boots a PVH domU with (xl `ramdisk`), under the checkout.
+const TEST_MODULE: &str = "target/pvh-test-module.bin";
 
 /// The tag of the example kernel's result lines.
 const MINIMAL_TAG: &str = "MINIMAL-KERNEL";
@@ -862,6 +889,16 @@ fn cmd_test() -> Res<Verdict> {
                 (
                     Mode::XenPvh,
                     BootCase::new(
+                        "xen PVH domU with a module (xl ramdisk)",
+                        64,
+                        "",
+                        Expect::Pass,
+                    )
+                    .with_module(),
+                ),
+                (
+                    Mode::XenPvh,
+                    BootCase::new(
                         "xen PVH domU 1024 MiB (beyond the direct map)",
                         1024,
                         "",
@@ -878,6 +915,19 @@ fn cmd_test() -> Res<Verdict> {
                     ),
                 ),
             ];
+            // The module of the PVH module case: a recognisable head, then 5000 bytes (two pages).
+            let module_bytes: Vec<u8> = b"PVOPS-TEST-MODULE\n"
+                .iter()
+                .copied()
+                .chain((0..5000u32).map(|i| (i * 7) as u8))
+                .collect();
+            let module = util::root().join(TEST_MODULE);
+            if let Err(e) = std::fs::write(&module, module_bytes) {
+                record(
+                    "xen domU module file",
+                    Err(format!("{}: {e}", module.display())),
+                );
+            }
             let guests: Vec<(Mode, Guest)> = domu_cases
                 .iter()
                 .map(|(m, c)| (*m, c.guest(&elf)))

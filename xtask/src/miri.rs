@@ -2,14 +2,19 @@
 //!
 //! Miri interprets every memory access and reports undefined behaviour (out-of-bounds or
 //! misaligned accesses, use after free, data races, invalid references). It runs the unit tests
-//! of the three libraries: the frame allocator and its bitmap, the PAE store path on a buffer,
-//! page-table entries, the multiboot and start_info parsers. The boot-path integration tests
+//! of the four libraries: the frame allocator and its bitmap, the PAE store path on a buffer,
+//! page-table entries, the multiboot, start_info and hvm_start_info parsers. The boot-path integration tests
 //! (simulated machine, Xen model) take minutes per test under Miri and stay out; linkme's
 //! section symbols do not resolve under Miri, and these unit tests do not iterate a slice.
 
 use crate::util::{cmd, output, root, run, step, Res};
 
-const PACKAGES: [&str; 3] = ["pvops-core", "backend-native", "backend-xen"];
+const PACKAGES: [&str; 4] = [
+    "pvops-core",
+    "backend-native",
+    "backend-xen",
+    "platform-pvh",
+];
 
 /// Installs the nightly `miri` component if missing, builds Miri's sysroot, runs the tests.
 pub fn miri() -> Res<()> {

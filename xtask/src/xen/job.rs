@@ -103,6 +103,11 @@ pub(super) fn validate_specs(specs: &[DomuSpec]) -> Result<(), String> {
         }
         check_elf(&s.elf).or_else(bad)?;
         check_cmdline(&s.cmdline).or_else(bad)?;
+        if let Some(r) = &s.ramdisk {
+            if !r.is_file() {
+                return bad(format!("ramdisk {} is not a file", r.display()));
+            }
+        }
     }
     Ok(())
 }
@@ -113,8 +118,13 @@ pub(super) fn xl_quote(s: &str) -> String {
 }
 
 pub(super) fn xl_config(index: usize, s: &DomuSpec) -> String {
+    let ramdisk = if s.ramdisk.is_some() {
+        format!("ramdisk = \"/job/{index}/ramdisk\"\n")
+    } else {
+        String::new()
+    };
     format!(
-        "name = {}\ntype = \"{}\"\nkernel = \"/job/{index}/kernel\"\nmemory = {}\nvcpus = {}\n\
+        "name = {}\ntype = \"{}\"\nkernel = \"/job/{index}/kernel\"\n{ramdisk}memory = {}\nvcpus = {}\n\
          cmdline = {}\non_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\n",
         xl_quote(&s.name),
         s.kind.xl_type(),
@@ -152,6 +162,9 @@ pub(super) fn write_job_initrd(
     let mut run = String::new();
     for (i, s) in specs.iter().enumerate() {
         job.file(&format!("job/{i}/kernel"), read_file(&s.elf)?, 0o644);
+        if let Some(r) = &s.ramdisk {
+            job.file(&format!("job/{i}/ramdisk"), read_file(r)?, 0o644);
+        }
         job.file(&format!("job/{i}/cfg"), xl_config(i, s).into_bytes(), 0o644);
         run.push_str(&format!("run_domu {i} {}\n", s.name));
     }

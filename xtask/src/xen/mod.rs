@@ -151,6 +151,9 @@ pub struct DomuSpec {
     pub cmdline: String,
     /// `vcpus =` in the xl config (1 to 128; Xen time-shares them on QEMU's one CPU).
     pub vcpus: u32,
+    /// A file for xl's `ramdisk =`: a PV guest's initrd (`start_info.mod_start`), a PVH
+    /// guest's module 0 in `hvm_start_info`'s module list.
+    pub ramdisk: Option<PathBuf>,
 }
 
 /// What became of one domU.

@@ -180,6 +180,7 @@ mod tests {
             memory_mib: 16,
             cmdline: String::new(),
             vcpus: 1,
+            ramdisk: None,
         };
         let serial = "junk\n@@XH begin 0 g limit_cs=100\n@@XH xl 0 Domain 1 has shut down, reason code 0 0x0\n\
                       @@XH con 0 hello\n@@XH con 0 \n@@XH end 0 status=0 cs=420 timed_out=0 bytes=7 nl=1\n@@XH done\n";
@@ -199,6 +200,7 @@ mod tests {
             memory_mib: 16,
             cmdline: String::new(),
             vcpus: 1,
+            ramdisk: None,
         };
         let err = parse_relay(
             "@@XH fatal insmod xenfs failed\n",
