@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
 
+pub mod counters;
 pub mod fixmap;
 pub mod multiboot;
 pub mod store;

@@ -38,9 +38,13 @@ const BASE: usize = PAGE_OFFSET as usize;
 
 impl MmuOps for Native {
     type Error = Infallible;
+    type Counters = crate::counters::NoHypercalls;
     const NAME: &'static str = "native";
     const READ_ONLY_PAGE_TABLES: bool = false;
 
+    fn counters(&self) -> crate::counters::NoHypercalls {
+        crate::counters::NoHypercalls
+    }
     fn layout(&self) -> MemoryLayout {
         LAYOUT
     }

@@ -293,8 +293,8 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
     let s = mmu.stats();
     let _ = writeln!(
         Console,
-        "xen: hypercalls: mmu_update {} ({} entries), mmuext_op {} ({} ops), update_va_mapping {}, multicall {}",
-        s.mmu_update_calls, s.mmu_update_entries, s.mmuext_calls, s.mmuext_ops, s.update_va_mapping_calls, s.multicall_calls
+        "xen: hypercalls: mmu_update {} ({} entries), mmuext_op {} ({} ops), multicall {}",
+        s.mmu_update_calls, s.mmu_update_entries, s.mmuext_calls, s.mmuext_ops, s.multicall_calls
     );
     exit(outcome == Outcome::Pass)
 }

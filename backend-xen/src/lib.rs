@@ -13,13 +13,15 @@
 #![deny(missing_docs)]
 
 pub mod abi;
+pub mod counters;
 pub mod hypervisor;
 pub mod mmu;
 pub mod options;
 pub mod start_info;
 
+pub use counters::XenCounters;
 pub use hypervisor::{Hypervisor, MixedResult};
-pub use mmu::{XenError, XenMmu, XenOp, XenStats};
+pub use mmu::{XenError, XenMmu, XenOp};
 pub use options::XenOptions;
 pub use start_info::{StartInfoError, XenBootFacts};
 

@@ -5,6 +5,7 @@
 use crate::abi::{
     mmuext, Errno, MachphysMapping, MmuUpdate, MmuextOp, MMU_NORMAL_PT_UPDATE, VIRT_BASE,
 };
+use crate::counters::XenCounters;
 use crate::hypervisor::Hypervisor;
 use crate::options::XenOptions;
 use crate::start_info::XenBootFacts;
@@ -97,9 +98,6 @@ impl fmt::Display for XenError {
     }
 }
 
-/// Hypercalls issued, by kind, and the entries they carried.
-pub type XenStats = pvops_core::PvCounters;
-
 /// mmuext operations (flushes) queued in lazy mode.
 const EXT_QUEUE_CAPACITY: usize = 32;
 /// Frames whose "detached table" state is tracked (1 GiB: any 32-bit lowmem).
@@ -132,7 +130,7 @@ pub struct XenMmu<H: Hypervisor> {
     detached: [u64; DETACHED_FRAMES / 64],
     /// Plain stores into detached tables (off with `pvops.batch=1`: every write a hypercall).
     direct_stores: bool,
-    stats: XenStats,
+    stats: XenCounters,
 }
 
 impl<H: Hypervisor> XenMmu<H> {
@@ -181,7 +179,7 @@ impl<H: Hypervisor> XenMmu<H> {
             pt_base_pinned: true,
             detached: [0; DETACHED_FRAMES / 64],
             direct_stores: true,
-            stats: XenStats::default(),
+            stats: XenCounters::default(),
         };
         mmu.configure(*opts);
         mmu.reach = mmu.measure_reach();
@@ -193,7 +191,7 @@ impl<H: Hypervisor> XenMmu<H> {
         self.reach
     }
     /// Hypercall counters.
-    pub fn stats(&self) -> XenStats {
+    pub fn stats(&self) -> XenCounters {
         self.stats
     }
     fn configure(&mut self, opts: XenOptions) {
@@ -511,6 +509,7 @@ impl<H: Hypervisor> XenMmu<H> {
 
 impl<H: Hypervisor> MmuOps for XenMmu<H> {
     type Error = XenError;
+    type Counters = XenCounters;
     const NAME: &'static str = "xen";
     const READ_ONLY_PAGE_TABLES: bool = true;
 
@@ -668,7 +667,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         self.configure(o);
         Ok(())
     }
-    fn counters(&self) -> pvops_core::PvCounters {
+    fn counters(&self) -> XenCounters {
         self.stats
     }
     fn enter_lazy_mmu(&mut self) {

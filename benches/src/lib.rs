@@ -27,9 +27,13 @@ impl HostStores {
 
 impl MmuOps for HostStores {
     type Error = Infallible;
+    type Counters = backend_native::counters::NoHypercalls;
     const NAME: &'static str = "native-host-bench";
     const READ_ONLY_PAGE_TABLES: bool = false;
 
+    fn counters(&self) -> Self::Counters {
+        backend_native::counters::NoHypercalls
+    }
     fn layout(&self) -> MemoryLayout {
         backend_native::LAYOUT
     }

@@ -26,5 +26,5 @@ pub mod trap;
 pub use linkme;
 
 pub use addr::{FrameRange, MachineAddr, MachineFrame, PhysAddr, PhysFrame, VirtAddr, PAGE_SIZE};
-pub use ops::{LazyMmu, MemoryLayout, MmuOps, PageFault, Platform, PvCounters};
+pub use ops::{Counters, LazyMmu, MemoryLayout, MmuOps, PageFault, Platform};
 pub use paging::{EntrySlot, Level, PageTable, PageTableEntry, PteFlags};

@@ -4,12 +4,13 @@
 
 use crate::xen_model::{DomainConfig, XenModel};
 use backend_xen::start_info::validate;
+use backend_xen::XenCounters;
 use backend_xen::{XenMmu, XenOptions};
 use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame, VirtAddr};
 use pvops_core::mapper::{map_linear, new_root};
 use pvops_core::mem::{FrameAllocator, MemoryMap, RegionKind};
 use pvops_core::paging::{KERNEL_RO, KERNEL_RW};
-use pvops_core::{MmuOps, PvCounters};
+use pvops_core::MmuOps;
 
 /// The PTE counts the issue measures.
 pub const SIZES: [u32; 3] = [1024, 65536, 262144];
@@ -25,7 +26,7 @@ pub struct DirectMapCost {
     /// L1 tables made.
     pub tables: u32,
     /// Hypercalls and entries, from XenMmu's counters.
-    pub counters: PvCounters,
+    pub counters: XenCounters,
 }
 
 /// A domain, its XenMmu, an allocator and a fresh (not live) root, ready to map `ptes` pages.

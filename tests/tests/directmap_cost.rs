@@ -1,5 +1,6 @@
 //! The hypercall bound of a batched direct map under Xen (counted, not timed), on the model.
 
+use pvops_core::Counters as _;
 use pvops_tests::directmap_cost::{hypercall_bound, measure, SIZES};
 
 #[test]

@@ -17,6 +17,7 @@ use pvops_core::mapper::new_table;
 use pvops_core::mem::FrameAllocator;
 use pvops_core::options::{BootOptions, IoremapWalk};
 use pvops_core::paging::{EntrySlot, Level, PageTableEntry, KERNEL_RO, KERNEL_RW};
+use pvops_core::Counters as _;
 use pvops_core::{MmuOps, Platform};
 use pvops_tests::xen_model::pte::{P, PSE, RW};
 use pvops_tests::xen_model::*;

@@ -16,7 +16,7 @@ pub use stage::{current_stage, set_stage, KernelStage, Stage, BOOT_STAGES};
 use crate::addr::{FrameRange, PhysFrame, PAGE_SIZE};
 use crate::ioremap::{EarlyIoremap, TableSource};
 use crate::mapper::{self, MapError};
-use crate::ops::{Platform, PvCounters};
+use crate::ops::{Counters, Platform};
 use crate::options::{BootOptions, IoremapWalk};
 use crate::paging::{Level, KERNEL_RO, KERNEL_RW};
 use core::fmt;
@@ -31,14 +31,14 @@ const PROBE_MAX: usize = 64;
 /// What one stage cost: cycles and the backend's counters. Prints as
 /// `cycles=<n> <counters>`, the tail of a `stage <name> ok` line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StageFigures {
+pub struct StageFigures<C> {
     /// Cycles (the backend's counter: compare within one backend only).
     pub cycles: u64,
-    /// What the backend issued (hypercalls under Xen; all zero on bare metal).
-    pub counters: PvCounters,
+    /// What the backend issued (its own [`Counters`]: hypercalls under Xen, none on bare metal).
+    pub counters: C,
 }
 
-impl fmt::Display for StageFigures {
+impl<C: Counters> fmt::Display for StageFigures<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "cycles={} {}", self.cycles, self.counters)
     }
@@ -51,7 +51,7 @@ pub fn measure<P: Platform, T>(
     p: &mut P,
     stage: Stage,
     f: impl FnOnce(&mut P) -> T,
-) -> (T, StageFigures) {
+) -> (T, StageFigures<P::Counters>) {
     set_stage(stage);
     let start = Stopwatch::start(p);
     let out = f(p);
@@ -59,19 +59,19 @@ pub fn measure<P: Platform, T>(
 }
 
 /// Cycles and counters when a stage started.
-struct Stopwatch {
+struct Stopwatch<C> {
     cycles: u64,
-    counters: PvCounters,
+    counters: C,
 }
 
-impl Stopwatch {
-    fn start<P: Platform>(p: &P) -> Stopwatch {
+impl<C: Counters> Stopwatch<C> {
+    fn start<P: Platform<Counters = C>>(p: &P) -> Self {
         Stopwatch {
             counters: p.counters(),
             cycles: p.cycles(),
         }
     }
-    fn figures<P: Platform>(&self, p: &P) -> StageFigures {
+    fn figures<P: Platform<Counters = C>>(&self, p: &P) -> StageFigures<C> {
         StageFigures {
             cycles: p.cycles().wrapping_sub(self.cycles),
             counters: p.counters().since(&self.counters),
@@ -86,7 +86,7 @@ pub struct Boot<'a, P: Platform> {
     opts: BootOptions,
     state: &'a mut BootState,
     log: &'a mut dyn Write,
-    report: BootReport,
+    report: BootReport<P::Counters>,
     /// The L1 early_ioremap linked into the bootstrap table for its window, if it made one.
     early_window_l1: Option<PhysFrame>,
 }
@@ -99,7 +99,7 @@ pub fn boot<P: Platform>(
     opts: BootOptions,
     state: &mut BootState,
     log: &mut dyn Write,
-) -> Result<BootReport, BootError<P::Error>> {
+) -> Result<BootReport<P::Counters>, BootError<P::Error>> {
     boot_until(p, info, opts, state, log, Stage::PagetableSetupDone)
 }
 
@@ -113,7 +113,7 @@ pub fn boot_until<P: Platform>(
     state: &mut BootState,
     log: &mut dyn Write,
     last: Stage,
-) -> Result<BootReport, BootError<P::Error>> {
+) -> Result<BootReport<P::Counters>, BootError<P::Error>> {
     let mut b = Boot {
         p,
         info,
@@ -127,7 +127,7 @@ pub fn boot_until<P: Platform>(
 }
 
 impl<'a, P: Platform> Boot<'a, P> {
-    fn run(&mut self, last: Stage) -> Result<BootReport, BootError<P::Error>> {
+    fn run(&mut self, last: Stage) -> Result<BootReport<P::Counters>, BootError<P::Error>> {
         for stage in BOOT_STAGES {
             let f: fn(&mut Self) -> Res<(), P::Error> = match stage {
                 Stage::Banner => Self::banner,

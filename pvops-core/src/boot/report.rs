@@ -91,7 +91,7 @@ impl<E: fmt::Display> fmt::Display for BootError<E> {
 
 /// Figures of a successful boot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BootReport {
+pub struct BootReport<C> {
     /// The kernel's root table (live at the end).
     pub root: PhysFrame,
     /// The root that was live at entry (the bootstrap table).
@@ -107,10 +107,10 @@ pub struct BootReport {
     /// The bootstrap frames `pagetable_setup_done` released to the allocator.
     pub reused: FrameRange,
     /// Cycles and counters of each stage, in [`BOOT_STAGES`] order.
-    pub stages: [StageFigures; BOOT_STAGES.len()],
+    pub stages: [StageFigures<C>; BOOT_STAGES.len()],
 }
 
-impl BootReport {
+impl<C: crate::ops::Counters> BootReport<C> {
     /// Cycles of all stages.
     pub fn total_cycles(&self) -> u64 {
         self.stages.iter().map(|s| s.cycles).sum()
@@ -121,7 +121,7 @@ impl BootReport {
     }
     /// The figures of boot-path stage `stage` (`None` for a stage that is not the boot
     /// path's).
-    pub fn stage(&self, stage: Stage) -> Option<StageFigures> {
+    pub fn stage(&self, stage: Stage) -> Option<StageFigures<C>> {
         Some(self.stages[stage.position()?])
     }
 }

@@ -70,7 +70,7 @@ use backend_xen::abi::{
 };
 use backend_xen::abi::{DOMID_SELF, HYPERVISOR_VIRT_START_PAE, START_INFO_MAGIC, VIRT_BASE};
 use backend_xen::start_info::{validate, StartInfoError};
-use backend_xen::{Hypervisor, XenError, XenMmu, XenOptions};
+use backend_xen::{Hypervisor, XenCounters, XenError, XenMmu, XenOptions};
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::boot::{BootError, BootErrorKind, BootReport, BootState, Stage};
 use pvops_core::ioremap::IoremapError;
