@@ -12,7 +12,7 @@
 //!   0 add reserved, 1 add usable, 2 add boot data, 3 `reserve` the range (mark boot data).
 //! - `cmdline`: the command line's bytes.
 
-use backend_xen::XenOptions;
+use backend_xen::{XenCounters, XenOptions};
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::mem::{FrameAllocator, MemoryMap, RegionKind};
 use pvops_core::options::{BootOptions, IoremapWalk, OptionErrorKind};
@@ -145,6 +145,7 @@ pub struct XenOptionsOnly(pub XenOptions);
 
 impl MmuOps for XenOptionsOnly {
     type Error = core::convert::Infallible;
+    type Counters = XenCounters;
     const NAME: &'static str = "xen-options";
     const READ_ONLY_PAGE_TABLES: bool = true;
     fn layout(&self) -> MemoryLayout {
@@ -191,6 +192,9 @@ impl MmuOps for XenOptionsOnly {
     }
     fn release_pt(&mut self, _: PhysFrame, _: Level) -> Result<(), Self::Error> {
         unreachable!("options only")
+    }
+    fn counters(&self) -> XenCounters {
+        XenCounters::default()
     }
     fn set_option(&mut self, key: &str, value: Option<&str>) -> Result<(), OptionErrorKind> {
         self.0.apply(key, value)
