@@ -64,6 +64,8 @@ impl MmuOps for Native {
         // SAFETY: the caller guarantees `root` maps the running kernel; loading cr3 latches
         // the PDPT entries.
         unsafe { x86::controlregs::cr3_write(root.start().0) };
+        // The double-fault task must find the kernel mapped: it switches to the live table.
+        crate::tss::set_cr3(root.start().0 as u32);
         self.reach = self.lowmem_end;
         Ok(())
     }

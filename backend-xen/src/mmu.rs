@@ -75,6 +75,12 @@ pub enum XenError {
         /// The pfn.
         pfn: PhysFrame,
     },
+    /// The hypervisor hole (`XENMEM_machphys_mapping`) starts too low to leave the
+    /// early_ioremap window, the scratch area and any lowmem above `VIRT_BASE`.
+    HoleTooLow {
+        /// The hole's start as Xen reported it.
+        v_start: u32,
+    },
 }
 
 impl fmt::Display for XenError {
@@ -94,6 +100,10 @@ impl fmt::Display for XenError {
             XenError::NoMachineFrame { pfn } => {
                 write!(f, "xen backend: pfn {pfn} is not in the p2m list")
             }
+            XenError::HoleTooLow { v_start } => write!(
+                f,
+                "xen backend: hypervisor hole at {v_start:#x} leaves no lowmem above {VIRT_BASE:#x}"
+            ),
         }
     }
 }
@@ -133,6 +143,27 @@ pub struct XenMmu<H: Hypervisor> {
     stats: XenCounters,
 }
 
+/// The guest's layout below the hypervisor hole at `v_start`: the early_ioremap window in
+/// the 2 MiB below the (2 MiB aligned) hole, the scratch area below it, lowmem from
+/// `VIRT_BASE` up to the scratch area. A hole too low for that is refused, not wrapped.
+pub fn layout_below_hole(v_start: u32) -> Result<MemoryLayout, XenError> {
+    let too_low = XenError::HoleTooLow { v_start };
+    let hole = v_start & !(2 * MIB - 1);
+    let window = hole.checked_sub(2 * MIB).ok_or(too_low)?;
+    let scratch = window.checked_sub(2 * MIB).ok_or(too_low)?;
+    let lowmem = scratch
+        .checked_sub(VIRT_BASE)
+        .filter(|l| *l > 0)
+        .ok_or(too_low)?;
+    Ok(MemoryLayout {
+        page_offset: VirtAddr(VIRT_BASE),
+        lowmem_limit: lowmem as u64,
+        ioremap_window: VirtAddr(window),
+        scratch_area: VirtAddr(scratch),
+        lowmem_formula: "hole start (XENMEM_machphys_mapping) - 2 MiB early_ioremap window - 2 MiB scratch - 0xC0000000",
+    })
+}
+
 impl<H: Hypervisor> XenMmu<H> {
     /// Sets up the backend on Xen's bootstrap table (`read_cr3` = `pt_base` until the switch).
     /// Asks Xen where the hypervisor hole starts (`XENMEM_machphys_mapping`) and places the
@@ -148,16 +179,7 @@ impl<H: Hypervisor> XenMmu<H> {
                 arg: 0,
             });
         }
-        let hole = mm.v_start & !(2 * MIB - 1);
-        let window = hole - 2 * MIB;
-        let scratch = window - 2 * MIB;
-        let layout = MemoryLayout {
-            page_offset: VirtAddr(VIRT_BASE),
-            lowmem_limit: (scratch - VIRT_BASE) as u64,
-            ioremap_window: VirtAddr(window),
-            scratch_area: VirtAddr(scratch),
-            lowmem_formula: "hole start (XENMEM_machphys_mapping) - 2 MiB early_ioremap window - 2 MiB scratch - 0xC0000000",
-        };
+        let layout = layout_below_hole(mm.v_start)?;
         let mut mmu = XenMmu {
             hv,
             layout,
@@ -697,5 +719,27 @@ impl<H: Hypervisor> Platform for XenMmu<H> {
     }
     fn cycles(&self) -> u64 {
         self.hv.cycles()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_of_xens_hole_and_of_holes_too_low() {
+        // Xen 4.17's 32-bit PV hole (the M2P at 0xF5800000).
+        let l = layout_below_hole(0xF580_0000).unwrap();
+        assert_eq!(l.ioremap_window, VirtAddr(0xF560_0000));
+        assert_eq!(l.scratch_area, VirtAddr(0xF540_0000));
+        assert_eq!(l.lowmem_limit, 0x3540_0000);
+        // A hole at or below VIRT_BASE + 4 MiB leaves nothing: refused, not wrapped.
+        for v_start in [0, 0x10_0000, 0x3F_FFFF, VIRT_BASE, VIRT_BASE + 0x40_0000] {
+            assert_eq!(
+                layout_below_hole(v_start).unwrap_err(),
+                XenError::HoleTooLow { v_start }
+            );
+        }
+        assert!(layout_below_hole(VIRT_BASE + 0x60_0000).is_ok());
     }
 }

@@ -21,10 +21,13 @@ fuzz_target!(|data: &[u8]| {
     let n = body.len().min(raw.len());
     raw[..n].copy_from_slice(&body[..n]);
     let si = StartInfo::from_bytes(&raw).expect("full length");
-    let Ok(facts) = validate(&si, si_va, esp, PhysFrame(image_end)) else {
+    let nr = si.nr_pages;
+    // The M2P lookup of the real boot returns only frames of the domain; here: identity below
+    // nr_pages.
+    let owned_pfn = |mfn: u32| (mfn < nr).then_some(PhysFrame(mfn));
+    let Ok(facts) = validate(&si, si_va, esp, PhysFrame(image_end), &owned_pfn) else {
         return;
     };
-    let nr = si.nr_pages;
     assert_eq!(facts.nr_pages, nr);
     let tables = facts.bootstrap_tables;
     assert!(
@@ -50,6 +53,19 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     assert!(facts.first_free.0 >= tables.end.0 && facts.first_free > facts.start_info);
+    for f in [facts.console, facts.store].into_iter().flatten() {
+        assert!(f.0 < nr, "ring pfn {f} past nr_pages {nr:#x}");
+    }
+    let domain_end = nr as u64 * 4096;
+    if let Some(m) = facts.module {
+        assert!(
+            m.start.0 + m.len <= domain_end,
+            "module {m:?} past the domain"
+        );
+    }
+    for r in facts.reserved.iter() {
+        assert!(r.end <= domain_end, "{r:?} past the domain");
+    }
     assert!(!facts.cmdline.contains('\0'));
     check_options(facts.cmdline);
 });

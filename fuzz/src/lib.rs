@@ -5,7 +5,8 @@
 //! - `multiboot`, `hvm_start_info`: the address handed over (`mbi`, `start_info`) as `u32`,
 //!   then segments of physical memory `addr:u32 len:u16 bytes[len]`
 //!   (a last segment shorter than `len` keeps what is there). Reads are answered as the real
-//!   boot answers them: the exact bytes when one segment holds the whole range, else `None`.
+//!   boot answers them: the bytes from the address on, fewer where its segment ends, `None`
+//!   when no segment holds the address.
 //! - `start_info`: `si_va:u32 esp:u32 image_end_pfn:u32`, then the 1112 bytes of start_info
 //!   (zero-padded when shorter).
 //! - `memory_map`: `first_free_pfn:u32`, then entries `start:u64 len:u64 op:u8`; `op & 3`:
@@ -53,12 +54,19 @@ impl<'a> PhysSegments<'a> {
         self.read(u32::try_from(addr).ok()?, len)
     }
 
-    /// The bytes at `[addr, addr + len)` when one segment holds them all.
+    /// The bytes from `addr` on, at most `len`, from the segment that holds the most of them
+    /// (fewer where it ends, as a real reader stops where mapped memory ends); `None` when no
+    /// segment holds `addr`.
     pub fn read(&self, addr: u32, len: usize) -> Option<&'a [u8]> {
-        self.segments.iter().find_map(|&(base, bytes)| {
-            let off = addr.checked_sub(base)? as usize;
-            bytes.get(off..off.checked_add(len)?)
-        })
+        let rest = self
+            .segments
+            .iter()
+            .filter_map(|&(base, bytes)| {
+                let off = addr.checked_sub(base)? as usize;
+                bytes.get(off..).filter(|r| !r.is_empty())
+            })
+            .max_by_key(|r| r.len())?;
+        Some(&rest[..len.min(rest.len())])
     }
 }
 

@@ -10,12 +10,15 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod probes;
+mod selftest;
 
-use backend_xen::{RealXen, XenMmu};
+use backend_xen::{Hypervisor, RealXen, XenMmu};
 use core::fmt::Write;
+use pvops_core::addr::{MachineAddr, PAGE_SIZE};
 use pvops_core::boot::{
     boot, measure, take_boot_state, BootReport, KernelStage, Stage, StageFigures, BOOT_STAGES,
 };
+use pvops_core::ioremap::{EarlyIoremap, IoremapError, TableSource};
 use pvops_core::mem::FrameAllocator;
 use pvops_core::options::BootOptions;
 use pvops_core::registry::{fatal, Handoff, KernelDescriptor, Outcome, KERNELS};
@@ -41,6 +44,10 @@ use platform_pvh as _;
 /// What the demo asks of a backend beyond [`Platform`]: its own misuse cases and the
 /// batching figure of the stats line.
 trait DemoBackend: Platform {
+    /// Backend checks run after the boot path (none on bare metal).
+    fn backend_checks(&mut self, console: &mut dyn Write) {
+        let _ = console;
+    }
     /// `pvops.batch` as set (0: the backend's default or no batching at all).
     fn batch_option(&self) -> u32 {
         0
@@ -60,6 +67,33 @@ trait DemoBackend: Platform {
 impl DemoBackend for backend_native::Native {}
 
 impl DemoBackend for XenMmu<RealXen> {
+    /// The M2P entries of machine frames the guest does not own, up to the end of Xen's M2P
+    /// area (max_mfn): Xen maps only the parts that cover RAM, so some of these loads fault;
+    /// the backend's fixup turns them into "no entry" (Linux reads them with __get_user).
+    fn backend_checks(&mut self, console: &mut dyn Write) {
+        let hv = self.hypervisor();
+        let entries = hv.m2p_entries();
+        let _ = write!(
+            console,
+            "xen: m2p of frames not ours (max_mfn={:#x}):",
+            entries - 1
+        );
+        for mfn in [entries - 1, entries / 2, entries / 4 * 3, entries / 8 * 7] {
+            match hv.m2p(pvops_core::addr::MachineFrame(mfn)) {
+                Some(p) => {
+                    let _ = write!(console, " {mfn:#x}->{:#x}", p.0);
+                }
+                None => {
+                    let _ = write!(console, " {mfn:#x}->none");
+                }
+            }
+        }
+        let _ = writeln!(
+            console,
+            "; unmapped entries read as none: {}",
+            backend_xen::RealXen::m2p_faults()
+        );
+    }
     fn batch_option(&self) -> u32 {
         self.options().batch
     }
@@ -135,6 +169,10 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
             return Outcome::Fail;
         }
     };
+    platform.backend_checks(console);
+    if let Some(test) = selftest::requested(info.cmdline) {
+        selftest::run(test, name, console);
+    }
     let (done, ex) = measure(platform, Stage::Kernel(&exercise::STAGE), |p| {
         exercise::run(p, &mut state.alloc, info, r.reused, console)
     });
@@ -146,6 +184,13 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         return Outcome::Fail;
     }
     let _ = writeln!(console, "stage exercise ok {ex}");
+    if let Err(e) = print_modules(platform, &mut state.alloc, info, console) {
+        let _ = writeln!(
+            console,
+            "{TAG}: FAIL backend={name} platform={platform_name} stage=exercise: {e}"
+        );
+        return Outcome::Fail;
+    }
     if misuse_stage(platform, &mut state.alloc, platform_name, console).is_none() {
         return Outcome::Fail;
     }
@@ -167,6 +212,70 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         &ex,
     );
     Outcome::Pass
+}
+
+/// Bytes of each module printed (and compared by the harness with the file).
+const MODULE_HEAD: usize = 16;
+
+/// One line per module the loader passed, `module <i>: <len> bytes, head <hex>`: its first
+/// bytes read through early_ioremap on the kernel's table (the harness compares them with
+/// the file it passed).
+fn print_modules<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    info: &pvops_core::handoff::BootInfo<'_>,
+    console: &mut dyn core::fmt::Write,
+) -> Result<(), ModuleError<P::Error>> {
+    let mut io = EarlyIoremap::new(p.layout().ioremap_window, TableSource::LiveCr3);
+    for (i, m) in info.modules.iter().enumerate() {
+        let _ = write!(console, "module {i}: {} bytes, head ", m.len);
+        // The head stays inside the module's first frame: the frames of a module are
+        // contiguous pseudo-physically, not necessarily machine-contiguous (Xen).
+        let len = m
+            .len
+            .min(MODULE_HEAD as u64)
+            .min(PAGE_SIZE - m.start.frame_offset()) as usize;
+        if len > 0 {
+            let pfn = m.start.frame();
+            let mfn = p
+                .phys_to_machine(pfn)
+                .ok_or(ModuleError::NoMachineFrame(i))?;
+            let ma = MachineAddr(mfn.start().0 + m.start.frame_offset());
+            let map = io
+                .map(p, alloc, ma, len as u64)
+                .map_err(|e| ModuleError::Ioremap(i, e))?;
+            let mut head = [0u8; MODULE_HEAD];
+            // SAFETY: the slot maps the module's first bytes; reading them is harmless.
+            let read = unsafe { p.read_virt(map.addr(), &mut head[..len]) };
+            io.unmap(p, alloc, map)
+                .map_err(|e| ModuleError::Ioremap(i, e))?;
+            read.map_err(|f| ModuleError::Fault(i, f))?;
+            for b in &head[..len] {
+                let _ = write!(console, "{b:02x}");
+            }
+        }
+        let _ = writeln!(console);
+    }
+    Ok(())
+}
+
+/// Why a module could not be read.
+enum ModuleError<E> {
+    NoMachineFrame(usize),
+    Ioremap(usize, IoremapError<E>),
+    Fault(usize, pvops_core::PageFault),
+}
+
+impl<E: core::fmt::Display> core::fmt::Display for ModuleError<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoMachineFrame(i) => {
+                write!(f, "module {i}: its first frame has no machine frame")
+            }
+            Self::Ioremap(i, e) => write!(f, "module {i}: {e}"),
+            Self::Fault(i, pf) => write!(f, "module {i}: {pf}"),
+        }
+    }
 }
 
 /// Stage `misuse`: bad operations that must be refused, pvops's own checks first, then the

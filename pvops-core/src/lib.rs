@@ -12,6 +12,7 @@
 
 pub mod addr;
 pub mod boot;
+pub mod cmdline;
 pub mod handoff;
 pub mod ioremap;
 pub mod mapper;
@@ -19,7 +20,6 @@ pub mod mem;
 pub mod ops;
 pub mod options;
 pub mod paging;
-pub mod pool;
 pub mod registry;
 pub mod trap;
 

@@ -45,8 +45,14 @@ impl DirectMapJob {
             .pool_pages(tables)
             .image_pages(tables + 0x100)
             .build();
-        let facts = validate(&dom.start_info, dom.start_info_va, dom.esp, dom.image.end)
-            .map_err(|e| e.to_string())?;
+        let facts = validate(
+            &dom.start_info,
+            dom.start_info_va,
+            dom.esp,
+            dom.image.end,
+            &|_| None,
+        )
+        .map_err(|e| e.to_string())?;
         let opts = XenOptions {
             batch,
             ..Default::default()

@@ -9,7 +9,7 @@
 mod report;
 mod stage;
 
-pub use crate::handoff::{BootInfo, IoremapProbe, PlatformInfo};
+pub use crate::handoff::{BootInfo, BootModule, IoremapProbe, PlatformInfo};
 pub use report::{take_boot_state, BootError, BootErrorKind, BootReport, BootState};
 pub use stage::{current_stage, set_stage, KernelStage, Stage, BOOT_STAGES};
 
@@ -183,9 +183,21 @@ impl<'a, P: Platform> Boot<'a, P> {
             );
         }
         let _ = writeln!(self.log, "pvops: cmdline: \"{}\"", self.info.cmdline);
+        for r in self.info.reserved.iter() {
+            let _ = writeln!(
+                self.log,
+                "mem: reserved {} pa={:#x}-{:#x}",
+                r.what, r.start.0, r.end
+            );
+        }
+        let free = self
+            .info
+            .memory
+            .without(&self.info.reserved)
+            .map_err(BootErrorKind::Memory)?;
         let a = &mut self.state.alloc;
         a.reset(
-            &self.info.memory,
+            &free,
             self.info.first_free,
             self.info.bootstrap_reach,
             self.info.table_pool,

@@ -4,7 +4,7 @@ use super::{Stage, StageFigures, BOOT_STAGES};
 use crate::addr::{FrameRange, PhysFrame};
 use crate::ioremap::IoremapError;
 use crate::mapper::MapError;
-use crate::mem::{AllocError, FrameAllocator};
+use crate::mem::{AllocError, FrameAllocator, MemoryMapError};
 use crate::ops::PageFault;
 use core::fmt;
 use core::sync::atomic::Ordering;
@@ -58,6 +58,8 @@ pub enum BootErrorKind<E> {
     },
     /// No usable RAM below the lowmem limit.
     NoLowmem,
+    /// The memory map minus the reserved ranges does not fit a map.
+    Memory(MemoryMapError),
 }
 
 impl<E: fmt::Display> fmt::Display for BootErrorKind<E> {
@@ -79,6 +81,7 @@ impl<E: fmt::Display> fmt::Display for BootErrorKind<E> {
                 write!(f, "read_cr3 returns pfn {got} after write_cr3 of pfn {expected}")
             }
             Self::NoLowmem => write!(f, "no usable RAM below the lowmem limit"),
+            Self::Memory(e) => write!(f, "{e}"),
         }
     }
 }

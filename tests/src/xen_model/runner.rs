@@ -225,7 +225,7 @@ pub fn boot_domain(dom: XenDomain, opts: impl Into<ModelOptions>) -> XenBootRun 
         before_boot: HvCounters::default(),
         stages: Vec::new(),
     };
-    let facts = match validate(&start_info, start_info_va, esp, image.end) {
+    let facts = match validate(&start_info, start_info_va, esp, image.end, &|_| None) {
         Ok(f) => f,
         Err(e) => {
             run.result = Err(XenBootFailure::StartInfo(e));
