@@ -699,4 +699,7 @@ impl<H: Hypervisor> Platform for XenMmu<H> {
     fn cycles(&self) -> u64 {
         self.hv.cycles()
     }
+    fn not_running_ns(&self) -> Option<u64> {
+        self.hv.not_running_ns()
+    }
 }

@@ -9,6 +9,7 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod calibrate;
 mod probes;
 
 use backend_xen::{RealXen, XenMmu};
@@ -45,6 +46,11 @@ trait DemoBackend: Platform {
     fn batch_option(&self) -> u32 {
         0
     }
+    /// A clock in nanoseconds that does not depend on [`Platform::cycles`] (Xen's system
+    /// time), to measure the cycle counter's rate; `None` where there is none.
+    fn clock_ns(&self) -> Option<u64> {
+        None
+    }
     /// Runs the backend's own cases after the generic ones, reporting each; stops at the
     /// first failure. None on bare metal, where every refusal is pvops's own.
     fn backend_cases(
@@ -62,6 +68,9 @@ impl DemoBackend for backend_native::Native {}
 impl DemoBackend for XenMmu<RealXen> {
     fn batch_option(&self) -> u32 {
         self.options().batch
+    }
+    fn clock_ns(&self) -> Option<u64> {
+        self.hypervisor().clock_ns()
     }
     /// Xen's refusals ([`conformance::cases`]), in the mode start_info's flags give.
     fn backend_cases(
@@ -118,6 +127,7 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
             return Outcome::Fail;
         }
     };
+    let clock_start = (platform.cycles(), platform.clock_ns());
     let Some(state) = take_boot_state() else {
         let _ = writeln!(
             console,
@@ -158,6 +168,11 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         r.direct_map_tables,
         r.reused.len()
     );
+    let mut cal = calibrate::run(platform);
+    if let (Some(ns0), Some(ns1)) = (clock_start.1, platform.clock_ns()) {
+        let cycles = platform.cycles().wrapping_sub(clock_start.0);
+        cal.cycles_per_us = (cycles * 1000).checked_div(ns1.saturating_sub(ns0));
+    }
     let _ = print_stats(
         console,
         name,
@@ -165,6 +180,7 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         platform.batch_option(),
         &r,
         &ex,
+        &cal,
     );
     Outcome::Pass
 }
@@ -214,7 +230,7 @@ fn misuse_stage<P: DemoBackend>(
 }
 
 /// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's and the
-/// platform's names), over the boot path's stages and the exercise.
+/// platform's names), over the boot path's stages, the exercise and the calibration loops.
 fn print_stats(
     out: &mut dyn Write,
     backend: &str,
@@ -222,6 +238,7 @@ fn print_stats(
     batch: u32,
     r: &BootReport,
     exercise: &StageFigures,
+    cal: &calibrate::Calibration,
 ) -> core::fmt::Result {
     let stages = BOOT_STAGES
         .iter()
@@ -241,15 +258,37 @@ fn print_stats(
         let n = f.counters;
         write!(
             out,
-            ",\"{name}_cycles\":{},\"{name}_hypercalls\":{},\"{name}_mmu_update_entries\":{},\"{name}_mmuext_ops\":{},\"{name}_multicalls\":{}",
+            ",\"{name}_cycles\":{},\"{name}_hypercalls\":{},\"{name}_mmu_update_entries\":{},\"{name}_mmuext_ops\":{},\"{name}_multicalls\":{},\"{name}_notrun_ns\":{}",
             f.cycles,
             n.hypercalls(),
             n.mmu_update_entries,
             n.mmuext_ops,
-            n.multicall_calls
+            n.multicall_calls,
+            f.notrun_ns
         )?;
     }
-    writeln!(out, "}}")
+    writeln!(
+        out,
+        ",\"calibrate_alu_cycles\":{},\"calibrate_alu_iterations\":{},\"calibrate_store_cycles\":{},\"calibrate_stores\":{},\"calibrate_notrun_ns\":{}{}}}",
+        cal.alu_cycles,
+        calibrate::ALU_ITERATIONS,
+        cal.store_cycles,
+        calibrate::STORES,
+        cal.notrun_ns,
+        CyclesPerUs(cal.cycles_per_us)
+    )
+}
+
+/// `,"cycles_per_us":<n>` when the backend has a clock to measure the cycle counter against.
+struct CyclesPerUs(Option<u64>);
+
+impl core::fmt::Display for CyclesPerUs {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, ",\"cycles_per_us\":{n}"),
+            None => Ok(()),
+        }
+    }
 }
 
 #[panic_handler]
