@@ -7,6 +7,7 @@ use crate::{Native, BOOTSTRAP_MAPPED, EXIT_FAIL, EXIT_PASS, NATIVE_KERNEL, PAGE_
 use core::fmt::Write;
 use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame, PAGE_SIZE};
 use pvops_core::boot::{current_stage, BootInfo, IoremapProbe};
+use pvops_core::cmdline::{CmdlineCopy, CMDLINE_MAX};
 use pvops_core::registry::{kernel_tag, set_fatal_handler, Handoff, Outcome};
 
 core::arch::global_asm!(
@@ -187,36 +188,52 @@ fn fatal(args: core::fmt::Arguments<'_>) -> ! {
 /// Rust entry, called by the stub on the bootstrap table with the multiboot registers.
 #[unsafe(no_mangle)]
 extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
+    // Before anything can enable interrupts: the BIOS's 8259 setup sends IRQ0 to vector 8.
+    crate::pic::remap_and_mask();
     Serial::init();
     set_fatal_handler(fatal);
-    crate::idt::install();
+    crate::idt::install(crate::PLATFORM_BARE.name);
+    crate::tss::install();
     let read = |addr: u32, len: usize| -> Option<&'static [u8]> {
-        let end = addr as u64 + len as u64;
+        // What the bootstrap mapping holds from `addr` on, at most `len` bytes.
+        let len = (len as u64).min(BOOTSTRAP_MAPPED.checked_sub(addr as u64)?) as usize;
         // SAFETY: the bootstrap table maps [0, BOOTSTRAP_MAPPED) at PAGE_OFFSET; the loader's
         // structures there are not written while the kernel parses them.
-        (end <= BOOTSTRAP_MAPPED)
+        (len > 0)
             .then(|| unsafe { core::slice::from_raw_parts((PAGE_OFFSET + addr) as *const u8, len) })
     };
-    let mb = match multiboot::parse(magic, mbi, &read) {
+    // The command line is copied here, into the boot stack (kernel .bss): this frame lives
+    // for the whole run, and the loader's copy may be handed out by the allocator.
+    let mut cmdline = CmdlineCopy::empty();
+    let mb = match multiboot::parse(magic, mbi, &read, &mut cmdline) {
         Ok(m) => m,
         Err(e) => fatal(format_args!("{e}")),
     };
+    if let Some(len) = cmdline.truncated_from() {
+        let _ = writeln!(
+            Serial,
+            "native: warning: multiboot command line is {len} bytes, truncated to {CMDLINE_MAX}"
+        );
+    }
     let (kernel_image, bootstrap_tables) = (kernel_image(), bootstrap_tables());
     let reach = PhysFrame((BOOTSTRAP_MAPPED / PAGE_SIZE) as u32);
     let info = BootInfo {
         platform: crate::PLATFORM_BARE,
         memory: mb.memory.clone(),
-        cmdline: mb.cmdline,
+        cmdline: cmdline.as_str(),
         first_free: kernel_image.end,
         bootstrap_reach: reach,
         bootstrap_tables,
         kernel_image,
-        table_pool: pvops_core::pool::EARLY_TABLE_POOL.frames(PAGE_OFFSET as usize),
+        // The bootstrap table reaches 64 MiB: room for every page table of the direct map.
+        table_pool: FrameRange::EMPTY,
         probe: Some(IoremapProbe {
             addr: PhysAddr(mbi as u64),
             len: INFO_LEN as u64,
             what: "multiboot info",
         }),
+        reserved: mb.reserved,
+        modules: mb.modules(),
     };
     let _ = writeln!(
         Serial,

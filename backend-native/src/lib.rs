@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(missing_docs)]
 
+pub mod counters;
 pub mod fixmap;
 pub mod multiboot;
 pub mod store;
@@ -55,6 +56,8 @@ cfg_if::cfg_if! {
         mod entry;
         mod idt;
         mod mmu;
+        pub mod pic;
+        mod tss;
         pub mod serial;
         pub use entry::{bootstrap_tables, kernel_image};
         pub use idt::install as install_idt;

@@ -38,9 +38,13 @@ const BASE: usize = PAGE_OFFSET as usize;
 
 impl MmuOps for Native {
     type Error = Infallible;
+    type Counters = crate::counters::NoHypercalls;
     const NAME: &'static str = "native";
     const READ_ONLY_PAGE_TABLES: bool = false;
 
+    fn counters(&self) -> crate::counters::NoHypercalls {
+        crate::counters::NoHypercalls
+    }
     fn layout(&self) -> MemoryLayout {
         LAYOUT
     }
@@ -60,6 +64,8 @@ impl MmuOps for Native {
         // SAFETY: the caller guarantees `root` maps the running kernel; loading cr3 latches
         // the PDPT entries.
         unsafe { x86::controlregs::cr3_write(root.start().0) };
+        // The double-fault task must find the kernel mapped: it switches to the live table.
+        crate::tss::set_cr3(root.start().0 as u32);
         self.reach = self.lowmem_end;
         Ok(())
     }

@@ -78,6 +78,8 @@ pub const PHYSDEVOP_SET_IOPL: u32 = 6;
 pub const FLAT_KERNEL_CS: u16 = 0xe019;
 /// `start_info.flags`: this is the initial domain (dom0).
 pub const SIF_INITDOMAIN: u32 = 1 << 1;
+/// `start_info.flags`: `mod_start` is a pfn, not a virtual address (xen/include/public/xen.h).
+pub const SIF_MOD_START_PFN: u32 = 1 << 3;
 /// The magic of a 32-bit PAE guest's start_info.
 pub const START_INFO_MAGIC: &[u8] = b"xen-3.0-x86_32p";
 /// The guest's virtual base (ELF note VIRT_BASE).

@@ -1,12 +1,10 @@
 //! The Xen ELF notes, the hypercall page, the ring-1 entry (`esi` = start_info), the trap
 //! table, and the Rust entry that hands the domain to the registered kernel.
 
-use crate::abi::{
-    self, MachphysMapping, StartInfo, TrapInfo, FLAT_KERNEL_CS, SIF_INITDOMAIN, VIRT_BASE,
-};
+use crate::abi::{self, MachphysMapping, StartInfo, TrapInfo, FLAT_KERNEL_CS, VIRT_BASE};
 use crate::console::{self, Console};
 use crate::hypercall;
-use crate::real::RealXen;
+use crate::real::{self, RealXen};
 use crate::{boot_info, XenMmu, XEN_KERNEL};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -120,6 +118,10 @@ fn fatal(args: core::fmt::Arguments<'_>) -> ! {
 }
 
 extern "C" fn pvops_xen_trap(f: &TrapFrame) -> ! {
+    if real::is_m2p_load(f.eip) {
+        // SAFETY: `f` is the live frame of a fault at the M2P load.
+        unsafe { real::resume_at_m2p_fixup(f as *const TrapFrame as *const u32) }
+    }
     if f.vector == 14 {
         let cr2: u32;
         // SAFETY: Xen emulates `mov %cr2` for a PV guest (the address of the last #PF).
@@ -161,36 +163,64 @@ fn virt_to_pfn(v: usize) -> PhysFrame {
 extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
     // SAFETY: Xen passes the virtual address of start_info in esi; it is mapped.
     let si_ref = unsafe { &*si };
-    let dom0 = si_ref.flags & SIF_INITDOMAIN != 0;
-    DOM0.store(dom0, Ordering::Release);
     set_fatal_handler(fatal);
+    // The trap table first: the M2P reads below rely on its fixup.
+    let trap_ret = install_traps();
+    if trap_ret != 0 {
+        fatal(format_args!(
+            "xen {}: set_trap_table",
+            abi::Errno(-trap_ret)
+        ));
+    }
     let mut machphys = MachphysMapping::default();
     let mm_ret = hypercall::machphys_mapping(&mut machphys);
+    let (start, end) = (
+        &raw const __pvops_image_start as usize,
+        &raw const __pvops_image_end as usize,
+    );
+    let kernel_image = FrameRange {
+        start: virt_to_pfn(start),
+        end: virt_to_pfn(end + PAGE_SIZE as usize - 1),
+    };
+    // The pfn of a machine frame the domain owns: the M2P entry (read only up to max_mfn,
+    // where Xen maps the M2P), cross-checked with the p2m list. Called by `validate` only
+    // after it checked mfn_list and nr_pages.
+    let owned_pfn = |mfn: u32| -> Option<PhysFrame> {
+        if mm_ret != 0 {
+            return None;
+        }
+        // An unmapped M2P entry (a frame beyond RAM) reads as None, not as a fault.
+        let pfn = real::read_m2p(
+            machphys.v_start as *const u32,
+            machphys.max_mfn.saturating_add(1),
+            mfn,
+        )?;
+        // SAFETY: validate checked that the p2m list's nr_pages entries lie in our region.
+        let back = (pfn < si_ref.nr_pages).then(|| unsafe {
+            core::ptr::read_volatile((si_ref.mfn_list as *const u32).add(pfn as usize))
+        });
+        (back == Some(mfn)).then_some(PhysFrame(pfn))
+    };
+    // Nothing of start_info is used before this check (the console is not set up yet: a
+    // refusal goes out through console_io, which a domU's Xen prints in debug builds).
+    let facts =
+        match crate::start_info::validate(si_ref, si as u32, esp, kernel_image.end, &owned_pfn) {
+            Ok(f) => f,
+            Err(e) => fatal(format_args!("{e}")),
+        };
+    let dom0 = facts.is_dom0();
+    DOM0.store(dom0, Ordering::Release);
     if dom0 {
         console::use_console_io();
-    } else if mm_ret == 0 && si_ref.magic.starts_with(abi::START_INFO_MAGIC) {
-        // The console ring's pfn comes from the M2P; check it against the p2m list.
-        // SAFETY: the M2P is mapped read-only up to max_mfn; the p2m list is in our region.
-        let mfn = si_ref.console_mfn;
-        if mfn <= machphys.max_mfn {
-            let pfn = unsafe {
-                core::ptr::read_volatile((machphys.v_start as *const u32).add(mfn as usize))
-            };
-            let ok = pfn < si_ref.nr_pages
-                && unsafe {
-                    core::ptr::read_volatile((si_ref.mfn_list as *const u32).add(pfn as usize))
-                } == mfn;
-            if ok {
-                // SAFETY: the ring page is in the builder's region, inside lowmem: the direct
-                // map keeps it at this address after the switch.
-                unsafe {
-                    console::use_ring(
-                        (VIRT_BASE + pfn * PAGE_SIZE as u32) as *mut abi::XenconsInterface,
-                        si_ref.console_evtchn,
-                    )
-                };
-            }
-        }
+    } else if let Some(pfn) = facts.console {
+        // SAFETY: the ring page is in the builder's region, inside lowmem: the direct map
+        // keeps it at this address after the switch.
+        unsafe {
+            console::use_ring(
+                (VIRT_BASE + pfn.0 * PAGE_SIZE as u32) as *mut abi::XenconsInterface,
+                si_ref.console_evtchn,
+            )
+        };
     }
     let _ = writeln!(
         Console,
@@ -203,25 +233,6 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
             abi::Errno(-mm_ret)
         ));
     }
-    let trap_ret = install_traps();
-    if trap_ret != 0 {
-        fatal(format_args!(
-            "xen {}: set_trap_table",
-            abi::Errno(-trap_ret)
-        ));
-    }
-    let (start, end) = (
-        &raw const __pvops_image_start as usize,
-        &raw const __pvops_image_end as usize,
-    );
-    let kernel_image = FrameRange {
-        start: virt_to_pfn(start),
-        end: virt_to_pfn(end + PAGE_SIZE as usize - 1),
-    };
-    let facts = match crate::start_info::validate(si_ref, si as u32, esp, kernel_image.end) {
-        Ok(f) => f,
-        Err(e) => fatal(format_args!("{e}")),
-    };
     let magic_len = si_ref.magic.iter().position(|b| *b == 0).unwrap_or(32);
     let _ = writeln!(
         Console,
@@ -252,7 +263,7 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
         Ok(m) => m,
         Err(e) => fatal(format_args!("{e}")),
     };
-    let pool = pvops_core::pool::EARLY_TABLE_POOL.frames(VIRT_BASE as usize);
+    let pool = crate::pool::EARLY_TABLE_POOL.frames(VIRT_BASE as usize);
     let info = boot_info(&mmu, &facts, kernel_image, pool);
     let _ = writeln!(
         Console,
@@ -272,8 +283,8 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
     let s = mmu.stats();
     let _ = writeln!(
         Console,
-        "xen: hypercalls: mmu_update {} ({} entries), mmuext_op {} ({} ops), update_va_mapping {}, multicall {}",
-        s.mmu_update_calls, s.mmu_update_entries, s.mmuext_calls, s.mmuext_ops, s.update_va_mapping_calls, s.multicall_calls
+        "xen: hypercalls: mmu_update {} ({} entries), mmuext_op {} ({} ops), multicall {}",
+        s.mmu_update_calls, s.mmu_update_entries, s.mmuext_calls, s.mmuext_ops, s.multicall_calls
     );
     exit(outcome == Outcome::Pass)
 }

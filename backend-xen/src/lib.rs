@@ -13,13 +13,16 @@
 #![deny(missing_docs)]
 
 pub mod abi;
+pub mod counters;
 pub mod hypervisor;
 pub mod mmu;
 pub mod options;
+pub mod pool;
 pub mod start_info;
 
+pub use counters::XenCounters;
 pub use hypervisor::{Hypervisor, MixedResult};
-pub use mmu::{XenError, XenMmu, XenOp, XenStats};
+pub use mmu::{XenError, XenMmu, XenOp};
 pub use options::XenOptions;
 pub use start_info::{StartInfoError, XenBootFacts};
 
@@ -45,11 +48,11 @@ pub const PLATFORM_XEN_PV: pvops_core::boot::PlatformInfo = pvops_core::boot::Pl
 pub const PROBE_LEN: u64 = 64;
 
 /// The [`BootInfo`] of a Xen guest: all `nr_pages` usable, the builder's structures and the
-/// boot stack reserved, the bootstrap table's frames, start_info as the early_ioremap probe,
-/// and `table_pool` (frames inside the image for early page tables; see `pvops_core::pool`).
+/// boot stack below `first_free`, start_info, the p2m list, the rings and the module reserved, the bootstrap table's frames, start_info as the early_ioremap probe,
+/// and `table_pool` (frames inside the image for early page tables; see [`pool`]).
 pub fn boot_info<'a, H: Hypervisor>(
     mmu: &XenMmu<H>,
-    facts: &XenBootFacts<'a>,
+    facts: &'a XenBootFacts<'a>,
     kernel_image: FrameRange,
     table_pool: FrameRange,
 ) -> BootInfo<'a> {
@@ -74,6 +77,8 @@ pub fn boot_info<'a, H: Hypervisor>(
             len: PROBE_LEN,
             what: "start_info",
         }),
+        reserved: facts.reserved,
+        modules: facts.module.as_slice(),
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::abi::{
     mmuext, Errno, MachphysMapping, MmuUpdate, MmuextOp, MMU_NORMAL_PT_UPDATE, VIRT_BASE,
 };
+use crate::counters::XenCounters;
 use crate::hypervisor::Hypervisor;
 use crate::options::XenOptions;
 use crate::start_info::XenBootFacts;
@@ -74,6 +75,12 @@ pub enum XenError {
         /// The pfn.
         pfn: PhysFrame,
     },
+    /// The hypervisor hole (`XENMEM_machphys_mapping`) starts too low to leave the
+    /// early_ioremap window, the scratch area and any lowmem above `VIRT_BASE`.
+    HoleTooLow {
+        /// The hole's start as Xen reported it.
+        v_start: u32,
+    },
 }
 
 impl fmt::Display for XenError {
@@ -93,12 +100,13 @@ impl fmt::Display for XenError {
             XenError::NoMachineFrame { pfn } => {
                 write!(f, "xen backend: pfn {pfn} is not in the p2m list")
             }
+            XenError::HoleTooLow { v_start } => write!(
+                f,
+                "xen backend: hypervisor hole at {v_start:#x} leaves no lowmem above {VIRT_BASE:#x}"
+            ),
         }
     }
 }
-
-/// Hypercalls issued, by kind, and the entries they carried.
-pub type XenStats = pvops_core::PvCounters;
 
 /// mmuext operations (flushes) queued in lazy mode.
 const EXT_QUEUE_CAPACITY: usize = 32;
@@ -132,7 +140,28 @@ pub struct XenMmu<H: Hypervisor> {
     detached: [u64; DETACHED_FRAMES / 64],
     /// Plain stores into detached tables (off with `pvops.batch=1`: every write a hypercall).
     direct_stores: bool,
-    stats: XenStats,
+    stats: XenCounters,
+}
+
+/// The guest's layout below the hypervisor hole at `v_start`: the early_ioremap window in
+/// the 2 MiB below the (2 MiB aligned) hole, the scratch area below it, lowmem from
+/// `VIRT_BASE` up to the scratch area. A hole too low for that is refused, not wrapped.
+pub fn layout_below_hole(v_start: u32) -> Result<MemoryLayout, XenError> {
+    let too_low = XenError::HoleTooLow { v_start };
+    let hole = v_start & !(2 * MIB - 1);
+    let window = hole.checked_sub(2 * MIB).ok_or(too_low)?;
+    let scratch = window.checked_sub(2 * MIB).ok_or(too_low)?;
+    let lowmem = scratch
+        .checked_sub(VIRT_BASE)
+        .filter(|l| *l > 0)
+        .ok_or(too_low)?;
+    Ok(MemoryLayout {
+        page_offset: VirtAddr(VIRT_BASE),
+        lowmem_limit: lowmem as u64,
+        ioremap_window: VirtAddr(window),
+        scratch_area: VirtAddr(scratch),
+        lowmem_formula: "hole start (XENMEM_machphys_mapping) - 2 MiB early_ioremap window - 2 MiB scratch - 0xC0000000",
+    })
 }
 
 impl<H: Hypervisor> XenMmu<H> {
@@ -150,16 +179,7 @@ impl<H: Hypervisor> XenMmu<H> {
                 arg: 0,
             });
         }
-        let hole = mm.v_start & !(2 * MIB - 1);
-        let window = hole - 2 * MIB;
-        let scratch = window - 2 * MIB;
-        let layout = MemoryLayout {
-            page_offset: VirtAddr(VIRT_BASE),
-            lowmem_limit: (scratch - VIRT_BASE) as u64,
-            ioremap_window: VirtAddr(window),
-            scratch_area: VirtAddr(scratch),
-            lowmem_formula: "hole start (XENMEM_machphys_mapping) - 2 MiB early_ioremap window - 2 MiB scratch - 0xC0000000",
-        };
+        let layout = layout_below_hole(mm.v_start)?;
         let mut mmu = XenMmu {
             hv,
             layout,
@@ -181,7 +201,7 @@ impl<H: Hypervisor> XenMmu<H> {
             pt_base_pinned: true,
             detached: [0; DETACHED_FRAMES / 64],
             direct_stores: true,
-            stats: XenStats::default(),
+            stats: XenCounters::default(),
         };
         mmu.configure(*opts);
         mmu.reach = mmu.measure_reach();
@@ -193,7 +213,7 @@ impl<H: Hypervisor> XenMmu<H> {
         self.reach
     }
     /// Hypercall counters.
-    pub fn stats(&self) -> XenStats {
+    pub fn stats(&self) -> XenCounters {
         self.stats
     }
     fn configure(&mut self, opts: XenOptions) {
@@ -511,6 +531,7 @@ impl<H: Hypervisor> XenMmu<H> {
 
 impl<H: Hypervisor> MmuOps for XenMmu<H> {
     type Error = XenError;
+    type Counters = XenCounters;
     const NAME: &'static str = "xen";
     const READ_ONLY_PAGE_TABLES: bool = true;
 
@@ -668,7 +689,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         self.configure(o);
         Ok(())
     }
-    fn counters(&self) -> pvops_core::PvCounters {
+    fn counters(&self) -> XenCounters {
         self.stats
     }
     fn enter_lazy_mmu(&mut self) {
@@ -701,5 +722,27 @@ impl<H: Hypervisor> Platform for XenMmu<H> {
     }
     fn not_running_ns(&self) -> Option<u64> {
         self.hv.not_running_ns()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_of_xens_hole_and_of_holes_too_low() {
+        // Xen 4.17's 32-bit PV hole (the M2P at 0xF5800000).
+        let l = layout_below_hole(0xF580_0000).unwrap();
+        assert_eq!(l.ioremap_window, VirtAddr(0xF560_0000));
+        assert_eq!(l.scratch_area, VirtAddr(0xF540_0000));
+        assert_eq!(l.lowmem_limit, 0x3540_0000);
+        // A hole at or below VIRT_BASE + 4 MiB leaves nothing: refused, not wrapped.
+        for v_start in [0, 0x10_0000, 0x3F_FFFF, VIRT_BASE, VIRT_BASE + 0x40_0000] {
+            assert_eq!(
+                layout_below_hole(v_start).unwrap_err(),
+                XenError::HoleTooLow { v_start }
+            );
+        }
+        assert!(layout_below_hole(VIRT_BASE + 0x60_0000).is_ok());
     }
 }

@@ -11,6 +11,93 @@ use core::sync::atomic::{compiler_fence, Ordering};
 use pvops_core::addr::{MachineFrame, PhysFrame, VirtAddr};
 use pvops_core::ops::PageFault;
 
+// The one load of an M2P entry, with its fixup: Xen maps the M2P area up to max_mfn only
+// where machine memory exists, so the entry of a frame beyond RAM (or in a hole) is not
+// mapped. Like Linux's __get_user on the M2P, a fault of this load does not reach the fault
+// printer: the trap handler (entry.rs) sees its eip and resumes at the fixup, which returns
+// "no entry" (edx = 0). The reader keeps the callee-saved registers on its own stack, so
+// the fixup restores them whatever the trap handler did to them before it resumed here.
+core::arch::global_asm!(
+    r#"
+    .section .text.pvops_xen_m2p, "ax"
+    .global pvops_xen_m2p_read
+    .global pvops_xen_m2p_load
+    .global pvops_xen_m2p_fixup
+pvops_xen_m2p_read:
+    push %ebx
+    push %esi
+    push %edi
+    push %ebp
+    mov 20(%esp), %ecx
+    mov $1, %edx
+pvops_xen_m2p_load:
+    mov (%ecx), %eax
+3:
+    pop %ebp
+    pop %edi
+    pop %esi
+    pop %ebx
+    ret
+pvops_xen_m2p_fixup:
+    xor %eax, %eax
+    xor %edx, %edx
+    jmp 3b
+"#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    /// Reads the u32 at `entry`: `1 << 32 | value`, or 0 when the load faulted.
+    fn pvops_xen_m2p_read(entry: *const u32) -> u64;
+    /// The load instruction of [`pvops_xen_m2p_read`] (only its address is taken).
+    fn pvops_xen_m2p_load();
+}
+
+/// True when a fault at `eip` is the M2P load's: resume with [`resume_at_m2p_fixup`].
+pub(crate) fn is_m2p_load(eip: u32) -> bool {
+    eip == pvops_xen_m2p_load as *const () as u32
+}
+
+/// Resumes the faulting M2P load at its fixup: `frame` is the trap stub's frame (vector,
+/// error code, then Xen's bounce frame eip, cs, eflags on the interrupted ring-1 stack).
+///
+/// # Safety
+/// `frame` must be the live trap frame of a fault at the M2P load ([`is_m2p_load`]).
+pub(crate) unsafe fn resume_at_m2p_fixup(frame: *const u32) -> ! {
+    // SAFETY: the frame lies on the interrupted stack; dropping vector and error code and
+    // replacing eip leaves a same-ring iret frame that returns into the reader's fixup, which
+    // restores the callee-saved registers from its own stack.
+    unsafe {
+        core::arch::asm!(
+            "mov {0}, %esp",
+            "add $8, %esp",
+            "movl $pvops_xen_m2p_fixup, (%esp)",
+            "iret",
+            in(reg) frame,
+            options(att_syntax, noreturn)
+        )
+    }
+}
+
+/// M2P loads that faulted and were resumed at the fixup.
+static M2P_FAULTS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// `m2p[mfn]` from the M2P at `m2p` with `entries` entries (max_mfn + 1): `None` beyond
+/// them, and `None` where Xen has not mapped the entry (the load's fault is fixed up).
+pub(crate) fn read_m2p(m2p: *const u32, entries: u32, mfn: u32) -> Option<u32> {
+    if mfn >= entries {
+        return None;
+    }
+    // SAFETY: the address lies in the M2P area Xen reserves for the guest (below
+    // v_start + 4 * (max_mfn + 1)); a fault of the load is fixed up by the trap entry.
+    let r = unsafe { pvops_xen_m2p_read(m2p.wrapping_add(mfn as usize)) };
+    if r >> 32 == 0 {
+        M2P_FAULTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        return None;
+    }
+    Some(r as u32)
+}
+
 /// The hypercall layer of a running 32-bit PV guest.
 pub struct RealXen {
     p2m: *const u32,
@@ -176,13 +263,7 @@ impl Hypervisor for RealXen {
         (mfn != u32::MAX).then_some(MachineFrame(mfn))
     }
     fn m2p(&self, mfn: MachineFrame) -> Option<PhysFrame> {
-        if mfn.0 >= self.m2p_entries {
-            return None;
-        }
-        // SAFETY: Xen maps the M2P read-only for every guest up to max_mfn.
-        Some(PhysFrame(unsafe {
-            core::ptr::read_volatile(self.m2p.add(mfn.0 as usize))
-        }))
+        read_m2p(self.m2p, self.m2p_entries, mfn.0).map(PhysFrame)
     }
     fn frame_ptr(&self, pfn: PhysFrame) -> *mut u8 {
         (VIRT_BASE as usize + ((pfn.0 as usize) << 12)) as *mut u8
@@ -220,5 +301,16 @@ impl Hypervisor for RealXen {
     }
     fn log(&mut self, args: fmt::Arguments<'_>) {
         let _ = writeln!(crate::console::Console, "{args}");
+    }
+}
+
+impl RealXen {
+    /// Entries of the M2P area (max_mfn + 1): [`Hypervisor::m2p`] reads none beyond.
+    pub fn m2p_entries(&self) -> u32 {
+        self.m2p_entries
+    }
+    /// M2P loads that faulted (an unmapped entry) and read as `None` instead.
+    pub fn m2p_faults() -> u32 {
+        M2P_FAULTS.load(core::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -1,8 +1,11 @@
-//! Validating `start_info` and deriving where free memory starts.
+//! Validating `start_info` (before any of its fields is used), deriving where free memory
+//! starts and what the domain builder placed that the kernel must not hand out.
 
-use crate::abi::{StartInfo, SIF_INITDOMAIN, START_INFO_MAGIC, VIRT_BASE};
+use crate::abi::{StartInfo, SIF_INITDOMAIN, SIF_MOD_START_PFN, START_INFO_MAGIC, VIRT_BASE};
 use core::fmt;
-use pvops_core::addr::{FrameRange, PhysFrame, PAGE_SIZE};
+use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame, PAGE_SIZE};
+use pvops_core::boot::BootModule;
+use pvops_core::mem::{Reservations, ReserveError};
 
 /// Why start_info was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,8 +23,31 @@ pub enum StartInfoError {
     },
     /// nr_pt_frames is 0 or runs past nr_pages.
     BadPtFrames(u32),
+    /// A field that must be aligned is not (pt_base: a page; mfn_list: 4 bytes).
+    Misaligned {
+        /// Which field.
+        field: &'static str,
+        /// Its value.
+        va: u32,
+    },
+    /// The p2m list (`nr_pages` entries from `mfn_list`) runs past the domain's memory.
+    P2mPastEnd {
+        /// mfn_list.
+        mfn_list: u32,
+        /// nr_pages.
+        nr_pages: u32,
+    },
+    /// The module (`mod_start`, `mod_len`) lies outside the domain's memory.
+    BadModule {
+        /// mod_start.
+        start: u32,
+        /// mod_len.
+        len: u32,
+    },
     /// The command line is not NUL-terminated UTF-8.
     BadCmdline,
+    /// A builder range could not be reserved.
+    Reserve(ReserveError),
 }
 
 impl fmt::Display for StartInfoError {
@@ -36,6 +62,18 @@ impl fmt::Display for StartInfoError {
                 )
             }
             Self::BadPtFrames(n) => write!(f, "start_info nr_pt_frames={n} is invalid"),
+            Self::Misaligned { field, va } => {
+                write!(f, "start_info {field}={va:#x} is misaligned")
+            }
+            Self::P2mPastEnd { mfn_list, nr_pages } => write!(
+                f,
+                "start_info p2m list at {mfn_list:#x} ({nr_pages} entries) runs past the domain's memory"
+            ),
+            Self::BadModule { start, len } => write!(
+                f,
+                "start_info module {start:#x}+{len:#x} lies outside the domain's memory"
+            ),
+            Self::Reserve(e) => write!(f, "start_info: {e}"),
             Self::BadCmdline => write!(f, "start_info cmd_line is not NUL-terminated UTF-8"),
         }
     }
@@ -58,6 +96,15 @@ pub struct XenBootFacts<'a> {
     pub first_free: PhysFrame,
     /// The guest command line.
     pub cmdline: &'a str,
+    /// The console ring's frame (a domU's, checked against the M2P and the p2m list).
+    pub console: Option<PhysFrame>,
+    /// The xenstore ring's frame (a domU's, checked the same way).
+    pub store: Option<PhysFrame>,
+    /// The module (initrd) the builder loaded, if any.
+    pub module: Option<BootModule>,
+    /// What the builder filled and the allocator must not hand out: start_info, the p2m
+    /// list, the console and xenstore rings, the module.
+    pub reserved: Reservations,
 }
 
 impl XenBootFacts<'_> {
@@ -78,23 +125,33 @@ fn pfn_of(field: &'static str, va: u32, nr_pages: u32) -> Result<PhysFrame, Star
     Ok(PhysFrame(pfn))
 }
 
-/// Checks `si` (found at virtual address `si_va`, entered with stack pointer `esp`).
+/// Checks `si` (found at virtual address `si_va`, entered with stack pointer `esp`) before
+/// anything else reads it.
 ///
 /// The first free frame is past everything the builder placed after the image: the p2m list,
 /// start_info, the xenstore and console pages, the bootstrap tables and the live boot stack
-/// (the builder's order is not assumed: the maximum end is taken).
-pub fn validate(
-    si: &StartInfo,
+/// (the builder's order is not assumed: the maximum end is taken). `owned_pfn(mfn)` is the
+/// pfn of a machine frame the domain owns (M2P lookup cross-checked with the p2m list), or
+/// `None`; it is called only after `mfn_list` was checked.
+pub fn validate<'a>(
+    si: &'a StartInfo,
     si_va: u32,
     esp: u32,
     image_end: PhysFrame,
-) -> Result<XenBootFacts<'_>, StartInfoError> {
+    owned_pfn: &dyn Fn(u32) -> Option<PhysFrame>,
+) -> Result<XenBootFacts<'a>, StartInfoError> {
     if !si.magic.starts_with(START_INFO_MAGIC) {
         return Err(StartInfoError::BadMagic);
     }
     let nr = si.nr_pages;
     if nr == 0 || nr > (1 << 24) {
         return Err(StartInfoError::BadNrPages(nr));
+    }
+    if si.pt_base % PAGE_SIZE as u32 != 0 {
+        return Err(StartInfoError::Misaligned {
+            field: "pt_base",
+            va: si.pt_base,
+        });
     }
     let pt_base = pfn_of("pt_base", si.pt_base, nr)?;
     let pt_end = pt_base
@@ -103,15 +160,81 @@ pub fn validate(
         .filter(|e| si.nr_pt_frames > 0 && *e <= nr);
     let pt_end = pt_end.ok_or(StartInfoError::BadPtFrames(si.nr_pt_frames))?;
     let start_info = pfn_of("start_info", si_va, nr)?;
-    let p2m = pfn_of("mfn_list", si.mfn_list, nr)?;
-    let p2m_end = p2m.0 + (nr * 4).div_ceil(PAGE_SIZE as u32);
+    if si.mfn_list % 4 != 0 {
+        return Err(StartInfoError::Misaligned {
+            field: "mfn_list",
+            va: si.mfn_list,
+        });
+    }
+    pfn_of("mfn_list", si.mfn_list, nr)?;
+    // nr <= 2^24, so nr * 4 fits; the list's last byte must be inside the domain's memory.
+    let p2m_bytes = nr * 4;
+    let p2m_last = si
+        .mfn_list
+        .checked_add(p2m_bytes - 1)
+        .and_then(|last| pfn_of("mfn_list", last, nr).ok())
+        .ok_or(StartInfoError::P2mPastEnd {
+            mfn_list: si.mfn_list,
+            nr_pages: nr,
+        })?;
     let stack = pfn_of("esp", esp.saturating_sub(1), nr)?;
+    let dom0 = si.flags & SIF_INITDOMAIN != 0;
+    // A domU's console and xenstore rings (dom0's start_info has console info there instead).
+    let (console, store) = if dom0 {
+        (None, None)
+    } else {
+        (owned_pfn(si.console_mfn), owned_pfn(si.store_mfn))
+    };
+    let module = match si.mod_len {
+        0 => None,
+        len => {
+            let bad = StartInfoError::BadModule {
+                start: si.mod_start,
+                len,
+            };
+            let start_pa = if si.flags & SIF_MOD_START_PFN != 0 {
+                (si.mod_start as u64) * PAGE_SIZE
+            } else {
+                si.mod_start.checked_sub(VIRT_BASE).ok_or(bad)? as u64
+            };
+            if start_pa + len as u64 > nr as u64 * PAGE_SIZE {
+                return Err(bad);
+            }
+            Some(BootModule {
+                start: PhysAddr(start_pa),
+                len: len as u64,
+            })
+        }
+    };
+    let mut reserved = Reservations::new();
+    let mut reserve = |what, start: PhysAddr, len: u64| {
+        reserved
+            .add(what, start, len)
+            .map_err(StartInfoError::Reserve)
+    };
+    reserve("start_info", start_info.start(), PAGE_SIZE)?;
+    reserve(
+        "p2m list",
+        PhysAddr((si.mfn_list - VIRT_BASE) as u64),
+        p2m_bytes as u64,
+    )?;
+    if let Some(f) = console {
+        reserve("console ring", f.start(), PAGE_SIZE)?;
+    }
+    if let Some(f) = store {
+        reserve("xenstore ring", f.start(), PAGE_SIZE)?;
+    }
+    if let Some(m) = module {
+        reserve("module", m.start, m.len)?;
+    }
     let first_free = [
         image_end.0,
         pt_end + 1,
         start_info.0 + 1,
-        p2m_end,
+        p2m_last.0 + 1,
         stack.0 + 1,
+        console.map_or(0, |f| f.0 + 1),
+        store.map_or(0, |f| f.0 + 1),
     ]
     .into_iter()
     .max()
@@ -134,12 +257,21 @@ pub fn validate(
         start_info,
         first_free: PhysFrame(first_free),
         cmdline,
+        console,
+        store,
+        module,
+        reserved,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+
+    fn none(_: u32) -> Option<PhysFrame> {
+        None
+    }
 
     fn si() -> StartInfo {
         let mut s: StartInfo = unsafe { core::mem::zeroed() };
@@ -155,7 +287,7 @@ mod tests {
     #[test]
     fn good_start_info() {
         let s = si();
-        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)).unwrap();
+        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap();
         assert_eq!(f.pt_base, PhysFrame(0x12));
         assert_eq!(
             f.bootstrap_tables,
@@ -173,19 +305,19 @@ mod tests {
         let mut s = si();
         s.magic[14] = b'x';
         assert_eq!(
-            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)).unwrap_err(),
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap_err(),
             StartInfoError::BadMagic
         );
         let mut s = si();
         s.nr_pt_frames = 0;
         assert_eq!(
-            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)).unwrap_err(),
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap_err(),
             StartInfoError::BadPtFrames(0)
         );
         let mut s = si();
         s.pt_base = 0x1000;
         assert!(matches!(
-            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)),
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none),
             Err(StartInfoError::OutsideRegion {
                 field: "pt_base",
                 ..
@@ -194,8 +326,96 @@ mod tests {
         let mut s = si();
         s.cmd_line = [b'a'; 1024];
         assert_eq!(
-            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8)).unwrap_err(),
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap_err(),
             StartInfoError::BadCmdline
         );
+    }
+
+    #[test]
+    fn alignment_p2m_end_and_module() {
+        fn v(s: &StartInfo) -> Result<XenBootFacts<'_>, StartInfoError> {
+            validate(s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none)
+        }
+        let mut s = si();
+        s.pt_base = 0xC001_2004;
+        assert_eq!(
+            v(&s).unwrap_err(),
+            StartInfoError::Misaligned {
+                field: "pt_base",
+                va: 0xC001_2004
+            }
+        );
+        // The p2m list starts inside the domain but its 0x2000 entries run past the end.
+        let mut s = si();
+        s.mfn_list = 0xC000_0000 + 0x2000 * 4096 - 0x1000;
+        assert!(matches!(
+            v(&s).unwrap_err(),
+            StartInfoError::P2mPastEnd { .. }
+        ));
+        let mut s = si();
+        s.mfn_list = 0xC000_9002;
+        assert!(matches!(
+            v(&s).unwrap_err(),
+            StartInfoError::Misaligned {
+                field: "mfn_list",
+                ..
+            }
+        ));
+        // A module given as a pfn (SIF_MOD_START_PFN), and one past the domain's end.
+        let mut s = si();
+        s.flags = SIF_MOD_START_PFN;
+        s.mod_start = 0x40;
+        s.mod_len = 5000;
+        let f = v(&s).unwrap();
+        assert_eq!(
+            f.module,
+            Some(BootModule {
+                start: PhysAddr(0x4_0000),
+                len: 5000
+            })
+        );
+        s.mod_start = 0x1fff;
+        assert_eq!(
+            v(&s).unwrap_err(),
+            StartInfoError::BadModule {
+                start: 0x1fff,
+                len: 5000
+            }
+        );
+    }
+
+    #[test]
+    fn builder_ranges_are_reserved() {
+        let mut s = si();
+        s.console_mfn = 0x5_0001;
+        s.store_mfn = 0x5_0002;
+        s.mod_start = 0xC002_0000;
+        s.mod_len = 0x1800;
+        let owned = |mfn: u32| match mfn {
+            0x5_0001 => Some(PhysFrame(0x18)),
+            0x5_0002 => Some(PhysFrame(0x19)),
+            _ => None,
+        };
+        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &owned).unwrap();
+        let got: std::vec::Vec<(&str, u64, u64)> = f
+            .reserved
+            .iter()
+            .map(|r| (r.what, r.start.0, r.end))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("p2m list", 0x9000, 0x9000 + 0x2000 * 4),
+                ("start_info", 0x11000, 0x12000),
+                ("console ring", 0x18000, 0x19000),
+                ("xenstore ring", 0x19000, 0x1a000),
+                ("module", 0x20000, 0x21800),
+            ]
+        );
+        assert_eq!(f.first_free, PhysFrame(0x1a));
+        // dom0's start_info has no console/xenstore rings: nothing is looked up.
+        s.flags = SIF_INITDOMAIN;
+        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &owned).unwrap();
+        assert_eq!((f.console, f.store), (None, None));
     }
 }

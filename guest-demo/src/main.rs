@@ -11,16 +11,19 @@
 
 mod calibrate;
 mod probes;
+mod selftest;
 
-use backend_xen::{RealXen, XenMmu};
+use backend_xen::{Hypervisor, RealXen, XenMmu};
 use core::fmt::Write;
+use pvops_core::addr::{MachineAddr, PAGE_SIZE};
 use pvops_core::boot::{
     boot, measure, take_boot_state, BootReport, KernelStage, Stage, StageFigures, BOOT_STAGES,
 };
+use pvops_core::ioremap::{EarlyIoremap, IoremapError, TableSource};
 use pvops_core::mem::FrameAllocator;
 use pvops_core::options::BootOptions;
 use pvops_core::registry::{fatal, Handoff, KernelDescriptor, Outcome, KERNELS};
-use pvops_core::{MmuOps, Platform};
+use pvops_core::{Counters, MmuOps, Platform};
 use pvops_selftest::{exercise, misuse, CaseResult, Status, Tally, Verdict};
 use pvops_xen_conformance as conformance;
 
@@ -42,6 +45,10 @@ use platform_pvh as _;
 /// What the demo asks of a backend beyond [`Platform`]: its own misuse cases and the
 /// batching figure of the stats line.
 trait DemoBackend: Platform {
+    /// Backend checks run after the boot path (none on bare metal).
+    fn backend_checks(&mut self, console: &mut dyn Write) {
+        let _ = console;
+    }
     /// `pvops.batch` as set (0: the backend's default or no batching at all).
     fn batch_option(&self) -> u32 {
         0
@@ -66,6 +73,33 @@ trait DemoBackend: Platform {
 impl DemoBackend for backend_native::Native {}
 
 impl DemoBackend for XenMmu<RealXen> {
+    /// The M2P entries of machine frames the guest does not own, up to the end of Xen's M2P
+    /// area (max_mfn): Xen maps only the parts that cover RAM, so some of these loads fault;
+    /// the backend's fixup turns them into "no entry" (Linux reads them with __get_user).
+    fn backend_checks(&mut self, console: &mut dyn Write) {
+        let hv = self.hypervisor();
+        let entries = hv.m2p_entries();
+        let _ = write!(
+            console,
+            "xen: m2p of frames not ours (max_mfn={:#x}):",
+            entries - 1
+        );
+        for mfn in [entries - 1, entries / 2, entries / 4 * 3, entries / 8 * 7] {
+            match hv.m2p(pvops_core::addr::MachineFrame(mfn)) {
+                Some(p) => {
+                    let _ = write!(console, " {mfn:#x}->{:#x}", p.0);
+                }
+                None => {
+                    let _ = write!(console, " {mfn:#x}->none");
+                }
+            }
+        }
+        let _ = writeln!(
+            console,
+            "; unmapped entries read as none: {}",
+            backend_xen::RealXen::m2p_faults()
+        );
+    }
     fn batch_option(&self) -> u32 {
         self.options().batch
     }
@@ -145,8 +179,12 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
             return Outcome::Fail;
         }
     };
+    platform.backend_checks(console);
+    if let Some(test) = selftest::requested(info.cmdline) {
+        selftest::run(test, name, console);
+    }
     let (done, ex) = measure(platform, Stage::Kernel(&exercise::STAGE), |p| {
-        exercise::run(p, &mut state.alloc, info, &r, console)
+        exercise::run(p, &mut state.alloc, info, r.reused, console)
     });
     if let Err(e) = done {
         let _ = writeln!(
@@ -156,6 +194,13 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         return Outcome::Fail;
     }
     let _ = writeln!(console, "stage exercise ok {ex}");
+    if let Err(e) = print_modules(platform, &mut state.alloc, info, console) {
+        let _ = writeln!(
+            console,
+            "{TAG}: FAIL backend={name} platform={platform_name} stage=exercise: {e}"
+        );
+        return Outcome::Fail;
+    }
     if misuse_stage(platform, &mut state.alloc, platform_name, console).is_none() {
         return Outcome::Fail;
     }
@@ -183,6 +228,70 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         &cal,
     );
     Outcome::Pass
+}
+
+/// Bytes of each module printed (and compared by the harness with the file).
+const MODULE_HEAD: usize = 16;
+
+/// One line per module the loader passed, `module <i>: <len> bytes, head <hex>`: its first
+/// bytes read through early_ioremap on the kernel's table (the harness compares them with
+/// the file it passed).
+fn print_modules<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    info: &pvops_core::handoff::BootInfo<'_>,
+    console: &mut dyn core::fmt::Write,
+) -> Result<(), ModuleError<P::Error>> {
+    let mut io = EarlyIoremap::new(p.layout().ioremap_window, TableSource::LiveCr3);
+    for (i, m) in info.modules.iter().enumerate() {
+        let _ = write!(console, "module {i}: {} bytes, head ", m.len);
+        // The head stays inside the module's first frame: the frames of a module are
+        // contiguous pseudo-physically, not necessarily machine-contiguous (Xen).
+        let len = m
+            .len
+            .min(MODULE_HEAD as u64)
+            .min(PAGE_SIZE - m.start.frame_offset()) as usize;
+        if len > 0 {
+            let pfn = m.start.frame();
+            let mfn = p
+                .phys_to_machine(pfn)
+                .ok_or(ModuleError::NoMachineFrame(i))?;
+            let ma = MachineAddr(mfn.start().0 + m.start.frame_offset());
+            let map = io
+                .map(p, alloc, ma, len as u64)
+                .map_err(|e| ModuleError::Ioremap(i, e))?;
+            let mut head = [0u8; MODULE_HEAD];
+            // SAFETY: the slot maps the module's first bytes; reading them is harmless.
+            let read = unsafe { p.read_virt(map.addr(), &mut head[..len]) };
+            io.unmap(p, alloc, map)
+                .map_err(|e| ModuleError::Ioremap(i, e))?;
+            read.map_err(|f| ModuleError::Fault(i, f))?;
+            for b in &head[..len] {
+                let _ = write!(console, "{b:02x}");
+            }
+        }
+        let _ = writeln!(console);
+    }
+    Ok(())
+}
+
+/// Why a module could not be read.
+enum ModuleError<E> {
+    NoMachineFrame(usize),
+    Ioremap(usize, IoremapError<E>),
+    Fault(usize, pvops_core::PageFault),
+}
+
+impl<E: core::fmt::Display> core::fmt::Display for ModuleError<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoMachineFrame(i) => {
+                write!(f, "module {i}: its first frame has no machine frame")
+            }
+            Self::Ioremap(i, e) => write!(f, "module {i}: {e}"),
+            Self::Fault(i, pf) => write!(f, "module {i}: {pf}"),
+        }
+    }
 }
 
 /// Stage `misuse`: bad operations that must be refused, pvops's own checks first, then the
@@ -231,13 +340,13 @@ fn misuse_stage<P: DemoBackend>(
 
 /// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's and the
 /// platform's names), over the boot path's stages, the exercise and the calibration loops.
-fn print_stats(
+fn print_stats<C: Counters>(
     out: &mut dyn Write,
     backend: &str,
     platform: &str,
     batch: u32,
-    r: &BootReport,
-    exercise: &StageFigures,
+    r: &BootReport<C>,
+    exercise: &StageFigures<C>,
     cal: &calibrate::Calibration,
 ) -> core::fmt::Result {
     let stages = BOOT_STAGES
@@ -255,17 +364,11 @@ fn print_stats(
         r.lowmem_mapped >> 20
     )?;
     for (name, f) in stages {
-        let n = f.counters;
-        write!(
-            out,
-            ",\"{name}_cycles\":{},\"{name}_hypercalls\":{},\"{name}_mmu_update_entries\":{},\"{name}_mmuext_ops\":{},\"{name}_multicalls\":{},\"{name}_notrun_ns\":{}",
-            f.cycles,
-            n.hypercalls(),
-            n.mmu_update_entries,
-            n.mmuext_ops,
-            n.multicall_calls,
-            f.notrun_ns
-        )?;
+        // `<stage>_cycles`, then the backend's own counts of the stage, then the time the
+        // CPU did not run the kernel.
+        write!(out, ",\"{name}_cycles\":{}", f.cycles)?;
+        f.counters.write_json(name, out)?;
+        write!(out, ",\"{name}_notrun_ns\":{}", f.notrun_ns)?;
     }
     writeln!(
         out,

@@ -11,8 +11,9 @@ use backend_xen::console::{self, Console};
 use backend_xen::hypercall;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
-use pvops_core::addr::{PhysAddr, PhysFrame, PAGE_SIZE};
-use pvops_core::boot::{current_stage, BootInfo, IoremapProbe};
+use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame, PAGE_SIZE};
+use pvops_core::boot::{current_stage, BootInfo, BootModule, IoremapProbe};
+use pvops_core::mem::Reservations;
 use pvops_core::registry::{kernel_tag, set_fatal_handler, Handoff, Outcome};
 
 core::arch::global_asm!(
@@ -207,7 +208,7 @@ fn setup_console_ring() -> Result<(u64, u32, usize), &'static str> {
 extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
     console::use_debug_port();
     set_fatal_handler(fatal);
-    backend_native::install_idt();
+    backend_native::install_idt(PLATFORM_XEN_PVH.name);
     let _ = writeln!(
         Console,
         "xen-pvh: entered at XEN_ELFNOTE_PHYS32_ENTRY (paging off), hvm_start_info pa={start_info_pa:#x}; native bootstrap table on; earliest console: port 0xe9"
@@ -267,14 +268,23 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
             }
         );
     }
+    // The loader's structures are BootData in `si.memory` (mapped, never allocated); the
+    // banner prints them as `mem: reserved` lines from this list.
+    let mut reserved = Reservations::new();
     for r in si.reservations() {
-        let _ = writeln!(
-            Console,
-            "mem: reserved {} pa={:#x}..{:#x}",
-            r.what,
-            r.start,
-            r.start + r.len
-        );
+        if let Err(e) = reserved.add(r.what, PhysAddr(r.start), r.len) {
+            fatal(format_args!("hvm_start_info: {e}"))
+        }
+    }
+    let mut modules = [BootModule {
+        start: PhysAddr(0),
+        len: 0,
+    }; start_info::MAX_MODULES];
+    for (slot, m) in modules.iter_mut().zip(si.modules()) {
+        *slot = BootModule {
+            start: PhysAddr(m.addr),
+            len: m.size,
+        };
     }
     let bootstrap_tables = backend_native::bootstrap_tables();
     let reach = PhysFrame((BOOTSTRAP_MAPPED / PAGE_SIZE) as u32);
@@ -286,12 +296,15 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
         bootstrap_reach: reach,
         bootstrap_tables,
         kernel_image: image,
-        table_pool: pvops_core::pool::EARLY_TABLE_POOL.frames(PAGE_OFFSET as usize),
+        // The native bootstrap table reaches 64 MiB: room for every page table.
+        table_pool: FrameRange::EMPTY,
         probe: Some(IoremapProbe {
             addr: PhysAddr(start_info_pa as u64),
             len: INFO_LEN as u64,
             what: "hvm_start_info",
         }),
+        reserved,
+        modules: &modules[..si.modules().len()],
     };
     let mut native = Native::new(reach, bootstrap_tables, &info.memory);
     let Some(main) = NATIVE_KERNEL.first() else {

@@ -2,7 +2,7 @@
 //! the registry and the backends all depend on it, it depends on none of them).
 
 use crate::addr::{FrameRange, PhysAddr, PhysFrame};
-use crate::mem::MemoryMap;
+use crate::mem::{MemoryMap, Reservations};
 
 /// Something the boot path must read back through early_ioremap and compare with what the
 /// bootstrap mapping shows (native: the multiboot info; Xen: the console ring).
@@ -14,6 +14,15 @@ pub struct IoremapProbe {
     pub len: u64,
     /// What it is, for the log.
     pub what: &'static str,
+}
+
+/// A module the loader placed in memory (a multiboot module, a Xen initrd).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootModule {
+    /// Its first byte (pseudo-physical).
+    pub start: PhysAddr,
+    /// Its length in bytes.
+    pub len: u64,
 }
 
 /// The machine a kernel runs on and how its loader entered it: the `platform=` of the
@@ -44,11 +53,17 @@ pub struct BootInfo<'a> {
     pub bootstrap_tables: FrameRange,
     /// The kernel image's frames (always mapped).
     pub kernel_image: FrameRange,
-    /// Frames inside the image reserved for early page tables, handed out first (see
-    /// [`crate::pool`]); empty when the bootstrap table reaches enough free memory.
+    /// Frames inside the image reserved for early page tables (backend-xen's `pool`), handed
+    /// to page tables only, before any other frame; empty when the bootstrap table reaches
+    /// enough free memory (native).
     pub table_pool: FrameRange,
     /// What early_ioremap maps and checks.
     pub probe: Option<IoremapProbe>,
+    /// Memory the loader filled (boot information, memory map, command line, modules...):
+    /// never handed out by the frame allocator; one `mem: reserved` line each at boot.
+    pub reserved: Reservations,
+    /// The modules the loader passed, in order.
+    pub modules: &'a [BootModule],
 }
 
 /// What a backend hands the kernel's main: the platform, what the entry learned, a console.

@@ -12,6 +12,7 @@
 
 pub mod addr;
 pub mod boot;
+pub mod cmdline;
 pub mod handoff;
 pub mod ioremap;
 pub mod mapper;
@@ -19,12 +20,11 @@ pub mod mem;
 pub mod ops;
 pub mod options;
 pub mod paging;
-pub mod pool;
 pub mod registry;
 pub mod trap;
 
 pub use linkme;
 
 pub use addr::{FrameRange, MachineAddr, MachineFrame, PhysAddr, PhysFrame, VirtAddr, PAGE_SIZE};
-pub use ops::{LazyMmu, MemoryLayout, MmuOps, PageFault, Platform, PvCounters};
+pub use ops::{Counters, LazyMmu, MemoryLayout, MmuOps, PageFault, Platform};
 pub use paging::{EntrySlot, Level, PageTable, PageTableEntry, PteFlags};

@@ -3,8 +3,8 @@
 use crate::addr::{FrameRange, PhysAddr, PhysFrame, PAGE_SIZE};
 use core::fmt;
 
-/// Most regions a [`MemoryMap`] holds.
-pub const MAX_REGIONS: usize = 32;
+/// Most regions a [`MemoryMap`] holds (Linux's `E820_MAX_ENTRIES_ZEROPAGE`).
+pub const MAX_REGIONS: usize = 128;
 
 /// What a memory region is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,6 +288,214 @@ impl MemoryMap {
     }
 }
 
+/// Most entries [`MemoryMap::sanitized`] takes from a firmware or loader map (Linux's
+/// `E820_MAX_ENTRIES_ZEROPAGE`).
+pub const MAX_RAW_ENTRIES: usize = 128;
+
+/// One entry of a firmware or loader memory map, as given: maybe unsorted, maybe
+/// overlapping others, maybe empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawRegion {
+    /// First byte.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// What the loader says it is.
+    pub kind: RegionKind,
+}
+
+impl MemoryMap {
+    /// The map of `entries` sanitised as Linux's `sanitize_e820_map` does: sorted, empty
+    /// entries dropped, a byte claimed by both a usable and a reserved entry reserved,
+    /// touching regions of one kind merged. Refuses a wrapping entry, more than
+    /// [`MAX_RAW_ENTRIES`] entries, or a result of more than [`MAX_REGIONS`] regions.
+    pub fn sanitized(entries: &[RawRegion]) -> Result<MemoryMap, MemoryMapError> {
+        if entries.len() > MAX_RAW_ENTRIES {
+            return Err(MemoryMapError::TooManyRegions);
+        }
+        let mut points = [0u64; 2 * MAX_RAW_ENTRIES];
+        let mut n = 0;
+        for e in entries.iter().filter(|e| e.len != 0) {
+            let end = e.start.checked_add(e.len).ok_or(MemoryMapError::Wraps {
+                start: PhysAddr(e.start),
+                len: e.len,
+            })?;
+            points[n] = e.start;
+            points[n + 1] = end;
+            n += 2;
+        }
+        let points = &mut points[..n];
+        points.sort_unstable();
+        let mut map = MemoryMap::new();
+        for w in points.windows(2) {
+            let (lo, hi) = (w[0], w[1]);
+            if lo == hi {
+                continue;
+            }
+            let mut kind = None;
+            for e in entries
+                .iter()
+                .filter(|e| e.len != 0 && e.start <= lo && hi <= e.start + e.len)
+            {
+                // The stronger claim wins: reserved over boot data over usable RAM.
+                let rank = |k: RegionKind| match k {
+                    RegionKind::Usable => 0,
+                    RegionKind::BootData => 1,
+                    RegionKind::Reserved => 2,
+                };
+                kind = Some(match kind {
+                    Some(k) if rank(k) >= rank(e.kind) => k,
+                    _ => e.kind,
+                });
+            }
+            let Some(kind) = kind else { continue };
+            match map.len.checked_sub(1).map(|i| &mut map.regions[i]) {
+                Some(last) if last.kind == kind && last.end() == lo => last.len += hi - lo,
+                _ => map.add(PhysAddr(lo), hi - lo, kind)?,
+            }
+        }
+        Ok(map)
+    }
+
+    /// This map with `reserved` taken out of its usable regions (what the frame allocator may
+    /// hand out). Reserved pieces are dropped, not listed.
+    pub fn without(&self, reserved: &Reservations) -> Result<MemoryMap, MemoryMapError> {
+        let mut out = MemoryMap::new();
+        for r in self.usable() {
+            let mut start = r.start.0;
+            let end = r.end();
+            // Cut at each reservation, in address order (the list is kept sorted).
+            for cut in reserved.iter() {
+                let (cs, ce) = (cut.start.0.max(start), cut.end.min(end));
+                if cs >= ce {
+                    continue;
+                }
+                if cs > start {
+                    out.add(PhysAddr(start), cs - start, RegionKind::Usable)?;
+                }
+                start = ce;
+            }
+            if start < end {
+                out.add(PhysAddr(start), end - start, RegionKind::Usable)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Most ranges a [`Reservations`] list holds.
+pub const MAX_RESERVATIONS: usize = 24;
+
+/// A range of RAM the loader (or the hypervisor's domain builder) filled and the kernel must
+/// not hand out: the boot information, the memory map, the command line, modules...
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    /// First byte.
+    pub start: PhysAddr,
+    /// One past the last byte.
+    pub end: u64,
+    /// What it holds, for the `mem: reserved <what>` line.
+    pub what: &'static str,
+}
+
+/// Why a range could not be reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReserveError {
+    /// More than [`MAX_RESERVATIONS`] ranges.
+    Full {
+        /// What did not fit.
+        what: &'static str,
+    },
+    /// `start + len` wraps past 2^64.
+    Wraps {
+        /// What it is.
+        what: &'static str,
+        /// Its start.
+        start: PhysAddr,
+    },
+}
+
+impl fmt::Display for ReserveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full { what } => write!(
+                f,
+                "cannot reserve {what}: more than {MAX_RESERVATIONS} reserved ranges"
+            ),
+            Self::Wraps { what, start } => write!(f, "reserved range {what} at {start} wraps"),
+        }
+    }
+}
+
+/// Loader memory the frame allocator must not hand out, kept sorted by start.
+#[derive(Clone, Copy, Debug)]
+pub struct Reservations {
+    list: [Reservation; MAX_RESERVATIONS],
+    len: usize,
+}
+
+impl Default for Reservations {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reservations {
+    /// No reservations.
+    pub const fn new() -> Reservations {
+        Reservations {
+            list: [Reservation {
+                start: PhysAddr(0),
+                end: 0,
+                what: "",
+            }; MAX_RESERVATIONS],
+            len: 0,
+        }
+    }
+
+    /// Reserves `len` bytes at `start` (nothing when `len` is 0).
+    pub fn add(
+        &mut self,
+        what: &'static str,
+        start: PhysAddr,
+        len: u64,
+    ) -> Result<(), ReserveError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let end = start
+            .0
+            .checked_add(len)
+            .ok_or(ReserveError::Wraps { what, start })?;
+        if self.len == MAX_RESERVATIONS {
+            return Err(ReserveError::Full { what });
+        }
+        let at = self.list[..self.len]
+            .iter()
+            .position(|r| r.start.0 > start.0)
+            .unwrap_or(self.len);
+        self.list.copy_within(at..self.len, at + 1);
+        self.list[at] = Reservation { start, end, what };
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The ranges, sorted by start.
+    pub fn iter(&self) -> impl Iterator<Item = &Reservation> {
+        self.list[..self.len].iter()
+    }
+
+    /// How many ranges.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is reserved.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// Frames the allocator can remember as page tables: 1 GiB of pseudo-physical memory, which
 /// covers any 32-bit lowmem.
 pub const TABLE_BITMAP_FRAMES: usize = 1 << 18;
@@ -344,6 +552,8 @@ pub struct FrameAllocator {
     nfree: usize,
     tables: [u64; TABLE_BITMAP_FRAMES / 64],
     allocated: u32,
+    /// The part of the early page-table pool not handed out yet (page tables only).
+    pool: FrameRange,
 }
 
 impl FrameAllocator {
@@ -359,12 +569,14 @@ impl FrameAllocator {
             nfree: 0,
             tables: [0; TABLE_BITMAP_FRAMES / 64],
             allocated: 0,
+            pool: FrameRange::EMPTY,
         }
     }
 
-    /// An allocator handing out first the frames of `pool` (frames reserved for early page
-    /// tables, e.g. [`crate::pool::EARLY_TABLE_POOL`]; may be empty), then the usable frames
-    /// of `map` at or above `first_free`; only frames below `limit` (reachable now).
+    /// An allocator handing out the usable frames of `map` at or above `first_free`, only
+    /// frames below `limit` (reachable now). `pool` (frames reserved for early page tables,
+    /// e.g. backend-xen's early table pool; may be empty) serves [`FrameAllocator::alloc_table`]
+    /// only, before any other frame: data never takes a page table's reserved frame.
     pub fn new(
         map: &MemoryMap,
         first_free: PhysFrame,
@@ -391,10 +603,7 @@ impl FrameAllocator {
         self.nfree = 0;
         self.tables.fill(0);
         self.allocated = 0;
-        if !pool.is_empty() {
-            self.ranges[0] = pool;
-            self.nranges = 1;
-        }
+        self.pool = pool;
         for r in map.usable_frames_below(u64::MAX) {
             if self.nranges == MAX_REGIONS {
                 break;
@@ -428,7 +637,7 @@ impl FrameAllocator {
             .iter()
             .map(|r| r.end.0.min(self.limit.0).saturating_sub(r.start.0))
             .sum();
-        bump + self.nfree as u32
+        bump + self.nfree as u32 + self.pool.len()
     }
 
     /// Hands out one frame.
@@ -460,9 +669,18 @@ impl FrameAllocator {
         Err(AllocError::Exhausted { limit: self.limit })
     }
 
-    /// Hands out one frame and records it as a page table.
+    /// Hands out one frame and records it as a page table: from the early table pool while
+    /// it lasts, then as [`FrameAllocator::alloc`].
     pub fn alloc_table(&mut self) -> Result<PhysFrame, AllocError> {
-        let f = self.alloc()?;
+        let f = match self.pool.is_empty() {
+            false => {
+                let f = self.pool.start;
+                self.pool.start = PhysFrame(f.0 + 1);
+                self.allocated += 1;
+                f
+            }
+            true => self.alloc()?,
+        };
         if let Err(e) = self.mark_table(f, true) {
             let _ = self.free(f);
             return Err(e);
@@ -644,15 +862,110 @@ mod tests {
     }
 
     #[test]
-    fn pool_first() {
+    fn pool_serves_page_tables_only() {
         let m = map();
         let pool = FrameRange {
             start: PhysFrame(0x150),
             end: PhysFrame(0x152),
         };
         let mut a = FrameAllocator::new(&m, PhysFrame(0x200), PhysFrame(0x800), pool);
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x150)));
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x151)));
+        // Data never comes from the pool, page tables do first.
         assert_eq!(a.alloc(), Ok(PhysFrame(0x200)));
+        assert_eq!(a.alloc_table(), Ok(PhysFrame(0x150)));
+        assert_eq!(a.alloc(), Ok(PhysFrame(0x201)));
+        assert_eq!(a.alloc_table(), Ok(PhysFrame(0x151)));
+        assert!(a.is_table(PhysFrame(0x151)));
+        assert_eq!(a.alloc_table(), Ok(PhysFrame(0x202)));
+    }
+
+    fn raw(start: u64, len: u64, kind: RegionKind) -> RawRegion {
+        RawRegion { start, len, kind }
+    }
+
+    #[test]
+    fn sanitize_like_linux() {
+        use RegionKind::{Reserved as R, Usable as U};
+        // Unsorted, overlapping, an empty entry, touching usable pieces, a reserved hole
+        // inside usable RAM: the result is sorted, reserved wins, usable pieces merge.
+        let m = MemoryMap::sanitized(&[
+            raw(0x10_0000, 0x70_0000, U),
+            raw(0, 0x9_fc00, U),
+            raw(0x9_f000, 0x1000, R),
+            raw(0x40_0000, 0x1000, R),
+            raw(0x80_0000, 0x10_0000, U),
+            raw(0x5000, 0, R),
+            raw(0x20_0000, 0x10_0000, U),
+        ])
+        .unwrap();
+        let got: std::vec::Vec<(u64, u64, RegionKind)> = m
+            .regions()
+            .iter()
+            .map(|r| (r.start.0, r.end(), r.kind))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, 0x9_f000, U),
+                (0x9_f000, 0xa_0000, R),
+                (0x10_0000, 0x40_0000, U),
+                (0x40_0000, 0x40_1000, R),
+                (0x40_1000, 0x90_0000, U),
+            ]
+        );
+        assert_eq!(
+            MemoryMap::sanitized(&[raw(u64::MAX - 1, 4, U)]).unwrap_err(),
+            MemoryMapError::Wraps {
+                start: PhysAddr(u64::MAX - 1),
+                len: 4
+            }
+        );
+        let many = [raw(0, 0x1000, U); MAX_RAW_ENTRIES + 1];
+        assert_eq!(
+            MemoryMap::sanitized(&many).unwrap_err(),
+            MemoryMapError::TooManyRegions
+        );
+    }
+
+    #[test]
+    fn more_than_32_regions() {
+        // 100 separate usable regions: all kept (the old limit of 32 truncated or refused).
+        let entries: std::vec::Vec<RawRegion> = (0..100u64)
+            .map(|i| raw(i * 0x2000, 0x1000, RegionKind::Usable))
+            .collect();
+        let m = MemoryMap::sanitized(&entries).unwrap();
+        assert_eq!(m.regions().len(), 100);
+        let mut a = FrameAllocator::new(&m, PhysFrame(0), PhysFrame(0x1000), FrameRange::EMPTY);
+        assert_eq!(a.available(), 100);
+        for i in 0..100 {
+            assert_eq!(a.alloc(), Ok(PhysFrame(i * 2)));
+        }
+    }
+
+    #[test]
+    fn reservations_are_cut_out() {
+        let m = map();
+        let mut res = Reservations::new();
+        res.add("module", PhysAddr(0x30_0800), 0x2000).unwrap();
+        res.add("info", PhysAddr(0x9000), 0x74).unwrap();
+        res.add("nothing", PhysAddr(0x9000), 0).unwrap();
+        assert_eq!(res.len(), 2);
+        let free = m.without(&res).unwrap();
+        let frames: std::vec::Vec<FrameRange> = free.usable_frames_below(u64::MAX).collect();
+        let f = |s, e| FrameRange {
+            start: PhysFrame(s),
+            end: PhysFrame(e),
+        };
+        // The partly reserved frames (0x9, 0x300, 0x302) are not handed out either.
+        assert_eq!(
+            frames,
+            [f(0, 9), f(0xa, 0x9f), f(0x100, 0x300), f(0x303, 0x800)]
+        );
+        assert_eq!(
+            res.add("wraps", PhysAddr(u64::MAX), 2),
+            Err(ReserveError::Wraps {
+                what: "wraps",
+                start: PhysAddr(u64::MAX)
+            })
+        );
     }
 }

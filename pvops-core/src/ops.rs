@@ -52,61 +52,57 @@ impl fmt::Display for PageFault {
     }
 }
 
-/// Hypercalls a backend issued and the entries they carried (all zero on bare metal, where
-/// page-table writes are plain stores and cost no call at all).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PvCounters {
-    /// `mmu_update` calls.
-    pub mmu_update_calls: u64,
-    /// Page-table updates they carried.
-    pub mmu_update_entries: u64,
-    /// `mmuext_op` calls.
-    pub mmuext_calls: u64,
-    /// Operations they carried (pin, unpin, new baseptr, flushes).
-    pub mmuext_ops: u64,
-    /// `update_va_mapping` calls.
-    pub update_va_mapping_calls: u64,
-    /// `multicall` calls (each counted once; the calls inside are counted by kind too).
-    pub multicall_calls: u64,
-}
-
-impl PvCounters {
-    /// Hypercalls (traps into the hypervisor): a multicall is one, whatever it carries.
-    pub fn hypercalls(&self) -> u64 {
-        self.mmu_update_calls
-            + self.mmuext_calls
-            + self.update_va_mapping_calls
-            + self.multicall_calls
-    }
-
+/// What a backend counts of its calls into the hypervisor: the backend's own type
+/// ([`MmuOps::Counters`]; Xen counts hypercalls by kind, bare metal makes none). The boot path
+/// takes one reading before and one after each stage and prints the difference in the stage's
+/// `stage <name> ok cycles=<n> <counters>` line.
+pub trait Counters: Copy + Default + fmt::Debug + fmt::Display {
     /// What happened between `earlier` and `self`.
-    pub fn since(&self, earlier: &PvCounters) -> PvCounters {
-        PvCounters {
-            mmu_update_calls: self.mmu_update_calls - earlier.mmu_update_calls,
-            mmu_update_entries: self.mmu_update_entries - earlier.mmu_update_entries,
-            mmuext_calls: self.mmuext_calls - earlier.mmuext_calls,
-            mmuext_ops: self.mmuext_ops - earlier.mmuext_ops,
-            update_va_mapping_calls: self.update_va_mapping_calls - earlier.update_va_mapping_calls,
-            multicall_calls: self.multicall_calls - earlier.multicall_calls,
-        }
-    }
+    fn since(&self, earlier: &Self) -> Self;
+    /// Traps into the hypervisor (a batch or a multicall counts once); 0 on bare metal.
+    fn hypercalls(&self) -> u64;
+    /// The counts of stage `stage` as flat JSON members, each `,"<stage>_<name>":<n>`.
+    fn write_json(&self, stage: &str, out: &mut dyn fmt::Write) -> fmt::Result;
 }
 
-impl fmt::Display for PvCounters {
-    /// `hypercalls=H mmu_update=C/E mmuext_op=C/O update_va_mapping=U multicall=M`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "hypercalls={} mmu_update={}/{} mmuext_op={}/{} update_va_mapping={} multicall={}",
-            self.hypercalls(),
-            self.mmu_update_calls,
-            self.mmu_update_entries,
-            self.mmuext_calls,
-            self.mmuext_ops,
-            self.update_va_mapping_calls,
-            self.multicall_calls
-        )
-    }
+/// Defines a struct of `u64` counters (`Clone, Copy, Debug, Default, PartialEq, Eq`) with a
+/// field-by-field `since(&self, earlier) -> Self`: the one implementation of that
+/// subtraction for the backends' counters and the host models' own.
+///
+/// ```
+/// pvops_core::counters! {
+///     /// Calls of some hypervisor.
+///     pub struct MyCounters {
+///         /// Page-table updates.
+///         updates,
+///     }
+/// }
+/// let a = MyCounters { updates: 5 };
+/// assert_eq!(a.since(&MyCounters { updates: 2 }).updates, 3);
+/// ```
+#[macro_export]
+macro_rules! counters {
+    (
+        $(#[$m:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$fm:meta])* $field:ident ),* $(,)?
+        }
+    ) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        $vis struct $name {
+            $( $(#[$fm])* pub $field: u64, )*
+        }
+
+        impl $name {
+            /// What happened between `earlier` and `self`, field by field.
+            pub fn since(&self, earlier: &Self) -> Self {
+                Self {
+                    $( $field: self.$field.wrapping_sub(earlier.$field), )*
+                }
+            }
+        }
+    };
 }
 
 /// The paravirt MMU operations (Linux `pv_mmu_ops`).
@@ -123,6 +119,8 @@ impl fmt::Display for PvCounters {
 pub trait MmuOps {
     /// The backend's error (Xen: a failed hypercall; native: [`core::convert::Infallible`]).
     type Error: fmt::Debug + fmt::Display;
+    /// What this backend counts of its calls into the hypervisor (see [`Counters`]).
+    type Counters: Counters;
     /// Short backend name (`native`, `xen`).
     const NAME: &'static str;
     /// True when page-table frames must never be mapped writable (Xen PV).
@@ -203,10 +201,8 @@ pub trait MmuOps {
         Err(crate::options::OptionErrorKind::Unknown)
     }
 
-    /// What the backend has issued so far (see [`PvCounters`]).
-    fn counters(&self) -> PvCounters {
-        PvCounters::default()
-    }
+    /// What the backend has issued so far (see [`Counters`]).
+    fn counters(&self) -> Self::Counters;
 
     /// Enters lazy (batched) mode: page-table updates may be queued until a flush.
     fn enter_lazy_mmu(&mut self) {}

@@ -118,6 +118,25 @@ mod tests {
     use crate::ops::MemoryLayout;
     use crate::paging::{EntrySlot, Level, PageTableEntry};
 
+    #[derive(Clone, Copy, Debug, Default)]
+    struct NoCalls;
+    impl fmt::Display for NoCalls {
+        fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+            Ok(())
+        }
+    }
+    impl crate::ops::Counters for NoCalls {
+        fn since(&self, _: &Self) -> Self {
+            NoCalls
+        }
+        fn hypercalls(&self) -> u64 {
+            0
+        }
+        fn write_json(&self, _: &str, _: &mut dyn fmt::Write) -> fmt::Result {
+            Ok(())
+        }
+    }
+
     /// A backend that takes `pvops.batch=N` and records it (no page tables).
     #[derive(Default)]
     struct Opts {
@@ -126,6 +145,7 @@ mod tests {
 
     impl MmuOps for Opts {
         type Error = core::convert::Infallible;
+        type Counters = NoCalls;
         const NAME: &'static str = "opts";
         const READ_ONLY_PAGE_TABLES: bool = false;
         fn layout(&self) -> MemoryLayout {
@@ -172,6 +192,9 @@ mod tests {
         }
         fn release_pt(&mut self, _: PhysFrame, _: Level) -> Result<(), Self::Error> {
             Ok(())
+        }
+        fn counters(&self) -> NoCalls {
+            NoCalls
         }
         fn set_option(&mut self, key: &str, value: Option<&str>) -> Result<(), OptionErrorKind> {
             match (key, value) {

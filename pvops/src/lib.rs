@@ -58,7 +58,7 @@ pub struct Kernel<'a, P: Platform> {
     /// The boot state: the frame allocator (`state.alloc`) and the early page-table pool.
     pub state: &'static mut BootState,
     /// What the boot path did (root table, lowmem mapped, per-stage cycles and hypercalls).
-    pub report: BootReport,
+    pub report: BootReport<P::Counters>,
     /// The `pvops.*` options parsed from the command line.
     pub options: BootOptions,
 }

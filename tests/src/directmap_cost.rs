@@ -4,12 +4,13 @@
 
 use crate::xen_model::{DomainConfig, XenModel};
 use backend_xen::start_info::validate;
+use backend_xen::XenCounters;
 use backend_xen::{XenMmu, XenOptions};
 use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame};
 use pvops_core::mapper::{map_linear, new_root};
 use pvops_core::mem::{FrameAllocator, MemoryMap, RegionKind};
 use pvops_core::paging::{KERNEL_RO, KERNEL_RW};
-use pvops_core::{MmuOps, PvCounters};
+use pvops_core::MmuOps;
 
 /// The PTE counts measured: 4 MiB, 256 MiB, and 512 MiB (the domU of `cargo xtask bench`).
 /// All fit the kernel's direct map under Xen (852 MiB of lowmem at `page_offset`).
@@ -26,7 +27,7 @@ pub struct DirectMapCost {
     /// L1 tables made.
     pub tables: u32,
     /// Hypercalls and entries, from XenMmu's counters.
-    pub counters: PvCounters,
+    pub counters: XenCounters,
 }
 
 /// A domain, its XenMmu, an allocator and a fresh (not live) root, ready to map `ptes` pages.
@@ -45,8 +46,14 @@ impl DirectMapJob {
             .pool_pages(tables)
             .image_pages(tables + 0x100)
             .build();
-        let facts = validate(&dom.start_info, dom.start_info_va, dom.esp, dom.image.end)
-            .map_err(|e| e.to_string())?;
+        let facts = validate(
+            &dom.start_info,
+            dom.start_info_va,
+            dom.esp,
+            dom.image.end,
+            &|_| None,
+        )
+        .map_err(|e| e.to_string())?;
         let opts = XenOptions {
             batch,
             ..Default::default()

@@ -16,6 +16,7 @@ pub use sim::{
     WriteCounts,
 };
 
+use backend_native::counters::NoHypercalls;
 use core::fmt::Write;
 use pvops_core::boot::{boot, measure, BootError, BootInfo, BootReport, BootState, Stage};
 use pvops_core::options::BootOptions;
@@ -25,7 +26,7 @@ use pvops_selftest::exercise;
 /// The outcome of one boot on a [`SimMachine`].
 pub struct BootRun {
     /// What `boot()` returned.
-    pub result: Result<BootReport, BootError<SimError>>,
+    pub result: Result<BootReport<NoHypercalls>, BootError<SimError>>,
     /// Everything the boot path wrote to its log.
     pub log: String,
     /// The boot path's state afterwards (its frame allocator, to keep allocating in tests).
@@ -36,7 +37,7 @@ impl BootRun {
     /// The report of a successful boot; panics with the error and the whole boot log
     /// otherwise.
     #[track_caller]
-    pub fn expect_pass(&self) -> BootReport {
+    pub fn expect_pass(&self) -> BootReport<NoHypercalls> {
         match &self.result {
             Ok(r) => *r,
             Err(e) => panic!(
@@ -102,11 +103,11 @@ pub fn boot_and_exercise<P: Platform>(
     opts: BootOptions,
     state: &mut BootState,
     log: &mut dyn Write,
-) -> Result<BootReport, BootError<P::Error>> {
+) -> Result<BootReport<P::Counters>, BootError<P::Error>> {
     let report = boot(p, info, opts, state, log)?;
     let stage = Stage::Kernel(&exercise::STAGE);
     let (done, figures) = measure(p, stage, |p| {
-        exercise::run(p, &mut state.alloc, info, &report, log)
+        exercise::run(p, &mut state.alloc, info, report.reused, log)
     });
     done.map_err(|kind| BootError { stage, kind })?;
     let _ = writeln!(log, "stage {} ok {figures}", stage.name());

@@ -134,7 +134,11 @@ fn boot_cfg(cfg: SimConfig) -> (SimMachine, BootRun) {
 /// machine needs: every expected frame at `0xC0000000 + pa` with the kernel flags, through
 /// the core's software walk and through the sim's TLB-less MMU walk, nothing else in the
 /// direct-map range, the window's L1 present and empty, the scratch area empty.
-fn check_direct_map(sim: &SimMachine, run: &BootRun, report: &BootReport) {
+fn check_direct_map(
+    sim: &SimMachine,
+    run: &BootRun,
+    report: &BootReport<backend_native::counters::NoHypercalls>,
+) {
     let cfg = sim.config();
     let root = report.root;
     assert_run_eq!(run, sim.read_cr3(), root, "the kernel's table is live");

@@ -2,6 +2,7 @@
 //! the direct-map job alone and a whole boot of the generic boot path.
 
 use backend_xen::XenOptions;
+use pvops_core::Counters as _;
 use pvops_tests::directmap_cost::{hypercall_bound, measure, SIZES};
 use pvops_tests::xen_model::boot_mib;
 

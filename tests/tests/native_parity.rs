@@ -27,16 +27,24 @@ fn native_multiboot_parser_reads_the_sims_info_block() {
         let sim = cfg.build();
         let mut low = vec![0u8; 0x10000];
         sim.read_phys(pvops_core::addr::PhysAddr(0), &mut low);
-        let read = |a: u32, l: usize| low.get(a as usize..a as usize + l);
-        let mb =
-            backend_native::multiboot::parse(MULTIBOOT_MAGIC, MULTIBOOT_INFO_ADDR.0 as u32, &read)
-                .unwrap_or_else(|e| panic!("{mib} MiB: {e}"));
+        let read = |a: u32, l: usize| {
+            low.get(a as usize..(a as usize + l).min(low.len()))
+                .filter(|b| !b.is_empty())
+        };
+        let mut cmdline = pvops_core::cmdline::CmdlineCopy::empty();
+        let mb = backend_native::multiboot::parse(
+            MULTIBOOT_MAGIC,
+            MULTIBOOT_INFO_ADDR.0 as u32,
+            &read,
+            &mut cmdline,
+        )
+        .unwrap_or_else(|e| panic!("{mib} MiB: {e}"));
         assert_eq!(
             mb.memory.regions(),
             sim.memory_map().regions(),
             "{mib} MiB memory map"
         );
-        assert_eq!(mb.cmdline, "/kernel pvops.batch=8 console=ttyS0");
+        assert_eq!(cmdline.as_str(), "/kernel pvops.batch=8 console=ttyS0");
         assert_eq!(&low[0x9000 + 28..0x9000 + 44], MULTIBOOT_TAG);
         let info = sim.boot_info();
         assert_eq!(info.memory.regions(), sim.memory_map().regions());

@@ -52,7 +52,7 @@ use pvops_core::ioremap::{
 };
 use pvops_core::mapper::{self, map_page, next_table, read_entry, unmap_page, MapError};
 use pvops_core::mem::FrameAllocator;
-use pvops_core::ops::{LazyMmu, MemoryLayout, MmuOps, PageFault, Platform, PvCounters};
+use pvops_core::ops::{LazyMmu, MemoryLayout, MmuOps, PageFault, Platform};
 use pvops_core::options::BootOptions;
 use pvops_core::paging::{
     EntrySlot, Level, PageTableEntry, PteFlags, ADDRESS_MASK, KERNEL_RO, KERNEL_RW, PDPT_ENTRIES,
@@ -178,6 +178,7 @@ impl<B: Platform> Rec<B> {
 
 impl<B: Platform> MmuOps for Rec<B> {
     type Error = B::Error;
+    type Counters = B::Counters;
     const NAME: &'static str = B::NAME;
     const READ_ONLY_PAGE_TABLES: bool = B::READ_ONLY_PAGE_TABLES;
 
@@ -246,7 +247,7 @@ impl<B: Platform> MmuOps for Rec<B> {
         }
         r
     }
-    fn counters(&self) -> PvCounters {
+    fn counters(&self) -> B::Counters {
         self.inner.counters()
     }
     fn enter_lazy_mmu(&mut self) {
@@ -1254,8 +1255,14 @@ fn xen_p2m() -> impl Strategy<Value = P2mLayout> {
 fn xen_harness(p2m: P2mLayout) -> Result<Harness<Xen>, String> {
     let dom = DomainConfig::new(16).p2m(p2m).build();
     let layout = dom.layout;
-    let facts = validate(&dom.start_info, dom.start_info_va, dom.esp, dom.image.end)
-        .map_err(|e| e.to_string())?;
+    let facts = validate(
+        &dom.start_info,
+        dom.start_info_va,
+        dom.esp,
+        dom.image.end,
+        &|_| None,
+    )
+    .map_err(|e| e.to_string())?;
     let mmu = XenMmu::new(dom.model, &facts, &backend_xen::XenOptions::default())
         .map_err(|e| e.to_string())?;
     let info = backend_xen::boot_info(&mmu, &facts, dom.image, dom.table_pool);

@@ -17,6 +17,7 @@ use pvops_core::mapper::new_table;
 use pvops_core::mem::FrameAllocator;
 use pvops_core::options::{BootOptions, IoremapWalk};
 use pvops_core::paging::{EntrySlot, Level, PageTableEntry, KERNEL_RO, KERNEL_RW};
+use pvops_core::Counters as _;
 use pvops_core::{MmuOps, Platform};
 use pvops_tests::xen_model::pte::{P, PSE, RW};
 use pvops_tests::xen_model::*;
@@ -322,8 +323,14 @@ fn builder_layout_follows_xg_dom_x86() {
         (m.mfn(l.xenstore).0, m.mfn(l.console).0)
     );
     assert!(si.cmd_line.starts_with(b"/guest.elf pvops.batch=7\0"));
-    let facts = validate(&dom.start_info, dom.start_info_va, dom.esp, l.image.end)
-        .expect("start_info validates");
+    let facts = validate(
+        &dom.start_info,
+        dom.start_info_va,
+        dom.esp,
+        l.image.end,
+        &|_| None,
+    )
+    .expect("start_info validates");
     assert_eq!(
         (facts.first_free.0, facts.bootstrap_tables, facts.cmdline),
         (0x30C, l.page_tables, "/guest.elf pvops.batch=7")
@@ -382,7 +389,14 @@ fn command_line_switches_reach_the_backend_through_its_api() {
     let dom = DomainConfig::new(16)
         .cmdline("/guest.elf pvops.batch=1 pvops.skip_unpin console=hvc0")
         .build();
-    let facts = validate(&dom.start_info, dom.start_info_va, dom.esp, dom.image.end).unwrap();
+    let facts = validate(
+        &dom.start_info,
+        dom.start_info_va,
+        dom.esp,
+        dom.image.end,
+        &|_| None,
+    )
+    .unwrap();
     let mut mmu = XenMmu::new(dom.model, &facts, &XenOptions::default()).unwrap();
     assert_eq!(mmu.options(), XenOptions::default());
     let opts = BootOptions::parse(facts.cmdline, &mut mmu).expect("switches accepted");
@@ -496,7 +510,8 @@ fn manual_switch(
         table_pool,
         layout,
     } = DomainConfig::new(16).build();
-    let facts = validate(&start_info, start_info_va, esp, image.end).expect("start_info");
+    let facts =
+        validate(&start_info, start_info_va, esp, image.end, &|_| None).expect("start_info");
     let mut mmu = XenMmu::new(
         model,
         &facts,
@@ -628,7 +643,8 @@ fn early_ioremap_must_walk_the_live_table() {
         table_pool,
         layout,
     } = DomainConfig::new(16).build();
-    let facts = validate(&start_info, start_info_va, esp, image.end).expect("start_info");
+    let facts =
+        validate(&start_info, start_info_va, esp, image.end, &|_| None).expect("start_info");
     let mut mmu = XenMmu::new(model, &facts, &XenOptions::default()).expect("XenMmu::new");
     let info = backend_xen::boot_info(&mmu, &facts, image, table_pool);
     let mut alloc = Box::new(FrameAllocator::new(

@@ -44,6 +44,7 @@ Installs: the nightly rust-src component if missing. First run: ~30 s; then ~1 s
 
 const HELP_DEMO: &str = "\
 cargo xtask demo [native|xen|xen-pvh|xen-dom0|all] [--memory MIB] [--cmdline \"OPTS\"]
+                 [--bootloader qemu|grub] [--module FILE]...
 
 Builds guest-demo and boots it, printing its serial (native) or console (Xen) log:
   native     qemu-system-i386 -kernel (multiboot1), isa-debug-exit for the result
@@ -57,6 +58,11 @@ Builds guest-demo and boots it, printing its serial (native) or console (Xen) lo
                   pvops.early_ioremap=swapper  (walk the static table: the 2008 bug)
                   pvops.skip_unpin             (keep pt_base pinned: the other 2008 bug)
                   pvops.batch=N                (Xen: N page-table updates per hypercall)
+--bootloader qemu|grub  native: QEMU's own multiboot loader (-kernel, the default) or
+                  GRUB 2 from an ISO made by grub-mkrescue in target/grub (-cdrom;
+                  installs grub-pc-bin grub-common xorriso mtools on first use)
+--module FILE     native: pass FILE as a multiboot module (repeatable); the guest prints
+                  its length and first 16 bytes, which are checked against the file
 Installs: rust-src, qemu-system-x86; for Xen the build dependencies, Xen's source package
 and the dom0 packages (first Xen run ~2-3 minutes; cached in target/xen; then ~15 s).
 Exit status: 0 every guest PASSed, 1 a guest FAILed, 2 harness error.";
@@ -70,7 +76,8 @@ Runs, printing each step and its time: toolchain and package setup, cargo fmt --
 clippy without warnings (host workspace and the i686 kernel), rustdoc without warnings,
 the host tests (simulated PAE machine, model of Xen's rules, property tests, fault
 injection), Miri on the raw-memory tests, the codegen check of the native set_pte, and
-real boots: bare QEMU (32/128/512/2048 MiB and the swapper regression), Xen dom0 fast
+real boots: bare QEMU (32/128/512/2048 MiB, through GRUB 2 with a module, with a 1.5 KiB
+command line, the trap self-tests and the swapper regression), Xen dom0 fast
 path, and Xen domUs (16/64/512/1024 MiB and both 2008 regressions) in one dom0 boot.
 Ends with `boots: N passed, M failed`. Installs what it needs (as `demo`). First run on a
 fresh machine: ~6-8 minutes (most of it building Xen); warm: ~1-2 minutes.
@@ -177,6 +184,8 @@ struct DemoArgs {
     which: String,
     memory: Option<u32>,
     cmdline: String,
+    bootloader: native::Bootloader,
+    modules: Vec<PathBuf>,
 }
 
 fn parse_demo(args: &[String]) -> Res<DemoArgs> {
@@ -184,6 +193,8 @@ fn parse_demo(args: &[String]) -> Res<DemoArgs> {
         which: "all".into(),
         memory: None,
         cmdline: String::new(),
+        bootloader: native::Bootloader::Qemu,
+        modules: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -203,6 +214,22 @@ fn parse_demo(args: &[String]) -> Res<DemoArgs> {
                     .ok_or_else(|| HarnessError("--cmdline needs a value".into()))?
                     .clone();
             }
+            "--bootloader" => {
+                let v = it.next().ok_or_else(|| {
+                    HarnessError("--bootloader needs a value (qemu or grub)".into())
+                })?;
+                d.bootloader = native::Bootloader::parse(v)?;
+            }
+            "--module" => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| HarnessError("--module needs a file".into()))?;
+                let p = PathBuf::from(v);
+                if !p.is_file() {
+                    return Err(HarnessError(format!("--module: `{v}` is not a file")));
+                }
+                d.modules.push(p);
+            }
             other => {
                 return Err(HarnessError(format!(
                     "demo: unknown argument `{other}`\n\n{USAGE}"
@@ -218,7 +245,18 @@ fn cmd_demo(args: &[String]) -> Res<Verdict> {
     let elf = cmd_build()?;
     let mut verdicts: Vec<Res<Verdict>> = Vec::new();
     if d.which == "native" || d.which == "all" {
-        verdicts.push(demo_boot(&elf, Mode::Native, d.memory, &d.cmdline));
+        if d.bootloader == native::Bootloader::Qemu && d.modules.is_empty() {
+            verdicts.push(demo_boot(&elf, Mode::Native, d.memory, &d.cmdline));
+        } else {
+            verdicts.push(demo_native_loaded(&native::NativeBoot {
+                elf: &elf,
+                memory_mib: d.memory.unwrap_or(Mode::Native.default_memory()),
+                cmdline: d.cmdline.trim(),
+                cpus: 1,
+                modules: &d.modules,
+                bootloader: d.bootloader,
+            }));
+        }
     }
     // The Xen domUs of one demo share one dom0 boot.
     let domus: &[Mode] = match d.which.as_str() {
@@ -296,6 +334,77 @@ fn demo_boot(elf: &Path, mode: Mode, memory: Option<u32>, cmdline: &str) -> Res<
     judge(&b.log, mode, &b.exit)
 }
 
+/// A native boot through [`native::boot_with`] (GRUB, modules) as the harness reports boots.
+fn native_loaded_boot(b: &native::NativeBoot<'_>, echo: bool) -> Res<Boot> {
+    let run = native::boot_with(b, echo, std::time::Duration::from_secs(60))?;
+    let exit = match run.status {
+        Some(33) => Exit::Pass,
+        Some(35) => Exit::Fail("debug-exit 0x11".into()),
+        other => Exit::Fail(format!(
+            "qemu exited with {other:?}, not through isa-debug-exit"
+        )),
+    };
+    Ok(Boot {
+        log: run.log,
+        exit,
+        ending: format!("qemu status {:?}", run.status),
+        seconds: run.seconds,
+    })
+}
+
+/// `demo native` with `--bootloader grub` or `--module`: the log, the verdict, and each
+/// module's line checked against its file.
+fn demo_native_loaded(b: &native::NativeBoot<'_>) -> Res<Verdict> {
+    let how = match b.bootloader {
+        native::Bootloader::Qemu => "QEMU's multiboot loader",
+        native::Bootloader::Grub => "GRUB 2 from an ISO",
+    };
+    eprintln!(
+        "==> native: qemu-system-i386 -m {} ({how}, {} module(s))",
+        b.memory_mib,
+        b.modules.len()
+    );
+    let boot = native_loaded_boot(b, true)?;
+    eprintln!("    native: {} after {:.2}s", boot.ending, boot.seconds);
+    let verdict = judge(&boot.log, Mode::Native, &boot.exit)?;
+    if verdict == Verdict::Pass {
+        match check_modules(&boot.log, b.modules) {
+            Ok(m) if !m.is_empty() => eprintln!("    native: modules as the files say: {m}"),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("    native: {e}");
+                return Ok(Verdict::Fail);
+            }
+        }
+    }
+    Ok(verdict)
+}
+
+/// The guest line the demo prints for module `index`, computed from the file itself.
+fn module_line(index: usize, file: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("module {}: {e}", file.display()))?;
+    let head: String = bytes.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "module {index}: {} bytes, head {head}",
+        bytes.len()
+    ))
+}
+
+/// Every module passed must appear in the log as the guest read it through early_ioremap.
+fn check_modules(log: &str, modules: &[PathBuf]) -> Result<String, String> {
+    let mut seen = Vec::new();
+    for (i, m) in modules.iter().enumerate() {
+        let want = module_line(i, m)?;
+        let prefix = format!("module {i}: ");
+        match log.lines().find_map(|l| l.find(&prefix).map(|at| &l[at..])) {
+            Some(got) if got.trim_end() == want => seen.push(want),
+            Some(got) => return Err(format!("guest printed `{got}`, the file says `{want}`")),
+            None => return Err(format!("no `{prefix}...` line for {}", m.display())),
+        }
+    }
+    Ok(seen.join("; "))
+}
+
 /// Boots guest-demo as one domU per mode (PV, PVH), all in one dom0 boot, prints each console
 /// log and judges each: the result line and the shutdown reason must agree.
 fn demo_domus(elf: &Path, modes: &[Mode], memory: Option<u32>, cmdline: &str) -> Vec<Res<Verdict>> {
@@ -350,6 +459,12 @@ struct BootCase {
     memory: u32,
     cmdline: String,
     expect: Expect,
+    /// Native only: who loads the image.
+    bootloader: native::Bootloader,
+    /// Native only: files passed as multiboot modules (the module lines are checked).
+    modules: Vec<PathBuf>,
+    /// A line the log must also hold (e.g. a self-test's).
+    requires: Option<&'static str>,
     /// Xen domUs: boot with [`TEST_MODULE`] as the xl `ramdisk` and require its
     /// `mem: reserved module` line.
     module: bool,
@@ -368,8 +483,22 @@ impl BootCase {
             memory,
             cmdline: cmdline.into(),
             expect,
+            bootloader: native::Bootloader::Qemu,
+            modules: Vec::new(),
+            requires: None,
             module: false,
         }
+    }
+    /// Native: boot through `bootloader` with `modules`.
+    fn loaded_by(mut self, bootloader: native::Bootloader, modules: &[PathBuf]) -> Self {
+        self.bootloader = bootloader;
+        self.modules = modules.to_vec();
+        self
+    }
+    /// The log must also hold a line containing `line`.
+    fn requiring(mut self, line: &'static str) -> Self {
+        self.requires = Some(line);
+        self
     }
     /// The same case, booted with a module (see [`BootCase::module`]).
     fn with_module(mut self) -> Self {
@@ -418,9 +547,24 @@ impl BootCase {
 
     fn check(&self, log: &str, mode: Mode) -> Result<String, String> {
         let backend = mode.backend();
+        if let Some(want) = self.requires {
+            if !log.lines().any(|l| l.contains(want)) {
+                return Err(format!("no `{want}` line"));
+            }
+        }
         match (find_result(log, TAG, mode), &self.expect) {
             (Some(GuestLine::Pass(l)), Expect::Pass) => {
-                check_misuse(log, backend).map(|m| format!("{l} [{m}]"))
+                let m = check_misuse(log, backend)?;
+                let r = check_reserved(
+                    log,
+                    mode.platform(),
+                    self.modules.len() + usize::from(self.module),
+                )?;
+                if self.modules.is_empty() {
+                    return Ok(format!("{l} [{m}] [{r}]"));
+                }
+                let mods = check_modules(log, &self.modules)?;
+                Ok(format!("{l} [{m}] [{r}] [{mods}]"))
             }
             (Some(GuestLine::Fail(l)), Expect::Fail(needles))
                 if needles.iter().all(|n| l.contains(n)) =>
@@ -433,6 +577,56 @@ impl BootCase {
             (None, _) => Err("no result line".into()),
         }
     }
+}
+
+/// A PASS must have printed one well-formed `mem: reserved <what> pa=0x<start>-0x<end>` line
+/// for each structure its loader hands over: bare metal the multiboot info, memory map and
+/// command line (and each module); Xen PV start_info and the p2m list, a domU also its
+/// console and xenstore rings; Xen PVH hvm_start_info.
+fn check_reserved(log: &str, platform: &str, modules: usize) -> Result<String, String> {
+    let mut seen: Vec<String> = Vec::new();
+    for l in log.lines() {
+        let Some(at) = l.find("mem: reserved ") else {
+            continue;
+        };
+        let rest = &l[at + "mem: reserved ".len()..];
+        let bad = || format!("malformed line `{}`", &l[at..]);
+        let (what, range) = rest.rsplit_once(" pa=").ok_or_else(bad)?;
+        let (start, end) = range.trim_end().split_once('-').ok_or_else(bad)?;
+        let hex = |s: &str| {
+            s.strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+        };
+        match (hex(start), hex(end)) {
+            (Some(s), Some(e)) if s < e => seen.push(what.to_string()),
+            _ => return Err(bad()),
+        }
+    }
+    let mut want: Vec<&str> = match platform {
+        "bare" => vec!["multiboot info", "multiboot mmap", "multiboot cmdline"],
+        "xen-pvh" => vec!["hvm_start_info"],
+        _ => vec!["start_info", "p2m list"],
+    };
+    if platform == "xen-pv" && log.contains("unprivileged (domU)") {
+        want.extend(["console ring", "xenstore ring"]);
+    }
+    // The M2P of frames not ours, read up to max_mfn: an unmapped entry must read as none
+    // (guest-demo's probe), where it used to be a page fault.
+    if platform == "xen-pv" && !log.contains("xen: m2p of frames not ours") {
+        return Err("no `xen: m2p of frames not ours` line".into());
+    }
+    for w in &want {
+        if !seen.iter().any(|s| s == w) {
+            return Err(format!("no `mem: reserved {w} pa=..` line"));
+        }
+    }
+    let mods = seen.iter().filter(|s| s.ends_with("module")).count();
+    if mods != modules {
+        return Err(format!(
+            "{mods} reserved module ranges, {modules} modules passed"
+        ));
+    }
+    Ok(format!("{} ranges reserved", seen.len()))
 }
 
 /// A PASS must have gone through the misuse stage: at least ten refused operations, and under
@@ -459,6 +653,20 @@ fn check_misuse(log: &str, backend: &str) -> Result<String, String> {
         "misuse: {} rejected, {xen} by xen, {pvops} by pvops",
         rejected.len()
     ))
+}
+
+/// A module whose length is not a page multiple and whose bytes are not all alike, so a
+/// wrong length, offset or page shows in the module line.
+fn test_module_bytes() -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..5000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
 }
 
 /// The module the test boots a PVH domU with (xl `ramdisk`), under the checkout.
@@ -571,8 +779,23 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Boots one test case through the harness and judges it.
+/// Boots one test case through the harness and judges it (a native case with GRUB or modules
+/// through [`native::boot_with`]).
 fn boot_case(mode: Mode, elf: &Path, c: &BootCase) -> Result<String, String> {
+    if mode == Mode::Native && (c.bootloader != native::Bootloader::Qemu || !c.modules.is_empty()) {
+        let b = native::NativeBoot {
+            elf,
+            memory_mib: c.memory,
+            cmdline: &c.cmdline,
+            cpus: 1,
+            modules: &c.modules,
+            bootloader: c.bootloader,
+        };
+        return c.judge(
+            native_loaded_boot(&b, false).map_err(|e| e.to_string()),
+            mode,
+        );
+    }
     let boot = harness::boot(mode, &[c.guest(elf)], false)
         .map_err(|e| e.to_string())
         .and_then(|mut v| v.remove(0));
@@ -739,8 +962,53 @@ fn cmd_test() -> Res<Verdict> {
         }
     };
 
+    step(
+        "GRUB 2 present (grub-pc-bin, xorriso, mtools)",
+        native::ensure_grub,
+    )?;
+    let module = root.join("target/test-module.bin");
+    std::fs::write(&module, test_module_bytes())
+        .map_err(|e| HarnessError(format!("{}: {e}", module.display())))?;
+    // About 1.5 KiB of plain ASCII (a ~1 KiB line was refused before) and a module.
+    let long_cmdline = (0..64)
+        .map(|i| format!("filler.word{i:02}=abcdefghijklm"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let native_cases = [
         BootCase::new("native default", 128, "", Expect::Pass),
+        BootCase::new(
+            "native GRUB 2 ISO, one module",
+            128,
+            "console=ttyS0 grub.word=1",
+            Expect::Pass,
+        )
+        .loaded_by(native::Bootloader::Grub, std::slice::from_ref(&module)),
+        BootCase::new(
+            "native QEMU -kernel, one module, 1.5 KiB command line",
+            128,
+            &long_cmdline,
+            Expect::Pass,
+        )
+        .loaded_by(native::Bootloader::Qemu, std::slice::from_ref(&module)),
+        BootCase::new(
+            "native interrupts on (8259 masked)",
+            128,
+            "demo.selftest=irq",
+            Expect::Pass,
+        )
+        .requiring("selftest irq: interrupts enabled for"),
+        BootCase::new(
+            "native double fault on its own stack",
+            128,
+            "demo.selftest=double_fault",
+            Expect::Fail(vec!["double fault (on its own stack)", "esp=0x00000ff0"]),
+        ),
+        BootCase::new(
+            "native fault inside the fault printer",
+            128,
+            "demo.selftest=fault_in_printer",
+            Expect::Fail(vec!["fault inside the fault printer: page fault"]),
+        ),
         BootCase::new("native 32 MiB", 32, "", Expect::Pass),
         BootCase::new("native 512 MiB", 512, "", Expect::Pass),
         BootCase::new("native 2048 MiB (lowmem only)", 2048, "", Expect::Pass),

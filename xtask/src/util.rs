@@ -114,6 +114,12 @@ pub fn ensure_apt(probe: &str, packages: &[&str]) -> Res<()> {
     if have(probe) {
         return Ok(());
     }
+    install_apt(packages)
+}
+
+/// Installs Debian packages (apt-get update, then install); their output goes to
+/// target/logs/apt.log, which an error names.
+pub fn install_apt(packages: &[&str]) -> Res<()> {
     let logs = root().join("target/logs");
     std::fs::create_dir_all(&logs)
         .map_err(|e| HarnessError(format!("cannot create {}: {e}", logs.display())))?;

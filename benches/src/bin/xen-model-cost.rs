@@ -1,6 +1,7 @@
 //! Prints the hypercalls of building direct maps of N PTEs on the model of Xen's rules, as
 //! one JSON object per line: {"ptes":N,"mode":"batched","hypercalls":H,...}.
 
+use pvops_core::Counters as _;
 use pvops_tests::directmap_cost::{hypercall_bound, measure, MODES, SIZES};
 use std::process::ExitCode;
 

@@ -9,14 +9,14 @@
 mod report;
 mod stage;
 
-pub use crate::handoff::{BootInfo, IoremapProbe, PlatformInfo};
+pub use crate::handoff::{BootInfo, BootModule, IoremapProbe, PlatformInfo};
 pub use report::{take_boot_state, BootError, BootErrorKind, BootReport, BootState};
 pub use stage::{current_stage, set_stage, KernelStage, Stage, BOOT_STAGES};
 
 use crate::addr::{FrameRange, PhysFrame, PAGE_SIZE};
 use crate::ioremap::{EarlyIoremap, TableSource};
 use crate::mapper::{self, MapError};
-use crate::ops::{Platform, PvCounters};
+use crate::ops::{Counters, Platform};
 use crate::options::{BootOptions, IoremapWalk};
 use crate::paging::{Level, KERNEL_RO, KERNEL_RW};
 use core::fmt;
@@ -31,18 +31,18 @@ const PROBE_MAX: usize = 64;
 /// What one stage cost: cycles and the backend's counters. Prints as
 /// `cycles=<n> <counters>`, the tail of a `stage <name> ok` line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StageFigures {
+pub struct StageFigures<C> {
     /// Cycles (the backend's counter: compare within one backend only).
     pub cycles: u64,
-    /// What the backend issued (hypercalls under Xen; all zero on bare metal).
-    pub counters: PvCounters,
+    /// What the backend issued (its own [`Counters`]: hypercalls under Xen, none on bare metal).
+    pub counters: C,
     /// Nanoseconds of the stage during which the CPU did not run the kernel (the
     /// hypervisor's runstate; 0 where the platform cannot tell, see
     /// [`Platform::not_running_ns`]). Included in `cycles`.
     pub notrun_ns: u64,
 }
 
-impl fmt::Display for StageFigures {
+impl<C: Counters> fmt::Display for StageFigures<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "cycles={} {}", self.cycles, self.counters)
     }
@@ -55,7 +55,7 @@ pub fn measure<P: Platform, T>(
     p: &mut P,
     stage: Stage,
     f: impl FnOnce(&mut P) -> T,
-) -> (T, StageFigures) {
+) -> (T, StageFigures<P::Counters>) {
     set_stage(stage);
     let start = Stopwatch::start(p);
     let out = f(p);
@@ -63,21 +63,21 @@ pub fn measure<P: Platform, T>(
 }
 
 /// Cycles, counters and not-running time when a stage started.
-struct Stopwatch {
+struct Stopwatch<C> {
     cycles: u64,
-    counters: PvCounters,
+    counters: C,
     notrun_ns: Option<u64>,
 }
 
-impl Stopwatch {
-    fn start<P: Platform>(p: &P) -> Stopwatch {
+impl<C: Counters> Stopwatch<C> {
+    fn start<P: Platform<Counters = C>>(p: &P) -> Self {
         Stopwatch {
             counters: p.counters(),
             notrun_ns: p.not_running_ns(),
             cycles: p.cycles(),
         }
     }
-    fn figures<P: Platform>(&self, p: &P) -> StageFigures {
+    fn figures<P: Platform<Counters = C>>(&self, p: &P) -> StageFigures<C> {
         let cycles = p.cycles().wrapping_sub(self.cycles);
         let notrun_ns = match (self.notrun_ns, p.not_running_ns()) {
             (Some(a), Some(b)) => b.saturating_sub(a),
@@ -98,7 +98,7 @@ pub struct Boot<'a, P: Platform> {
     opts: BootOptions,
     state: &'a mut BootState,
     log: &'a mut dyn Write,
-    report: BootReport,
+    report: BootReport<P::Counters>,
     /// The L1 early_ioremap linked into the bootstrap table for its window, if it made one.
     early_window_l1: Option<PhysFrame>,
 }
@@ -111,7 +111,7 @@ pub fn boot<P: Platform>(
     opts: BootOptions,
     state: &mut BootState,
     log: &mut dyn Write,
-) -> Result<BootReport, BootError<P::Error>> {
+) -> Result<BootReport<P::Counters>, BootError<P::Error>> {
     boot_until(p, info, opts, state, log, Stage::PagetableSetupDone)
 }
 
@@ -125,7 +125,7 @@ pub fn boot_until<P: Platform>(
     state: &mut BootState,
     log: &mut dyn Write,
     last: Stage,
-) -> Result<BootReport, BootError<P::Error>> {
+) -> Result<BootReport<P::Counters>, BootError<P::Error>> {
     let mut b = Boot {
         p,
         info,
@@ -139,7 +139,7 @@ pub fn boot_until<P: Platform>(
 }
 
 impl<'a, P: Platform> Boot<'a, P> {
-    fn run(&mut self, last: Stage) -> Result<BootReport, BootError<P::Error>> {
+    fn run(&mut self, last: Stage) -> Result<BootReport<P::Counters>, BootError<P::Error>> {
         for stage in BOOT_STAGES {
             let f: fn(&mut Self) -> Res<(), P::Error> = match stage {
                 Stage::Banner => Self::banner,
@@ -195,9 +195,21 @@ impl<'a, P: Platform> Boot<'a, P> {
             );
         }
         let _ = writeln!(self.log, "pvops: cmdline: \"{}\"", self.info.cmdline);
+        for r in self.info.reserved.iter() {
+            let _ = writeln!(
+                self.log,
+                "mem: reserved {} pa={:#x}-{:#x}",
+                r.what, r.start.0, r.end
+            );
+        }
+        let free = self
+            .info
+            .memory
+            .without(&self.info.reserved)
+            .map_err(BootErrorKind::Memory)?;
         let a = &mut self.state.alloc;
         a.reset(
-            &self.info.memory,
+            &free,
             self.info.first_free,
             self.info.bootstrap_reach,
             self.info.table_pool,

@@ -4,7 +4,7 @@ use super::{Stage, StageFigures, BOOT_STAGES};
 use crate::addr::{FrameRange, PhysFrame};
 use crate::ioremap::IoremapError;
 use crate::mapper::MapError;
-use crate::mem::{AllocError, FrameAllocator};
+use crate::mem::{AllocError, FrameAllocator, MemoryMapError};
 use crate::ops::PageFault;
 use core::fmt;
 use core::sync::atomic::Ordering;
@@ -58,6 +58,8 @@ pub enum BootErrorKind<E> {
     },
     /// No usable RAM below the lowmem limit.
     NoLowmem,
+    /// The memory map minus the reserved ranges does not fit a map.
+    Memory(MemoryMapError),
 }
 
 impl<E: fmt::Display> fmt::Display for BootErrorKind<E> {
@@ -79,6 +81,7 @@ impl<E: fmt::Display> fmt::Display for BootErrorKind<E> {
                 write!(f, "read_cr3 returns pfn {got} after write_cr3 of pfn {expected}")
             }
             Self::NoLowmem => write!(f, "no usable RAM below the lowmem limit"),
+            Self::Memory(e) => write!(f, "{e}"),
         }
     }
 }
@@ -91,7 +94,7 @@ impl<E: fmt::Display> fmt::Display for BootError<E> {
 
 /// Figures of a successful boot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BootReport {
+pub struct BootReport<C> {
     /// The kernel's root table (live at the end).
     pub root: PhysFrame,
     /// The root that was live at entry (the bootstrap table).
@@ -107,10 +110,10 @@ pub struct BootReport {
     /// The bootstrap frames `pagetable_setup_done` released to the allocator.
     pub reused: FrameRange,
     /// Cycles and counters of each stage, in [`BOOT_STAGES`] order.
-    pub stages: [StageFigures; BOOT_STAGES.len()],
+    pub stages: [StageFigures<C>; BOOT_STAGES.len()],
 }
 
-impl BootReport {
+impl<C: crate::ops::Counters> BootReport<C> {
     /// Cycles of all stages.
     pub fn total_cycles(&self) -> u64 {
         self.stages.iter().map(|s| s.cycles).sum()
@@ -121,7 +124,7 @@ impl BootReport {
     }
     /// The figures of boot-path stage `stage` (`None` for a stage that is not the boot
     /// path's).
-    pub fn stage(&self, stage: Stage) -> Option<StageFigures> {
+    pub fn stage(&self, stage: Stage) -> Option<StageFigures<C>> {
         Some(self.stages[stage.position()?])
     }
 }

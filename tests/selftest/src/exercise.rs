@@ -10,8 +10,9 @@
 //! 3. The early_ioremap probe is mapped and compared again, now walking the kernel's table.
 
 use core::fmt::Write;
+use pvops_core::addr::FrameRange;
 use pvops_core::addr::{PhysFrame, VirtAddr, PAGE_SIZE};
-use pvops_core::boot::{check_probe, BootErrorKind, BootInfo, BootReport};
+use pvops_core::boot::{check_probe, BootErrorKind, BootInfo};
 use pvops_core::ioremap::TableSource;
 use pvops_core::mapper::{self, read_entry, MapError};
 use pvops_core::mem::FrameAllocator;
@@ -28,16 +29,17 @@ const PATTERN_LEN: usize = 64;
 
 type Res<E> = Result<(), BootErrorKind<E>>;
 
-/// Runs the three checks on a booted platform; `report` is what the boot path returned and
-/// `alloc` the boot path's allocator.
+/// Runs the three checks on a booted platform; `released` is what the boot path gave the
+/// allocator from the bootstrap table (`BootReport::reused`) and `alloc` the boot path's
+/// allocator.
 pub fn run<P: Platform>(
     p: &mut P,
     alloc: &mut FrameAllocator,
     info: &BootInfo<'_>,
-    report: &BootReport,
+    released: FrameRange,
     log: &mut dyn Write,
 ) -> Res<P::Error> {
-    reuse(p, alloc, report, log)?;
+    reuse(p, alloc, released, log)?;
     map_scratch(p, alloc, log)?;
     check_probe(p, alloc, info, TableSource::LiveCr3, log)
 }
@@ -52,10 +54,9 @@ fn pattern(frame: PhysFrame, i: usize) -> u8 {
 fn reuse<P: Platform>(
     p: &mut P,
     alloc: &mut FrameAllocator,
-    report: &BootReport,
+    released: FrameRange,
     log: &mut dyn Write,
 ) -> Res<P::Error> {
-    let released = report.reused;
     let _ = write!(log, "exercise: reused bootstrap frames:");
     for expected in released.iter().rev() {
         let got = alloc.alloc()?;

@@ -421,6 +421,8 @@ impl SimMachine {
                 len: MULTIBOOT_INFO_LEN as u64,
                 what: "multiboot info",
             }),
+            reserved: pvops_core::mem::Reservations::new(),
+            modules: &[],
         }
     }
 

@@ -4,6 +4,10 @@ use super::*;
 
 impl MmuOps for SimMachine {
     type Error = SimError;
+    type Counters = backend_native::counters::NoHypercalls;
+    fn counters(&self) -> Self::Counters {
+        backend_native::counters::NoHypercalls
+    }
     const NAME: &'static str = "sim";
     const READ_ONLY_PAGE_TABLES: bool = false;
 

@@ -17,46 +17,29 @@ pub enum HcKind {
     MachphysMapping,
 }
 
-/// Hypercalls the guest made (top-level traps; a multicall counts once, its entries apart).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HvCounters {
-    /// Every hypercall.
-    pub total: u64,
-    /// `mmu_update` calls.
-    pub mmu_update_calls: u64,
-    /// Requests they carried.
-    pub mmu_update_entries: u64,
-    /// `mmuext_op` calls.
-    pub mmuext_calls: u64,
-    /// Operations they carried.
-    pub mmuext_ops: u64,
-    /// `update_va_mapping` calls.
-    pub update_va_mapping_calls: u64,
-    /// `multicall` calls.
-    pub multicall_calls: u64,
-    /// Entries they carried.
-    pub multicall_entries: u64,
-    /// `memory_op(XENMEM_machphys_mapping)` calls.
-    pub machphys_mapping_calls: u64,
-    /// Calls that returned an error (injected ones excluded).
-    pub failed: u64,
-}
-
-impl HvCounters {
-    /// `self - earlier`, field by field.
-    pub fn since(&self, e: &HvCounters) -> HvCounters {
-        HvCounters {
-            total: self.total - e.total,
-            mmu_update_calls: self.mmu_update_calls - e.mmu_update_calls,
-            mmu_update_entries: self.mmu_update_entries - e.mmu_update_entries,
-            mmuext_calls: self.mmuext_calls - e.mmuext_calls,
-            mmuext_ops: self.mmuext_ops - e.mmuext_ops,
-            update_va_mapping_calls: self.update_va_mapping_calls - e.update_va_mapping_calls,
-            multicall_calls: self.multicall_calls - e.multicall_calls,
-            multicall_entries: self.multicall_entries - e.multicall_entries,
-            machphys_mapping_calls: self.machphys_mapping_calls - e.machphys_mapping_calls,
-            failed: self.failed - e.failed,
-        }
+pvops_core::counters! {
+    /// Hypercalls the guest made (top-level traps; a multicall counts once, its entries apart).
+    pub struct HvCounters {
+        /// Every hypercall.
+        total,
+        /// `mmu_update` calls.
+        mmu_update_calls,
+        /// Requests they carried.
+        mmu_update_entries,
+        /// `mmuext_op` calls.
+        mmuext_calls,
+        /// Operations they carried.
+        mmuext_ops,
+        /// `update_va_mapping` calls.
+        update_va_mapping_calls,
+        /// `multicall` calls.
+        multicall_calls,
+        /// Entries they carried.
+        multicall_entries,
+        /// `memory_op(XENMEM_machphys_mapping)` calls.
+        machphys_mapping_calls,
+        /// Calls that returned an error (injected ones excluded).
+        failed,
     }
 }
 

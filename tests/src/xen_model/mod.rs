@@ -70,7 +70,7 @@ use backend_xen::abi::{
 };
 use backend_xen::abi::{DOMID_SELF, HYPERVISOR_VIRT_START_PAE, START_INFO_MAGIC, VIRT_BASE};
 use backend_xen::start_info::{validate, StartInfoError};
-use backend_xen::{Hypervisor, XenError, XenMmu, XenOptions};
+use backend_xen::{Hypervisor, XenCounters, XenError, XenMmu, XenOptions};
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::boot::{BootError, BootErrorKind, BootReport, BootState, Stage};
 use pvops_core::ioremap::IoremapError;
@@ -215,7 +215,7 @@ pub struct DomainConfig {
     /// Pages of the kernel image (at pfn 0).
     pub image_pages: u32,
     /// Pages of the early page-table pool at the end of the image (0: no pool), like the
-    /// real image's `pvops_core::pool::EARLY_TABLE_POOL` in its `.bss`.
+    /// real image's `backend_xen::pool::EARLY_TABLE_POOL` in its `.bss`.
     pub pool_pages: u32,
     /// The p2m.
     pub p2m: P2mLayout,
@@ -233,7 +233,7 @@ impl DomainConfig {
             nr_pages,
             cmdline: "/guest.elf console=hvc0".to_string(),
             image_pages: 0x300,
-            pool_pages: pvops_core::pool::EARLY_TABLE_FRAMES as u32,
+            pool_pages: backend_xen::pool::EARLY_TABLE_FRAMES as u32,
             p2m: P2mLayout::Shuffled {
                 base: MIN_RAM_BASE,
                 seed: 0x5EED_0F0E,

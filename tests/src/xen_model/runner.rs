@@ -96,7 +96,7 @@ impl fmt::Write for StageLog {
 /// One boot of the generic boot path on a built domain.
 pub struct XenBootRun {
     /// What the boot returned.
-    pub result: Result<BootReport, XenBootFailure>,
+    pub result: Result<BootReport<XenCounters>, XenBootFailure>,
     /// The boot path's log.
     pub log: String,
     /// The backend with the model inside (`None` if `XenMmu::new` failed).
@@ -153,7 +153,7 @@ impl XenBootRun {
     }
     /// The report; panics with the error and the logs otherwise.
     #[track_caller]
-    pub fn expect_pass(&mut self) -> BootReport {
+    pub fn expect_pass(&mut self) -> BootReport<XenCounters> {
         match &self.result {
             Ok(r) => *r,
             Err(e) => {
@@ -225,7 +225,7 @@ pub fn boot_domain(dom: XenDomain, opts: impl Into<ModelOptions>) -> XenBootRun 
         before_boot: HvCounters::default(),
         stages: Vec::new(),
     };
-    let facts = match validate(&start_info, start_info_va, esp, image.end) {
+    let facts = match validate(&start_info, start_info_va, esp, image.end, &|_| None) {
         Ok(f) => f,
         Err(e) => {
             run.result = Err(XenBootFailure::StartInfo(e));
