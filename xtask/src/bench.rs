@@ -130,15 +130,22 @@ pub fn bench() -> Res<std::path::PathBuf> {
         }
     }
 
-    let nat = step("native boot (512 MiB)", || {
-        let guest = Guest {
-            memory_mib: Some(512),
-            ..Guest::new(&elf)
-        };
-        passed(harness::boot(Mode::Native, &[guest], false)?)
-    })?
-    .remove(0);
-    let nat = GuestFigures::of(&nat.log, "native")?;
+    // The host is shared and QEMU's process can lose the CPU in the middle of a stage (time
+    // no guest can see): each configuration boots several times and the figures are those
+    // of its fastest boot (smallest direct-map figure).
+    let nat_boots = step(
+        &format!("native boots (512 MiB, {NATIVE_BOOTS} times)"),
+        || {
+            let guests: Vec<Guest> = (0..NATIVE_BOOTS)
+                .map(|_| Guest {
+                    memory_mib: Some(512),
+                    ..Guest::new(&elf)
+                })
+                .collect();
+            passed(harness::boot(Mode::Native, &guests, false)?)
+        },
+    )?;
+    let nat = fastest(&nat_boots, "native", &["build_direct_map"])?;
     r.insert("native_boot_cycles".into(), Value::Num(nat.boot_cycles));
     r.insert(
         "native_directmap_cycles".into(),
@@ -146,17 +153,25 @@ pub fn bench() -> Res<std::path::PathBuf> {
     );
     r.insert("native_directmap_ptes".into(), Value::Num(nat.ptes));
 
-    let guests = ["", "pvops.batch=1"].map(|cmdline| Guest {
-        memory_mib: Some(512),
-        cmdline: cmdline.into(),
-        ..Guest::new(&elf)
-    });
+    let cmdlines = [""; XEN_BATCHED_BOOTS]
+        .into_iter()
+        .chain(["pvops.batch=1"; XEN_UNBATCHED_BOOTS]);
+    let guests: Vec<Guest> = cmdlines
+        .map(|cmdline| Guest {
+            memory_mib: Some(512),
+            cmdline: cmdline.into(),
+            ..Guest::new(&elf)
+        })
+        .collect();
     let out = step(
-        "xen domUs at 512 MiB: batched and pvops.batch=1 (one dom0 boot)",
+        &format!(
+            "xen domUs at 512 MiB: {XEN_BATCHED_BOOTS} batched, {XEN_UNBATCHED_BOOTS} with pvops.batch=1 (one dom0 boot)"
+        ),
         || passed(harness::boot(Mode::Xen, &guests, false)?),
     )?;
-    let batched = GuestFigures::of(&out[0].log, "xen batched")?;
-    let unbatched = GuestFigures::of(&out[1].log, "xen batch=1")?;
+    let (b, u) = out.split_at(XEN_BATCHED_BOOTS);
+    let batched = fastest(b, "xen batched", &DIRECT_MAP_STAGES)?;
+    let unbatched = fastest(u, "xen batch=1", &DIRECT_MAP_STAGES)?;
     // The direct map under Xen: its tables are filled with plain stores (build_direct_map),
     // remapped read-only and validated by Xen when they go live (write_cr3), and Xen's
     // bootstrap table is unpinned and released (pagetable_setup_done). Time the vCPU did not
@@ -257,6 +272,27 @@ pub fn bench() -> Res<std::path::PathBuf> {
     write_json(&path, &r)?;
     eprintln!("wrote {}", path.display());
     Ok(path)
+}
+
+/// Native boots per bench run.
+const NATIVE_BOOTS: usize = 5;
+/// Xen domUs per bench run, batched and with `pvops.batch=1`.
+const XEN_BATCHED_BOOTS: usize = 3;
+/// See [`XEN_BATCHED_BOOTS`].
+const XEN_UNBATCHED_BOOTS: usize = 2;
+
+/// The figures of the boot whose `stages` took the fewest cycles (not-running time out).
+fn fastest<'a>(boots: &'a [Boot], what: &'a str, stages: &[&str]) -> Res<GuestFigures<'a>> {
+    let mut best: Option<(f64, GuestFigures<'a>)> = None;
+    for b in boots {
+        let g = GuestFigures::of(&b.log, what)?;
+        let c = g.running(stages)?;
+        if best.as_ref().is_none_or(|(bc, _)| c < *bc) {
+            best = Some((c, g));
+        }
+    }
+    best.map(|(_, g)| g)
+        .ok_or_else(|| HarnessError(format!("{what}: no boot")))
 }
 
 /// The model's hypercalls per 1000 PTEs are reported at this size (the 512 MiB domU's).
