@@ -1093,6 +1093,16 @@ fn cmd_test() -> Res<Verdict> {
                 ),
                 (
                     Mode::Xen,
+                    BootCase::new(
+                        "xen domU with a module (xl ramdisk: start_info mod_start/mod_len)",
+                        64,
+                        "",
+                        Expect::Pass,
+                    )
+                    .with_module(),
+                ),
+                (
+                    Mode::Xen,
                     BootCase::new("xen domU 512 MiB", 512, "", Expect::Pass),
                 ),
                 (
