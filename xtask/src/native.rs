@@ -124,6 +124,17 @@ fn make_grub_iso(b: &NativeBoot<'_>, dir: &Path) -> Res<PathBuf> {
     Ok(iso)
 }
 
+/// A directory removed when this is dropped.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(d) = &self.0 {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
 /// Boots `elf` with `memory_mib` of RAM and `cmdline` through QEMU's own loader; echoes
 /// serial lines when `echo`.
 pub fn boot(
@@ -176,6 +187,8 @@ pub fn boot_with(b: &NativeBoot<'_>, echo: bool, timeout: Duration) -> Res<Nativ
     .args(["-smp", &b.cpus.to_string()])
     .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-m"])
     .arg(b.memory_mib.to_string());
+    // The ISO tree (~13 MiB) goes when the boot is over, whatever its outcome.
+    let mut iso_dir = RemoveOnDrop(None);
     match b.bootloader {
         Bootloader::Qemu => {
             qemu.arg("-kernel").arg(b.elf).arg("-append").arg(b.cmdline);
@@ -200,6 +213,7 @@ pub fn boot_with(b: &NativeBoot<'_>, echo: bool, timeout: Duration) -> Res<Nativ
             let dir = crate::util::root()
                 .join("target/grub")
                 .join(format!("{}-{n}", std::process::id()));
+            iso_dir.0 = Some(dir.clone());
             let iso = make_grub_iso(b, &dir)?;
             qemu.arg("-cdrom").arg(iso).args(["-boot", "d"]);
         }
