@@ -202,6 +202,24 @@ extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
         (len > 0)
             .then(|| unsafe { core::slice::from_raw_parts((PAGE_OFFSET + addr) as *const u8, len) })
     };
+    // `dump-boot-input` (off by default): every range the parser reads, as hex, for
+    // `cargo xtask fuzz --capture` (seeds made of what this loader really handed over).
+    #[cfg(feature = "dump-boot-input")]
+    let read = |addr: u32, len: usize| {
+        let bytes = read(addr, len);
+        for (i, chunk) in bytes.unwrap_or_default().chunks(64).enumerate() {
+            let at = addr as usize + i * 64;
+            let _ = write!(
+                Serial,
+                "PVOPS-BOOTINPUT: multiboot mbi={mbi:#x} addr={at:#x} hex="
+            );
+            for byte in chunk {
+                let _ = write!(Serial, "{byte:02x}");
+            }
+            let _ = writeln!(Serial);
+        }
+        bytes
+    };
     // The command line is copied here, into the boot stack (kernel .bss): this frame lives
     // for the whole run, and the loader's copy may be handed out by the allocator.
     let mut cmdline = CmdlineCopy::empty();

@@ -205,6 +205,42 @@ const_assert_eq!(offset_of!(StartInfo, mod_start), 72);
 const_assert_eq!(offset_of!(StartInfo, cmd_line), 80);
 const_assert_eq!(offset_of!(StartInfo, first_p2m_pfn), 1104);
 
+impl StartInfo {
+    /// Size of the structure in bytes.
+    pub const SIZE: usize = size_of::<StartInfo>();
+
+    /// Decodes a start_info from its bytes (x86 little-endian layout, as Xen writes it);
+    /// `None` when `bytes` is shorter than [`StartInfo::SIZE`]. The safe entry point for host
+    /// tests, Miri and the fuzzer; the boot itself reads the structure where Xen placed it.
+    pub fn from_bytes(bytes: &[u8]) -> Option<StartInfo> {
+        let b = bytes.get(..Self::SIZE)?;
+        let word = |off: usize| u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]);
+        let mut magic = [0; 32];
+        magic.copy_from_slice(&b[..32]);
+        let mut cmd_line = [0; 1024];
+        let cmd = offset_of!(StartInfo, cmd_line);
+        cmd_line.copy_from_slice(&b[cmd..cmd + 1024]);
+        Some(StartInfo {
+            magic,
+            nr_pages: word(offset_of!(StartInfo, nr_pages)),
+            shared_info: word(offset_of!(StartInfo, shared_info)),
+            flags: word(offset_of!(StartInfo, flags)),
+            store_mfn: word(offset_of!(StartInfo, store_mfn)),
+            store_evtchn: word(offset_of!(StartInfo, store_evtchn)),
+            console_mfn: word(offset_of!(StartInfo, console_mfn)),
+            console_evtchn: word(offset_of!(StartInfo, console_evtchn)),
+            pt_base: word(offset_of!(StartInfo, pt_base)),
+            nr_pt_frames: word(offset_of!(StartInfo, nr_pt_frames)),
+            mfn_list: word(offset_of!(StartInfo, mfn_list)),
+            mod_start: word(offset_of!(StartInfo, mod_start)),
+            mod_len: word(offset_of!(StartInfo, mod_len)),
+            cmd_line,
+            first_p2m_pfn: word(offset_of!(StartInfo, first_p2m_pfn)),
+            nr_p2m_frames: word(offset_of!(StartInfo, nr_p2m_frames)),
+        })
+    }
+}
+
 /// `struct mmu_update`: 16 bytes on x86_32 too.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

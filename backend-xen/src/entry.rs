@@ -227,6 +227,27 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
         "xen: entered in ring 1, start_info at {:#x}, esp={esp:#x}",
         si as usize
     );
+    // `dump-boot-input` (off by default): start_info as Xen wrote it, as hex, for
+    // `cargo xtask fuzz --capture` (seeds made of what this Xen really handed over).
+    #[cfg(feature = "dump-boot-input")]
+    {
+        let image_end = virt_to_pfn(&raw const __pvops_image_end as usize + PAGE_SIZE as usize - 1);
+        // SAFETY: Xen mapped start_info (one page) at `si`.
+        let bytes = unsafe { core::slice::from_raw_parts(si as *const u8, abi::StartInfo::SIZE) };
+        for (i, chunk) in bytes.chunks(64).enumerate() {
+            let _ = write!(
+                Console,
+                "PVOPS-BOOTINPUT: start_info si_va={:#x} esp={esp:#x} image_end={:#x} off={:#x} hex=",
+                si as usize,
+                image_end.0,
+                i * 64
+            );
+            for b in chunk {
+                let _ = write!(Console, "{b:02x}");
+            }
+            let _ = writeln!(Console);
+        }
+    }
     if mm_ret != 0 {
         fatal(format_args!(
             "xen {}: memory_op(XENMEM_machphys_mapping)",

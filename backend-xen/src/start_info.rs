@@ -21,7 +21,7 @@ pub enum StartInfoError {
         /// Its value.
         va: u32,
     },
-    /// nr_pt_frames is 0 or runs past nr_pages.
+    /// nr_pt_frames is 0, or the tables leave no page before nr_pages (for the boot stack).
     BadPtFrames(u32),
     /// A field that must be aligned is not (pt_base: a page; mfn_list: 4 bytes).
     Misaligned {
@@ -154,10 +154,12 @@ pub fn validate<'a>(
         });
     }
     let pt_base = pfn_of("pt_base", si.pt_base, nr)?;
+    // Both builders (libxenguest's and Xen's own dom0 builder) put the boot stack page right
+    // after the bootstrap tables, so the tables end below nr_pages.
     let pt_end = pt_base
         .0
         .checked_add(si.nr_pt_frames)
-        .filter(|e| si.nr_pt_frames > 0 && *e <= nr);
+        .filter(|e| si.nr_pt_frames > 0 && *e < nr);
     let pt_end = pt_end.ok_or(StartInfoError::BadPtFrames(si.nr_pt_frames))?;
     let start_info = pfn_of("start_info", si_va, nr)?;
     if si.mfn_list % 4 != 0 {
@@ -284,6 +286,35 @@ mod tests {
         s
     }
 
+    /// `from_bytes` against the offsets of `struct start_info` in xen/include/public/xen.h
+    /// (x86_32): nr_pages at 32, pt_base at 60, mfn_list at 68, cmd_line at 80, nr_p2m_frames
+    /// at 1108.
+    #[test]
+    fn start_info_from_bytes() {
+        let mut b = [0u8; 1112];
+        b[..15].copy_from_slice(b"xen-3.0-x86_32p");
+        b[32..36].copy_from_slice(&0x2000u32.to_le_bytes());
+        b[60..64].copy_from_slice(&0xC001_2000u32.to_le_bytes());
+        b[64..68].copy_from_slice(&4u32.to_le_bytes());
+        b[68..72].copy_from_slice(&0xC000_9000u32.to_le_bytes());
+        b[80..85].copy_from_slice(b"hello");
+        b[1108..1112].copy_from_slice(&7u32.to_le_bytes());
+        assert!(StartInfo::from_bytes(&b[..1111]).is_none());
+        let s = StartInfo::from_bytes(&b).unwrap();
+        assert_eq!(
+            (
+                s.nr_pages,
+                s.pt_base,
+                s.nr_pt_frames,
+                s.mfn_list,
+                s.nr_p2m_frames
+            ),
+            (0x2000, 0xC001_2000, 4, 0xC000_9000, 7)
+        );
+        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap();
+        assert_eq!(f.cmdline, "hello");
+    }
+
     #[test]
     fn good_start_info() {
         let s = si();
@@ -298,6 +329,42 @@ mod tests {
         );
         assert_eq!(f.first_free, PhysFrame(0x17));
         assert_eq!(f.cmdline, "hello");
+    }
+
+    /// Found by `cargo xtask fuzz` (start_info): tables ending exactly at nr_pages were
+    /// accepted, and first_free (one past the tables) then lay outside the domain.
+    #[test]
+    fn tables_ending_at_nr_pages_are_refused() {
+        let mut s = si();
+        s.nr_pages = 0x16;
+        s.mfn_list = 0xC000_0000;
+        assert_eq!(
+            validate(&s, 0xC001_1000, 0xC001_1800, PhysFrame(8), &none).unwrap_err(),
+            StartInfoError::BadPtFrames(4)
+        );
+        s.nr_pages = 0x17;
+        let f = validate(&s, 0xC001_1000, 0xC001_1800, PhysFrame(8), &none).unwrap();
+        assert_eq!(f.first_free, PhysFrame(0x17));
+    }
+
+    /// Found by `cargo xtask fuzz` (start_info; also fixed on its own by the start_info
+    /// validation of issue 17): only the p2m list's first entry was checked, so a list
+    /// running past the domain's last page was accepted and then read by the boot.
+    #[test]
+    fn p2m_list_running_past_the_domain_is_refused() {
+        let mut s = si();
+        // 0x2000 entries = 8 pages; at pfn 0x1ff9 the last one would be pfn 0x2000.
+        s.mfn_list = 0xC1FF_9000;
+        assert_eq!(
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap_err(),
+            StartInfoError::P2mPastEnd {
+                mfn_list: 0xC1FF_9000,
+                nr_pages: 0x2000
+            }
+        );
+        s.mfn_list = 0xC1FF_8000;
+        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap();
+        assert_eq!(f.first_free, PhysFrame(0x2000));
     }
 
     #[test]

@@ -243,6 +243,24 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
             core::slice::from_raw_parts((PAGE_OFFSET as u64 + addr) as usize as *const u8, len)
         })
     };
+    // `dump-boot-input` (off by default): every range the parser reads, as hex, for
+    // `cargo xtask fuzz --capture` (seeds made of what this Xen really handed over).
+    #[cfg(feature = "dump-boot-input")]
+    let read = |addr: u64, len: usize| {
+        let bytes = read(addr, len);
+        for (i, chunk) in bytes.unwrap_or_default().chunks(64).enumerate() {
+            let at = addr as usize + i * 64;
+            let _ = write!(
+                Console,
+                "PVOPS-BOOTINPUT: hvm_start_info start_info={start_info_pa:#x} addr={at:#x} hex="
+            );
+            for byte in chunk {
+                let _ = write!(Console, "{byte:02x}");
+            }
+            let _ = writeln!(Console);
+        }
+        bytes
+    };
     let si: PvhStartInfo<'static> = match start_info::parse(start_info_pa as u64, &read) {
         Ok(s) => s,
         Err(e) => fatal(format_args!("{e}")),

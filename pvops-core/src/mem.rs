@@ -248,7 +248,8 @@ impl MemoryMap {
     }
 
     /// Whole RAM frames (usable or boot data), clipped to `[0, limit)`, with adjacent regions
-    /// joined: what the direct map covers. A frame only partly boot data is mapped.
+    /// joined: what the direct map covers. A frame only partly boot data is mapped. Memory
+    /// beyond what a [`PhysFrame`] can number (frame 2^32 - 1 and up) is left out.
     pub fn ram_frames_below(&self, limit: u64) -> impl Iterator<Item = FrameRange> + '_ {
         let regions = self.regions();
         let mut i = 0;
@@ -266,7 +267,8 @@ impl MemoryMap {
             Some((start, end))
         })
         .filter_map(move |(start, end)| {
-            let (s, e) = (start.div_ceil(PAGE_SIZE), end.min(limit) / PAGE_SIZE);
+            let s = start.div_ceil(PAGE_SIZE);
+            let e = (end.min(limit) / PAGE_SIZE).min(u32::MAX as u64);
             (s < e).then_some(FrameRange {
                 start: PhysFrame(s as u32),
                 end: PhysFrame(e as u32),
@@ -275,11 +277,12 @@ impl MemoryMap {
     }
 
     /// Whole usable frames, clipped to `[0, limit)`, region by region: what the allocator may
-    /// hand out.
+    /// hand out. Memory beyond what a [`PhysFrame`] can number (frame 2^32 - 1 and up,
+    /// 16 TiB) is left out.
     pub fn usable_frames_below(&self, limit: u64) -> impl Iterator<Item = FrameRange> + '_ {
         self.usable().filter_map(move |r| {
             let start = r.start.0.div_ceil(PAGE_SIZE);
-            let end = r.end().min(limit) / PAGE_SIZE;
+            let end = (r.end().min(limit) / PAGE_SIZE).min(u32::MAX as u64);
             (start < end).then_some(FrameRange {
                 start: PhysFrame(start as u32),
                 end: PhysFrame(end as u32),
@@ -859,6 +862,40 @@ mod tests {
         assert_eq!(a.alloc(), Ok(PhysFrame(0x5)));
         a.free(PhysFrame(0x201)).unwrap();
         assert!(!a.is_table(PhysFrame(0x201)));
+    }
+
+    /// Found by `cargo xtask fuzz` (memory_map): a usable region above 16 TiB had its frame
+    /// numbers truncated to 32 bits, so the allocator handed out frames 0.. of low memory.
+    #[test]
+    fn frames_beyond_u32_are_left_out() {
+        let mut m = MemoryMap::new();
+        m.add(PhysAddr(1 << 44), 0x4000, RegionKind::Usable)
+            .unwrap();
+        m.add(PhysAddr((1 << 44) - 0x2000), 0x2000, RegionKind::Usable)
+            .unwrap();
+        assert_eq!(
+            m.usable_frames_below(u64::MAX)
+                .collect::<std::vec::Vec<_>>(),
+            [FrameRange {
+                start: PhysFrame(u32::MAX - 1),
+                end: PhysFrame(u32::MAX)
+            }]
+        );
+        assert_eq!(
+            m.ram_frames_below(u64::MAX).collect::<std::vec::Vec<_>>(),
+            [FrameRange {
+                start: PhysFrame(u32::MAX - 1),
+                end: PhysFrame(u32::MAX)
+            }]
+        );
+        let mut a = FrameAllocator::new(&m, PhysFrame(0), PhysFrame(u32::MAX), FrameRange::EMPTY);
+        assert_eq!(a.alloc(), Ok(PhysFrame(u32::MAX - 1)));
+        assert_eq!(
+            a.alloc(),
+            Err(AllocError::Exhausted {
+                limit: PhysFrame(u32::MAX)
+            })
+        );
     }
 
     #[test]

@@ -9,6 +9,11 @@ pub const TARGET_JSON: &str = "pvops-build/i686-pvops.json";
 /// Builds the release kernel in `dir` (a crate with the pvops target config) and copies the
 /// ELF to `target/<name>.elf`; returns that path.
 pub fn build(dir: &str, bin: &str) -> Res<PathBuf> {
+    build_with(dir, bin, &[], bin)
+}
+
+/// [`build`] with cargo `features` switched on, copied to `target/<out>.elf`.
+pub fn build_with(dir: &str, bin: &str, features: &[&str], out: &str) -> Res<PathBuf> {
     let root = root();
     let crate_dir = root.join(dir);
     let target_json = root.join(TARGET_JSON);
@@ -26,9 +31,10 @@ pub fn build(dir: &str, bin: &str) -> Res<PathBuf> {
         .arg(&target_json)
         .arg("--target-dir")
         .arg(&target_dir)
+        .args(features.iter().flat_map(|f| ["--features", f]))
         .current_dir(&crate_dir))?;
     let built = target_dir.join("i686-pvops/release").join(bin);
-    let out = root.join("target").join(format!("{bin}.elf"));
+    let out = root.join("target").join(format!("{out}.elf"));
     std::fs::copy(&built, &out)
         .map_err(|e| format!("copy {} -> {}: {e}", built.display(), out.display()))?;
     Ok(out)

@@ -4,6 +4,7 @@
 //! error (build, timeout, tool failure), with a message saying which.
 
 mod bench;
+mod fuzz;
 mod miri;
 mod quickstart;
 
@@ -24,6 +25,7 @@ Commands:
   test     fmt, clippy, rustdoc, host tests, Miri, and real boots on QEMU and Xen.
   bench    Benches, the codegen check and real boots; writes target/pvops-bench.json.
   miri     The raw-memory unit tests under Miri (installs the nightly miri component).
+  fuzz     libFuzzer on the parsers of boot input (multiboot, start_info, hvm_start_info, ...).
 
 Everything a command needs is installed on first use: the nightly rust-src component
 (the kernel is built with -Zbuild-std), Debian packages (qemu-system-x86, the Xen build
@@ -96,6 +98,26 @@ both backends and calibration loops. Prints one table and writes target/pvops-be
 (numbers; see the README's Performance section).
 Installs what it needs (as `demo`). Takes ~4 minutes (plus the first Xen build).";
 
+const HELP_FUZZ: &str = "\
+cargo xtask fuzz [--seconds N] [--capture]
+
+Fuzzes every parser of loader-provided boot input with libFuzzer (cargo-fuzz), each target
+for N seconds (default 60; N is per target, not in total): multiboot (info, memory map,
+command line, then the frame allocator on the result), start_info (validation, and that what
+it accepts lies inside the domain), hvm_start_info (PVH: info, memory map, command line,
+modules; no boot structure left usable), memory_map (the map, its boot-data reservations and
+the allocator), cmdline (the pvops.* options). Starts from the checked-in seeds in
+fuzz/seeds/<target>/ and keeps what it finds in target/fuzz/corpus/<target>/; a crashing
+input goes to target/fuzz/artifacts/<target>/.
+Prints per target `fuzz <target>: <runs> runs in <s> s, corpus <n> inputs (<m> seeds),
+crashes <0|1>` and `fuzz: <targets> targets, <runs> runs, <crashes> crashes`.
+--capture  first rebuilds guest-demo with the dump-boot-input feature, boots it on QEMU,
+           as Xen dom0, as a Xen PV domU and as a Xen PVH domU, and rewrites fuzz/seeds/
+           from what each loader handed over (PVOPS-BOOTINPUT lines).
+Installs: g++ (apt-get, for libFuzzer) and cargo-fuzz (cargo install, ~1.5 minutes) if
+missing; first build of the targets ~1.5 minutes, then seconds.
+Exit status: 0 no crash, 1 a target crashed, 2 harness error.";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() > 1 && args[1..].iter().any(|a| a == "--help" || a == "-h") {
@@ -108,6 +130,7 @@ fn main() -> ExitCode {
             }
             "test" => HELP_TEST,
             "bench" => HELP_BENCH,
+            "fuzz" => HELP_FUZZ,
             _ => USAGE,
         };
         println!("{help}");
@@ -122,6 +145,7 @@ fn main() -> ExitCode {
         Some("test") => cmd_test(),
         Some("bench") => bench::bench().map(|_| Verdict::Pass),
         Some("miri") => miri::miri().map(|_| Verdict::Pass),
+        Some("fuzz") => fuzz::cmd_fuzz(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -686,6 +710,9 @@ fn expect_pass(b: &Boot, tag: &str, mode: Mode) -> Result<String, String> {
     }
 }
 
+/// Seconds per fuzz target in `cargo xtask test`.
+const FUZZ_SECONDS_IN_TEST: u64 = 5;
+
 /// What examples/minimal-kernel (built without the bug re-creation features) answers to a
 /// 2008 switch: it refuses it before the boot path.
 const NOT_BUILT_IN: [&str; 2] = ["stage=banner", "built without"];
@@ -919,6 +946,10 @@ fn cmd_test() -> Res<Verdict> {
         )
     })?;
     miri::miri()?;
+    let fuzzed = fuzz::fuzz(FUZZ_SECONDS_IN_TEST)?;
+    if let Some(c) = fuzzed.iter().find_map(|r| r.crash.as_ref()) {
+        return Err(HarnessError(format!("fuzz: {c}")));
+    }
     let elf = step("build guest-demo", || {
         kernel::build("guest-demo", "guest-demo")
     })?;
