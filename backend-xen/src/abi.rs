@@ -29,6 +29,8 @@ pub mod nr {
     pub const PHYSDEV_OP: usize = 33;
     /// `__HYPERVISOR_hvm_op` (HVM and PVH guests).
     pub const HVM_OP: usize = 34;
+    /// vcpu_op
+    pub const VCPU_OP: usize = 24;
 }
 
 /// `mmu_update` sub-command in the low bits of `ptr`: a checked page-table write.
@@ -84,6 +86,73 @@ pub const START_INFO_MAGIC: &[u8] = b"xen-3.0-x86_32p";
 pub const VIRT_BASE: u32 = 0xC000_0000;
 /// The hole a 32-bit domU sees (`__HYPERVISOR_VIRT_START_PAE`); a lower limit on 64-bit Xen.
 pub const HYPERVISOR_VIRT_START_PAE: u32 = 0xF580_0000;
+
+/// `vcpu.h` `VCPUOP_register_runstate_memory_area`: Xen keeps a copy of this vCPU's
+/// [`VcpuRunstateInfo`] at a guest virtual address, updated whenever the vCPU is scheduled.
+pub const VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA: u32 = 5;
+/// `vcpu.h` `VCPUOP_get_runstate_info`: a copy of the vCPU's runstate as of now (the
+/// current state's time counted up to the call).
+pub const VCPUOP_GET_RUNSTATE_INFO: u32 = 4;
+/// `vcpu.h` `RUNSTATE_running`: the vCPU is running on a physical CPU.
+pub const RUNSTATE_RUNNING: usize = 0;
+/// `vcpu.h` `RUNSTATE_runnable`: runnable but another vCPU (dom0's, say) has the CPU.
+pub const RUNSTATE_RUNNABLE: usize = 1;
+/// `vcpu.h` `RUNSTATE_blocked`: waiting for an event.
+pub const RUNSTATE_BLOCKED: usize = 2;
+/// `vcpu.h` `RUNSTATE_offline`: not runnable (paused, down).
+pub const RUNSTATE_OFFLINE: usize = 3;
+
+/// `struct vcpu_runstate_info` as a 32-bit guest sees it (Xen's compat layout: `uint64_t`
+/// is 4-aligned on x86_32), 44 bytes.
+#[repr(C, packed(4))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VcpuRunstateInfo {
+    /// The vCPU's current state (`RUNSTATE_*`).
+    pub state: i32,
+    /// Xen system time (ns) when it entered that state.
+    pub state_entry_time: u64,
+    /// Nanoseconds spent in each `RUNSTATE_*` so far.
+    pub time: [u64; 4],
+}
+const_assert_eq!(size_of::<VcpuRunstateInfo>(), 44);
+
+impl VcpuRunstateInfo {
+    /// Nanoseconds spent not running (runnable + blocked + offline) up to `state_entry_time`.
+    /// Read while the vCPU runs, that is all of it: the running state's current stretch
+    /// counts as running.
+    pub fn not_running_ns(&self) -> u64 {
+        let t = self.time;
+        t[RUNSTATE_RUNNABLE]
+            .wrapping_add(t[RUNSTATE_BLOCKED])
+            .wrapping_add(t[RUNSTATE_OFFLINE])
+    }
+    /// Nanoseconds in all states: Xen system time since the vCPU's first state entry.
+    pub fn total_ns(&self) -> u64 {
+        let t = self.time;
+        t.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+    }
+    /// True while Xen is in the middle of writing the area (`XEN_RUNSTATE_UPDATE` in
+    /// `state_entry_time`; only with `VMASST_TYPE_runstate_update_flag`, which pvops does
+    /// not enable, but harmless to honour).
+    pub fn updating(&self) -> bool {
+        self.state_entry_time & XEN_RUNSTATE_UPDATE != 0
+    }
+}
+
+/// `vcpu.h` `XEN_RUNSTATE_UPDATE`: set in `state_entry_time` while Xen updates the area.
+pub const XEN_RUNSTATE_UPDATE: u64 = 1 << 63;
+const_assert_eq!(offset_of!(VcpuRunstateInfo, state_entry_time), 4);
+const_assert_eq!(offset_of!(VcpuRunstateInfo, time), 12);
+
+/// `struct vcpu_register_runstate_memory_area`: a union of the guest handle and a
+/// `uint64_t`; Xen's compat layer refuses an address whose upper 32 bits are not zero.
+#[repr(C, packed(4))]
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuRegisterRunstateMemoryArea {
+    /// Guest virtual address of the [`VcpuRunstateInfo`], zero-extended.
+    pub addr: u64,
+}
+const_assert_eq!(size_of::<VcpuRegisterRunstateMemoryArea>(), 8);
 
 /// `struct start_info` (x86_32), 1112 bytes.
 #[repr(C)]

@@ -157,3 +157,44 @@ pub fn set_trap_table(table: &[abi::TrapInfo]) -> i32 {
     // SAFETY: Xen reads the table up to its zero-address terminator, which the caller provides.
     unsafe { hypercall3(nr::SET_TRAP_TABLE, table.as_ptr() as u32, 0, 0) }
 }
+
+/// `vcpu_op(VCPUOP_register_runstate_memory_area, vcpu, {area})`: from now on Xen writes
+/// vCPU `vcpu`'s runstate to `area` whenever it schedules it (and once right away).
+///
+/// # Safety
+/// `area` must stay mapped at the same virtual address, writable and used for nothing else,
+/// for the rest of the domain's life: Xen writes it behind the compiler's back.
+pub unsafe fn register_runstate_area(vcpu: u32, area: *mut abi::VcpuRunstateInfo) -> i32 {
+    let mut arg = abi::VcpuRegisterRunstateMemoryArea {
+        addr: area as u32 as u64,
+    };
+    // SAFETY: `arg` is a live struct vcpu_register_runstate_memory_area; the caller vouches
+    // for the area it names.
+    unsafe {
+        hypercall3(
+            nr::VCPU_OP,
+            abi::VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA,
+            vcpu,
+            &mut arg as *mut abi::VcpuRegisterRunstateMemoryArea as u32,
+        )
+    }
+}
+
+/// `vcpu_op(VCPUOP_get_runstate_info, vcpu, &info)`: vCPU `vcpu`'s runstate as of now.
+pub fn runstate_info(vcpu: u32) -> Result<abi::VcpuRunstateInfo, i32> {
+    let mut info = abi::VcpuRunstateInfo::default();
+    // SAFETY: `info` is a live 44-byte struct vcpu_runstate_info that Xen fills in.
+    let ret = unsafe {
+        hypercall3(
+            nr::VCPU_OP,
+            abi::VCPUOP_GET_RUNSTATE_INFO,
+            vcpu,
+            &mut info as *mut abi::VcpuRunstateInfo as u32,
+        )
+    };
+    if ret < 0 {
+        Err(ret)
+    } else {
+        Ok(info)
+    }
+}

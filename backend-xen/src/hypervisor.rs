@@ -74,6 +74,11 @@ pub trait Hypervisor {
     unsafe fn write_virt(&mut self, va: VirtAddr, data: &[u8]) -> Result<(), PageFault>;
     /// A cycle counter (a domU's TSC is emulated by Xen: compare within one backend only).
     fn cycles(&self) -> u64;
+    /// Nanoseconds this vCPU has spent not running so far (Xen's runstate: runnable,
+    /// blocked, offline), or `None` without a registered runstate area (the model).
+    fn not_running_ns(&self) -> Option<u64> {
+        None
+    }
     /// Prints a backend log line (console on the real guest, a buffer in the model).
     fn log(&mut self, args: fmt::Arguments<'_>);
 }

@@ -720,6 +720,9 @@ impl<H: Hypervisor> Platform for XenMmu<H> {
     fn cycles(&self) -> u64 {
         self.hv.cycles()
     }
+    fn not_running_ns(&self) -> Option<u64> {
+        self.hv.not_running_ns()
+    }
 }
 
 #[cfg(test)]

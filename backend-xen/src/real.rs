@@ -1,10 +1,13 @@
 //! The real hypercall layer: [`Hypervisor`] over the raw hypercalls (`crate::hypercall`),
 //! the p2m list from start_info, and Xen's read-only M2P table.
 
+use crate::abi::VcpuRunstateInfo;
 use crate::abi::{nr, MachphysMapping, MmuUpdate, MmuextOp, MulticallEntry, DOMID_SELF, VIRT_BASE};
 use crate::hypercall::{hypercall3, hypercall4};
 use crate::hypervisor::Hypervisor;
+use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
+use core::sync::atomic::{compiler_fence, Ordering};
 use pvops_core::addr::{MachineFrame, PhysFrame, VirtAddr};
 use pvops_core::ops::PageFault;
 
@@ -101,7 +104,19 @@ pub struct RealXen {
     nr_pages: u32,
     m2p: *const u32,
     m2p_entries: u32,
+    /// True once Xen accepted [`RUNSTATE`] as vCPU 0's runstate area.
+    runstate: bool,
 }
+
+/// vCPU 0's runstate area: Xen writes it whenever it schedules the vCPU; the guest only reads.
+struct RunstateArea(UnsafeCell<VcpuRunstateInfo>);
+// SAFETY: one vCPU; the guest only reads it (volatile), Xen writes it.
+unsafe impl Sync for RunstateArea {}
+static RUNSTATE: RunstateArea = RunstateArea(UnsafeCell::new(VcpuRunstateInfo {
+    state: 0,
+    state_entry_time: 0,
+    time: [0; 4],
+}));
 
 impl RealXen {
     /// Uses the p2m list at virtual `mfn_list` (nr_pages entries) and Xen's M2P at
@@ -110,12 +125,33 @@ impl RealXen {
     /// # Safety
     /// `mfn_list` must be start_info's p2m list, mapped for the guest's whole life.
     pub unsafe fn new(mfn_list: u32, nr_pages: u32, machphys: &MachphysMapping) -> RealXen {
+        // SAFETY: RUNSTATE is a static of the kernel image, which stays mapped at the same
+        // virtual address for the domain's life, and nothing but Xen writes it.
+        let runstate = unsafe { crate::hypercall::register_runstate_area(0, RUNSTATE.0.get()) };
+        if runstate < 0 {
+            let _ = writeln!(
+                crate::console::Console,
+                "xen: VCPUOP_register_runstate_memory_area failed ({runstate}): no notrun figures"
+            );
+        }
         RealXen {
             p2m: mfn_list as *const u32,
             nr_pages,
             m2p: machphys.v_start as *const u32,
             m2p_entries: machphys.max_mfn.saturating_add(1),
+            runstate: runstate == 0,
         }
+    }
+}
+
+impl RealXen {
+    /// Xen's system time (ns, from vCPU 0's creation) as of this call, from
+    /// `VCPUOP_get_runstate_info`: a clock independent of the TSC Xen gives the domU, to
+    /// calibrate it against. `None` if Xen refused.
+    pub fn clock_ns(&self) -> Option<u64> {
+        crate::hypercall::runstate_info(0)
+            .ok()
+            .map(|i| i.total_ns())
     }
 }
 
@@ -245,6 +281,23 @@ impl Hypervisor for RealXen {
     fn cycles(&self) -> u64 {
         // SAFETY: rdtsc (emulated by Xen for a domU) has no side effects.
         unsafe { core::arch::x86::_rdtsc() }
+    }
+    fn not_running_ns(&self) -> Option<u64> {
+        if !self.runstate {
+            return None;
+        }
+        // Xen rewrites the area when it schedules this vCPU back in, which can happen
+        // between two loads: take a copy whose entry time did not change while it was read.
+        loop {
+            // SAFETY: RUNSTATE is a live, 4-aligned static; volatile because Xen writes it.
+            let a = unsafe { core::ptr::read_volatile(RUNSTATE.0.get()) };
+            compiler_fence(Ordering::SeqCst);
+            // SAFETY: as above.
+            let b = unsafe { core::ptr::read_volatile(RUNSTATE.0.get()) };
+            if { a.state_entry_time } == { b.state_entry_time } && !b.updating() {
+                return Some(b.not_running_ns());
+            }
+        }
     }
     fn log(&mut self, args: fmt::Arguments<'_>) {
         let _ = writeln!(crate::console::Console, "{args}");

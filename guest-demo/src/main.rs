@@ -9,6 +9,7 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod calibrate;
 mod probes;
 mod selftest;
 
@@ -51,6 +52,11 @@ trait DemoBackend: Platform {
     /// `pvops.batch` as set (0: the backend's default or no batching at all).
     fn batch_option(&self) -> u32 {
         0
+    }
+    /// A clock in nanoseconds that does not depend on [`Platform::cycles`] (Xen's system
+    /// time), to measure the cycle counter's rate; `None` where there is none.
+    fn clock_ns(&self) -> Option<u64> {
+        None
     }
     /// Runs the backend's own cases after the generic ones, reporting each; stops at the
     /// first failure. None on bare metal, where every refusal is pvops's own.
@@ -96,6 +102,9 @@ impl DemoBackend for XenMmu<RealXen> {
     }
     fn batch_option(&self) -> u32 {
         self.options().batch
+    }
+    fn clock_ns(&self) -> Option<u64> {
+        self.hypervisor().clock_ns()
     }
     /// Xen's refusals ([`conformance::cases`]), in the mode start_info's flags give.
     fn backend_cases(
@@ -152,6 +161,7 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
             return Outcome::Fail;
         }
     };
+    let clock_start = (platform.cycles(), platform.clock_ns());
     let Some(state) = take_boot_state() else {
         let _ = writeln!(
             console,
@@ -203,6 +213,11 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         r.direct_map_tables,
         r.reused.len()
     );
+    let mut cal = calibrate::run(platform);
+    if let (Some(ns0), Some(ns1)) = (clock_start.1, platform.clock_ns()) {
+        let cycles = platform.cycles().wrapping_sub(clock_start.0);
+        cal.cycles_per_us = (cycles * 1000).checked_div(ns1.saturating_sub(ns0));
+    }
     let _ = print_stats(
         console,
         name,
@@ -210,6 +225,7 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         platform.batch_option(),
         &r,
         &ex,
+        &cal,
     );
     Outcome::Pass
 }
@@ -323,7 +339,7 @@ fn misuse_stage<P: DemoBackend>(
 }
 
 /// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's and the
-/// platform's names), over the boot path's stages and the exercise.
+/// platform's names), over the boot path's stages, the exercise and the calibration loops.
 fn print_stats<C: Counters>(
     out: &mut dyn Write,
     backend: &str,
@@ -331,6 +347,7 @@ fn print_stats<C: Counters>(
     batch: u32,
     r: &BootReport<C>,
     exercise: &StageFigures<C>,
+    cal: &calibrate::Calibration,
 ) -> core::fmt::Result {
     let stages = BOOT_STAGES
         .iter()
@@ -347,11 +364,34 @@ fn print_stats<C: Counters>(
         r.lowmem_mapped >> 20
     )?;
     for (name, f) in stages {
-        // `<stage>_cycles`, then the backend's own counts of the stage.
+        // `<stage>_cycles`, then the backend's own counts of the stage, then the time the
+        // CPU did not run the kernel.
         write!(out, ",\"{name}_cycles\":{}", f.cycles)?;
         f.counters.write_json(name, out)?;
+        write!(out, ",\"{name}_notrun_ns\":{}", f.notrun_ns)?;
     }
-    writeln!(out, "}}")
+    writeln!(
+        out,
+        ",\"calibrate_alu_cycles\":{},\"calibrate_alu_iterations\":{},\"calibrate_store_cycles\":{},\"calibrate_stores\":{},\"calibrate_notrun_ns\":{}{}}}",
+        cal.alu_cycles,
+        calibrate::ALU_ITERATIONS,
+        cal.store_cycles,
+        calibrate::STORES,
+        cal.notrun_ns,
+        CyclesPerUs(cal.cycles_per_us)
+    )
+}
+
+/// `,"cycles_per_us":<n>` when the backend has a clock to measure the cycle counter against.
+struct CyclesPerUs(Option<u64>);
+
+impl core::fmt::Display for CyclesPerUs {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, ",\"cycles_per_us\":{n}"),
+            None => Ok(()),
+        }
+    }
 }
 
 #[panic_handler]

@@ -235,6 +235,13 @@ pub trait Platform: MmuOps {
     unsafe fn write_virt(&mut self, va: VirtAddr, data: &[u8]) -> Result<(), PageFault>;
     /// A monotonic cycle counter (rdtsc on hardware).
     fn cycles(&self) -> u64;
+    /// Nanoseconds this CPU has so far spent NOT running the kernel (a hypervisor ran
+    /// something else: Xen's runstate `runnable + blocked + offline`), or `None` where the
+    /// platform cannot tell (bare metal: the kernel owns the CPU). Stage figures report the
+    /// difference across a stage, so cycles lost to others can be told from the kernel's.
+    fn not_running_ns(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Reads `buf.len()` bytes at `va` of the live address space with volatile byte loads: the

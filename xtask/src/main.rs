@@ -90,11 +90,14 @@ Exit status: 0 all passed, 2 otherwise.";
 const HELP_BENCH: &str = "\
 cargo xtask bench
 
-Runs the criterion benches (native set_pte through the framework vs raw PAE stores on
-host memory; Xen direct maps of 1024/65536/262144 PTEs on the model, batched, in batches
-of 32 and one update per hypercall), the codegen check, the model's hypercall counts,
-and real boots (native; Xen domU at 512 MiB batched and with pvops.batch=1 in one dom0
-boot). Prints one table and writes target/pvops-bench.json (numbers; see the README).
+Runs the codegen check (native set_pte is the raw PAE store), the criterion bench of Xen
+direct maps of 1024/65536/131072 PTEs at the kernel's direct-map address on the model
+(batched, in batches of 32 and one update per hypercall) and the model's hypercall counts,
+and real boots (native at 512 MiB; Xen domUs at 512 MiB batched and with pvops.batch=1 in
+one dom0 boot): the direct map's cycles (build_direct_map + write_cr3 +
+pagetable_setup_done, the vCPU's not-running time taken out), the store phase per PTE on
+both backends and calibration loops. Prints one table and writes target/pvops-bench.json
+(numbers; see the README's Performance section).
 Installs what it needs (as `demo`). Takes ~4 minutes (plus the first Xen build).";
 
 const HELP_FUZZ: &str = "\

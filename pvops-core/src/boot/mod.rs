@@ -36,6 +36,10 @@ pub struct StageFigures<C> {
     pub cycles: u64,
     /// What the backend issued (its own [`Counters`]: hypercalls under Xen, none on bare metal).
     pub counters: C,
+    /// Nanoseconds of the stage during which the CPU did not run the kernel (the
+    /// hypervisor's runstate; 0 where the platform cannot tell, see
+    /// [`Platform::not_running_ns`]). Included in `cycles`.
+    pub notrun_ns: u64,
 }
 
 impl<C: Counters> fmt::Display for StageFigures<C> {
@@ -58,23 +62,31 @@ pub fn measure<P: Platform, T>(
     (out, start.figures(p))
 }
 
-/// Cycles and counters when a stage started.
+/// Cycles, counters and not-running time when a stage started.
 struct Stopwatch<C> {
     cycles: u64,
     counters: C,
+    notrun_ns: Option<u64>,
 }
 
 impl<C: Counters> Stopwatch<C> {
     fn start<P: Platform<Counters = C>>(p: &P) -> Self {
         Stopwatch {
             counters: p.counters(),
+            notrun_ns: p.not_running_ns(),
             cycles: p.cycles(),
         }
     }
     fn figures<P: Platform<Counters = C>>(&self, p: &P) -> StageFigures<C> {
+        let cycles = p.cycles().wrapping_sub(self.cycles);
+        let notrun_ns = match (self.notrun_ns, p.not_running_ns()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        };
         StageFigures {
-            cycles: p.cycles().wrapping_sub(self.cycles),
+            cycles,
             counters: p.counters().since(&self.counters),
+            notrun_ns,
         }
     }
 }
