@@ -1233,7 +1233,11 @@ fn a_read_only_l2_entry_naming_a_validated_l2_is_a_linear_page_table() {
     assert_eq!(env.mmu1(fm.start().0 + 5 * 8, gm.start().0 | P | A), 0);
     assert_eq!(env.ext1(PIN2, fm.0), 0, "the linear entry is accepted");
     assert_eq!(
-        (env.hv.state(g).count, env.hv.state(g).linear, env.hv.state(f).linear),
+        (
+            env.hv.state(g).count,
+            env.hv.state(g).linear,
+            env.hv.state(f).linear
+        ),
         (2, -1, 1),
         "g: its pin and the linear entry; f holds one linear entry"
     );
@@ -1243,7 +1247,11 @@ fn a_read_only_l2_entry_naming_a_validated_l2_is_a_linear_page_table() {
         -Errno::EINVAL.0
     );
     assert_eq!(env.mmu1(fm.start().0 + 7 * 8, fm.start().0 | P), 0);
-    assert_eq!(env.hv.state(f).count, 1, "the self entry holds no reference");
+    assert_eq!(
+        env.hv.state(f).count,
+        1,
+        "the self entry holds no reference"
+    );
     // A table holding linear entries cannot be a linear target itself.
     let h = env.fresh_ro().unwrap();
     let hm = env.mfn(h).unwrap();
@@ -1360,7 +1368,11 @@ fn preserve_ad_into_a_frame_that_is_no_table_is_a_plain_write() {
     env.poke(f, 3, A | pte::D).unwrap();
     let ma = env.mfn(f).unwrap().start().0 + 3 * 8;
     assert_eq!(env.mmu1(ma | MMU_PT_UPDATE_PRESERVE_AD, 0), 0);
-    assert_eq!(env.entry(f, 3).unwrap(), 0, "A/D not kept outside a page table");
+    assert_eq!(
+        env.entry(f, 3).unwrap(),
+        0,
+        "A/D not kept outside a page table"
+    );
     env.give_back(f).unwrap();
     booted_clean(&mut run, "preserve_ad");
 }

@@ -139,7 +139,7 @@ impl XenModel {
             }
         }
         let mut taken = Vec::new();
-        let mut adjusted = [false; 4];
+        let mut adjusted = 0u8;
         let mut rc = Ok(());
         for i in 0..4 {
             let e = self.pte(mfn, i);
@@ -170,7 +170,7 @@ impl XenModel {
                 // at slot i > 0, takes it over as slot i's partial reference, and the
                 // teardown (demote_l3_table) then unadjusts slot i as well.
                 if i > 0 && self.l2_failed_at.is_some_and(|j| j > 0) {
-                    adjusted[i] = true;
+                    adjusted |= 1 << i;
                 }
                 rc = Err(x);
                 break;
@@ -186,7 +186,7 @@ impl XenModel {
             taken.push(t);
             // adjust_guest_l3e (compat): RW|US added.
             self.xen_write(mfn, i, e | RW | US);
-            adjusted[i] = true;
+            adjusted |= 1 << i;
         }
         if rc.is_err() {
             for t in taken {
@@ -194,7 +194,7 @@ impl XenModel {
             }
             // promote_l3_table on a failure: `unadjust_guest_l3e` of every entry it had
             // adjusted, which takes RW, US and A away (whatever the guest had written).
-            for (i, _) in adjusted.iter().enumerate().filter(|(_, a)| **a) {
+            for i in (0..4).filter(|i| adjusted & 1 << i != 0) {
                 let e = self.pte(mfn, i);
                 self.xen_write(mfn, i, e & !(RW | US | A));
             }
