@@ -219,7 +219,7 @@ impl<'a> PvhStartInfo<'a> {
             return Ok(());
         }
         self.memory
-            .reserve(PhysAddr(start), len)
+            .reserve(PhysAddr::new(start), len)
             .map_err(|error| PvhError::Reserve { what, error })?;
         // The list has room for every structure parse() reserves (MAX_RESERVATIONS).
         if let Some(slot) = self.reservations.get_mut(self.nr_reservations) {
@@ -324,7 +324,7 @@ pub fn parse<'a>(
             RegionKind::Reserved
         };
         memory
-            .add(PhysAddr(start), size, kind)
+            .add(PhysAddr::new(start), size, kind)
             .map_err(|error| PvhError::MemmapEntry {
                 index: i as u32,
                 error,
@@ -513,11 +513,15 @@ mod tests {
             0x400_0000 - (56 + 120 + 14 + 32 + 0x1800 + 3)
         );
         // The allocator never hands out a frame that holds a loader structure or module.
-        let mut a =
-            FrameAllocator::new(&si.memory, PhysFrame(0), PhysFrame(0x20), FrameRange::EMPTY);
+        let mut a = FrameAllocator::new(
+            &si.memory,
+            PhysFrame::new(0),
+            PhysFrame::new(0x20),
+            FrameRange::EMPTY,
+        );
         let mut got = Vec::new();
         while let Ok(f) = a.alloc() {
-            got.push(f.0);
+            got.push(f.number());
         }
         for f in [1, 2, 3, 4, 5, 8, 9] {
             assert!(!got.contains(&f), "frame {f:#x} handed out: {got:x?}");
@@ -618,8 +622,8 @@ mod tests {
             PvhError::MemmapEntry {
                 index: 1,
                 error: MemoryMapError::Overlap {
-                    first: PhysAddr(0),
-                    second: PhysAddr(0x3ff_f000)
+                    first: PhysAddr::new(0),
+                    second: PhysAddr::new(0x3ff_f000)
                 }
             }
         );
