@@ -43,8 +43,8 @@ pub unsafe extern "C" fn pvops_probe_set_pte_raw(
     index: u32,
     value: u64,
 ) {
-    let entry =
-        (PAGE_OFFSET as usize + ((table as usize) << 12) + (index as usize & 0x1ff) * 8) as *mut u32;
+    let entry = (PAGE_OFFSET as usize + ((table as usize) << 12) + (index as usize & 0x1ff) * 8)
+        as *mut u32;
     // SAFETY: see the function's contract.
     unsafe {
         core::ptr::write_volatile(entry.add(1), (value >> 32) as u32);

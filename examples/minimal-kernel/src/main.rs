@@ -122,7 +122,10 @@ fn own_mapping<P: Platform>(
 
     let mut data = [0u8; PROBE_LEN];
     for (i, d) in data.iter_mut().enumerate() {
-        *d = (frame.number() as u8).wrapping_add(i as u8).wrapping_mul(13) ^ 0xa5;
+        *d = (frame.number() as u8)
+            .wrapping_add(i as u8)
+            .wrapping_mul(13)
+            ^ 0xa5;
     }
     // SAFETY: `va` maps the fresh frame (just mapped, TLB flushed).
     unsafe { p.write_virt(va, &data) }.map_err(OwnError::Fault)?;
