@@ -99,6 +99,20 @@ pub fn sched_shutdown(reason: u32) -> i32 {
     unsafe { sched_op(abi::SCHEDOP_SHUTDOWN, &mut r) }
 }
 
+/// Ends the domain: `SCHEDOP_shutdown` with `SHUTDOWN_poweroff` (`pass`) or `SHUTDOWN_crash`;
+/// should Xen return, yields forever.
+pub fn shutdown(pass: bool) -> ! {
+    let reason = if pass {
+        abi::SHUTDOWN_POWEROFF
+    } else {
+        abi::SHUTDOWN_CRASH
+    };
+    let _ = sched_shutdown(reason);
+    loop {
+        let _ = sched_yield();
+    }
+}
+
 /// `event_channel_op(EVTCHNOP_send, port)`.
 pub fn evtchn_send(port: u32) -> i32 {
     let mut p = port;
