@@ -76,8 +76,9 @@ pub trait Hypervisor {
     unsafe fn multicall(&mut self, calls: &mut [MulticallEntry]) -> i32;
     /// An `mmu_update` batch followed by an `mmuext_op` batch (e.g. PTE writes and their
     /// invlpgs). The real guest issues both as ONE `multicall`; this default issues them one
-    /// after the other, with the same semantics (the second is skipped when the first fails).
-    /// Returns both return values; `counts_as_multicall` tells the caller which happened.
+    /// after the other, with the same semantics: the second runs whatever the first returned
+    /// (Xen's multicall runs every entry). Returns both return values; `counts_as_multicall`
+    /// tells the caller which happened.
     ///
     /// # Safety
     /// As [`Hypervisor::mmu_update`] and [`Hypervisor::mmuext_op`].
@@ -90,12 +91,8 @@ pub trait Hypervisor {
     ) -> MixedResult {
         // SAFETY: forwarded contract.
         let first = unsafe { self.mmu_update(reqs, done) };
-        let second = if first < 0 {
-            0
-        } else {
-            // SAFETY: forwarded contract.
-            unsafe { self.mmuext_op(ops, ops_done) }
-        };
+        // SAFETY: forwarded contract.
+        let second = unsafe { self.mmuext_op(ops, ops_done) };
         MixedResult {
             mmu_update: first,
             mmuext_op: second,
