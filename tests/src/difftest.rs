@@ -236,7 +236,12 @@ pub fn dump_state(seed: u64, ops: u32, mib: u32, dom0: bool) -> Vec<String> {
             let st = m.state_mfn(*mfn);
             format!(
                 "s{k} mfn {:#x}: {:?} count {} pinned {} pae {} linear {}",
-                mfn.0, st.ty, st.count, st.pinned, st.pae_xen_l2, st.linear
+                mfn.number(),
+                st.ty,
+                st.count,
+                st.pinned,
+                st.pae_xen_l2,
+                st.linear
             )
         })
         .collect()

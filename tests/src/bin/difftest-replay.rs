@@ -107,7 +107,7 @@ fn main() -> ExitCode {
                         .sandbox
                         .iter()
                         .enumerate()
-                        .map(|(k, m)| format!("s{k}={:#x}", m.0))
+                        .map(|(k, m)| format!("s{k}={:#x}", m.number()))
                         .collect();
                     println!("model sandbox: {}", names.join(" "));
                 }

@@ -409,7 +409,7 @@ fn run_inner<H: Hypervisor>(
 }
 
 fn setup<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<Sandbox, Verdict> {
-    let mut frames = [PhysFrame(0); SANDBOX];
+    let mut frames = [PhysFrame::new(0); SANDBOX];
     for (i, f) in frames.iter_mut().enumerate() {
         match env.fresh() {
             Ok(x) => *f = x,
@@ -422,8 +422,8 @@ fn setup<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<Sandbox, Verdict> {
         }
     }
     let buf = env.fresh()?;
-    let mut mfns = [MachineFrame(0); SANDBOX];
-    let mut dm = [(PhysFrame(0), 0); SANDBOX];
+    let mut mfns = [MachineFrame::new(0); SANDBOX];
+    let mut dm = [(PhysFrame::new(0), 0); SANDBOX];
     for k in 0..SANDBOX {
         mfns[k] = env.mfn(frames[k])?;
         dm[k] = env.live_l1(direct_va(frames[k]))?;
@@ -440,7 +440,7 @@ fn setup<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<Sandbox, Verdict> {
         live_l2,
         live_l2_m: env.mfn(live_l2)?,
         kernel_l1: env.mfn(dm[0].0)?,
-        image: env.mfn(PhysFrame(0))?,
+        image: env.mfn(PhysFrame::new(0))?,
         xen,
         scratch_slot: env.free_l2_slot()?,
         l3_slot0: env.entry(env.cr3, 0)?,
@@ -460,7 +460,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
             Role::Xen => s.xen,
             Role::Apic => LAPIC_MFN,
             Role::LowIo => LOW_IO_MFN,
-            Role::Own | Role::Foreign => MachineFrame(0),
+            Role::Own | Role::Foreign => MachineFrame::new(0),
         }
     }
 
@@ -572,7 +572,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
             flags |= BAD_FLAGS[self.rng.below(BAD_FLAGS.len() as u64) as usize];
         }
         let _ = write!(self.op, " {role}|{flags:x}");
-        self.mfn_of(role).start().0 | flags
+        self.mfn_of(role).start().as_u64() | flags
     }
 
     fn index(&mut self) -> usize {
@@ -585,7 +585,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
     }
 
     fn entry_ma(&self, k: usize, i: usize) -> u64 {
-        self.sb.mfns[k].start().0 + i as u64 * 8
+        self.sb.mfns[k].start().as_u64() + i as u64 * 8
     }
 
     fn step(&mut self) -> Result<(), Verdict> {
@@ -634,7 +634,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
             let flags = GOOD_FLAGS[self.rng.below(4) as usize];
             let _ = write!(self.op, " s{g}|{flags:x}");
             if writable {
-                let v = self.sb.mfns[g].start().0 | flags;
+                let v = self.sb.mfns[g].start().as_u64() | flags;
                 self.env.poke(self.sb.frames[k], i, v)?;
             }
         }
@@ -665,7 +665,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
             self.env
                 .poke(self.sb.frames[l3], i, e & !(RW | US | A | D))?;
         }
-        let v = self.sb.mfns[l2].start().0 | P;
+        let v = self.sb.mfns[l2].start().as_u64() | P;
         self.env.poke(self.sb.frames[l3], 3, v)?;
         self.ret(0);
         self.last_copy = Some((l3, l2));
@@ -705,7 +705,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
         for i in 0..512 {
             let e = match i {
                 0..=2 => self.env.entry(self.env.cr3, i)? & !(RW | US | A | D),
-                3 => self.sb.mfns[l2].start().0 | P,
+                3 => self.sb.mfns[l2].start().as_u64() | P,
                 _ => 0,
             };
             self.env.poke(self.sb.frames[l3], i, e)?;
@@ -716,10 +716,12 @@ impl<H: Hypervisor> Run<'_, '_, H> {
             self.ret(r);
         }
         if self.is_kernel_copy(l3)? {
-            let r = self.env.ext1(mmuext::NEW_BASEPTR, self.sb.mfns[l3].0);
+            let r = self
+                .env
+                .ext1(mmuext::NEW_BASEPTR, self.sb.mfns[l3].number());
             self.ret(r);
             if r == 0 {
-                let back = self.env.ext1(mmuext::NEW_BASEPTR, self.sb.live_l3.0);
+                let back = self.env.ext1(mmuext::NEW_BASEPTR, self.sb.live_l3.number());
                 b("NEW_BASEPTR back to the kernel's table", back)?;
             }
         }
@@ -803,7 +805,9 @@ impl<H: Hypervisor> Run<'_, '_, H> {
             touched[j] = k;
         }
         let mut done = 0;
-        let r = self.env.hv.mmu_update(&reqs[..n], &mut done);
+        // SAFETY: every request targets a sandbox frame's entry: refused by Xen or changing
+        // only what the sandbox maps (see the module's rules).
+        let r = unsafe { self.env.hv.mmu_update(&reqs[..n], &mut done) };
         self.ret(r);
         self.done(done);
         for k in touched.into_iter().take(n) {
@@ -814,8 +818,8 @@ impl<H: Hypervisor> Run<'_, '_, H> {
 
     /// An entry of the kernel's live tables that maps nothing the kernel uses.
     fn op_kernel_entry(&mut self) -> Result<(), Verdict> {
-        let l2m = self.sb.live_l2_m.start().0;
-        let l3m = self.sb.live_l3.start().0;
+        let l2m = self.sb.live_l2_m.start().as_u64();
+        let l3m = self.sb.live_l3.start().as_u64();
         let (ma, what) = match self.rng.below(6) {
             0 | 1 => {
                 let _ = write!(self.op, "kernel L2[scratch]");
@@ -867,7 +871,9 @@ impl<H: Hypervisor> Run<'_, '_, H> {
             [0x01u64, 0x01, 0x11, 0x07][self.rng.below(4) as usize]
         };
         let _ = write!(self.op, " {role}|{flags:x}");
-        let r = self.env.mmu1(ma, self.mfn_of(role).start().0 | flags);
+        let r = self
+            .env
+            .mmu1(ma, self.mfn_of(role).start().as_u64() | flags);
         self.ret(r);
         if r == 0 {
             let _ = self.env.ext1(mmuext::TLB_FLUSH_LOCAL, 0);
@@ -917,7 +923,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
             } else {
                 self.ext_target()
             };
-        let r = self.env.ext1(cmd, m.0);
+        let r = self.env.ext1(cmd, m.number());
         self.ret(r);
         if let Some(k) = k {
             self.hash_frame(k)?;
@@ -928,7 +934,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
     fn op_unpin(&mut self) -> Result<(), Verdict> {
         let _ = write!(self.op, "unpin");
         let (m, k) = self.ext_target();
-        let r = self.env.ext1(mmuext::UNPIN_TABLE, m.0);
+        let r = self.env.ext1(mmuext::UNPIN_TABLE, m.number());
         self.ret(r);
         if let Some(k) = k {
             self.hash_frame(k)?;
@@ -975,13 +981,15 @@ impl<H: Hypervisor> Run<'_, '_, H> {
             let (m, k) = self.ext_target();
             ops[j] = MmuextOp {
                 cmd,
-                arg1: m.0,
+                arg1: m.number(),
                 arg2: 0,
             };
             touched[j] = k;
         }
         let mut done = 0;
-        let r = self.env.hv.mmuext_op(&ops[..n], &mut done);
+        // SAFETY: pins, unpins and flushes of sandbox frames (or of frames Xen must refuse);
+        // never the kernel's live tables.
+        let r = unsafe { self.env.hv.mmuext_op(&ops[..n], &mut done) };
         self.ret(r);
         self.done(done);
         for k in touched.into_iter().take(n).flatten() {
@@ -1029,7 +1037,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
             return self.hash_frame(k);
         }
         let _ = write!(self.op, "{}", if copy { " (copy)" } else { " (no slot 3)" });
-        let r = self.env.ext1(mmuext::NEW_BASEPTR, self.sb.mfns[k].0);
+        let r = self.env.ext1(mmuext::NEW_BASEPTR, self.sb.mfns[k].number());
         self.ret(r);
         if r == 0 {
             if !copy {
@@ -1038,7 +1046,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
                     format_args!("Xen accepted it"),
                 ));
             }
-            let back = self.env.ext1(mmuext::NEW_BASEPTR, self.sb.live_l3.0);
+            let back = self.env.ext1(mmuext::NEW_BASEPTR, self.sb.live_l3.number());
             b("NEW_BASEPTR back to the kernel's table", back)?;
         }
         self.hash_frame(k)
@@ -1066,7 +1074,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
                 } as u32;
                 let _ = write!(self.op, " scratch+{page}");
                 let va = VIRT_BASE + ((self.sb.scratch_slot as u32) << 21) + page * 4096;
-                (VirtAddr(va), self.value(), None)
+                (VirtAddr::new(va), self.value(), None)
             }
             5..=7 => {
                 // A sandbox frame's direct-map entry: always its own frame, present.
@@ -1078,14 +1086,14 @@ impl<H: Hypervisor> Run<'_, '_, H> {
                 let _ = write!(self.op, " dm(s{k}) own|{flags:x}");
                 (
                     direct_va(self.sb.frames[k]),
-                    self.sb.mfns[k].start().0 | flags,
+                    self.sb.mfns[k].start().as_u64() | flags,
                     Some(k),
                 )
             }
             _ => {
                 let page = self.rng.below(4) as u32;
                 let _ = write!(self.op, " user+{page}");
-                (VirtAddr(0x0040_0000 + page * 4096), self.value(), None)
+                (VirtAddr::new(0x0040_0000 + page * 4096), self.value(), None)
             }
         }
     }
@@ -1136,7 +1144,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
     fn op_multicall(&mut self) -> Result<(), Verdict> {
         let n = 2 + self.rng.below(3) as usize;
         let _ = write!(self.op, "multicall");
-        let buf_va = direct_va(self.sb.buf).0;
+        let buf_va = direct_va(self.sb.buf).as_u32();
         let mut calls = [MulticallEntry {
             op: 0,
             result: 0,
@@ -1195,7 +1203,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
                     let _ = write!(self.op, "]");
                     let mut op = [0u8; 12];
                     op[..4].copy_from_slice(&cmd.to_le_bytes());
-                    op[4..8].copy_from_slice(&m.0.to_le_bytes());
+                    op[4..8].copy_from_slice(&m.number().to_le_bytes());
                     self.buf_write(region, &op)?;
                     touched[j * 2] = k;
                     MulticallEntry {
@@ -1223,7 +1231,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
                         let _ = write!(self.op, "]");
                         (
                             nr::UPDATE_VA_MAPPING as u32,
-                            [va.0, v as u32, (v >> 32) as u32, UVMF_INVLPG, 0, 0],
+                            [va.as_u32(), v as u32, (v >> 32) as u32, UVMF_INVLPG, 0, 0],
                         )
                     } else {
                         let _ = write!(self.op, " -> op=63]");
@@ -1266,8 +1274,8 @@ impl<H: Hypervisor> Run<'_, '_, H> {
     /// Undoes everything: the kernel's entries as booted, every sandbox frame unpinned,
     /// emptied, writable, zeroed and freed.
     fn cleanup(&mut self) -> Result<(), Verdict> {
-        let l2m = self.sb.live_l2_m.start().0;
-        let l3m = self.sb.live_l3.start().0;
+        let l2m = self.sb.live_l2_m.start().as_u64();
+        let l3m = self.sb.live_l3.start().as_u64();
         b(
             "cleanup: the scratch slot of the live L2 emptied",
             self.env.mmu1(l2m + self.sb.scratch_slot as u64 * 8, 0),
@@ -1282,7 +1290,7 @@ impl<H: Hypervisor> Run<'_, '_, H> {
         )?;
         for _ in 0..2 {
             for k in 0..SANDBOX {
-                let _ = self.env.ext1(mmuext::UNPIN_TABLE, self.sb.mfns[k].0);
+                let _ = self.env.ext1(mmuext::UNPIN_TABLE, self.sb.mfns[k].number());
             }
             for k in 0..SANDBOX {
                 for i in 0..512 {
