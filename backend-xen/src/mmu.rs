@@ -6,11 +6,11 @@ use crate::abi::{
     mmuext, Errno, MachphysMapping, MmuUpdate, MmuextOp, MMU_NORMAL_PT_UPDATE, VIRT_BASE,
 };
 use crate::counters::XenCounters;
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{BackendLog, Hypervisor};
 use crate::options::XenOptions;
 use crate::start_info::XenBootFacts;
 use core::fmt;
-use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::addr::{EntryIndex, FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::ops::{MemoryLayout, MmuOps, PageFault, Platform};
 use pvops_core::options::OptionErrorKind;
 use pvops_core::paging::{
@@ -114,7 +114,7 @@ const EXT_QUEUE_CAPACITY: usize = 32;
 const DETACHED_FRAMES: usize = 1 << 18;
 
 /// The Xen PV backend, generic over the hypercall layer.
-pub struct XenMmu<H: Hypervisor> {
+pub struct XenMmu<H: Hypervisor + BackendLog> {
     hv: H,
     layout: MemoryLayout,
     nr_pages: u32,
@@ -156,15 +156,15 @@ pub fn layout_below_hole(v_start: u32) -> Result<MemoryLayout, XenError> {
         .filter(|l| *l > 0)
         .ok_or(too_low)?;
     Ok(MemoryLayout {
-        page_offset: VirtAddr(VIRT_BASE),
+        page_offset: VirtAddr::new(VIRT_BASE),
         lowmem_limit: lowmem as u64,
-        ioremap_window: VirtAddr(window),
-        scratch_area: VirtAddr(scratch),
+        ioremap_window: VirtAddr::new(window),
+        scratch_area: VirtAddr::new(scratch),
         lowmem_formula: "hole start (XENMEM_machphys_mapping) - 2 MiB early_ioremap window - 2 MiB scratch - 0xC0000000",
     })
 }
 
-impl<H: Hypervisor> XenMmu<H> {
+impl<H: Hypervisor + BackendLog> XenMmu<H> {
     /// Sets up the backend on Xen's bootstrap table (`read_cr3` = `pt_base` until the switch).
     /// Asks Xen where the hypervisor hole starts (`XENMEM_machphys_mapping`) and places the
     /// early_ioremap window and the scratch area right below it.
@@ -188,7 +188,7 @@ impl<H: Hypervisor> XenMmu<H> {
             cr3: facts.pt_base,
             pt_base: facts.pt_base,
             bootstrap: facts.bootstrap_tables,
-            reach: PhysFrame(facts.nr_pages),
+            reach: PhysFrame::new(facts.nr_pages),
             options: *opts,
             configurable: true,
             skip_unpin: false,
@@ -260,32 +260,36 @@ impl<H: Hypervisor> XenMmu<H> {
     fn measure_reach(&self) -> PhysFrame {
         let mut pfn = 0;
         while pfn < self.nr_pages {
-            let va = VirtAddr(VIRT_BASE + pfn * PAGE_SIZE as u32);
+            let va = VirtAddr::new(VIRT_BASE + pfn * PAGE_SIZE as u32);
             if self.live_entry(va).is_err() {
                 break;
             }
             pfn += 1;
         }
-        PhysFrame(pfn)
+        PhysFrame::new(pfn)
     }
 
-    fn read(&self, table: PhysFrame, index: usize) -> Result<PageTableEntry, XenError> {
+    fn read(
+        &self,
+        table: PhysFrame,
+        index: impl Into<EntryIndex>,
+    ) -> Result<PageTableEntry, XenError> {
         if table >= self.reach {
             return Err(XenError::NotMapped {
-                va: VirtAddr(VIRT_BASE.wrapping_add(table.0 << 12)),
+                va: VirtAddr::new(VIRT_BASE.wrapping_add(table.number() << 12)),
             });
         }
         let p = self.hv.frame_ptr(table) as *const u64;
-        // SAFETY: page-table frames are below `reach` (mapped, at least read-only) and the
-        // index is < 512.
+        // SAFETY: page-table frames are below `reach` (mapped, at least read-only) and an
+        // EntryIndex is < 512.
         Ok(PageTableEntry::from_bits(unsafe {
-            core::ptr::read_volatile(p.add(index % 512))
+            core::ptr::read_volatile(p.add(index.into().get()))
         }))
     }
 
     fn to_phys(&self, mfn: MachineFrame) -> Option<PhysFrame> {
         let pfn = self.hv.m2p(mfn)?;
-        (pfn.0 < self.nr_pages && self.hv.p2m(pfn) == Some(mfn)).then_some(pfn)
+        (pfn.number() < self.nr_pages && self.hv.p2m(pfn) == Some(mfn)).then_some(pfn)
     }
 
     /// The live L1 slot and entry mapping `va` (4 KiB pages only: a PV guest has no others).
@@ -294,25 +298,19 @@ impl<H: Hypervisor> XenMmu<H> {
         let l3e = self.read(self.cr3, va.l3_index())?;
         let l2 = l3e
             .is_present()
-            .then(|| self.to_phys(l3e.frame()))
+            .then(|| l3e.frame().and_then(|m| self.to_phys(m)))
             .flatten()
             .ok_or(nm)?;
         let l2e = self.read(l2, va.l2_index())?;
         if !l2e.is_present() || l2e.flags().contains(PteFlags::HUGE) {
             return Err(nm);
         }
-        let l1 = self.to_phys(l2e.frame()).ok_or(nm)?;
+        let l1 = l2e.frame().and_then(|m| self.to_phys(m)).ok_or(nm)?;
         let l1e = self.read(l1, va.l1_index())?;
         if !l1e.is_present() {
             return Err(nm);
         }
-        Ok((
-            EntrySlot {
-                table: l1,
-                index: va.l1_index() as u16,
-            },
-            l1e,
-        ))
+        Ok((EntrySlot::new(l1, va.l1_index()), l1e))
     }
 
     fn mfn(&self, pfn: PhysFrame) -> Result<MachineFrame, XenError> {
@@ -320,12 +318,12 @@ impl<H: Hypervisor> XenMmu<H> {
     }
 
     fn is_detached(&self, pfn: PhysFrame) -> bool {
-        let i = pfn.0 as usize;
+        let i = pfn.number() as usize;
         i < DETACHED_FRAMES && self.detached[i / 64] & (1 << (i % 64)) != 0
     }
 
     fn set_detached(&mut self, pfn: PhysFrame, on: bool) -> bool {
-        let i = pfn.0 as usize;
+        let i = pfn.number() as usize;
         if i >= DETACHED_FRAMES {
             return false;
         }
@@ -341,12 +339,12 @@ impl<H: Hypervisor> XenMmu<H> {
     /// Writes one entry: a plain store into a detached table (Xen does not check tables that
     /// are not typed as page tables yet), an `mmu_update` into anything live.
     fn store(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
-        if self.is_detached(slot.table) && slot.table < self.reach {
-            let p = self.hv.frame_ptr(slot.table) as *mut u32;
+        if self.is_detached(slot.table()) && slot.table() < self.reach {
+            let p = self.hv.frame_ptr(slot.table()) as *mut u32;
             // SAFETY: a detached table frame is ours, reachable (checked) and mapped writable;
             // the index is < 512. High half first, then the low half holding Present.
             unsafe {
-                let e = p.add(slot.index as usize * 2);
+                let e = p.add(slot.index().get() * 2);
                 core::ptr::write_volatile(e.add(1), entry.high());
                 core::ptr::write_volatile(e, entry.low());
             }
@@ -372,10 +370,10 @@ impl<H: Hypervisor> XenMmu<H> {
             } else {
                 Level::L1
             };
-            for i in 0..count {
+            for i in EntryIndex::all().take(count) {
                 let e = self.read(table, i)?;
                 if e.is_present() {
-                    if let Some(c) = self.to_phys(e.frame()) {
+                    if let Some(c) = e.frame().and_then(|m| self.to_phys(m)) {
                         self.attach(c, child)?;
                     }
                 }
@@ -393,8 +391,8 @@ impl<H: Hypervisor> XenMmu<H> {
         entry: PageTableEntry,
         child: Level,
     ) -> Result<(), XenError> {
-        if entry.is_present() && !self.is_detached(slot.table) {
-            if let Some(c) = self.to_phys(entry.frame()) {
+        if entry.is_present() && !self.is_detached(slot.table()) {
+            if let Some(c) = entry.frame().and_then(|m| self.to_phys(m)) {
                 let was_lazy = self.lazy;
                 self.lazy = true;
                 let r = self.attach(c, child);
@@ -407,7 +405,7 @@ impl<H: Hypervisor> XenMmu<H> {
 
     /// Queues (or, outside lazy mode, issues) one checked page-table write.
     fn update(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
-        let ptr = self.mfn(slot.table)?.start().0 + slot.byte_offset();
+        let ptr = self.mfn(slot.table())?.start().as_u64() + slot.byte_offset();
         self.queue[self.queued] = MmuUpdate {
             ptr: ptr | MMU_NORMAL_PT_UPDATE,
             val: entry.bits(),
@@ -430,7 +428,9 @@ impl<H: Hypervisor> XenMmu<H> {
             (_, 0) => {
                 let mut done = 0;
                 self.stats.mmu_update_calls += 1;
-                let ret = self.hv.mmu_update(&self.queue[..n], &mut done);
+                // SAFETY: the queue holds only requests XenMmu's checks built (machine
+                // addresses of tables it tracks, page-table frames never mapped writable).
+                let ret = unsafe { self.hv.mmu_update(&self.queue[..n], &mut done) };
                 self.stats.mmu_update_entries += (done as u64).min(n as u64);
                 self.mmu_result(ret, done, n)
             }
@@ -440,12 +440,15 @@ impl<H: Hypervisor> XenMmu<H> {
             }
             _ => {
                 let (mut done, mut ops_done) = (0, 0);
-                let r = self.hv.mmu_then_mmuext(
-                    &self.queue[..n],
-                    &mut done,
-                    &self.ext_queue[..m],
-                    &mut ops_done,
-                );
+                // SAFETY: as above; the flushes are the backend's own invlpgs and full flushes.
+                let r = unsafe {
+                    self.hv.mmu_then_mmuext(
+                        &self.queue[..n],
+                        &mut done,
+                        &self.ext_queue[..m],
+                        &mut ops_done,
+                    )
+                };
                 if r.counts_as_multicall {
                     self.stats.multicall_calls += 1;
                 } else {
@@ -501,7 +504,9 @@ impl<H: Hypervisor> XenMmu<H> {
         let mut done = 0;
         self.stats.mmuext_calls += 1;
         self.stats.mmuext_ops += ops.len() as u64;
-        let ret = self.hv.mmuext_op(ops, &mut done);
+        // SAFETY: every mmuext op XenMmu builds (pin/unpin of tables it made read-only, a new
+        // base pointer of a pinned root, flushes) is one of its checked operations.
+        let ret = unsafe { self.hv.mmuext_op(ops, &mut done) };
         self.ext_result(ret, done, ops)
     }
 
@@ -521,7 +526,7 @@ impl<H: Hypervisor> XenMmu<H> {
     /// Maps `pfn` read-only or writable in the live 1:1 region (value computed, not read
     /// back, so queued updates of the same entry cannot be lost).
     fn set_writable(&mut self, pfn: PhysFrame, writable: bool) -> Result<(), XenError> {
-        let va = VirtAddr(VIRT_BASE + pfn.0 * PAGE_SIZE as u32);
+        let va = VirtAddr::new(VIRT_BASE + pfn.number() * PAGE_SIZE as u32);
         let (slot, _) = self.live_entry(va)?;
         let flags = if writable { KERNEL_RW } else { KERNEL_RO };
         let mfn = self.mfn(pfn)?;
@@ -529,7 +534,7 @@ impl<H: Hypervisor> XenMmu<H> {
     }
 }
 
-impl<H: Hypervisor> MmuOps for XenMmu<H> {
+impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
     type Error = XenError;
     type Counters = XenCounters;
     const NAME: &'static str = "xen";
@@ -560,8 +565,8 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
             .and_then(|()| self.flush_queue());
         self.lazy = was_lazy;
         attached?;
-        let mfn = self.mfn(root)?.0;
-        let pt_mfn = self.mfn(self.pt_base)?.0;
+        let mfn = self.mfn(root)?.number();
+        let pt_mfn = self.mfn(self.pt_base)?.number();
         let leaving_bootstrap = self.cr3 == self.pt_base && self.pt_base_pinned;
         let unpin = leaving_bootstrap && !self.skip_unpin;
         let ops = [
@@ -584,7 +589,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         self.mmuext(&ops[..if unpin { 3 } else { 2 }])?;
         let old = self.cr3;
         self.cr3 = root;
-        self.reach = PhysFrame(
+        self.reach = PhysFrame::new(
             self.nr_pages
                 .min((self.layout.lowmem_limit / PAGE_SIZE) as u32),
         );
@@ -617,7 +622,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
     fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), XenError> {
         self.flush_op(MmuextOp {
             cmd: mmuext::INVLPG_LOCAL,
-            arg1: va.0,
+            arg1: va.as_u32(),
             arg2: 0,
         })
     }
@@ -705,7 +710,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
     }
 }
 
-impl<H: Hypervisor> Platform for XenMmu<H> {
+impl<H: Hypervisor + BackendLog> Platform for XenMmu<H> {
     fn frame_ptr(&self, frame: PhysFrame) -> Option<*mut u8> {
         (frame < self.reach).then(|| self.hv.frame_ptr(frame))
     }
@@ -733,8 +738,8 @@ mod tests {
     fn layout_of_xens_hole_and_of_holes_too_low() {
         // Xen 4.17's 32-bit PV hole (the M2P at 0xF5800000).
         let l = layout_below_hole(0xF580_0000).unwrap();
-        assert_eq!(l.ioremap_window, VirtAddr(0xF560_0000));
-        assert_eq!(l.scratch_area, VirtAddr(0xF540_0000));
+        assert_eq!(l.ioremap_window, VirtAddr::new(0xF560_0000));
+        assert_eq!(l.scratch_area, VirtAddr::new(0xF540_0000));
         assert_eq!(l.lowmem_limit, 0x3540_0000);
         // A hole at or below VIRT_BASE + 4 MiB leaves nothing: refused, not wrapped.
         for v_start in [0, 0x10_0000, 0x3F_FFFF, VIRT_BASE, VIRT_BASE + 0x40_0000] {

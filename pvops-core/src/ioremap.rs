@@ -6,7 +6,7 @@
 //! not on the kernel's static table. [`TableSource::KernelTable`] reproduces the 2008 bug for
 //! regression tests: the window is then installed into a table the CPU is not using.
 
-use crate::addr::{MachineAddr, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::addr::{EntryIndex, MachineAddr, PhysFrame, VirtAddr, PAGE_SIZE};
 use crate::mapper::{l1_slot, read_entry, MapError};
 use crate::mem::FrameAllocator;
 use crate::ops::LazyMmu;
@@ -56,6 +56,12 @@ pub enum IoremapError<E> {
         /// Its virtual address.
         va: VirtAddr,
     },
+    /// A slot's pages do not all sit in one L1 table (the backend's window is not 2 MiB
+    /// aligned).
+    WindowCrossesTable {
+        /// The first page that would lie past the table.
+        va: VirtAddr,
+    },
     /// Walking or changing the table failed.
     Map(MapError<E>),
 }
@@ -71,6 +77,9 @@ impl<E: fmt::Display> fmt::Display for IoremapError<E> {
             ),
             Self::NoFreeSlot => write!(f, "early_ioremap: all {IOREMAP_SLOTS} slots in use"),
             Self::NotMapped { va } => write!(f, "early_iounmap of {va}: not mapped"),
+            Self::WindowCrossesTable { va } => {
+                write!(f, "early_ioremap: {va} lies past the window's L1 table")
+            }
             Self::Map(e) => write!(f, "early_ioremap: {e}"),
         }
     }
@@ -148,7 +157,7 @@ impl EarlyIoremap {
     }
 
     fn slot_va(&self, slot: usize) -> VirtAddr {
-        VirtAddr(self.window.0 + (slot * IOREMAP_SLOT_PAGES) as u32 * PAGE_SIZE as u32)
+        VirtAddr::new(self.window.as_u32() + (slot * IOREMAP_SLOT_PAGES) as u32 * PAGE_SIZE as u32)
     }
 
     /// Maps `len` bytes at machine address `addr` read/write into a free slot.
@@ -162,7 +171,7 @@ impl EarlyIoremap {
         if len == 0 {
             return Err(IoremapError::ZeroSize);
         }
-        if addr.0.checked_add(len).is_none() {
+        if addr.as_u64().checked_add(len).is_none() {
             return Err(IoremapError::Overflow { addr, len });
         }
         let span = addr.frame_offset() + len;
@@ -184,17 +193,28 @@ impl EarlyIoremap {
         // a slot. Walk (and link) it once, outside lazy mode, then batch the PTE writes and
         // their invlpgs (one multicall under Xen).
         let first = l1_slot(p, alloc, root, base, true)?;
-        let mut lazy = LazyMmu::enter(p);
-        for i in 0..pages {
-            let va = VirtAddr(base.0 + (i as u32) * PAGE_SIZE as u32);
-            let l1 = EntrySlot {
-                table: first.table,
-                index: first.index + i as u16,
-            };
-            let entry = PageTableEntry::new(
-                MachineAddr(addr.0 + (i as u64) * PAGE_SIZE).frame(),
-                KERNEL_RW,
+        // Every page's slot and frame are checked before anything is written.
+        let mut todo = [(
+            VirtAddr::new(0),
+            EntrySlot::new(first.table(), first.index()),
+            PageTableEntry::EMPTY,
+        ); IOREMAP_SLOT_PAGES];
+        for (i, t) in todo.iter_mut().enumerate().take(pages) {
+            let va = VirtAddr::new(base.as_u32() + (i as u32) * PAGE_SIZE as u32);
+            let index = EntryIndex::new(first.index().get() + i)
+                .ok_or(IoremapError::WindowCrossesTable { va })?;
+            let mfn = addr
+                .checked_add(i as u64 * PAGE_SIZE)
+                .and_then(MachineAddr::frame)
+                .ok_or(IoremapError::Overflow { addr, len })?;
+            *t = (
+                va,
+                EntrySlot::new(first.table(), index),
+                PageTableEntry::new(mfn, KERNEL_RW),
             );
+        }
+        let mut lazy = LazyMmu::enter(p);
+        for (va, l1, entry) in todo.into_iter().take(pages) {
             // SAFETY: the window belongs to early_ioremap and this slot is free.
             unsafe { lazy.set_pte(l1, entry) }.map_err(MapError::Backend)?;
             lazy.flush_tlb_single(va).map_err(MapError::Backend)?;
@@ -202,7 +222,7 @@ impl EarlyIoremap {
         lazy.finish().map_err(MapError::Backend)?;
         self.pages_in_use[slot] = pages as u8;
         Ok(IoMapping {
-            va: VirtAddr(base.0 + addr.frame_offset() as u32),
+            va: VirtAddr::new(base.as_u32() + addr.frame_offset() as u32),
             len,
             slot: slot as u8,
             pages: pages as u8,
@@ -225,19 +245,21 @@ impl EarlyIoremap {
         }
         let root = self.root(p);
         let first = l1_slot(p, alloc, root, m.va.page_base(), false)?;
-        for i in 0..m.pages as usize {
-            if !read_entry(p, first.table, first.index as usize + i)?.is_present() {
-                let va = VirtAddr(m.va.page_base().0 + (i as u32) * PAGE_SIZE as u32);
+        let mut todo = [(
+            VirtAddr::new(0),
+            EntrySlot::new(first.table(), first.index()),
+        ); IOREMAP_SLOT_PAGES];
+        for (i, t) in todo.iter_mut().enumerate().take(m.pages as usize) {
+            let va = VirtAddr::new(m.va.page_base().as_u32() + (i as u32) * PAGE_SIZE as u32);
+            let index = EntryIndex::new(first.index().get() + i)
+                .ok_or(IoremapError::WindowCrossesTable { va })?;
+            if !read_entry(p, first.table(), index)?.is_present() {
                 return Err(IoremapError::NotMapped { va });
             }
+            *t = (va, EntrySlot::new(first.table(), index));
         }
         let mut lazy = LazyMmu::enter(p);
-        for i in 0..m.pages as u32 {
-            let va = VirtAddr(m.va.page_base().0 + i * PAGE_SIZE as u32);
-            let l1 = EntrySlot {
-                table: first.table,
-                index: first.index + i as u16,
-            };
+        for (va, l1) in todo.into_iter().take(m.pages as usize) {
             // SAFETY: the mapping was ours and is given up here.
             unsafe { lazy.pte_clear(l1) }.map_err(MapError::Backend)?;
             lazy.flush_tlb_single(va).map_err(MapError::Backend)?;

@@ -1,6 +1,6 @@
 //! Walking and changing a page table through the ops trait, with a `#[must_use]` TLB flush.
 
-use crate::addr::{MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::addr::{EntryIndex, MachineFrame, PdptIndex, PhysFrame, VirtAddr, PAGE_SIZE};
 use crate::mem::{AllocError, FrameAllocator};
 use crate::ops::{MmuOps, Platform};
 use crate::paging::{EntrySlot, Level, PageTableEntry, PteFlags, PDPT_FLAGS, TABLE_FLAGS};
@@ -28,6 +28,8 @@ pub enum MapError<E> {
     /// The PDPT entry for the address is empty in the live table: bare hardware would not see
     /// a new one before a cr3 reload (the kernel's root has all four from the start).
     LivePdptEntry(VirtAddr),
+    /// A present entry names an address beyond what a [`MachineFrame`] numbers.
+    BadEntry(PageTableEntry),
 }
 
 impl<E: fmt::Display> fmt::Display for MapError<E> {
@@ -42,6 +44,7 @@ impl<E: fmt::Display> fmt::Display for MapError<E> {
             Self::NotMapped(v) => write!(f, "{v} is not mapped"),
             Self::NoMachineFrame(p) => write!(f, "pfn {p} has no machine frame"),
             Self::LivePdptEntry(v) => write!(f, "{v}: no PDPT entry in the live table"),
+            Self::BadEntry(e) => write!(f, "entry {e:?} names an address beyond 16 TiB"),
         }
     }
 }
@@ -75,31 +78,46 @@ impl TlbFlush {
     pub fn ignore(self) {}
 }
 
-/// Reads entry `index` of table `table`.
+/// Reads entry `index` of table `table` (an [`EntryIndex`] is below 512: the read stays in
+/// the frame; a PDPT index converts with `.into()`).
 pub fn read_entry<P: Platform>(
     p: &P,
     table: PhysFrame,
-    index: usize,
+    index: impl Into<EntryIndex>,
 ) -> Result<PageTableEntry, MapError<P::Error>> {
     let ptr = p.frame_ptr(table).ok_or(MapError::Unreachable(table))?;
-    let index = index % crate::paging::ENTRIES;
-    // SAFETY: frame_ptr promises 4096 readable bytes; index < 512 keeps the read inside.
+    let index = index.into().get();
+    // SAFETY: frame_ptr promises 4096 readable bytes; an EntryIndex is < 512, so the read
+    // stays inside.
     let bits = unsafe { core::ptr::read_volatile((ptr as *const u64).add(index)) };
     Ok(PageTableEntry::from_bits(bits))
 }
 
-/// Zeroes a frame through its current mapping (before it becomes a table).
-pub fn zero_frame<P: Platform>(p: &P, frame: PhysFrame) -> Result<(), MapError<P::Error>> {
+/// Zeroes a frame through its current mapping (before it becomes a table). The safe way to
+/// get a zeroed table is [`new_table`], which zeroes only the frame it has just allocated.
+///
+/// ```compile_fail,E0133
+/// // A safe caller cannot zero a frame it does not own (issue 11): this needs `unsafe`.
+/// fn zero_any<P: pvops_core::Platform>(p: &P, f: pvops_core::addr::PhysFrame) {
+///     let _ = pvops_core::mapper::zero_frame(p, f);
+/// }
+/// ```
+///
+/// # Safety
+/// The caller owns `frame`: nothing else uses it or relies on its contents (it was just
+/// handed out by the frame allocator and is not a live page table, nor kernel code, data or
+/// stack, nor memory another agent writes).
+pub unsafe fn zero_frame<P: Platform>(p: &P, frame: PhysFrame) -> Result<(), MapError<P::Error>> {
     let ptr = p.frame_ptr(frame).ok_or(MapError::Unreachable(frame))?;
-    // SAFETY: frame_ptr promises 4096 writable bytes of a frame nobody else uses yet.
+    // SAFETY: frame_ptr promises 4096 writable bytes; the caller owns the frame.
     unsafe { core::ptr::write_bytes(ptr, 0, PAGE_SIZE as usize) };
     Ok(())
 }
 
 /// The pseudo-physical table named by a present entry.
 pub fn next_table<P: Platform>(p: &P, e: PageTableEntry) -> Result<PhysFrame, MapError<P::Error>> {
-    p.machine_to_phys(e.frame())
-        .ok_or(MapError::ForeignFrame(e.frame()))
+    let mfn = e.frame().ok_or(MapError::BadEntry(e))?;
+    p.machine_to_phys(mfn).ok_or(MapError::ForeignFrame(mfn))
 }
 
 /// Allocates, zeroes and announces a new table of `level`; returns it and the entry that links it.
@@ -110,7 +128,8 @@ pub fn new_table<P: Platform>(
 ) -> Result<(PhysFrame, PageTableEntry), MapError<P::Error>> {
     let frame = alloc.alloc_table()?;
     let linked = (|| {
-        zero_frame(p, frame)?;
+        // SAFETY: the allocator has just handed `frame` out; nothing else uses it.
+        unsafe { zero_frame(p, frame) }?;
         let mfn = p
             .phys_to_machine(frame)
             .ok_or(MapError::NoMachineFrame(frame))?;
@@ -140,12 +159,9 @@ pub fn new_root<P: Platform>(
 ) -> Result<PhysFrame, MapError<P::Error>> {
     let mut lazy = crate::ops::LazyMmu::enter(p);
     let (root, _) = new_table(&mut *lazy, alloc, Level::L3)?;
-    for i in 0..crate::paging::PDPT_ENTRIES {
+    for i in PdptIndex::all() {
         let (_, link) = new_table(&mut *lazy, alloc, Level::L2)?;
-        let slot = EntrySlot {
-            table: root,
-            index: i as u16,
-        };
+        let slot = EntrySlot::pdpt(root, i);
         // SAFETY: the root is not live; this links a fresh, zeroed, announced L2.
         unsafe { lazy.set_pud(slot, link) }.map_err(MapError::Backend)?;
     }
@@ -162,10 +178,7 @@ pub fn l1_slot<P: Platform>(
     va: VirtAddr,
     create: bool,
 ) -> Result<EntrySlot, MapError<P::Error>> {
-    let l3 = EntrySlot {
-        table: root,
-        index: va.l3_index() as u16,
-    };
+    let l3 = EntrySlot::pdpt(root, va.l3_index());
     let mut l3e = read_entry(p, root, va.l3_index())?;
     if !l3e.is_present() {
         if !create {
@@ -189,18 +202,12 @@ pub fn l1_slot<P: Platform>(
             return Err(MapError::NotMapped(va));
         }
         let (_, entry) = new_table(p, alloc, Level::L1)?;
-        let slot = EntrySlot {
-            table: l2,
-            index: va.l2_index() as u16,
-        };
+        let slot = EntrySlot::new(l2, va.l2_index());
         // SAFETY: links a fresh, zeroed, announced L1; nothing mapped changes.
         unsafe { p.set_pmd(slot, entry) }.map_err(MapError::Backend)?;
         l2e = entry;
     }
-    Ok(EntrySlot {
-        table: next_table(p, l2e)?,
-        index: va.l1_index() as u16,
-    })
+    Ok(EntrySlot::new(next_table(p, l2e)?, va.l1_index()))
 }
 
 /// Maps the page at `va` to `frame` in the table rooted at `root`.
@@ -216,7 +223,7 @@ pub unsafe fn map_page<P: Platform>(
     flags: PteFlags,
 ) -> Result<TlbFlush, MapError<P::Error>> {
     let slot = l1_slot(p, alloc, root, va, true)?;
-    if read_entry(p, slot.table, slot.index as usize)?.is_present() {
+    if read_entry(p, slot.table(), slot.index())?.is_present() {
         return Err(MapError::AlreadyMapped(va));
     }
     // SAFETY: the caller owns `va`; the slot is an L1 entry found by the walk.
@@ -235,13 +242,14 @@ pub unsafe fn unmap_page<P: Platform>(
     va: VirtAddr,
 ) -> Result<(MachineFrame, TlbFlush), MapError<P::Error>> {
     let slot = l1_slot(p, alloc, root, va, false)?;
-    let old = read_entry(p, slot.table, slot.index as usize)?;
+    let old = read_entry(p, slot.table(), slot.index())?;
     if !old.is_present() {
         return Err(MapError::NotMapped(va));
     }
     // SAFETY: the caller gave up `va`.
     unsafe { p.pte_clear(slot) }.map_err(MapError::Backend)?;
-    Ok((old.frame(), TlbFlush(va.page_base())))
+    let frame = old.frame().ok_or(MapError::BadEntry(old))?;
+    Ok((frame, TlbFlush(va.page_base())))
 }
 
 /// Translates `va` through the table rooted at `root` (software walk).
@@ -299,9 +307,9 @@ pub fn map_linear<P: Platform>(
     let chunks = crate::paging::ENTRIES;
     let mut l1s = [None::<PhysFrame>; crate::paging::ENTRIES];
     for r in ranges {
-        let last = r.end.0.div_ceil(CHUNK_FRAMES).min(chunks as u32);
-        for c in (r.start.0 / CHUNK_FRAMES)..last {
-            l1s[c as usize] = Some(PhysFrame(0));
+        let last = r.end.number().div_ceil(CHUNK_FRAMES).min(chunks as u32);
+        for c in (r.start.number() / CHUNK_FRAMES)..last {
+            l1s[c as usize] = Some(PhysFrame::new(0));
         }
     }
     let mut lazy = crate::ops::LazyMmu::enter(p);
@@ -310,7 +318,10 @@ pub fn map_linear<P: Platform>(
         if t.is_none() {
             continue;
         }
-        let va = VirtAddr(base.0.wrapping_add(chunk as u32 * crate::paging::L2_SPAN));
+        let va = VirtAddr::new(
+            base.as_u32()
+                .wrapping_add(chunk as u32 * crate::paging::L2_SPAN),
+        );
         let l3e = read_entry(&*lazy, root, va.l3_index())?;
         if !l3e.is_present() {
             return Err(MapError::NotMapped(va));
@@ -324,10 +335,7 @@ pub fn map_linear<P: Platform>(
             next_table(&*lazy, existing)?
         } else {
             let (l1, link) = new_table(&mut *lazy, alloc, Level::L1)?;
-            let slot = EntrySlot {
-                table: l2,
-                index: va.l2_index() as u16,
-            };
+            let slot = EntrySlot::new(l2, va.l2_index());
             // SAFETY: links a fresh, zeroed, announced L1 where nothing was mapped.
             unsafe { lazy.set_pmd(slot, link) }.map_err(MapError::Backend)?;
             l1
@@ -337,15 +345,12 @@ pub fn map_linear<P: Platform>(
     }
     for r in ranges {
         for f in r.iter() {
-            let Some(Some(l1)) = l1s.get((f.0 / CHUNK_FRAMES) as usize).copied() else {
+            let Some(Some(l1)) = l1s.get((f.number() / CHUNK_FRAMES) as usize).copied() else {
                 continue;
             };
-            let va = VirtAddr(base.0.wrapping_add(f.0 << 12));
+            let va = VirtAddr::new(base.as_u32().wrapping_add(f.number() << 12));
             let mfn = lazy.phys_to_machine(f).ok_or(MapError::NoMachineFrame(f))?;
-            let slot = EntrySlot {
-                table: l1,
-                index: va.l1_index() as u16,
-            };
+            let slot = EntrySlot::new(l1, va.l1_index());
             // SAFETY: the caller owns the span; the slot is in an L1 found or made above.
             unsafe { lazy.set_pte(slot, PageTableEntry::new(mfn, flags(f, alloc))) }
                 .map_err(MapError::Backend)?;

@@ -45,7 +45,7 @@ pub fn run<P: Platform>(
 }
 
 fn pattern(frame: PhysFrame, i: usize) -> u8 {
-    (frame.0 as usize)
+    (frame.number() as usize)
         .wrapping_mul(31)
         .wrapping_add(i.wrapping_mul(7)) as u8
 }
@@ -98,7 +98,7 @@ fn map_scratch<P: Platform>(
 ) -> Res<P::Error> {
     let layout = p.layout();
     let root = p.read_cr3();
-    let va = VirtAddr(layout.scratch_area.0 + SCRATCH_PAGE * PAGE_SIZE as u32);
+    let va = VirtAddr::new(layout.scratch_area.as_u32() + SCRATCH_PAGE * PAGE_SIZE as u32);
     let frame = alloc.alloc()?;
     let mfn = p
         .phys_to_machine(frame)
@@ -133,8 +133,8 @@ fn map_scratch<P: Platform>(
     match mapper::translate(p, root, va) {
         Err(MapError::NotMapped(_)) => {}
         Ok(e) => {
-            return Err(BootErrorKind::Map(MapError::AlreadyMapped(VirtAddr(
-                e.addr().0 as u32,
+            return Err(BootErrorKind::Map(MapError::AlreadyMapped(VirtAddr::new(
+                e.addr().as_u64() as u32,
             ))))
         }
         Err(e) => return Err(e.into()),
@@ -144,16 +144,8 @@ fn map_scratch<P: Platform>(
     let l2 = mapper::next_table(p, l3e)?;
     let l1 = mapper::next_table(p, read_entry(p, l2, va.l2_index())?)?;
     // SAFETY: the L1 maps nothing any more.
-    unsafe {
-        p.set_pmd(
-            EntrySlot {
-                table: l2,
-                index: va.l2_index() as u16,
-            },
-            PageTableEntry::EMPTY,
-        )
-    }
-    .map_err(BootErrorKind::Backend)?;
+    unsafe { p.set_pmd(EntrySlot::new(l2, va.l2_index()), PageTableEntry::EMPTY) }
+        .map_err(BootErrorKind::Backend)?;
     p.flush_tlb_all().map_err(BootErrorKind::Backend)?;
     p.release_pt(l1, Level::L1)
         .map_err(BootErrorKind::Backend)?;
