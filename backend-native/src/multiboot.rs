@@ -439,7 +439,7 @@ mod tests {
             .reserved
             .iter()
             .filter(|r| r.what == "multiboot module string")
-            .map(|r| (r.start.0, r.end))
+            .map(|r| (r.start.as_u64(), r.end))
             .collect();
         assert_eq!(strings, [(STRING_AT as u64, STRING_AT as u64 + 12)]);
         // A string that never ends is refused, not reserved up to wherever.
