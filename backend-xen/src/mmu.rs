@@ -13,9 +13,21 @@ use core::fmt;
 use pvops_core::addr::{EntryIndex, FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::ops::{MemoryLayout, MmuOps, PageFault, Platform};
 use pvops_core::options::OptionErrorKind;
+use pvops_core::pae;
 use pvops_core::paging::{
     EntrySlot, Level, PageTableEntry, PteFlags, ENTRIES, KERNEL_RO, KERNEL_RW, PDPT_ENTRIES,
 };
+
+/// How a primitive stores into a table that is not live yet (see [`pvops_core::pae`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Store {
+    /// `set_pte`: high half, then low half.
+    Split,
+    /// `set_pte_atomic`, `set_pmd`, `set_pud`: one 64-bit store.
+    Whole,
+    /// The clears: low half first.
+    Clear,
+}
 
 /// Most page-table updates one `mmu_update` carries in lazy mode.
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -336,17 +348,27 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
         true
     }
 
-    /// Writes one entry: a plain store into a detached table (Xen does not check tables that
-    /// are not typed as page tables yet), an `mmu_update` into anything live.
-    fn store(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
+    /// Writes one entry: a store of the primitive's kind ([`Store`]) into a detached table
+    /// (Xen does not check tables that are not typed as page tables yet), an `mmu_update`
+    /// into anything live (Xen writes the entry whole, so every primitive keeps its
+    /// guarantee).
+    fn store(
+        &mut self,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+        how: Store,
+    ) -> Result<(), XenError> {
         if self.is_detached(slot.table()) && slot.table() < self.reach {
-            let p = self.hv.frame_ptr(slot.table()) as *mut u32;
-            // SAFETY: a detached table frame is ours, reachable (checked) and mapped writable;
-            // the index is < 512. High half first, then the low half holding Present.
+            let p = self.hv.frame_ptr(slot.table()) as *mut u64;
+            // SAFETY: a detached table frame is ours, reachable (checked), mapped writable and
+            // page aligned; an EntryIndex is < 512.
             unsafe {
-                let e = p.add(slot.index().get() * 2);
-                core::ptr::write_volatile(e.add(1), entry.high());
-                core::ptr::write_volatile(e, entry.low());
+                let e = p.add(slot.index().get());
+                match how {
+                    Store::Split => pae::store_split(e, entry),
+                    Store::Whole => pae::store_whole(e, entry),
+                    Store::Clear => pae::clear(e),
+                }
             }
             return Ok(());
         }
@@ -400,7 +422,7 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
                 r?;
             }
         }
-        self.store(slot, entry)
+        self.store(slot, entry, Store::Whole)
     }
 
     /// Queues (or, outside lazy mode, issues) one checked page-table write.
@@ -608,7 +630,14 @@ impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
         Ok(())
     }
     unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
-        self.store(slot, entry)
+        self.store(slot, entry, Store::Split)
+    }
+    unsafe fn set_pte_atomic(
+        &mut self,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+    ) -> Result<(), XenError> {
+        self.store(slot, entry, Store::Whole)
     }
     unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
         self.link(slot, entry, Level::L1)
@@ -617,7 +646,19 @@ impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
         self.link(slot, entry, Level::L2)
     }
     unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), XenError> {
-        self.store(slot, PageTableEntry::EMPTY)
+        self.store(slot, PageTableEntry::EMPTY, Store::Clear)
+    }
+    unsafe fn pmd_clear(&mut self, slot: EntrySlot) -> Result<(), XenError> {
+        self.store(slot, PageTableEntry::EMPTY, Store::Clear)
+    }
+    unsafe fn pud_clear(&mut self, slot: EntrySlot) -> Result<(), XenError> {
+        self.store(slot, PageTableEntry::EMPTY, Store::Clear)?;
+        if slot.table() == self.cr3 {
+            // What bare metal does with a cr3 reload: no translation through the cleared
+            // entry survives.
+            self.flush_tlb_all()?;
+        }
+        Ok(())
     }
     fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), XenError> {
         self.flush_op(MmuextOp {

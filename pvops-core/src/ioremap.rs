@@ -198,6 +198,7 @@ impl EarlyIoremap {
             VirtAddr::new(0),
             EntrySlot::new(first.table(), first.index()),
             PageTableEntry::EMPTY,
+            false,
         ); IOREMAP_SLOT_PAGES];
         for (i, t) in todo.iter_mut().enumerate().take(pages) {
             let va = VirtAddr::new(base.as_u32() + (i as u32) * PAGE_SIZE as u32);
@@ -207,16 +208,25 @@ impl EarlyIoremap {
                 .checked_add(i as u64 * PAGE_SIZE)
                 .and_then(MachineAddr::frame)
                 .ok_or(IoremapError::Overflow { addr, len })?;
+            // The slot is free in this instance's bookkeeping, but another instance over the
+            // same window may have left its entry present: that one is replaced whole.
+            let present = read_entry(p, first.table(), index)?.is_present();
             *t = (
                 va,
                 EntrySlot::new(first.table(), index),
                 PageTableEntry::new(mfn, KERNEL_RW),
+                present,
             );
         }
         let mut lazy = LazyMmu::enter(p);
-        for (va, l1, entry) in todo.into_iter().take(pages) {
-            // SAFETY: the window belongs to early_ioremap and this slot is free.
-            unsafe { lazy.set_pte(l1, entry) }.map_err(MapError::Backend)?;
+        for (va, l1, entry, present) in todo.into_iter().take(pages) {
+            // SAFETY: the window belongs to early_ioremap and this slot is free; a present
+            // entry (another instance's) is replaced with one 64-bit store, never split.
+            let r = match present {
+                false => unsafe { lazy.set_pte(l1, entry) },
+                true => unsafe { lazy.set_pte_atomic(l1, entry) },
+            };
+            r.map_err(MapError::Backend)?;
             lazy.flush_tlb_single(va).map_err(MapError::Backend)?;
         }
         lazy.finish().map_err(MapError::Backend)?;

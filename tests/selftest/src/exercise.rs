@@ -17,7 +17,7 @@ use pvops_core::ioremap::TableSource;
 use pvops_core::mapper::{self, read_entry, MapError};
 use pvops_core::mem::FrameAllocator;
 use pvops_core::ops::Platform;
-use pvops_core::paging::{EntrySlot, Level, PageTableEntry, KERNEL_RW};
+use pvops_core::paging::{EntrySlot, Level, KERNEL_RW};
 
 /// The stage's name in `stage exercise ok ...` and in a fault's `stage=exercise`.
 pub static STAGE: pvops_core::boot::KernelStage = pvops_core::boot::KernelStage::new("exercise");
@@ -144,8 +144,7 @@ fn map_scratch<P: Platform>(
     let l2 = mapper::next_table(p, l3e)?;
     let l1 = mapper::next_table(p, read_entry(p, l2, va.l2_index())?)?;
     // SAFETY: the L1 maps nothing any more.
-    unsafe { p.set_pmd(EntrySlot::new(l2, va.l2_index()), PageTableEntry::EMPTY) }
-        .map_err(BootErrorKind::Backend)?;
+    unsafe { p.pmd_clear(EntrySlot::new(l2, va.l2_index())) }.map_err(BootErrorKind::Backend)?;
     p.flush_tlb_all().map_err(BootErrorKind::Backend)?;
     p.release_pt(l1, Level::L1)
         .map_err(BootErrorKind::Backend)?;

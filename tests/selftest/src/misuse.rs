@@ -495,7 +495,7 @@ fn undo_scratch<P: Platform>(
     let l1 = mapper::next_table(p, e)
         .map_err(|e| Verdict::broken("find the scratch L1", format_args!("{e}")))?;
     // SAFETY: the L1 maps nothing any more (the case's page is unmapped).
-    unsafe { p.set_pmd(slot, PageTableEntry::EMPTY) }
+    unsafe { p.pmd_clear(slot) }
         .map_err(|e| Verdict::broken("unlink the scratch L1", format_args!("{e}")))?;
     p.flush_tlb_all()
         .map_err(|e| Verdict::broken("flush_tlb_all", format_args!("{e}")))?;
