@@ -5,10 +5,15 @@
 //! (Linux 37cc8d7f963b): under Xen the CPU first runs on Xen's table at `start_info.pt_base`,
 //! not on the kernel's static table. [`TableSource::KernelTable`] reproduces the 2008 bug for
 //! regression tests: the window is then installed into a table the CPU is not using.
+//!
+//! A window has one owner: an instance maps only into slots whose PTEs are all absent, so
+//! a second instance over the same window takes other slots or gets
+//! [`IoremapError::SlotTaken`], never the first one's pages; a mapping that fails halfway
+//! is cleared again, so nothing of it stays present.
 
 use crate::addr::{MachineAddr, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::frame_alloc::FrameAlloc;
 use crate::mapper::{l1_slot, read_entry, MapError};
-use crate::mem::FrameAllocator;
 use crate::ops::LazyMmu;
 use crate::ops::{MmuOps, Platform};
 use crate::paging::{EntrySlot, PageTableEntry, KERNEL_RW};
@@ -51,6 +56,12 @@ pub enum IoremapError<E> {
     },
     /// Every slot is in use.
     NoFreeSlot,
+    /// Every slot this instance has free holds a present PTE: another instance (or other
+    /// code) maps there. Nothing was changed.
+    SlotTaken {
+        /// The first present page found.
+        va: VirtAddr,
+    },
     /// The mapping is not (or no longer) in the window.
     NotMapped {
         /// Its virtual address.
@@ -70,6 +81,12 @@ impl<E: fmt::Display> fmt::Display for IoremapError<E> {
                 "early_ioremap of {len:#x} bytes exceeds a slot ({max:#x})"
             ),
             Self::NoFreeSlot => write!(f, "early_ioremap: all {IOREMAP_SLOTS} slots in use"),
+            Self::SlotTaken { va } => {
+                write!(
+                    f,
+                    "early_ioremap: {va} is mapped by another owner of the window"
+                )
+            }
             Self::NotMapped { va } => write!(f, "early_iounmap of {va}: not mapped"),
             Self::Map(e) => write!(f, "early_ioremap: {e}"),
         }
@@ -151,11 +168,12 @@ impl EarlyIoremap {
         VirtAddr(self.window.0 + (slot * IOREMAP_SLOT_PAGES) as u32 * PAGE_SIZE as u32)
     }
 
-    /// Maps `len` bytes at machine address `addr` read/write into a free slot.
-    pub fn map<P: Platform>(
+    /// Maps `len` bytes at machine address `addr` read/write into a free slot whose PTEs
+    /// are all absent.
+    pub fn map<P: Platform, A: FrameAlloc + ?Sized>(
         &mut self,
         p: &mut P,
-        alloc: &mut FrameAllocator,
+        alloc: &mut A,
         addr: MachineAddr,
         len: u64,
     ) -> Result<IoMapping, IoremapError<P::Error>> {
@@ -173,33 +191,66 @@ impl EarlyIoremap {
             });
         }
         let pages = span.div_ceil(PAGE_SIZE) as usize;
-        let slot = self
-            .pages_in_use
-            .iter()
-            .position(|p| *p == 0)
-            .ok_or(IoremapError::NoFreeSlot)?;
-        let root = self.root(p);
-        let base = self.slot_va(slot);
-        // The window is 2 MiB aligned and its slots fill 512 KiB: one L1 holds every entry of
-        // a slot. Walk (and link) it once, outside lazy mode, then batch the PTE writes and
-        // their invlpgs (one multicall under Xen).
-        let first = l1_slot(p, alloc, root, base, true)?;
-        let mut lazy = LazyMmu::enter(p);
-        for i in 0..pages {
-            let va = VirtAddr(base.0 + (i as u32) * PAGE_SIZE as u32);
-            let l1 = EntrySlot {
-                table: first.table,
-                index: first.index + i as u16,
-            };
-            let entry = PageTableEntry::new(
-                MachineAddr(addr.0 + (i as u64) * PAGE_SIZE).frame(),
-                KERNEL_RW,
-            );
-            // SAFETY: the window belongs to early_ioremap and this slot is free.
-            unsafe { lazy.set_pte(l1, entry) }.map_err(MapError::Backend)?;
-            lazy.flush_tlb_single(va).map_err(MapError::Backend)?;
+        if self.pages_in_use.iter().all(|p| *p != 0) {
+            return Err(IoremapError::NoFreeSlot);
         }
-        lazy.finish().map_err(MapError::Backend)?;
+        let root = self.root(p);
+        // The window is 2 MiB aligned and its slots fill 512 KiB: one L1 holds every entry
+        // of every slot. Walk (and link) it once, outside lazy mode.
+        let l1 = l1_slot(p, alloc, root, self.window, true)?.table;
+        let mut taken = None;
+        let mut found = None;
+        'slots: for slot in (0..IOREMAP_SLOTS).filter(|s| self.pages_in_use[*s] == 0) {
+            let base = self.slot_va(slot);
+            for i in 0..pages {
+                if read_entry(p, l1, base.l1_index() + i)?.is_present() {
+                    taken.get_or_insert(VirtAddr(base.0 + (i as u32) * PAGE_SIZE as u32));
+                    continue 'slots;
+                }
+            }
+            found = Some(slot);
+            break;
+        }
+        let Some(slot) = found else {
+            return Err(IoremapError::SlotTaken {
+                va: taken.unwrap_or(self.window),
+            });
+        };
+        let base = self.slot_va(slot);
+        // Batch the PTE writes and their invlpgs (one multicall under Xen).
+        let written = (|| {
+            let mut lazy = LazyMmu::enter(&mut *p);
+            for i in 0..pages {
+                let va = VirtAddr(base.0 + (i as u32) * PAGE_SIZE as u32);
+                let slot = EntrySlot {
+                    table: l1,
+                    index: (base.l1_index() + i) as u16,
+                };
+                let entry = PageTableEntry::new(
+                    MachineAddr(addr.0 + (i as u64) * PAGE_SIZE).frame(),
+                    KERNEL_RW,
+                );
+                // SAFETY: the window belongs to early_ioremap and this slot is free (its
+                // PTEs were checked absent).
+                unsafe { lazy.set_pte(slot, entry) }?;
+                lazy.flush_tlb_single(va)?;
+            }
+            lazy.finish()
+        })();
+        if let Err(e) = written {
+            // Nothing of a failed mapping stays present: clear every page of the slot
+            // (errors here cannot be better reported than the first one).
+            for i in 0..pages {
+                let slot = EntrySlot {
+                    table: l1,
+                    index: (base.l1_index() + i) as u16,
+                };
+                // SAFETY: the slot is ours and its mapping failed; nobody uses it.
+                let _ = unsafe { p.pte_clear(slot) };
+                let _ = p.flush_tlb_single(VirtAddr(base.0 + (i as u32) * PAGE_SIZE as u32));
+            }
+            return Err(IoremapError::Map(MapError::Backend(e)));
+        }
         self.pages_in_use[slot] = pages as u8;
         Ok(IoMapping {
             va: VirtAddr(base.0 + addr.frame_offset() as u32),
@@ -210,10 +261,10 @@ impl EarlyIoremap {
     }
 
     /// Unmaps a mapping made by [`EarlyIoremap::map`].
-    pub fn unmap<P: Platform>(
+    pub fn unmap<P: Platform, A: FrameAlloc + ?Sized>(
         &mut self,
         p: &mut P,
-        alloc: &mut FrameAllocator,
+        alloc: &mut A,
         m: IoMapping,
     ) -> Result<(), IoremapError<P::Error>> {
         let slot = m.slot as usize;

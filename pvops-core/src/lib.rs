@@ -13,6 +13,7 @@
 pub mod addr;
 pub mod boot;
 pub mod cmdline;
+pub mod frame_alloc;
 pub mod handoff;
 pub mod ioremap;
 pub mod mapper;
@@ -21,7 +22,9 @@ pub mod ops;
 pub mod options;
 pub mod paging;
 pub mod registry;
+pub mod space;
 pub mod trap;
+pub mod walk;
 
 pub use linkme;
 

@@ -1,7 +1,10 @@
-//! The physical memory map and the frame allocator (which also remembers page-table frames).
+//! The physical memory map: regions, sanitising a loader's map, and loader reservations.
+//! (The frame allocator is [`crate::frame_alloc`], re-exported here.)
 
 use crate::addr::{FrameRange, PhysAddr, PhysFrame, PAGE_SIZE};
 use core::fmt;
+
+pub use crate::frame_alloc::{AllocError, FrameAlloc, FrameAllocator, TABLE_BITMAP_FRAMES};
 
 /// Most regions a [`MemoryMap`] holds (Linux's `E820_MAX_ENTRIES_ZEROPAGE`).
 pub const MAX_REGIONS: usize = 128;
@@ -499,235 +502,6 @@ impl Reservations {
     }
 }
 
-/// Frames the allocator can remember as page tables: 1 GiB of pseudo-physical memory, which
-/// covers any 32-bit lowmem.
-pub const TABLE_BITMAP_FRAMES: usize = 1 << 18;
-
-/// Why the allocator could not hand out or take back a frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AllocError {
-    /// No free frame below the current reachability limit.
-    Exhausted {
-        /// The limit (first frame not reachable yet).
-        limit: PhysFrame,
-    },
-    /// The free list is full.
-    FreeListFull {
-        /// The frame that could not be freed.
-        frame: PhysFrame,
-    },
-    /// The frame is already on the free list.
-    DoubleFree {
-        /// The frame.
-        frame: PhysFrame,
-    },
-    /// A page-table frame beyond what the allocator can track.
-    UntrackableTable {
-        /// The frame.
-        frame: PhysFrame,
-    },
-}
-
-impl fmt::Display for AllocError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Exhausted { limit } => write!(f, "out of frames below pfn {limit}"),
-            Self::FreeListFull { frame } => write!(f, "free list full, cannot free pfn {frame}"),
-            Self::DoubleFree { frame } => write!(f, "pfn {frame} freed twice"),
-            Self::UntrackableTable { frame } => {
-                write!(f, "pfn {frame} is beyond the page-table bitmap")
-            }
-        }
-    }
-}
-
-const FREE_LIST_CAPACITY: usize = 64;
-
-/// A frame allocator: a bump allocator over the free usable ranges plus a LIFO free list, so
-/// the most recently freed frames come back first. It also records which frames are page
-/// tables, so the direct map can map them read-only where the backend demands it.
-pub struct FrameAllocator {
-    ranges: [FrameRange; MAX_REGIONS],
-    nranges: usize,
-    cursor: usize,
-    limit: PhysFrame,
-    free: [PhysFrame; FREE_LIST_CAPACITY],
-    nfree: usize,
-    tables: [u64; TABLE_BITMAP_FRAMES / 64],
-    allocated: u32,
-    /// The part of the early page-table pool not handed out yet (page tables only).
-    pool: FrameRange,
-}
-
-impl FrameAllocator {
-    /// An allocator with no frames (fill it with [`FrameAllocator::reset`]); `const`, so it
-    /// can live in a static.
-    pub const fn empty() -> FrameAllocator {
-        FrameAllocator {
-            ranges: [FrameRange::EMPTY; MAX_REGIONS],
-            nranges: 0,
-            cursor: 0,
-            limit: PhysFrame(0),
-            free: [PhysFrame(0); FREE_LIST_CAPACITY],
-            nfree: 0,
-            tables: [0; TABLE_BITMAP_FRAMES / 64],
-            allocated: 0,
-            pool: FrameRange::EMPTY,
-        }
-    }
-
-    /// An allocator handing out the usable frames of `map` at or above `first_free`, only
-    /// frames below `limit` (reachable now). `pool` (frames reserved for early page tables,
-    /// e.g. backend-xen's early table pool; may be empty) serves [`FrameAllocator::alloc_table`]
-    /// only, before any other frame: data never takes a page table's reserved frame.
-    pub fn new(
-        map: &MemoryMap,
-        first_free: PhysFrame,
-        limit: PhysFrame,
-        pool: FrameRange,
-    ) -> FrameAllocator {
-        let mut a = FrameAllocator::empty();
-        a.reset(map, first_free, limit, pool);
-        a
-    }
-
-    /// Forgets everything and starts over (in place: the allocator is large). See
-    /// [`FrameAllocator::new`].
-    pub fn reset(
-        &mut self,
-        map: &MemoryMap,
-        first_free: PhysFrame,
-        limit: PhysFrame,
-        pool: FrameRange,
-    ) {
-        self.nranges = 0;
-        self.cursor = 0;
-        self.limit = limit;
-        self.nfree = 0;
-        self.tables.fill(0);
-        self.allocated = 0;
-        self.pool = pool;
-        for r in map.usable_frames_below(u64::MAX) {
-            if self.nranges == MAX_REGIONS {
-                break;
-            }
-            let start = PhysFrame(r.start.0.max(first_free.0));
-            if start < r.end {
-                self.ranges[self.nranges] = FrameRange { start, end: r.end };
-                self.nranges += 1;
-            }
-        }
-    }
-
-    /// Raises (or lowers) the reachability limit, e.g. once the direct map is live.
-    pub fn set_limit(&mut self, limit: PhysFrame) {
-        self.limit = limit;
-    }
-
-    /// The current reachability limit.
-    pub fn limit(&self) -> PhysFrame {
-        self.limit
-    }
-
-    /// Frames handed out so far (minus those freed).
-    pub fn allocated(&self) -> u32 {
-        self.allocated
-    }
-
-    /// Free frames left below the limit (bump part plus free list).
-    pub fn available(&self) -> u32 {
-        let bump: u32 = self.ranges[self.cursor.min(self.nranges)..self.nranges]
-            .iter()
-            .map(|r| r.end.0.min(self.limit.0).saturating_sub(r.start.0))
-            .sum();
-        bump + self.nfree as u32 + self.pool.len()
-    }
-
-    /// Hands out one frame.
-    pub fn alloc(&mut self) -> Result<PhysFrame, AllocError> {
-        if let Some(pos) = self.free[..self.nfree]
-            .iter()
-            .rposition(|f| *f < self.limit)
-        {
-            let f = self.free[pos];
-            self.free.copy_within(pos + 1..self.nfree, pos);
-            self.nfree -= 1;
-            self.allocated += 1;
-            return Ok(f);
-        }
-        while self.cursor < self.nranges {
-            let r = &mut self.ranges[self.cursor];
-            if r.start < r.end && r.start < self.limit {
-                let f = r.start;
-                r.start = PhysFrame(f.0 + 1);
-                self.allocated += 1;
-                return Ok(f);
-            }
-            if r.start >= r.end {
-                self.cursor += 1;
-            } else {
-                break; // the rest is beyond the limit for now
-            }
-        }
-        Err(AllocError::Exhausted { limit: self.limit })
-    }
-
-    /// Hands out one frame and records it as a page table: from the early table pool while
-    /// it lasts, then as [`FrameAllocator::alloc`].
-    pub fn alloc_table(&mut self) -> Result<PhysFrame, AllocError> {
-        let f = match self.pool.is_empty() {
-            false => {
-                let f = self.pool.start;
-                self.pool.start = PhysFrame(f.0 + 1);
-                self.allocated += 1;
-                f
-            }
-            true => self.alloc()?,
-        };
-        if let Err(e) = self.mark_table(f, true) {
-            let _ = self.free(f);
-            return Err(e);
-        }
-        Ok(f)
-    }
-
-    /// Takes a frame back (it is no longer a page table).
-    pub fn free(&mut self, frame: PhysFrame) -> Result<(), AllocError> {
-        if self.free[..self.nfree].contains(&frame) {
-            return Err(AllocError::DoubleFree { frame });
-        }
-        if self.nfree == FREE_LIST_CAPACITY {
-            return Err(AllocError::FreeListFull { frame });
-        }
-        let _ = self.mark_table(frame, false);
-        self.free[self.nfree] = frame;
-        self.nfree += 1;
-        self.allocated = self.allocated.saturating_sub(1);
-        Ok(())
-    }
-
-    /// Records `frame` as a page table (or not).
-    pub fn mark_table(&mut self, frame: PhysFrame, is_table: bool) -> Result<(), AllocError> {
-        let i = frame.0 as usize;
-        if i >= TABLE_BITMAP_FRAMES {
-            return Err(AllocError::UntrackableTable { frame });
-        }
-        let bit = 1u64 << (i % 64);
-        if is_table {
-            self.tables[i / 64] |= bit;
-        } else {
-            self.tables[i / 64] &= !bit;
-        }
-        Ok(())
-    }
-
-    /// True when `frame` is recorded as a page table.
-    pub fn is_table(&self, frame: PhysFrame) -> bool {
-        let i = frame.0 as usize;
-        i < TABLE_BITMAP_FRAMES && self.tables[i / 64] & (1 << (i % 64)) != 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -835,35 +609,6 @@ mod tests {
         assert!(m.regions().len() <= MAX_REGIONS);
     }
 
-    #[test]
-    fn allocator_bump_limit_and_lifo() {
-        let m = map();
-        let mut a = FrameAllocator::new(&m, PhysFrame(0x200), PhysFrame(0x202), FrameRange::EMPTY);
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x200)));
-        assert_eq!(a.alloc_table(), Ok(PhysFrame(0x201)));
-        assert!(a.is_table(PhysFrame(0x201)));
-        assert_eq!(
-            a.alloc(),
-            Err(AllocError::Exhausted {
-                limit: PhysFrame(0x202)
-            })
-        );
-        a.set_limit(PhysFrame(0x800));
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x202)));
-        a.free(PhysFrame(0x5)).unwrap();
-        a.free(PhysFrame(0x6)).unwrap();
-        assert_eq!(
-            a.free(PhysFrame(0x6)),
-            Err(AllocError::DoubleFree {
-                frame: PhysFrame(0x6)
-            })
-        );
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x6)));
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x5)));
-        a.free(PhysFrame(0x201)).unwrap();
-        assert!(!a.is_table(PhysFrame(0x201)));
-    }
-
     /// Found by `cargo xtask fuzz` (memory_map): a usable region above 16 TiB had its frame
     /// numbers truncated to 32 bits, so the allocator handed out frames 0.. of low memory.
     #[test]
@@ -873,46 +618,19 @@ mod tests {
             .unwrap();
         m.add(PhysAddr((1 << 44) - 0x2000), 0x2000, RegionKind::Usable)
             .unwrap();
+        let want = [FrameRange {
+            start: PhysFrame(u32::MAX - 1),
+            end: PhysFrame(u32::MAX),
+        }];
         assert_eq!(
             m.usable_frames_below(u64::MAX)
                 .collect::<std::vec::Vec<_>>(),
-            [FrameRange {
-                start: PhysFrame(u32::MAX - 1),
-                end: PhysFrame(u32::MAX)
-            }]
+            want
         );
         assert_eq!(
             m.ram_frames_below(u64::MAX).collect::<std::vec::Vec<_>>(),
-            [FrameRange {
-                start: PhysFrame(u32::MAX - 1),
-                end: PhysFrame(u32::MAX)
-            }]
+            want
         );
-        let mut a = FrameAllocator::new(&m, PhysFrame(0), PhysFrame(u32::MAX), FrameRange::EMPTY);
-        assert_eq!(a.alloc(), Ok(PhysFrame(u32::MAX - 1)));
-        assert_eq!(
-            a.alloc(),
-            Err(AllocError::Exhausted {
-                limit: PhysFrame(u32::MAX)
-            })
-        );
-    }
-
-    #[test]
-    fn pool_serves_page_tables_only() {
-        let m = map();
-        let pool = FrameRange {
-            start: PhysFrame(0x150),
-            end: PhysFrame(0x152),
-        };
-        let mut a = FrameAllocator::new(&m, PhysFrame(0x200), PhysFrame(0x800), pool);
-        // Data never comes from the pool, page tables do first.
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x200)));
-        assert_eq!(a.alloc_table(), Ok(PhysFrame(0x150)));
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x201)));
-        assert_eq!(a.alloc_table(), Ok(PhysFrame(0x151)));
-        assert!(a.is_table(PhysFrame(0x151)));
-        assert_eq!(a.alloc_table(), Ok(PhysFrame(0x202)));
     }
 
     fn raw(start: u64, len: u64, kind: RegionKind) -> RawRegion {
@@ -961,21 +679,6 @@ mod tests {
             MemoryMap::sanitized(&many).unwrap_err(),
             MemoryMapError::TooManyRegions
         );
-    }
-
-    #[test]
-    fn more_than_32_regions() {
-        // 100 separate usable regions: all kept (the old limit of 32 truncated or refused).
-        let entries: std::vec::Vec<RawRegion> = (0..100u64)
-            .map(|i| raw(i * 0x2000, 0x1000, RegionKind::Usable))
-            .collect();
-        let m = MemoryMap::sanitized(&entries).unwrap();
-        assert_eq!(m.regions().len(), 100);
-        let mut a = FrameAllocator::new(&m, PhysFrame(0), PhysFrame(0x1000), FrameRange::EMPTY);
-        assert_eq!(a.available(), 100);
-        for i in 0..100 {
-            assert_eq!(a.alloc(), Ok(PhysFrame(i * 2)));
-        }
     }
 
     #[test]

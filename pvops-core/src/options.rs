@@ -144,6 +144,20 @@ mod tests {
     }
 
     impl MmuOps for Opts {
+        fn pin_root(&mut self, _root: PhysFrame) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn unpin_root(&mut self, _root: PhysFrame) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn is_lazy(&self) -> bool {
+            false
+        }
+        fn queued_entry(&self, _slot: EntrySlot) -> Option<PageTableEntry> {
+            None
+        }
+        fn defer_error(&mut self, _e: Self::Error) {}
+
         type Error = core::convert::Infallible;
         type Counters = NoCalls;
         const NAME: &'static str = "opts";

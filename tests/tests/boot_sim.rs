@@ -663,12 +663,12 @@ fn early_ioremap_follows_cr3_to_another_table() {
     let mbi = sim.multiboot_info_bytes();
     // Created while A is live: a LiveCr3 window must not remember A.
     let mut io = EarlyIoremap::new(window, TableSource::LiveCr3);
-    let b = clone_bootstrap(&mut sim, &mut alloc);
+    let b = clone_bootstrap(&mut sim, &mut *alloc);
     // SAFETY: B maps everything A maps.
     unsafe { sim.write_cr3(b) }.unwrap();
     assert_eq!(io.root(&sim), b);
     let m = io
-        .map(&mut sim, &mut alloc, probe, MULTIBOOT_INFO_LEN as u64)
+        .map(&mut sim, &mut *alloc, probe, MULTIBOOT_INFO_LEN as u64)
         .unwrap();
     assert_eq!(m.addr(), window);
     let in_b =
@@ -685,7 +685,7 @@ fn early_ioremap_follows_cr3_to_another_table() {
     // SAFETY: the window maps the probe.
     unsafe { sim.read_virt(m.addr(), &mut buf) }.unwrap();
     assert_eq!(buf, mbi);
-    io.unmap(&mut sim, &mut alloc, m).unwrap();
+    io.unmap(&mut sim, &mut *alloc, m).unwrap();
     // SAFETY: unmapped and flushed: reading must fault.
     let pf = unsafe { sim.read_virt(window, &mut buf) }.unwrap_err();
     assert_eq!(pf.addr, window);
@@ -693,21 +693,21 @@ fn early_ioremap_follows_cr3_to_another_table() {
     // The 2.6.25-rc1 behaviour: a window fixed on A, which is not live, maps nothing visible.
     let mut stale = EarlyIoremap::new(window, TableSource::KernelTable(a));
     let m = stale
-        .map(&mut sim, &mut alloc, probe, MULTIBOOT_INFO_LEN as u64)
+        .map(&mut sim, &mut *alloc, probe, MULTIBOOT_INFO_LEN as u64)
         .unwrap();
     assert!(mapper::translate(&sim, a, window).is_ok());
     // SAFETY: the CPU walks B, where the window is empty.
     let pf = unsafe { sim.read_virt(m.addr(), &mut buf) }.unwrap_err();
     assert_eq!((pf.addr, pf.error & PF_PRESENT), (window, 0));
 
-    stale.unmap(&mut sim, &mut alloc, m).unwrap();
+    stale.unmap(&mut sim, &mut *alloc, m).unwrap();
 
     // Back on A, the same LiveCr3 window follows again.
     // SAFETY: A is the bootstrap table.
     unsafe { sim.write_cr3(a) }.unwrap();
     assert_eq!(io.root(&sim), a);
     let m = io
-        .map(&mut sim, &mut alloc, MachineAddr(probe.0 + 0x100), 16)
+        .map(&mut sim, &mut *alloc, MachineAddr(probe.0 + 0x100), 16)
         .unwrap();
     assert_eq!(m.addr(), VirtAddr(IOREMAP_WINDOW + 0x100));
     assert!(mapper::translate(&sim, a, window).is_ok());
@@ -720,7 +720,7 @@ fn early_ioremap_follows_cr3_to_another_table() {
     let mut want = [0u8; 16];
     sim.read_phys(PhysAddr(MULTIBOOT_INFO_ADDR.0 + 0x100), &mut want);
     assert_eq!(buf[..16], want);
-    io.unmap(&mut sim, &mut alloc, m).unwrap();
+    io.unmap(&mut sim, &mut *alloc, m).unwrap();
 }
 
 // ----- 6. PDPT entries are latched by cr3 loads -----
@@ -1130,12 +1130,22 @@ fn failing_any_page_table_operation_fails_the_boot_cleanly() {
             .map(|s| s.to_string())
             .collect();
         assert_run_eq!(run, done, expect, "op #{k}: stages before the failing one");
-        assert_run_eq!(
-            run,
-            sim.pt_ops(),
-            k,
-            "op #{k}: the boot stops at the failing op"
-        );
+        if matches!(err.kind, BootErrorKind::Ioremap(_)) {
+            // A half-made early_ioremap mapping is cleared again (issue 10; tested on its
+            // own in address_spaces.rs): those clears may follow the failing op.
+            assert_run!(
+                run,
+                sim.pt_ops() >= k,
+                "op #{k}: ops before the failing one"
+            );
+        } else {
+            assert_run_eq!(
+                run,
+                sim.pt_ops(),
+                k,
+                "op #{k}: the boot stops at the failing op"
+            );
+        }
         let msg = err.to_string();
         assert_run!(
             run,
@@ -1267,7 +1277,7 @@ fn sim_refuses_page_table_misuse() {
     .unwrap();
     sim.release_pt(plain, Level::L1).unwrap();
     assert_eq!(sim.table_level(plain), None);
-    let (k, _) = new_table(&mut sim, &mut alloc, Level::L3).unwrap();
+    let (k, _) = new_table(&mut sim, &mut *alloc, Level::L3).unwrap();
     assert!(matches!(
         sim.pagetable_setup_done(k),
         Err(SimError::NotLive { .. })

@@ -533,8 +533,8 @@ fn manual_switch(
     for f in facts.bootstrap_tables.iter() {
         alloc.mark_table(f, true).expect("mark");
     }
-    let (root, _) = new_table(&mut mmu, &mut alloc, Level::L3).expect("root");
-    let (l2, link) = new_table(&mut mmu, &mut alloc, Level::L2).expect("l2");
+    let (root, _) = new_table(&mut mmu, &mut *alloc, Level::L3).expect("root");
+    let (l2, link) = new_table(&mut mmu, &mut *alloc, Level::L2).expect("l2");
     // SAFETY: the kernel's table is not live.
     unsafe {
         mmu.set_pud(
@@ -548,7 +548,7 @@ fn manual_switch(
     .expect("set_pud");
     let mut l1s = Vec::new();
     for c in 0..reach / 512 {
-        let (l1, link) = new_table(&mut mmu, &mut alloc, Level::L1).expect("l1");
+        let (l1, link) = new_table(&mut mmu, &mut *alloc, Level::L1).expect("l1");
         // SAFETY: as above.
         unsafe {
             mmu.set_pmd(
@@ -653,14 +653,14 @@ fn early_ioremap_must_walk_the_live_table() {
         mmu.reach(),
         info.table_pool,
     ));
-    let (kernel_root, _) = new_table(&mut mmu, &mut alloc, Level::L3).expect("kernel root");
+    let (kernel_root, _) = new_table(&mut mmu, &mut *alloc, Level::L3).expect("kernel root");
     let window = mmu.layout().ioremap_window;
     assert_eq!(window, VirtAddr(WINDOW));
     let ma = mmu.phys_to_machine(layout.start_info).expect("mfn").start();
     // The 2.6.25-rc1 bug: install into the kernel's table, which is not live.
     let mut bad = EarlyIoremap::new(window, TableSource::KernelTable(kernel_root));
     let m = bad
-        .map(&mut mmu, &mut alloc, ma, 64)
+        .map(&mut mmu, &mut *alloc, ma, 64)
         .expect("the map itself succeeds");
     let mut buf = [0u8; 64];
     // SAFETY: reading the window.
@@ -672,7 +672,7 @@ fn early_ioremap_must_walk_the_live_table() {
     );
     // The fix: the live table, found through read_cr3.
     let mut good = EarlyIoremap::new(window, TableSource::LiveCr3);
-    let m = good.map(&mut mmu, &mut alloc, ma, 64).expect("map");
+    let m = good.map(&mut mmu, &mut *alloc, ma, 64).expect("map");
     // SAFETY: as above.
     unsafe { mmu.read_virt(m.addr(), &mut buf) }.expect("mapped");
     assert_eq!(&buf[..16], b"xen-3.0-x86_32p\0");
@@ -681,7 +681,7 @@ fn early_ioremap_must_walk_the_live_table() {
         4096,
         "nr_pages"
     );
-    good.unmap(&mut mmu, &mut alloc, m).expect("unmap");
+    good.unmap(&mut mmu, &mut *alloc, m).expect("unmap");
     assert!(mmu.model().translate(window).is_none());
     assert_eq!(mmu.model().audit(), Vec::<String>::new());
 }

@@ -3,6 +3,20 @@
 use super::*;
 
 impl MmuOps for SimMachine {
+    fn pin_root(&mut self, _root: PhysFrame) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn unpin_root(&mut self, _root: PhysFrame) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn is_lazy(&self) -> bool {
+        false
+    }
+    fn queued_entry(&self, _slot: EntrySlot) -> Option<PageTableEntry> {
+        None
+    }
+    fn defer_error(&mut self, _e: Self::Error) {}
+
     type Error = SimError;
     type Counters = backend_native::counters::NoHypercalls;
     fn counters(&self) -> Self::Counters {

@@ -1,117 +1,37 @@
-//! The Xen PV `MmuOps`: page-table writes through `mmu_update` (batched in lazy mode),
-//! page-table frames read-only in every mapping, pin + NEW_BASEPTR, and the unpin of
-//! `start_info.pt_base` after the switch.
+//! The Xen PV `MmuOps`: page-table writes through `mmu_update` (batched in lazy mode, see
+//! [`batch`]), page-table frames read-only in every mapping (the backend's invariant, kept by
+//! `alloc_pt`/`release_pt` and `set_pte`), pins separate from the NEW_BASEPTR switch, and the
+//! unpin of `start_info.pt_base` at the first switch.
 
-use crate::abi::{
-    mmuext, Errno, MachphysMapping, MmuUpdate, MmuextOp, MMU_NORMAL_PT_UPDATE, VIRT_BASE,
-};
+mod batch;
+mod error;
+
+pub use error::{XenError, XenOp};
+
+use crate::abi::{mmuext, Errno, MachphysMapping, MmuUpdate, MmuextOp, VIRT_BASE};
 use crate::counters::XenCounters;
 use crate::hypervisor::Hypervisor;
 use crate::options::XenOptions;
 use crate::start_info::XenBootFacts;
-use core::fmt;
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::ops::{MemoryLayout, MmuOps, PageFault, Platform};
 use pvops_core::options::OptionErrorKind;
 use pvops_core::paging::{
     EntrySlot, Level, PageTableEntry, PteFlags, ENTRIES, KERNEL_RO, KERNEL_RW, PDPT_ENTRIES,
 };
+use pvops_core::walk::{self, TableRead};
 
 /// Most page-table updates one `mmu_update` carries in lazy mode.
 pub const QUEUE_CAPACITY: usize = 1024;
 const MIB: u32 = 1024 * 1024;
 
-/// The hypercall (or sub-operation) that failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XenOp {
-    /// `mmu_update`.
-    MmuUpdate,
-    /// `mmuext_op` with this command.
-    MmuextOp(u32),
-    /// `memory_op(XENMEM_machphys_mapping)`.
-    MachphysMapping,
-}
-
-impl fmt::Display for XenOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            XenOp::MmuUpdate => f.write_str("mmu_update"),
-            XenOp::MmuextOp(cmd) => f.write_str(match *cmd {
-                mmuext::PIN_L1_TABLE => "mmuext_op(PIN_L1_TABLE)",
-                mmuext::PIN_L2_TABLE => "mmuext_op(PIN_L2_TABLE)",
-                mmuext::PIN_L3_TABLE => "mmuext_op(PIN_L3_TABLE)",
-                mmuext::UNPIN_TABLE => "mmuext_op(UNPIN_TABLE)",
-                mmuext::NEW_BASEPTR => "mmuext_op(NEW_BASEPTR)",
-                mmuext::TLB_FLUSH_LOCAL => "mmuext_op(TLB_FLUSH_LOCAL)",
-                mmuext::INVLPG_LOCAL => "mmuext_op(INVLPG_LOCAL)",
-                _ => "mmuext_op",
-            }),
-            XenOp::MachphysMapping => f.write_str("memory_op(XENMEM_machphys_mapping)"),
-        }
-    }
-}
-
-/// An error of the Xen backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XenError {
-    /// Xen refused a hypercall.
-    Hypercall {
-        /// Which.
-        op: XenOp,
-        /// The errno Xen returned.
-        errno: Errno,
-        /// Index of the failing entry in the batch (Xen reports how many succeeded).
-        index: u32,
-        /// The failing entry's main argument (ptr of an mmu_update, mfn of an mmuext_op).
-        arg: u64,
-    },
-    /// A frame that must be reachable is not mapped in the live table.
-    NotMapped {
-        /// The virtual address.
-        va: VirtAddr,
-    },
-    /// A pfn outside the p2m list.
-    NoMachineFrame {
-        /// The pfn.
-        pfn: PhysFrame,
-    },
-    /// The hypervisor hole (`XENMEM_machphys_mapping`) starts too low to leave the
-    /// early_ioremap window, the scratch area and any lowmem above `VIRT_BASE`.
-    HoleTooLow {
-        /// The hole's start as Xen reported it.
-        v_start: u32,
-    },
-}
-
-impl fmt::Display for XenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            XenError::Hypercall {
-                op,
-                errno,
-                index,
-                arg,
-            } => {
-                write!(f, "xen {errno}: {op}[{index}] arg={arg:#x}")
-            }
-            XenError::NotMapped { va } => {
-                write!(f, "xen backend: {va} is not mapped in the live table")
-            }
-            XenError::NoMachineFrame { pfn } => {
-                write!(f, "xen backend: pfn {pfn} is not in the p2m list")
-            }
-            XenError::HoleTooLow { v_start } => write!(
-                f,
-                "xen backend: hypervisor hole at {v_start:#x} leaves no lowmem above {VIRT_BASE:#x}"
-            ),
-        }
-    }
-}
-
 /// mmuext operations (flushes) queued in lazy mode.
 const EXT_QUEUE_CAPACITY: usize = 32;
-/// Frames whose "detached table" state is tracked (1 GiB: any 32-bit lowmem).
+/// Frames whose "detached table" and "page table" states are tracked (1 GiB: any 32-bit
+/// lowmem).
 const DETACHED_FRAMES: usize = 1 << 18;
+/// Most roots pinned at once (the kernel's, its address spaces', Xen's bootstrap table).
+pub const MAX_PINNED: usize = 32;
 
 /// The Xen PV backend, generic over the hypercall layer.
 pub struct XenMmu<H: Hypervisor> {
@@ -133,13 +53,23 @@ pub struct XenMmu<H: Hypervisor> {
     queued: usize,
     ext_queue: [MmuextOp; EXT_QUEUE_CAPACITY],
     ext_queued: usize,
-    pt_base_pinned: bool,
     /// Page-table frames announced with `alloc_pt` that no live table reaches yet: ordinary
     /// writable memory, written with plain stores (as Linux writes unpinned tables), made
     /// read-only when they go live (linked into a live table, or installed by write_cr3).
     detached: [u64; DETACHED_FRAMES / 64],
     /// Plain stores into detached tables (off with `pvops.batch=1`: every write a hypercall).
     direct_stores: bool,
+    /// Every page-table frame (announced with `alloc_pt`, or Xen's bootstrap table): never
+    /// mapped writable anywhere.
+    tables: [u64; DETACHED_FRAMES / 64],
+    /// The kernel's root while it is being built (from `pagetable_setup_start` until it goes
+    /// live): its direct map must keep page tables read-only too.
+    pending: Option<PhysFrame>,
+    /// The roots pinned now.
+    pinned: [PhysFrame; MAX_PINNED],
+    npinned: usize,
+    /// An error of a flush nobody could report (a dropped `LazyMmu`), for the next operation.
+    deferred: Option<XenError>,
     stats: XenCounters,
 }
 
@@ -161,6 +91,7 @@ pub fn layout_below_hole(v_start: u32) -> Result<MemoryLayout, XenError> {
         ioremap_window: VirtAddr(window),
         scratch_area: VirtAddr(scratch),
         lowmem_formula: "hole start (XENMEM_machphys_mapping) - 2 MiB early_ioremap window - 2 MiB scratch - 0xC0000000",
+        hypervisor_start: Some(VirtAddr(v_start)),
     })
 }
 
@@ -198,11 +129,20 @@ impl<H: Hypervisor> XenMmu<H> {
             queued: 0,
             ext_queue: [MmuextOp::default(); EXT_QUEUE_CAPACITY],
             ext_queued: 0,
-            pt_base_pinned: true,
             detached: [0; DETACHED_FRAMES / 64],
             direct_stores: true,
+            tables: [0; DETACHED_FRAMES / 64],
+            pending: None,
+            pinned: [PhysFrame(0); MAX_PINNED],
+            npinned: 1,
+            deferred: None,
             stats: XenCounters::default(),
         };
+        // The domain builder pinned pt_base; its frames are page tables.
+        mmu.pinned[0] = facts.pt_base;
+        for f in facts.bootstrap_tables.iter() {
+            set_bit(&mut mmu.tables, f, true);
+        }
         mmu.configure(*opts);
         mmu.reach = mmu.measure_reach();
         Ok(mmu)
@@ -269,7 +209,16 @@ impl<H: Hypervisor> XenMmu<H> {
         PhysFrame(pfn)
     }
 
+    /// Entry `index` of `table` as a walk must see it: a queued (unissued) update of it
+    /// first, else memory (page-table frames below `reach` are mapped, at least read-only).
     fn read(&self, table: PhysFrame, index: usize) -> Result<PageTableEntry, XenError> {
+        let index = index % ENTRIES;
+        if let Some(e) = self.queued_value(EntrySlot {
+            table,
+            index: index as u16,
+        }) {
+            return Ok(e);
+        }
         if table >= self.reach {
             return Err(XenError::NotMapped {
                 va: VirtAddr(VIRT_BASE.wrapping_add(table.0 << 12)),
@@ -279,7 +228,7 @@ impl<H: Hypervisor> XenMmu<H> {
         // SAFETY: page-table frames are below `reach` (mapped, at least read-only) and the
         // index is < 512.
         Ok(PageTableEntry::from_bits(unsafe {
-            core::ptr::read_volatile(p.add(index % 512))
+            core::ptr::read_volatile(p.add(index))
         }))
     }
 
@@ -288,31 +237,23 @@ impl<H: Hypervisor> XenMmu<H> {
         (pfn.0 < self.nr_pages && self.hv.p2m(pfn) == Some(mfn)).then_some(pfn)
     }
 
-    /// The live L1 slot and entry mapping `va` (4 KiB pages only: a PV guest has no others).
+    /// The L1 slot and entry mapping `va` in the table rooted at `root` (4 KiB pages only:
+    /// a PV guest has no others), found by the core's walker.
+    fn entry_in(
+        &self,
+        root: PhysFrame,
+        va: VirtAddr,
+    ) -> Result<(EntrySlot, PageTableEntry), XenError> {
+        let w = walk::walk_to(&Walk { mmu: self, va }, root, va)?;
+        if !w.is_page() {
+            return Err(XenError::NotMapped { va });
+        }
+        Ok((w.slot, w.entry))
+    }
+
+    /// The live L1 slot and entry mapping `va`.
     fn live_entry(&self, va: VirtAddr) -> Result<(EntrySlot, PageTableEntry), XenError> {
-        let nm = XenError::NotMapped { va };
-        let l3e = self.read(self.cr3, va.l3_index())?;
-        let l2 = l3e
-            .is_present()
-            .then(|| self.to_phys(l3e.frame()))
-            .flatten()
-            .ok_or(nm)?;
-        let l2e = self.read(l2, va.l2_index())?;
-        if !l2e.is_present() || l2e.flags().contains(PteFlags::HUGE) {
-            return Err(nm);
-        }
-        let l1 = self.to_phys(l2e.frame()).ok_or(nm)?;
-        let l1e = self.read(l1, va.l1_index())?;
-        if !l1e.is_present() {
-            return Err(nm);
-        }
-        Ok((
-            EntrySlot {
-                table: l1,
-                index: va.l1_index() as u16,
-            },
-            l1e,
-        ))
+        self.entry_in(self.cr3, va)
     }
 
     fn mfn(&self, pfn: PhysFrame) -> Result<MachineFrame, XenError> {
@@ -320,22 +261,55 @@ impl<H: Hypervisor> XenMmu<H> {
     }
 
     fn is_detached(&self, pfn: PhysFrame) -> bool {
-        let i = pfn.0 as usize;
-        i < DETACHED_FRAMES && self.detached[i / 64] & (1 << (i % 64)) != 0
+        bit(&self.detached, pfn)
     }
 
     fn set_detached(&mut self, pfn: PhysFrame, on: bool) -> bool {
-        let i = pfn.0 as usize;
-        if i >= DETACHED_FRAMES {
-            return false;
+        set_bit(&mut self.detached, pfn, on)
+    }
+
+    /// True when `pfn` is a page-table frame (announced, or Xen's bootstrap table).
+    pub fn is_table(&self, pfn: PhysFrame) -> bool {
+        bit(&self.tables, pfn)
+    }
+
+    fn is_pinned(&self, root: PhysFrame) -> bool {
+        self.pinned[..self.npinned].contains(&root)
+    }
+
+    fn set_pinned(&mut self, root: PhysFrame, on: bool) {
+        if let Some(i) = self.pinned[..self.npinned].iter().position(|r| *r == root) {
+            if !on {
+                self.pinned.copy_within(i + 1..self.npinned, i);
+                self.npinned -= 1;
+            }
+        } else if on && self.npinned < MAX_PINNED {
+            self.pinned[self.npinned] = root;
+            self.npinned += 1;
         }
-        let bit = 1u64 << (i % 64);
-        if on {
-            self.detached[i / 64] |= bit;
-        } else {
-            self.detached[i / 64] &= !bit;
+    }
+
+    /// Makes the direct-map PTE of `pfn` in the table rooted at `root` read-only or writable
+    /// if it maps it otherwise (a table that is not live: plain stores into its detached L1s).
+    fn patch_direct_map(
+        &mut self,
+        root: PhysFrame,
+        pfn: PhysFrame,
+        writable: bool,
+    ) -> Result<(), XenError> {
+        let va = VirtAddr(VIRT_BASE.wrapping_add(pfn.0 << 12));
+        let Ok((slot, e)) = self.entry_in(root, va) else {
+            return Ok(()); // not mapped there (yet): set_pte keeps it read-only later
+        };
+        if e.flags().contains(PteFlags::WRITABLE) != writable {
+            let flags = if writable {
+                e.flags() | PteFlags::WRITABLE
+            } else {
+                e.flags() - PteFlags::WRITABLE
+            };
+            self.store(slot, e.with_flags(flags))?;
         }
-        true
+        Ok(())
     }
 
     /// Writes one entry: a plain store into a detached table (Xen does not check tables that
@@ -405,119 +379,6 @@ impl<H: Hypervisor> XenMmu<H> {
         self.store(slot, entry)
     }
 
-    /// Queues (or, outside lazy mode, issues) one checked page-table write.
-    fn update(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
-        let ptr = self.mfn(slot.table)?.start().0 + slot.byte_offset();
-        self.queue[self.queued] = MmuUpdate {
-            ptr: ptr | MMU_NORMAL_PT_UPDATE,
-            val: entry.bits(),
-        };
-        self.queued += 1;
-        if !self.lazy || self.queued >= self.batch {
-            return self.flush_queue();
-        }
-        Ok(())
-    }
-
-    /// Issues what lazy mode queued: the page-table updates as one `mmu_update`, the flushes
-    /// as one `mmuext_op`, or both together as one `multicall` when both are pending.
-    fn flush_queue(&mut self) -> Result<(), XenError> {
-        let (n, m) = (self.queued, self.ext_queued);
-        self.queued = 0;
-        self.ext_queued = 0;
-        match (n, m) {
-            (0, 0) => Ok(()),
-            (_, 0) => {
-                let mut done = 0;
-                self.stats.mmu_update_calls += 1;
-                let ret = self.hv.mmu_update(&self.queue[..n], &mut done);
-                self.stats.mmu_update_entries += (done as u64).min(n as u64);
-                self.mmu_result(ret, done, n)
-            }
-            (0, _) => {
-                let ops = self.ext_queue;
-                self.issue_mmuext(&ops[..m])
-            }
-            _ => {
-                let (mut done, mut ops_done) = (0, 0);
-                let r = self.hv.mmu_then_mmuext(
-                    &self.queue[..n],
-                    &mut done,
-                    &self.ext_queue[..m],
-                    &mut ops_done,
-                );
-                if r.counts_as_multicall {
-                    self.stats.multicall_calls += 1;
-                } else {
-                    self.stats.mmu_update_calls += 1;
-                    self.stats.mmuext_calls += 1;
-                }
-                self.stats.mmu_update_entries += (done as u64).min(n as u64);
-                self.stats.mmuext_ops += m as u64;
-                self.mmu_result(r.mmu_update, done, n)?;
-                self.ext_result(r.mmuext_op, ops_done, &self.ext_queue[..m])
-            }
-        }
-    }
-
-    fn mmu_result(&self, ret: i32, done: u32, n: usize) -> Result<(), XenError> {
-        match Errno::from_ret(ret) {
-            None => Ok(()),
-            Some(errno) => {
-                let index = done.min(n as u32 - 1);
-                Err(XenError::Hypercall {
-                    op: XenOp::MmuUpdate,
-                    errno,
-                    index,
-                    arg: self.queue[index as usize].ptr,
-                })
-            }
-        }
-    }
-
-    fn ext_result(&self, ret: i32, done: u32, ops: &[MmuextOp]) -> Result<(), XenError> {
-        match Errno::from_ret(ret) {
-            None => Ok(()),
-            Some(errno) => {
-                let i = done.min(ops.len() as u32 - 1);
-                let op = ops[i as usize];
-                Err(XenError::Hypercall {
-                    op: XenOp::MmuextOp(op.cmd),
-                    errno,
-                    index: i,
-                    arg: op.arg1 as u64,
-                })
-            }
-        }
-    }
-
-    /// Issues mmuext operations as one hypercall, after anything queued.
-    fn mmuext(&mut self, ops: &[MmuextOp]) -> Result<(), XenError> {
-        self.flush_queue()?;
-        self.issue_mmuext(ops)
-    }
-
-    fn issue_mmuext(&mut self, ops: &[MmuextOp]) -> Result<(), XenError> {
-        let mut done = 0;
-        self.stats.mmuext_calls += 1;
-        self.stats.mmuext_ops += ops.len() as u64;
-        let ret = self.hv.mmuext_op(ops, &mut done);
-        self.ext_result(ret, done, ops)
-    }
-
-    /// A TLB flush: issued now, or queued with the page-table updates in lazy mode.
-    fn flush_op(&mut self, op: MmuextOp) -> Result<(), XenError> {
-        if !self.lazy {
-            return self.mmuext(&[op]);
-        }
-        if self.ext_queued == EXT_QUEUE_CAPACITY {
-            self.flush_queue()?;
-        }
-        self.ext_queue[self.ext_queued] = op;
-        self.ext_queued += 1;
-        Ok(())
-    }
-
     /// Maps `pfn` read-only or writable in the live 1:1 region (value computed, not read
     /// back, so queued updates of the same entry cannot be lost).
     fn set_writable(&mut self, pfn: PhysFrame, writable: bool) -> Result<(), XenError> {
@@ -548,61 +409,111 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         self.cr3
     }
     unsafe fn write_cr3(&mut self, root: PhysFrame) -> Result<(), XenError> {
-        // Every frame of the new table goes read-only now (one batch), and the table maps
-        // page-table frames read-only, so Xen can validate it. Then pin, switch, and (leaving
-        // Xen's bootstrap table) unpin pt_base, in ONE mmuext_op: Linux 2b5407811db7 unpins
-        // right after its cr3 write, or the frames keep their page-table types and cannot be
-        // reused.
+        // Every frame of the new table goes read-only (queued), then NEW_BASEPTR (Xen
+        // validates an unpinned table on the spot) and, leaving Xen's bootstrap table, the
+        // unpin of pt_base in the same batch: Linux 2b5407811db7 unpins right after its cr3
+        // write, or the frames keep their page-table types and cannot be reused. No pin
+        // here: that is `pin_root`, once per root.
         let was_lazy = self.lazy;
         self.lazy = true;
-        let attached = self
-            .attach(root, Level::L3)
-            .and_then(|()| self.flush_queue());
+        let attached = self.attach(root, Level::L3);
         self.lazy = was_lazy;
         attached?;
         let mfn = self.mfn(root)?.0;
         let pt_mfn = self.mfn(self.pt_base)?.0;
-        let leaving_bootstrap = self.cr3 == self.pt_base && self.pt_base_pinned;
+        let leaving_bootstrap = self.cr3 == self.pt_base && self.is_pinned(self.pt_base);
         let unpin = leaving_bootstrap && !self.skip_unpin;
-        let ops = [
-            MmuextOp {
-                cmd: mmuext::PIN_L3_TABLE,
-                arg1: mfn,
-                arg2: 0,
-            },
-            MmuextOp {
-                cmd: mmuext::NEW_BASEPTR,
-                arg1: mfn,
-                arg2: 0,
-            },
-            MmuextOp {
+        self.queue_ext(MmuextOp {
+            cmd: mmuext::NEW_BASEPTR,
+            arg1: mfn,
+            arg2: 0,
+        })?;
+        if unpin {
+            self.queue_ext(MmuextOp {
                 cmd: mmuext::UNPIN_TABLE,
                 arg1: pt_mfn,
                 arg2: 0,
-            },
-        ];
-        self.mmuext(&ops[..if unpin { 3 } else { 2 }])?;
+            })?;
+        }
+        self.flush_queue()?;
         let old = self.cr3;
         self.cr3 = root;
+        if self.pending == Some(root) {
+            self.pending = None;
+        }
         self.reach = PhysFrame(
             self.nr_pages
                 .min((self.layout.lowmem_limit / PAGE_SIZE) as u32),
         );
         if unpin {
-            self.pt_base_pinned = false;
+            self.set_pinned(self.pt_base, false);
             self.hv.log(format_args!(
-                "xen: one mmuext_op: PIN_L3_TABLE + NEW_BASEPTR mfn={mfn:#x} (pfn {root}) + UNPIN_TABLE pt_base pfn {old} (mfn {pt_mfn:#x}): ok"
+                "xen: NEW_BASEPTR mfn={mfn:#x} (pfn {root}) + UNPIN_TABLE pt_base pfn {old} (mfn {pt_mfn:#x}): ok"
             ));
-        } else {
+        } else if leaving_bootstrap {
             self.hv.log(format_args!(
-                "xen: one mmuext_op: PIN_L3_TABLE + NEW_BASEPTR mfn={mfn:#x} (pfn {root}): ok; pt_base pfn {} stays pinned{}",
-                self.pt_base,
-                if self.skip_unpin { " (pvops.skip_unpin)" } else { "" }
+                "xen: NEW_BASEPTR mfn={mfn:#x} (pfn {root}): ok; pt_base pfn {} stays pinned (pvops.skip_unpin)",
+                self.pt_base
             ));
         }
         Ok(())
     }
+    fn pin_root(&mut self, root: PhysFrame) -> Result<(), XenError> {
+        if self.is_pinned(root) {
+            return Err(XenError::AlreadyPinned { pfn: root });
+        }
+        if self.npinned == MAX_PINNED {
+            return Err(XenError::TooManyPinned { pfn: root });
+        }
+        // Read-only first (queued), then the pin, in one batch (a multicall when both).
+        let was_lazy = self.lazy;
+        self.lazy = true;
+        let attached = self.attach(root, Level::L3);
+        self.lazy = was_lazy;
+        attached?;
+        let mfn = self.mfn(root)?.0;
+        self.queue_ext(MmuextOp {
+            cmd: mmuext::PIN_L3_TABLE,
+            arg1: mfn,
+            arg2: 0,
+        })?;
+        self.flush_queue()?;
+        self.set_pinned(root, true);
+        if self.cr3 == self.pt_base {
+            self.hv.log(format_args!(
+                "xen: PIN_L3_TABLE mfn={mfn:#x} (pfn {root}): ok"
+            ));
+        }
+        Ok(())
+    }
+    fn unpin_root(&mut self, root: PhysFrame) -> Result<(), XenError> {
+        if !self.is_pinned(root) {
+            return Err(XenError::NotPinned { pfn: root });
+        }
+        if root == self.cr3 {
+            return Err(XenError::LiveRoot { pfn: root });
+        }
+        let mfn = self.mfn(root)?.0;
+        self.mmuext(&[MmuextOp {
+            cmd: mmuext::UNPIN_TABLE,
+            arg1: mfn,
+            arg2: 0,
+        }])?;
+        self.set_pinned(root, false);
+        Ok(())
+    }
     unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
+        // The backend's invariant: a page-table frame is never mapped writable, in any table
+        // (live or being built), whatever the caller asked.
+        let entry = match entry.flags().contains(PteFlags::WRITABLE) && entry.is_present() {
+            true if self
+                .to_phys(entry.frame())
+                .is_some_and(|f| self.is_table(f)) =>
+            {
+                entry.with_flags(entry.flags() - PteFlags::WRITABLE)
+            }
+            _ => entry,
+        };
         self.store(slot, entry)
     }
     unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
@@ -629,6 +540,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         })
     }
     fn pagetable_setup_start(&mut self, root: PhysFrame) -> Result<(), XenError> {
+        self.pending = Some(root);
         self.hv.log(format_args!(
             "xen: building the kernel table at pfn {root} beside Xen's at pt_base pfn {} (pinned by the domain builder)",
             self.pt_base
@@ -643,10 +555,19 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         self.lazy = true;
         let mut result = Ok(());
         for f in frames.iter() {
+            set_bit(&mut self.tables, f, false);
             result = self.set_writable(f, true);
             if result.is_err() {
                 break;
             }
+        }
+        // Read-only -> writable: a stale read-only TLB entry could fault spuriously.
+        if result.is_ok() {
+            result = self.flush_op(MmuextOp {
+                cmd: mmuext::TLB_FLUSH_LOCAL,
+                arg1: 0,
+                arg2: 0,
+            });
         }
         if result.is_ok() {
             result = self.flush_queue();
@@ -664,19 +585,36 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
     }
     fn alloc_pt(&mut self, frame: PhysFrame, _level: Level) -> Result<(), XenError> {
         self.configurable = false;
-        // A new table is detached (plain writable memory) until it goes live; with
-        // pvops.batch=1, or beyond the tracked range, it is read-only from the start.
+        set_bit(&mut self.tables, frame, true);
+        // The kernel's root being built may map the frame writable already (its direct map
+        // was written before the frame became a table): read-only there now.
+        if let Some(root) = self.pending.filter(|r| *r != self.cr3) {
+            self.patch_direct_map(root, frame, false)?;
+        }
+        // A new table is detached (plain writable memory in the live table) until it goes
+        // live; with pvops.batch=1, or beyond the tracked range, it is read-only from the
+        // start.
         if self.direct_stores && self.set_detached(frame, true) {
             return Ok(());
         }
         self.set_writable(frame, false)
     }
     fn release_pt(&mut self, frame: PhysFrame, _level: Level) -> Result<(), XenError> {
+        set_bit(&mut self.tables, frame, false);
+        if let Some(root) = self.pending.filter(|r| *r != self.cr3) {
+            self.patch_direct_map(root, frame, true)?;
+        }
         if self.is_detached(frame) {
             self.set_detached(frame, false);
             return Ok(());
         }
-        self.set_writable(frame, true)
+        self.set_writable(frame, true)?;
+        // Read-only -> writable: flush the page (a stale read-only entry faults spuriously).
+        self.flush_op(MmuextOp {
+            cmd: mmuext::INVLPG_LOCAL,
+            arg1: VIRT_BASE.wrapping_add(frame.0 << 12),
+            arg2: 0,
+        })
     }
     /// `pvops.batch=N` and (with the `bug-skip-unpin` feature) `pvops.skip_unpin`, before
     /// the first page table is announced.
@@ -694,6 +632,15 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
     }
     fn enter_lazy_mmu(&mut self) {
         self.lazy = true;
+    }
+    fn is_lazy(&self) -> bool {
+        self.lazy
+    }
+    fn queued_entry(&self, slot: EntrySlot) -> Option<PageTableEntry> {
+        self.queued_value(slot)
+    }
+    fn defer_error(&mut self, e: XenError) {
+        self.deferred.get_or_insert(e);
     }
     fn flush_lazy_mmu(&mut self) -> Result<(), XenError> {
         self.flush_queue()
@@ -722,6 +669,42 @@ impl<H: Hypervisor> Platform for XenMmu<H> {
     }
     fn not_running_ns(&self) -> Option<u64> {
         self.hv.not_running_ns()
+    }
+}
+
+fn bit(words: &[u64; DETACHED_FRAMES / 64], pfn: PhysFrame) -> bool {
+    let i = pfn.0 as usize;
+    i < DETACHED_FRAMES && words[i / 64] & (1 << (i % 64)) != 0
+}
+
+fn set_bit(words: &mut [u64; DETACHED_FRAMES / 64], pfn: PhysFrame, on: bool) -> bool {
+    let i = pfn.0 as usize;
+    if i >= DETACHED_FRAMES {
+        return false;
+    }
+    if on {
+        words[i / 64] |= 1 << (i % 64);
+    } else {
+        words[i / 64] &= !(1 << (i % 64));
+    }
+    true
+}
+
+/// The tables of a `XenMmu` as the core's walker reads them (queued updates included).
+struct Walk<'a, H: Hypervisor> {
+    mmu: &'a XenMmu<H>,
+    va: VirtAddr,
+}
+
+impl<H: Hypervisor> TableRead for Walk<'_, H> {
+    type Error = XenError;
+    fn entry(&self, slot: EntrySlot) -> Result<PageTableEntry, XenError> {
+        self.mmu.read(slot.table, slot.index as usize)
+    }
+    fn table(&self, e: PageTableEntry) -> Result<PhysFrame, XenError> {
+        self.mmu
+            .to_phys(e.frame())
+            .ok_or(XenError::NotMapped { va: self.va })
     }
 }
 
