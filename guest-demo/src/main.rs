@@ -9,6 +9,7 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod address_spaces;
 mod calibrate;
 mod probes;
 mod selftest;
@@ -194,6 +195,20 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         return Outcome::Fail;
     }
     let _ = writeln!(console, "stage exercise ok {ex}");
+    let (spaces, sp) = measure(platform, Stage::Kernel(&address_spaces::STAGE), |p| {
+        address_spaces::run(p, &mut state.alloc)
+    });
+    let spaces = match spaces {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(
+                console,
+                "{TAG}: FAIL backend={name} platform={platform_name} stage=address_spaces: {e}"
+            );
+            return Outcome::Fail;
+        }
+    };
+    let _ = writeln!(console, "stage address_spaces ok {sp} {spaces}");
     if let Err(e) = print_modules(platform, &mut state.alloc, info, console) {
         let _ = writeln!(
             console,
@@ -225,6 +240,7 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         platform.batch_option(),
         &r,
         &ex,
+        (&sp, &spaces),
         &cal,
     );
     Outcome::Pass
@@ -347,6 +363,7 @@ fn print_stats<C: Counters>(
     batch: u32,
     r: &BootReport<C>,
     exercise: &StageFigures<C>,
+    spaces: (&StageFigures<C>, &address_spaces::Done),
     cal: &calibrate::Calibration,
 ) -> core::fmt::Result {
     let stages = BOOT_STAGES
@@ -370,6 +387,17 @@ fn print_stats<C: Counters>(
         f.counters.write_json(name, out)?;
         write!(out, ",\"{name}_notrun_ns\":{}", f.notrun_ns)?;
     }
+    // The address_spaces stage: its figures as every stage's (not in boot_cycles and
+    // hypercalls, which stay the boot path's and the exercise's), then what it did.
+    let (f, d) = spaces;
+    let name = address_spaces::STAGE.name();
+    write!(out, ",\"{name}_cycles\":{}", f.cycles)?;
+    f.counters.write_json(name, out)?;
+    write!(
+        out,
+        ",\"{name}_notrun_ns\":{},\"{name}_spaces\":{},\"{name}_round_trips\":{},\"{name}_map_rounds\":{},\"{name}_frames_leaked\":{}",
+        f.notrun_ns, d.spaces, d.round_trips, d.map_rounds, d.frames_leaked
+    )?;
     writeln!(
         out,
         ",\"calibrate_alu_cycles\":{},\"calibrate_alu_iterations\":{},\"calibrate_store_cycles\":{},\"calibrate_stores\":{},\"calibrate_notrun_ns\":{}{}}}",

@@ -495,16 +495,20 @@ pub fn retire_table<P: Platform, A: FrameAlloc + ?Sized>(
             });
         }
     }
+    // One lazy section: under Xen the unlink, the flush and the remap go out as one batch,
+    // in this order.
+    let mut lazy = LazyMmu::enter(p);
     // SAFETY: the table maps nothing: unlinking it changes no mapping.
     let unlinked = unsafe {
         match parent {
-            Level::L2 => p.set_pmd(w.slot, PageTableEntry::EMPTY),
-            _ => p.set_pud(w.slot, PageTableEntry::EMPTY),
+            Level::L2 => lazy.set_pmd(w.slot, PageTableEntry::EMPTY),
+            _ => lazy.set_pud(w.slot, PageTableEntry::EMPTY),
         }
     };
     unlinked.map_err(MapError::Backend)?;
-    p.flush_tlb_all().map_err(MapError::Backend)?;
-    p.release_pt(table, level).map_err(MapError::Backend)?;
+    lazy.flush_tlb_all().map_err(MapError::Backend)?;
+    lazy.release_pt(table, level).map_err(MapError::Backend)?;
+    lazy.finish().map_err(MapError::Backend)?;
     alloc.free(table)?;
     Ok(table)
 }

@@ -321,9 +321,9 @@ impl AddressSpaces {
         }
         if s.pinned {
             p.unpin_root(s.root).map_err(SpaceError::Backend)?;
-            self.spaces[id.index as usize]
-                .as_mut()
-                .map(|s| s.pinned = false);
+            if let Some(s) = self.spaces[id.index as usize].as_mut() {
+                s.pinned = false;
+            }
         }
         let mut lazy = LazyMmu::enter(p);
         for i in 0..PDPT_ENTRIES {

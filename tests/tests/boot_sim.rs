@@ -663,7 +663,7 @@ fn early_ioremap_follows_cr3_to_another_table() {
     let mbi = sim.multiboot_info_bytes();
     // Created while A is live: a LiveCr3 window must not remember A.
     let mut io = EarlyIoremap::new(window, TableSource::LiveCr3);
-    let b = clone_bootstrap(&mut sim, &mut *alloc);
+    let b = clone_bootstrap(&mut sim, &mut alloc);
     // SAFETY: B maps everything A maps.
     unsafe { sim.write_cr3(b) }.unwrap();
     assert_eq!(io.root(&sim), b);
