@@ -3,12 +3,12 @@
 
 use crate::multiboot::{self, INFO_LEN};
 use crate::serial::Serial;
-use crate::{Native, BOOTSTRAP_MAPPED, EXIT_FAIL, EXIT_PASS, NATIVE_KERNEL, PAGE_OFFSET};
+use crate::{run_native_kernel, BOOTSTRAP_MAPPED, EXIT_FAIL, EXIT_PASS, PAGE_OFFSET};
 use core::fmt::Write;
 use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame, PAGE_SIZE};
 use pvops_core::boot::{current_stage, BootInfo, IoremapProbe};
 use pvops_core::cmdline::{CmdlineCopy, CMDLINE_MAX};
-use pvops_core::registry::{kernel_tag, set_fatal_handler, Handoff, Outcome};
+use pvops_core::registry::{kernel_tag, set_fatal_handler, Outcome};
 
 core::arch::global_asm!(
     r#"
@@ -206,19 +206,12 @@ extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
     // `cargo xtask fuzz --capture` (seeds made of what this loader really handed over).
     #[cfg(feature = "dump-boot-input")]
     let read = |addr: u32, len: usize| {
-        let bytes = read(addr, len);
-        for (i, chunk) in bytes.unwrap_or_default().chunks(64).enumerate() {
-            let at = addr as usize + i * 64;
-            let _ = write!(
-                Serial,
-                "PVOPS-BOOTINPUT: multiboot mbi={mbi:#x} addr={at:#x} hex="
-            );
-            for byte in chunk {
-                let _ = write!(Serial, "{byte:02x}");
-            }
-            let _ = writeln!(Serial);
-        }
-        bytes
+        pvops_core::boot_input::logged(
+            &mut Serial,
+            format_args!("multiboot mbi={mbi:#x}"),
+            addr as usize,
+            read(addr, len),
+        )
     };
     // The command line is copied here, into the boot stack (kernel .bss): this frame lives
     // for the whole run, and the loader's copy may be handed out by the allocator.
@@ -263,15 +256,9 @@ extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
         bootstrap_tables.end,
         BOOTSTRAP_MAPPED >> 20
     );
-    let mut native = Native::new(reach, bootstrap_tables, &info.memory);
-    let Some(main) = NATIVE_KERNEL.first() else {
+    let Some(outcome) = run_native_kernel(reach, bootstrap_tables, &info, &mut Serial) else {
         fatal(format_args!("no kernel registered for the native backend"))
     };
-    let outcome = main(Handoff {
-        platform: &mut native,
-        info: &info,
-        console: &mut Serial,
-    });
     exit(if outcome == Outcome::Pass {
         EXIT_PASS
     } else {

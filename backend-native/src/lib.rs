@@ -71,5 +71,24 @@ cfg_if::cfg_if! {
         #[linkme::distributed_slice]
         #[linkme(crate = pvops_core::linkme)]
         pub static NATIVE_KERNEL: [fn(pvops_core::registry::Handoff<'_, Native>) -> pvops_core::registry::Outcome];
+
+        /// The last step of an entry that runs the native MMU (bare metal, Xen PVH): builds
+        /// [`Native`] over the bootstrap table (`reach` frames mapped, `bootstrap_tables`
+        /// its frames) and runs the kernel registered for the native backend with `info`
+        /// and `console`; `None` when no kernel is registered.
+        pub fn run_native_kernel(
+            reach: pvops_core::addr::PhysFrame,
+            bootstrap_tables: pvops_core::addr::FrameRange,
+            info: &pvops_core::boot::BootInfo<'_>,
+            console: &mut dyn core::fmt::Write,
+        ) -> Option<pvops_core::registry::Outcome> {
+            let main = NATIVE_KERNEL.first()?;
+            let mut native = Native::new(reach, bootstrap_tables, &info.memory);
+            Some(main(pvops_core::registry::Handoff {
+                platform: &mut native,
+                info,
+                console,
+            }))
+        }
     }
 }

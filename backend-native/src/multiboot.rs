@@ -14,6 +14,7 @@
 use core::fmt;
 use pvops_core::addr::PhysAddr;
 use pvops_core::boot::BootModule;
+use pvops_core::boot_input::{u32_at, u64_at};
 use pvops_core::cmdline::{copy_cmdline, CmdlineCopy, CmdlineError};
 use pvops_core::mem::{
     MemoryMap, MemoryMapError, RawRegion, RegionKind, Reservations, ReserveError, MAX_RAW_ENTRIES,
@@ -134,13 +135,6 @@ impl MultibootInfo {
     pub fn modules(&self) -> &[BootModule] {
         &self.modules[..self.module_count]
     }
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    u32_at(b, off) as u64 | (u32_at(b, off + 4) as u64) << 32
 }
 
 /// `read` for exactly `len` bytes.

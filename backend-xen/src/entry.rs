@@ -94,15 +94,7 @@ fn exit(pass: bool) -> ! {
         // SAFETY: with IOPL 1 a ring-1 dom0 may use port 0xf4 (QEMU's isa-debug-exit).
         unsafe { x86::io::outb(0xf4, code) };
     }
-    let mut reason = if pass {
-        abi::SHUTDOWN_POWEROFF
-    } else {
-        abi::SHUTDOWN_CRASH
-    };
-    let _ = hypercall::sched_op(abi::SCHEDOP_SHUTDOWN, &mut reason);
-    loop {
-        let _ = hypercall::sched_op(abi::SCHEDOP_YIELD, &mut 0);
-    }
+    hypercall::shutdown(pass)
 }
 
 fn fatal(args: core::fmt::Arguments<'_>) -> ! {
@@ -234,19 +226,16 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
         let image_end = virt_to_pfn(&raw const __pvops_image_end as usize + PAGE_SIZE as usize - 1);
         // SAFETY: Xen mapped start_info (one page) at `si`.
         let bytes = unsafe { core::slice::from_raw_parts(si as *const u8, abi::StartInfo::SIZE) };
-        for (i, chunk) in bytes.chunks(64).enumerate() {
-            let _ = write!(
-                Console,
-                "PVOPS-BOOTINPUT: start_info si_va={:#x} esp={esp:#x} image_end={:#x} off={:#x} hex=",
-                si as usize,
-                image_end.0,
-                i * 64
-            );
-            for b in chunk {
-                let _ = write!(Console, "{b:02x}");
-            }
-            let _ = writeln!(Console);
-        }
+        pvops_core::boot_input::write_hex_lines(
+            &mut Console,
+            format_args!(
+                "start_info si_va={:#x} esp={esp:#x} image_end={:#x}",
+                si as usize, image_end.0
+            ),
+            "off",
+            0,
+            bytes,
+        );
     }
     if mm_ret != 0 {
         fatal(format_args!(

@@ -80,6 +80,20 @@ pub fn sched_op(cmd: u32, arg: &mut u32) -> i32 {
     unsafe { hypercall3(nr::SCHED_OP, cmd, arg as *mut u32 as u32, 0) }
 }
 
+/// Ends the domain: `SCHEDOP_shutdown` with `SHUTDOWN_poweroff` (`pass`) or `SHUTDOWN_crash`;
+/// should Xen return, yields forever.
+pub fn shutdown(pass: bool) -> ! {
+    let mut reason = if pass {
+        abi::SHUTDOWN_POWEROFF
+    } else {
+        abi::SHUTDOWN_CRASH
+    };
+    let _ = sched_op(abi::SCHEDOP_SHUTDOWN, &mut reason);
+    loop {
+        let _ = sched_op(abi::SCHEDOP_YIELD, &mut 0);
+    }
+}
+
 /// `event_channel_op(EVTCHNOP_send, port)`.
 pub fn evtchn_send(port: u32) -> i32 {
     let mut p = port;

@@ -5,7 +5,7 @@
 
 use crate::start_info::{self, PvhStartInfo, INFO_LEN};
 use crate::PLATFORM_XEN_PVH;
-use backend_native::{fixmap, Native, BOOTSTRAP_MAPPED, NATIVE_KERNEL, PAGE_OFFSET};
+use backend_native::{fixmap, run_native_kernel, BOOTSTRAP_MAPPED, PAGE_OFFSET};
 use backend_xen::abi::{self, XenconsInterface};
 use backend_xen::console::{self, Console};
 use backend_xen::hypercall;
@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame, PAGE_SIZE};
 use pvops_core::boot::{current_stage, BootInfo, BootModule, IoremapProbe};
 use pvops_core::mem::Reservations;
-use pvops_core::registry::{kernel_tag, set_fatal_handler, Handoff, Outcome};
+use pvops_core::registry::{kernel_tag, set_fatal_handler, Outcome};
 
 core::arch::global_asm!(
     r#"
@@ -154,15 +154,7 @@ fn setup_hypercall_page() -> Result<XenCpuid, HypercallPageError> {
 fn exit(pass: bool) -> ! {
     if HYPERCALLS.load(Ordering::Acquire) {
         console::drain();
-        let mut reason = if pass {
-            abi::SHUTDOWN_POWEROFF
-        } else {
-            abi::SHUTDOWN_CRASH
-        };
-        let _ = hypercall::sched_op(abi::SCHEDOP_SHUTDOWN, &mut reason);
-        loop {
-            let _ = hypercall::sched_op(abi::SCHEDOP_YIELD, &mut 0);
-        }
+        hypercall::shutdown(pass);
     }
     loop {
         // SAFETY: halting with interrupts off parks the vCPU; `xl` or its timeout ends it.
@@ -247,19 +239,12 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
     // `cargo xtask fuzz --capture` (seeds made of what this Xen really handed over).
     #[cfg(feature = "dump-boot-input")]
     let read = |addr: u64, len: usize| {
-        let bytes = read(addr, len);
-        for (i, chunk) in bytes.unwrap_or_default().chunks(64).enumerate() {
-            let at = addr as usize + i * 64;
-            let _ = write!(
-                Console,
-                "PVOPS-BOOTINPUT: hvm_start_info start_info={start_info_pa:#x} addr={at:#x} hex="
-            );
-            for byte in chunk {
-                let _ = write!(Console, "{byte:02x}");
-            }
-            let _ = writeln!(Console);
-        }
-        bytes
+        pvops_core::boot_input::logged(
+            &mut Console,
+            format_args!("hvm_start_info start_info={start_info_pa:#x}"),
+            addr as usize,
+            read(addr, len),
+        )
     };
     let si: PvhStartInfo<'static> = match start_info::parse(start_info_pa as u64, &read) {
         Ok(s) => s,
@@ -324,14 +309,8 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
         reserved,
         modules: &modules[..si.modules().len()],
     };
-    let mut native = Native::new(reach, bootstrap_tables, &info.memory);
-    let Some(main) = NATIVE_KERNEL.first() else {
+    let Some(outcome) = run_native_kernel(reach, bootstrap_tables, &info, &mut Console) else {
         fatal(format_args!("no kernel registered for the native backend"))
     };
-    let outcome = main(Handoff {
-        platform: &mut native,
-        info: &info,
-        console: &mut Console,
-    });
     exit(outcome == Outcome::Pass)
 }

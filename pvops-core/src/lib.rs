@@ -12,6 +12,7 @@
 
 pub mod addr;
 pub mod boot;
+pub mod boot_input;
 pub mod cmdline;
 pub mod frame_alloc;
 pub mod handoff;

@@ -3,7 +3,6 @@
 //! bench times, what `cargo xtask bench` reports, and what a test bounds.
 
 use crate::xen_model::{DomainConfig, XenModel};
-use backend_xen::start_info::validate;
 use backend_xen::XenCounters;
 use backend_xen::{XenMmu, XenOptions};
 use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame};
@@ -46,14 +45,7 @@ impl DirectMapJob {
             .pool_pages(tables)
             .image_pages(tables + 0x100)
             .build();
-        let facts = validate(
-            &dom.start_info,
-            dom.start_info_va,
-            dom.esp,
-            dom.image.end,
-            &|_| None,
-        )
-        .map_err(|e| e.to_string())?;
+        let facts = dom.facts().map_err(|e| e.to_string())?;
         let opts = XenOptions {
             batch,
             ..Default::default()

@@ -23,6 +23,18 @@ use pvops_core::options::BootOptions;
 use pvops_core::Platform;
 use pvops_selftest::exercise;
 
+/// The stage names a boot plus the exercise prints, in order (README: "Guest output"), written
+/// out here rather than taken from the core so that a renamed or reordered stage fails.
+pub const DEMO_STAGES: [&str; 7] = [
+    "banner",
+    "early_ioremap",
+    "pagetable_setup_start",
+    "build_direct_map",
+    "write_cr3",
+    "pagetable_setup_done",
+    "exercise",
+];
+
 /// The outcome of one boot on a [`SimMachine`].
 pub struct BootRun {
     /// What `boot()` returned.

@@ -20,7 +20,7 @@ use pvops_tests::sim::{
     LOWMEM_LIMIT, MIB, MULTIBOOT_INFO_ADDR, MULTIBOOT_INFO_LEN, PAGE_OFFSET, PF_PRESENT, PF_WRITE,
     SCRATCH_AREA,
 };
-use pvops_tests::{assert_run, assert_run_eq, run_boot, BootRun};
+use pvops_tests::{assert_run, assert_run_eq, run_boot, BootRun, DEMO_STAGES};
 use std::collections::BTreeSet;
 
 /// `Present | RW | Accessed | Dirty`: what a direct-map entry must hold besides the frame.
@@ -102,17 +102,6 @@ fn direct_va(pfn: u32) -> VirtAddr {
 fn p2m(sim: &SimMachine, pfn: u32) -> u32 {
     sim.config().p2m.to_machine(pfn)
 }
-
-/// The stage names the log must show, in order.
-const STAGES: [&str; 7] = [
-    "banner",
-    "early_ioremap",
-    "pagetable_setup_start",
-    "build_direct_map",
-    "write_cr3",
-    "pagetable_setup_done",
-    "exercise",
-];
 
 fn stage_lines(log: &str) -> Vec<String> {
     log.lines()
@@ -279,7 +268,7 @@ fn boot_passes_on_32_128_512_2048_mib() {
         assert_run_eq!(
             run,
             stage_lines(&run.log),
-            STAGES.to_vec(),
+            DEMO_STAGES.to_vec(),
             "stages of the {mib} MiB boot"
         );
         assert_run!(
@@ -1124,7 +1113,7 @@ fn failing_any_page_table_operation_fails_the_boot_cleanly() {
         last_stage = order(err.stage);
         stages_seen.insert(err.stage.name());
         let done = stage_lines(&run.log);
-        let expect: Vec<String> = STAGES
+        let expect: Vec<String> = DEMO_STAGES
             .iter()
             .take_while(|s| **s != err.stage.name())
             .map(|s| s.to_string())
@@ -1154,7 +1143,7 @@ fn failing_any_page_table_operation_fails_the_boot_cleanly() {
             "op #{k}: message `{msg}`"
         );
     }
-    for s in STAGES {
+    for s in DEMO_STAGES {
         assert!(
             stages_seen.contains(s),
             "no injected failure landed in stage {s}: {stages_seen:?}"

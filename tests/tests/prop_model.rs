@@ -40,7 +40,6 @@
 //! One file because it is one cargo test binary: the operation generator, the recording
 //! wrapper, the two backends' adapters and the invariant checks only make sense together.
 
-use backend_xen::start_info::validate;
 use backend_xen::XenMmu;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -1271,14 +1270,7 @@ fn xen_p2m() -> impl Strategy<Value = P2mLayout> {
 fn xen_harness(p2m: P2mLayout) -> Result<Harness<Xen>, String> {
     let dom = DomainConfig::new(16).p2m(p2m).build();
     let layout = dom.layout;
-    let facts = validate(
-        &dom.start_info,
-        dom.start_info_va,
-        dom.esp,
-        dom.image.end,
-        &|_| None,
-    )
-    .map_err(|e| e.to_string())?;
+    let facts = dom.facts().map_err(|e| e.to_string())?;
     let mmu = XenMmu::new(dom.model, &facts, &backend_xen::XenOptions::default())
         .map_err(|e| e.to_string())?;
     let info = backend_xen::boot_info(&mmu, &facts, dom.image, dom.table_pool);

@@ -8,7 +8,6 @@
 //! regressions, Xen's rules, lazy batching, fault injection) share the boot fixtures above.
 
 use backend_xen::abi::{mmuext, Errno, MmuUpdate, MmuextOp, VIRT_BASE};
-use backend_xen::start_info::validate;
 use backend_xen::{Hypervisor, XenError, XenMmu, XenOp, XenOptions};
 use pvops_core::addr::{FrameRange, MachineAddr, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::boot::Stage;
@@ -21,21 +20,13 @@ use pvops_core::Counters as _;
 use pvops_core::{MmuOps, Platform};
 use pvops_tests::xen_model::pte::{P, PSE, RW};
 use pvops_tests::xen_model::*;
+use pvops_tests::DEMO_STAGES;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 const FRAME: u64 = PAGE_SIZE;
 /// The lowmem limit under Xen, from the notes: hole start - 2 MiB window - 2 MiB scratch.
 const LOWMEM_LIMIT: u64 = 0xF580_0000 - 4 * MIB - 0xC000_0000;
 const WINDOW: u32 = 0xF560_0000;
-const STAGES: [&str; 7] = [
-    "banner",
-    "early_ioremap",
-    "pagetable_setup_start",
-    "build_direct_map",
-    "write_cr3",
-    "pagetable_setup_done",
-    "exercise",
-];
 
 fn va(pfn: u32) -> VirtAddr {
     VirtAddr(VIRT_BASE + pfn * PAGE_SIZE as u32)
@@ -51,7 +42,7 @@ fn check_booted(run: &mut XenBootRun, mib: u32) {
     let log = run.full_log();
     let ctx = |what: &str| format!("{mib} MiB: {what}\n{log}");
     let stages: Vec<&str> = run.stages.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(stages, STAGES, "{}", ctx("stages"));
+    assert_eq!(stages, DEMO_STAGES, "{}", ctx("stages"));
 
     // Lowmem: 852 MiB mapped at most, the rest reported.
     assert_eq!(LOWMEM_LIMIT, 852 * MIB);
@@ -317,20 +308,14 @@ fn builder_layout_follows_xg_dom_x86() {
         (4096, 0xC030_7000, 4, 0xC030_0000)
     );
     assert_eq!(si.shared_info, SHARED_INFO_MFN << 12);
+    assert_eq!(dom.image, l.image);
+    let facts = dom.facts().expect("start_info validates");
     let m = &mut dom.model;
     assert_eq!(
         (si.store_mfn, si.console_mfn),
         (m.mfn(l.xenstore).0, m.mfn(l.console).0)
     );
     assert!(si.cmd_line.starts_with(b"/guest.elf pvops.batch=7\0"));
-    let facts = validate(
-        &dom.start_info,
-        dom.start_info_va,
-        dom.esp,
-        l.image.end,
-        &|_| None,
-    )
-    .expect("start_info validates");
     assert_eq!(
         (facts.first_free.0, facts.bootstrap_tables, facts.cmdline),
         (0x30C, l.page_tables, "/guest.elf pvops.batch=7")
@@ -389,14 +374,7 @@ fn command_line_switches_reach_the_backend_through_its_api() {
     let dom = DomainConfig::new(16)
         .cmdline("/guest.elf pvops.batch=1 pvops.skip_unpin console=hvc0")
         .build();
-    let facts = validate(
-        &dom.start_info,
-        dom.start_info_va,
-        dom.esp,
-        dom.image.end,
-        &|_| None,
-    )
-    .unwrap();
+    let facts = dom.facts().unwrap();
     let mut mmu = XenMmu::new(dom.model, &facts, &XenOptions::default()).unwrap();
     assert_eq!(mmu.options(), XenOptions::default());
     let opts = BootOptions::parse(facts.cmdline, &mut mmu).expect("switches accepted");
@@ -501,17 +479,15 @@ fn manual_switch(
     Result<FrameRange, XenError>,
     BuilderLayout,
 ) {
+    let dom = DomainConfig::new(16).build();
+    let facts = dom.facts().expect("start_info");
     let XenDomain {
         model,
-        start_info,
-        start_info_va,
-        esp,
         image,
         table_pool,
         layout,
-    } = DomainConfig::new(16).build();
-    let facts =
-        validate(&start_info, start_info_va, esp, image.end, &|_| None).expect("start_info");
+        ..
+    } = dom;
     let mut mmu = XenMmu::new(
         model,
         &facts,
@@ -634,17 +610,15 @@ fn pagetable_setup_done_with_the_unpin_gives_the_frames_back_writable() {
 
 #[test]
 fn early_ioremap_must_walk_the_live_table() {
+    let dom = DomainConfig::new(16).build();
+    let facts = dom.facts().expect("start_info");
     let XenDomain {
         model,
-        start_info,
-        start_info_va,
-        esp,
         image,
         table_pool,
         layout,
-    } = DomainConfig::new(16).build();
-    let facts =
-        validate(&start_info, start_info_va, esp, image.end, &|_| None).expect("start_info");
+        ..
+    } = dom;
     let mut mmu = XenMmu::new(model, &facts, &XenOptions::default()).expect("XenMmu::new");
     let info = backend_xen::boot_info(&mmu, &facts, image, table_pool);
     let mut alloc = Box::new(FrameAllocator::new(

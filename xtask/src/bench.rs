@@ -145,11 +145,11 @@ pub fn bench() -> Res<std::path::PathBuf> {
             passed(harness::boot(Mode::Native, &guests, false)?)
         },
     )?;
-    let nat = fastest(&nat_boots, "native", &["build_direct_map"])?;
+    let nat = fastest(&nat_boots, "native", |_| &[FIRST_DIRECT_MAP_STAGE])?;
     r.insert("native_boot_cycles".into(), Value::Num(nat.boot_cycles));
     r.insert(
         "native_directmap_cycles".into(),
-        Value::Num(nat.stage("build_direct_map")?),
+        Value::Num(nat.stage(FIRST_DIRECT_MAP_STAGE)?),
     );
     r.insert("native_directmap_ptes".into(), Value::Num(nat.ptes));
 
@@ -170,15 +170,15 @@ pub fn bench() -> Res<std::path::PathBuf> {
         || passed(harness::boot(Mode::Xen, &guests, false)?),
     )?;
     let (b, u) = out.split_at(XEN_BATCHED_BOOTS);
-    let batched = fastest(b, "xen batched", &DIRECT_MAP_STAGES)?;
-    let unbatched = fastest(u, "xen batch=1", &DIRECT_MAP_STAGES)?;
+    let batched = fastest(b, "xen batched", GuestFigures::direct_map)?;
+    let unbatched = fastest(u, "xen batch=1", GuestFigures::direct_map)?;
     // The direct map under Xen: its tables are filled with plain stores (build_direct_map),
     // remapped read-only and validated by Xen when they go live (write_cr3), and Xen's
     // bootstrap table is unpinned and released (pagetable_setup_done). Time the vCPU did not
     // run is taken out.
     let (cb, cu) = (
-        batched.running(&DIRECT_MAP_STAGES)?,
-        unbatched.running(&DIRECT_MAP_STAGES)?,
+        batched.running(batched.direct_map())?,
+        unbatched.running(unbatched.direct_map())?,
     );
     r.insert("xen_directmap_cycles_batched".into(), Value::Num(cb));
     r.insert("xen_directmap_cycles_unbatched".into(), Value::Num(cu));
@@ -189,40 +189,25 @@ pub fn bench() -> Res<std::path::PathBuf> {
     for (g, mode) in [(&batched, "batched"), (&unbatched, "unbatched")] {
         r.insert(
             format!("xen_directmap_hypercalls_{mode}"),
-            Value::Num(
-                DIRECT_MAP_STAGES
-                    .iter()
-                    .map(|s| g.get(&format!("{s}_hypercalls")))
-                    .sum::<Res<f64>>()?,
-            ),
+            Value::Num(g.sum(g.direct_map(), "hypercalls")?),
         );
         r.insert(
             format!("xen_directmap_notrun_ns_{mode}"),
-            Value::Num(
-                DIRECT_MAP_STAGES
-                    .iter()
-                    .map(|s| g.get(&format!("{s}_notrun_ns")))
-                    .sum::<Res<f64>>()?,
-            ),
+            Value::Num(g.sum(g.direct_map(), "notrun_ns")?),
         );
         r.insert(
             format!("xen_boot_notrun_ns_{mode}"),
-            Value::Num(
-                BOOT_STAGES
-                    .iter()
-                    .map(|s| g.get(&format!("{s}_notrun_ns")))
-                    .sum::<Res<f64>>()?,
-            ),
+            Value::Num(g.sum(&g.boot_stages, "notrun_ns")?),
         );
     }
     r.insert("xen_directmap_ptes".into(), Value::Num(batched.ptes));
     r.insert(
         "xen_boot_cycles".into(),
-        Value::Num(batched.running(&BOOT_STAGES)?),
+        Value::Num(batched.running(&batched.boot_stages)?),
     );
     r.insert(
         "xen_boot_cycles_unbatched".into(),
-        Value::Num(unbatched.running(&BOOT_STAGES)?),
+        Value::Num(unbatched.running(&unbatched.boot_stages)?),
     );
     r.insert(
         "xen_cycles_per_us".into(),
@@ -232,8 +217,8 @@ pub fn bench() -> Res<std::path::PathBuf> {
     // The store phase, per PTE, on both backends in this run; then the same ratio for the
     // calibration loops (fixed arithmetic, fixed stores into one page), which tells how much
     // of it is the domU's clock and CPU rather than the kernel's code.
-    let xen_store = batched.running(&["build_direct_map"])? / batched.ptes;
-    let nat_store = nat.stage("build_direct_map")? / nat.ptes;
+    let xen_store = batched.running(&[FIRST_DIRECT_MAP_STAGE])? / batched.ptes;
+    let nat_store = nat.stage(FIRST_DIRECT_MAP_STAGE)? / nat.ptes;
     r.insert("native_store_cycles_per_pte".into(), Value::Num(nat_store));
     r.insert("xen_store_cycles_per_pte".into(), Value::Num(xen_store));
     r.insert(
@@ -242,7 +227,7 @@ pub fn bench() -> Res<std::path::PathBuf> {
     );
     r.insert(
         "xen_store_cycles_raw".into(),
-        Value::Num(batched.stage("build_direct_map")?),
+        Value::Num(batched.stage(FIRST_DIRECT_MAP_STAGE)?),
     );
     r.insert(
         "xen_vs_native_store_cycles_per_pte".into(),
@@ -282,11 +267,15 @@ const XEN_BATCHED_BOOTS: usize = 3;
 const XEN_UNBATCHED_BOOTS: usize = 2;
 
 /// The figures of the boot whose `stages` took the fewest cycles (not-running time out).
-fn fastest<'a>(boots: &'a [Boot], what: &'a str, stages: &[&str]) -> Res<GuestFigures<'a>> {
+fn fastest<'a>(
+    boots: &'a [Boot],
+    what: &'a str,
+    stages: impl for<'g> Fn(&'g GuestFigures<'a>) -> &'g [&'a str],
+) -> Res<GuestFigures<'a>> {
     let mut best: Option<(f64, GuestFigures<'a>)> = None;
     for b in boots {
         let g = GuestFigures::of(&b.log, what)?;
-        let c = g.running(stages)?;
+        let c = g.running(stages(&g))?;
         if best.as_ref().is_none_or(|(bc, _)| c < *bc) {
             best = Some((c, g));
         }
@@ -297,17 +286,32 @@ fn fastest<'a>(boots: &'a [Boot], what: &'a str, stages: &[&str]) -> Res<GuestFi
 
 /// The model's hypercalls per 1000 PTEs are reported at this size (the 512 MiB domU's).
 const MODEL_PER_1000_AT: f64 = 131072.0;
-/// The stages that make the direct map live under Xen.
-const DIRECT_MAP_STAGES: [&str; 3] = ["build_direct_map", "write_cr3", "pagetable_setup_done"];
-/// The boot path's stages (README: "Guest output").
-const BOOT_STAGES: [&str; 6] = [
-    "banner",
-    "early_ioremap",
-    "pagetable_setup_start",
-    "build_direct_map",
-    "write_cr3",
-    "pagetable_setup_done",
-];
+/// The last stage of the boot path (README: "Guest output").
+const LAST_BOOT_STAGE: &str = "pagetable_setup_done";
+/// The first of the stages that make the direct map live under Xen: its tables are filled
+/// (`build_direct_map`), go live (`write_cr3`), and Xen's bootstrap table is released
+/// (`pagetable_setup_done`).
+const FIRST_DIRECT_MAP_STAGE: &str = "build_direct_map";
+
+/// The boot path's stages as the guest printed them (`stage <name> ok`), in order, up to
+/// [`LAST_BOOT_STAGE`].
+fn boot_stages(log: &str) -> Vec<&str> {
+    let mut stages = Vec::new();
+    for l in log.lines() {
+        let Some(name) = l
+            .find("stage ")
+            .and_then(|at| l[at + "stage ".len()..].split_once(" ok"))
+            .map(|(name, _)| name)
+        else {
+            continue;
+        };
+        stages.push(name);
+        if name == LAST_BOOT_STAGE {
+            break;
+        }
+    }
+    stages
+}
 
 /// The `PVOPS-STATS` line of one guest.
 struct GuestFigures<'a> {
@@ -315,17 +319,28 @@ struct GuestFigures<'a> {
     what: &'a str,
     ptes: f64,
     boot_cycles: f64,
+    /// The boot path's stages, from the log.
+    boot_stages: Vec<&'a str>,
 }
 
 impl<'a> GuestFigures<'a> {
     fn of(log: &'a str, what: &'a str) -> Res<GuestFigures<'a>> {
         let stats = guest_stats(log)
             .ok_or_else(|| HarnessError(format!("{what}: no PVOPS-STATS line (guest failed?)")))?;
+        let boot_stages = boot_stages(log);
+        if boot_stages.last() != Some(&LAST_BOOT_STAGE)
+            || !boot_stages.contains(&FIRST_DIRECT_MAP_STAGE)
+        {
+            return Err(HarnessError(format!(
+                "{what}: the log's stages {boot_stages:?} do not run from {FIRST_DIRECT_MAP_STAGE} to {LAST_BOOT_STAGE}"
+            )));
+        }
         let mut g = GuestFigures {
             stats,
             what,
             ptes: 0.0,
             boot_cycles: 0.0,
+            boot_stages,
         };
         g.ptes = g.get("ptes")?;
         g.boot_cycles = g.get("boot_cycles")?;
@@ -334,6 +349,20 @@ impl<'a> GuestFigures<'a> {
     fn get(&self, key: &str) -> Res<f64> {
         json_number(self.stats, key)
             .ok_or_else(|| HarnessError(format!("{}: PVOPS-STATS has no {key}", self.what)))
+    }
+    /// The stages that make the direct map live (from [`FIRST_DIRECT_MAP_STAGE`] to the end of
+    /// the boot path).
+    fn direct_map(&self) -> &[&'a str] {
+        let first = self
+            .boot_stages
+            .iter()
+            .position(|s| *s == FIRST_DIRECT_MAP_STAGE)
+            .unwrap_or(0);
+        &self.boot_stages[first..]
+    }
+    /// The sum over `stages` of `<stage>_<key>`.
+    fn sum(&self, stages: &[&str], key: &str) -> Res<f64> {
+        stages.iter().map(|s| self.get(&format!("{s}_{key}"))).sum()
     }
     fn stage(&self, stage: &str) -> Res<f64> {
         self.get(&format!("{stage}_cycles"))
@@ -345,12 +374,8 @@ impl<'a> GuestFigures<'a> {
     /// The stages' cycles minus the time the vCPU did not run (converted with the guest's
     /// own cycles-per-microsecond; nothing to take out where the platform has no runstate).
     fn running(&self, stages: &[&str]) -> Res<f64> {
-        let mut cycles = 0.0;
-        let mut notrun_ns = 0.0;
-        for s in stages {
-            cycles += self.stage(s)?;
-            notrun_ns += self.get(&format!("{s}_notrun_ns"))?;
-        }
+        let cycles = self.sum(stages, "cycles")?;
+        let notrun_ns = self.sum(stages, "notrun_ns")?;
         if notrun_ns == 0.0 {
             return Ok(cycles);
         }
@@ -519,7 +544,34 @@ fn write_json(path: &Path, r: &BTreeMap<String, Value>) -> Res<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::json_number;
+    use super::{boot_stages, json_number};
+
+    /// Stage lines as a domU prints them, with a stage of the kernel's own after the boot path.
+    #[test]
+    fn boot_stages_end_at_pagetable_setup_done() {
+        let log = "\
+xen: entered in ring 1, start_info at 0xc0390000, esp=0xc0394000
+stage banner ok cycles=41398731 hypercalls=2 mmu_update=0/0 mmuext_op=0/0 update_va_mapping=0 multicall=0
+stage early_ioremap ok cycles=1651043 hypercalls=2 mmu_update=2/2 mmuext_op=0/0 update_va_mapping=0 multicall=0
+stage pagetable_setup_start ok cycles=36014 hypercalls=0 mmu_update=0/0 mmuext_op=0/0 update_va_mapping=0 multicall=0
+stage build_direct_map ok cycles=6530473 hypercalls=0 mmu_update=0/0 mmuext_op=0/0 update_va_mapping=0 multicall=0
+stage write_cr3 ok cycles=16279011 hypercalls=3 mmu_update=1/34 mmuext_op=2/2 update_va_mapping=0 multicall=0
+stage pagetable_setup_done ok cycles=1147744 hypercalls=3 mmu_update=1/5 mmuext_op=2/2 update_va_mapping=0 multicall=0
+stage exercise ok cycles=2374736 hypercalls=0 mmu_update=0/0 mmuext_op=0/0 update_va_mapping=0 multicall=0
+";
+        assert_eq!(
+            boot_stages(log),
+            [
+                "banner",
+                "early_ioremap",
+                "pagetable_setup_start",
+                "build_direct_map",
+                "write_cr3",
+                "pagetable_setup_done"
+            ]
+        );
+    }
+
     #[test]
     fn numbers() {
         let s = r#"{"backend":"xen","boot_cycles":119205228,"x":1.5e3,"mean":{"point_estimate":42.25}}"#;

@@ -141,6 +141,9 @@ pub(super) fn build_domain(cfg: &DomainConfig) -> XenDomain {
     // SAFETY: `back` holds size_of::<StartInfo>() bytes of a StartInfo (plain old data).
     let start_info_copy =
         Box::new(unsafe { core::ptr::read_unaligned(back.as_ptr() as *const StartInfo) });
+    // Leaked (about 1 KiB a domain) so that the facts `XenDomain::facts` derives from it
+    // borrow nothing of the domain, whose model then moves into a `XenMmu`.
+    let start_info_copy: &'static StartInfo = Box::leak(start_info_copy);
     XenDomain {
         model: m,
         start_info: start_info_copy,

@@ -69,7 +69,7 @@ use backend_xen::abi::{
     mmuext, nr, Errno, MachphysMapping, MmuUpdate, MmuextOp, MulticallEntry, StartInfo,
 };
 use backend_xen::abi::{DOMID_SELF, HYPERVISOR_VIRT_START_PAE, START_INFO_MAGIC, VIRT_BASE};
-use backend_xen::start_info::{validate, StartInfoError};
+use backend_xen::start_info::{validate, StartInfoError, XenBootFacts};
 use backend_xen::{Hypervisor, XenCounters, XenError, XenMmu, XenOptions};
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::boot::{BootError, BootErrorKind, BootReport, BootState, Stage};
@@ -271,7 +271,7 @@ pub struct XenDomain {
     /// The hypervisor.
     pub model: XenModel,
     /// start_info as read at `esi` through the bootstrap table.
-    pub start_info: Box<StartInfo>,
+    pub start_info: &'static StartInfo,
     /// `esi`: the virtual address of start_info.
     pub start_info_va: u32,
     /// `esp`: top of the boot stack page.
@@ -283,6 +283,20 @@ pub struct XenDomain {
     pub table_pool: FrameRange,
     /// The builder's layout.
     pub layout: BuilderLayout,
+}
+
+impl XenDomain {
+    /// What the guest's entry derives from start_info (`start_info::validate` with the
+    /// domain's `esi`, `esp` and image, no M2P cross-check).
+    pub fn facts(&self) -> Result<XenBootFacts<'static>, StartInfoError> {
+        validate(
+            self.start_info,
+            self.start_info_va,
+            self.esp,
+            self.image.end,
+            &|_| None,
+        )
+    }
 }
 
 /// The model of Xen and of the machine under the domU.

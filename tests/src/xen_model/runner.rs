@@ -204,14 +204,13 @@ impl From<XenOptions> for ModelOptions {
 /// generic boot path and the exercise with `opts`.
 pub fn boot_domain(dom: XenDomain, opts: impl Into<ModelOptions>) -> XenBootRun {
     let ModelOptions { boot: opts, xen } = opts.into();
+    let facts = dom.facts();
     let XenDomain {
         model,
-        start_info,
-        start_info_va,
-        esp,
         image,
         table_pool,
         layout,
+        ..
     } = dom;
     let counters = model.counters_handle();
     let mut run = XenBootRun {
@@ -225,7 +224,7 @@ pub fn boot_domain(dom: XenDomain, opts: impl Into<ModelOptions>) -> XenBootRun 
         before_boot: HvCounters::default(),
         stages: Vec::new(),
     };
-    let facts = match validate(&start_info, start_info_va, esp, image.end, &|_| None) {
+    let facts = match facts {
         Ok(f) => f,
         Err(e) => {
             run.result = Err(XenBootFailure::StartInfo(e));

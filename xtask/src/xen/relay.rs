@@ -171,9 +171,9 @@ mod tests {
         assert_eq!(shutdown_reason_in("nothing"), None);
     }
 
-    #[test]
-    fn relay_parsed() {
-        let spec = DomuSpec {
+    /// A 16 MiB domU `g`.
+    fn spec() -> DomuSpec {
+        DomuSpec {
             name: "g".into(),
             kind: Default::default(),
             elf: PathBuf::new(),
@@ -181,7 +181,12 @@ mod tests {
             cmdline: String::new(),
             vcpus: 1,
             ramdisk: None,
-        };
+        }
+    }
+
+    #[test]
+    fn relay_parsed() {
+        let spec = spec();
         let serial = "junk\n@@XH begin 0 g limit_cs=100\n@@XH xl 0 Domain 1 has shut down, reason code 0 0x0\n\
                       @@XH con 0 hello\n@@XH con 0 \n@@XH end 0 status=0 cs=420 timed_out=0 bytes=7 nl=1\n@@XH done\n";
         let out = parse_relay(serial, &[spec]).unwrap();
@@ -193,15 +198,7 @@ mod tests {
 
     #[test]
     fn relay_fatal_is_an_error() {
-        let spec = DomuSpec {
-            name: "g".into(),
-            kind: Default::default(),
-            elf: PathBuf::new(),
-            memory_mib: 16,
-            cmdline: String::new(),
-            vcpus: 1,
-            ramdisk: None,
-        };
+        let spec = spec();
         let err = parse_relay(
             "@@XH fatal insmod xenfs failed\n",
             std::slice::from_ref(&spec),

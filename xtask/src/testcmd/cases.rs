@@ -1,0 +1,323 @@
+//! The guest boots `cargo xtask test` checks: a case (memory, command line, loader, modules,
+//! what it must print) and the judges of its log (result line, reserved ranges, misuse stage).
+
+use crate::demo::{check_modules, find_result, native_loaded_boot, GuestLine};
+use crate::TAG;
+use std::path::{Path, PathBuf};
+use xtask::harness::{self, Boot, Exit, Guest, Mode};
+use xtask::{native, util};
+
+/// One guest boot the test command checks.
+pub(super) struct BootCase {
+    pub(super) name: String,
+    memory: u32,
+    cmdline: String,
+    expect: Expect,
+    /// Native only: who loads the image.
+    bootloader: native::Bootloader,
+    /// Native only: files passed as multiboot modules (the module lines are checked).
+    modules: Vec<PathBuf>,
+    /// A line the log must also hold (e.g. a self-test's).
+    requires: Option<&'static str>,
+    /// Xen domUs: boot with [`TEST_MODULE`] as the xl `ramdisk` and require its
+    /// `mem: reserved module` line.
+    module: bool,
+}
+
+pub(super) enum Expect {
+    /// PASS.
+    Pass,
+    /// FAIL whose line contains all of these.
+    Fail(Vec<&'static str>),
+}
+
+impl BootCase {
+    pub(super) fn new(name: &str, memory: u32, cmdline: &str, expect: Expect) -> Self {
+        BootCase {
+            name: name.into(),
+            memory,
+            cmdline: cmdline.into(),
+            expect,
+            bootloader: native::Bootloader::Qemu,
+            modules: Vec::new(),
+            requires: None,
+            module: false,
+        }
+    }
+    /// Native: boot through `bootloader` with `modules`.
+    pub(super) fn loaded_by(mut self, bootloader: native::Bootloader, modules: &[PathBuf]) -> Self {
+        self.bootloader = bootloader;
+        self.modules = modules.to_vec();
+        self
+    }
+    /// The log must also hold a line containing `line`.
+    pub(super) fn requiring(mut self, line: &'static str) -> Self {
+        self.requires = Some(line);
+        self
+    }
+    /// The same case, booted with a module (see [`BootCase::module`]).
+    pub(super) fn with_module(mut self) -> Self {
+        self.module = true;
+        self
+    }
+    /// The guest this case boots.
+    pub(super) fn guest(&self, elf: &Path) -> Guest {
+        Guest {
+            memory_mib: Some(self.memory),
+            cmdline: self.cmdline.clone(),
+            ramdisk: self.module.then(|| util::root().join(TEST_MODULE)),
+            ..Guest::new(elf)
+        }
+    }
+
+    /// The exit protocol must say what the case expects, and the log must hold the result line.
+    pub(super) fn judge(&self, boot: Result<Boot, String>, mode: Mode) -> Result<String, String> {
+        let b = boot?;
+        let want_pass = matches!(self.expect, Expect::Pass);
+        if (b.exit == Exit::Pass) != want_pass {
+            return Err(format!(
+                "the guest's exit says {:?} ({}), expected {}",
+                b.exit,
+                b.ending,
+                if want_pass { "PASS" } else { "FAIL" }
+            ));
+        }
+        let line = self
+            .check(&b.log, mode)
+            .map(|l| format!("{l} [{}, {:.1}s]", b.ending, b.seconds))?;
+        if !self.module {
+            return Ok(line);
+        }
+        match b
+            .log
+            .lines()
+            .find(|l| l.contains("mem: reserved module pa="))
+        {
+            Some(m) => Ok(format!("{line} [{}]", m.trim())),
+            None => Err(format!(
+                "{line}: no `mem: reserved module pa=..` line for the ramdisk"
+            )),
+        }
+    }
+
+    fn check(&self, log: &str, mode: Mode) -> Result<String, String> {
+        let backend = mode.backend();
+        if let Some(want) = self.requires {
+            if !log.lines().any(|l| l.contains(want)) {
+                return Err(format!("no `{want}` line"));
+            }
+        }
+        match (find_result(log, TAG, mode), &self.expect) {
+            (Some(GuestLine::Pass(l)), Expect::Pass) => {
+                let spaces = check_address_spaces(log)?;
+                let m = check_misuse(log, backend)?;
+                let r = check_reserved(
+                    log,
+                    mode.platform(),
+                    self.modules.len() + usize::from(self.module),
+                )?;
+                if self.modules.is_empty() {
+                    return Ok(format!("{l} [{m}] [{r}] [{spaces}]"));
+                }
+                let mods = check_modules(log, &self.modules)?;
+                Ok(format!("{l} [{m}] [{r}] [{spaces}] [{mods}]"))
+            }
+            (Some(GuestLine::Fail(l)), Expect::Fail(needles))
+                if needles.iter().all(|n| l.contains(n)) =>
+            {
+                Ok(l)
+            }
+            (Some(GuestLine::Pass(l) | GuestLine::Fail(l)), _) => {
+                Err(format!("unexpected result: {l}"))
+            }
+            (None, _) => Err("no result line".into()),
+        }
+    }
+}
+
+/// A PASS must have printed one well-formed `mem: reserved <what> pa=0x<start>-0x<end>` line
+/// for each structure its loader hands over: bare metal the multiboot info, memory map and
+/// command line (and each module); Xen PV start_info and the p2m list, a domU also its
+/// console and xenstore rings; Xen PVH hvm_start_info.
+fn check_reserved(log: &str, platform: &str, modules: usize) -> Result<String, String> {
+    let mut seen: Vec<String> = Vec::new();
+    for l in log.lines() {
+        let Some(at) = l.find("mem: reserved ") else {
+            continue;
+        };
+        let rest = &l[at + "mem: reserved ".len()..];
+        let bad = || format!("malformed line `{}`", &l[at..]);
+        let (what, range) = rest.rsplit_once(" pa=").ok_or_else(bad)?;
+        let (start, end) = range.trim_end().split_once('-').ok_or_else(bad)?;
+        let hex = |s: &str| {
+            s.strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+        };
+        match (hex(start), hex(end)) {
+            (Some(s), Some(e)) if s < e => seen.push(what.to_string()),
+            _ => return Err(bad()),
+        }
+    }
+    let mut want: Vec<&str> = match platform {
+        "bare" => vec!["multiboot info", "multiboot mmap", "multiboot cmdline"],
+        "xen-pvh" => vec!["hvm_start_info"],
+        _ => vec!["start_info", "p2m list"],
+    };
+    if platform == "xen-pv" && log.contains("unprivileged (domU)") {
+        want.extend(["console ring", "xenstore ring"]);
+    }
+    // The M2P of frames not ours, read up to max_mfn: an unmapped entry must read as none
+    // (guest-demo's probe), where it used to be a page fault.
+    if platform == "xen-pv" && !log.contains("xen: m2p of frames not ours") {
+        return Err("no `xen: m2p of frames not ours` line".into());
+    }
+    for w in &want {
+        if !seen.iter().any(|s| s == w) {
+            return Err(format!("no `mem: reserved {w} pa=..` line"));
+        }
+    }
+    let mods = seen.iter().filter(|s| s.ends_with("module")).count();
+    if mods != modules {
+        return Err(format!(
+            "{mods} reserved module ranges, {modules} modules passed"
+        ));
+    }
+    Ok(format!("{} ranges reserved", seen.len()))
+}
+
+/// A PASS must have gone through the misuse stage: at least ten refused operations, and under
+/// A PASS must have gone through the address_spaces stage whole (issue 10): its line ends
+/// with `round_trips=10 map_rounds=50 frames_leaked=0`. Returns the line.
+fn check_address_spaces(log: &str) -> Result<String, String> {
+    const WANT: &str = "round_trips=10 map_rounds=50 frames_leaked=0";
+    let line = log
+        .lines()
+        .find_map(|l| l.find("stage address_spaces ok ").map(|at| l[at..].trim_end()))
+        .ok_or("no `stage address_spaces ok` line")?;
+    if !line.ends_with(WANT) {
+        return Err(format!("`{line}` does not end with `{WANT}`"));
+    }
+    Ok(line.to_string())
+}
+
+/// Xen more of Xen's own refusals than of pvops's checks.
+fn check_misuse(log: &str, backend: &str) -> Result<String, String> {
+    if !log.lines().any(|l| l.contains("stage misuse ok")) {
+        return Err("no `stage misuse ok` line".into());
+    }
+    let rejected: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("PVOPS-MISUSE: rejected "))
+        .collect();
+    let xen = rejected.iter().filter(|l| l.contains(": xen ")).count();
+    let pvops = rejected.iter().filter(|l| l.contains(": pvops ")).count();
+    if rejected.len() < 10 {
+        return Err(format!("only {} misuse cases rejected", rejected.len()));
+    }
+    if backend == "xen" && xen <= pvops {
+        return Err(format!(
+            "misuse under Xen: {xen} of Xen's refusals vs {pvops} of pvops's"
+        ));
+    }
+    Ok(format!(
+        "misuse: {} rejected, {xen} by xen, {pvops} by pvops",
+        rejected.len()
+    ))
+}
+
+/// A module whose length is not a page multiple and whose bytes are not all alike, so a
+/// wrong length, offset or page shows in the module line.
+pub(super) fn test_module_bytes() -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..5000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// The module the test boots a PVH domU with (xl `ramdisk`), under the checkout.
+pub(super) const TEST_MODULE: &str = "target/pvh-test-module.bin";
+
+/// The tag of the example kernel's result lines.
+pub(super) const MINIMAL_TAG: &str = "MINIMAL-KERNEL";
+
+/// `Ok(line)` when the boot PASSed through its exit protocol and the log holds
+/// `<tag>: PASS backend=<backend>`.
+pub(super) fn expect_pass(b: &Boot, tag: &str, mode: Mode) -> Result<String, String> {
+    match (find_result(&b.log, tag, mode), &b.exit) {
+        (Some(GuestLine::Pass(l)), Exit::Pass) => Ok(format!("{l} [{}]", b.ending)),
+        (Some(GuestLine::Pass(l)), exit) => Err(format!("{l} but the exit says {exit:?}")),
+        (Some(GuestLine::Fail(l)), _) => Err(format!("unexpected result: {l}")),
+        (None, _) => Err(format!("no {tag} result line ({})", b.ending)),
+    }
+}
+
+/// What examples/minimal-kernel (built without the bug re-creation features) answers to a
+/// 2008 switch: it refuses it before the boot path.
+pub(super) const NOT_BUILT_IN: [&str; 2] = ["stage=banner", "built without"];
+
+/// Boots `elf` with `cmdline`; `Ok(line)` when it FAILed through its exit protocol with a
+/// `<tag>: FAIL` line holding every needle.
+pub(super) fn expect_refusal(
+    mode: Mode,
+    elf: &Path,
+    cmdline: &str,
+    tag: &str,
+    needles: &[&str],
+) -> Result<String, String> {
+    let guest = Guest {
+        memory_mib: Some(64),
+        cmdline: cmdline.into(),
+        ..Guest::new(elf)
+    };
+    let b = harness::boot(mode, &[guest], false)
+        .map_err(|e| e.to_string())
+        .and_then(|mut v| v.remove(0))?;
+    match (find_result(&b.log, tag, mode), &b.exit) {
+        (Some(GuestLine::Fail(l)), Exit::Fail(_)) if needles.iter().all(|n| l.contains(n)) => {
+            Ok(format!("{l} [{}]", b.ending))
+        }
+        (Some(GuestLine::Pass(l) | GuestLine::Fail(l)), exit) => {
+            Err(format!("unexpected result: {l} (exit {exit:?})"))
+        }
+        (None, _) => Err(format!("no {tag} result line ({})", b.ending)),
+    }
+}
+
+/// Boots one test case through the harness and judges it (a native case with GRUB or modules
+/// through [`native::boot_with`]).
+pub(super) fn boot_case(mode: Mode, elf: &Path, c: &BootCase) -> Result<String, String> {
+    if mode == Mode::Native && (c.bootloader != native::Bootloader::Qemu || !c.modules.is_empty()) {
+        let b = native::NativeBoot {
+            elf,
+            memory_mib: c.memory,
+            cmdline: &c.cmdline,
+            cpus: 1,
+            modules: &c.modules,
+            bootloader: c.bootloader,
+        };
+        return c.judge(
+            native_loaded_boot(&b, false).map_err(|e| e.to_string()),
+            mode,
+        );
+    }
+    let boot = harness::boot(mode, &[c.guest(elf)], false)
+        .map_err(|e| e.to_string())
+        .and_then(|mut v| v.remove(0));
+    c.judge(boot, mode)
+}
+
+/// Boots `elf` once with `memory` MiB and no command line.
+pub(super) fn boot_one(mode: Mode, elf: &Path, memory: u32) -> Result<Boot, String> {
+    let guest = Guest {
+        memory_mib: Some(memory),
+        ..Guest::new(elf)
+    };
+    harness::boot(mode, &[guest], false)
+        .map_err(|e| e.to_string())
+        .and_then(|mut v| v.remove(0))
+}

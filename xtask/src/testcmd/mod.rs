@@ -1,0 +1,325 @@
+//! `cargo xtask test`: the checks that boot nothing ([`checks`]), then every guest boot case
+//! ([`cases`]) on bare QEMU, as Xen dom0, as Xen PV and PVH domUs, and the README's quick start.
+
+mod cases;
+mod checks;
+
+use crate::{quickstart, Verdict};
+use cases::{
+    boot_case, boot_one, expect_pass, expect_refusal, test_module_bytes, BootCase, Expect,
+    MINIMAL_TAG, NOT_BUILT_IN, TEST_MODULE,
+};
+use std::path::Path;
+use util::{step, HarnessError, Res};
+use xtask::harness::{self, Guest, Mode};
+use xtask::{kernel, native, util};
+
+/// The boots' results as they come.
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: Vec<String>,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, r: Result<String, String>) {
+        match r {
+            Ok(line) => {
+                eprintln!("    ok   {name}: {line}");
+                self.passed += 1;
+            }
+            Err(e) => {
+                eprintln!("    FAIL {name}: {e}");
+                self.failed.push(name.to_string());
+            }
+        }
+    }
+}
+
+/// `cargo xtask test`.
+pub(crate) fn cmd_test() -> Res<Verdict> {
+    checks::static_checks()?;
+    let elf = step("build guest-demo", || {
+        kernel::build("guest-demo", "guest-demo")
+    })?;
+    let minimal_elf = step("build examples/minimal-kernel", || {
+        kernel::build("examples/minimal-kernel", "minimal-kernel")
+    })?;
+
+    checks::codegen(&elf)?;
+    let mut tally = Tally::default();
+    native_boots(&elf, &minimal_elf, &mut tally)?;
+    xen_boots(&elf, &minimal_elf, &mut tally);
+    let quick = step(
+        "quick start: the README's steps in a fresh directory (cargo run: native, xen)",
+        quickstart::follow,
+    );
+    match quick {
+        Err(e) => tally.record("quick start", Err(e.to_string())),
+        Ok(q) => {
+            for (line, secs, pass) in q.passes {
+                tally.record(
+                    &format!("quick start `{line}`"),
+                    Ok(format!("{pass} [{secs:.1}s from an empty directory]")),
+                );
+            }
+        }
+    }
+
+    eprintln!(
+        "boots: {} passed, {} failed",
+        tally.passed,
+        tally.failed.len()
+    );
+    if tally.failed.is_empty() {
+        Ok(Verdict::Pass)
+    } else {
+        Err(HarnessError(format!(
+            "failed boots: {}",
+            tally.failed.join(", ")
+        )))
+    }
+}
+
+/// guest-demo's and minimal-kernel's boots on bare QEMU.
+fn native_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) -> Res<()> {
+    let root = util::root();
+    step(
+        "GRUB 2 present (grub-pc-bin, xorriso, mtools)",
+        native::ensure_grub,
+    )?;
+    let module = root.join("target/test-module.bin");
+    std::fs::write(&module, test_module_bytes())
+        .map_err(|e| HarnessError(format!("{}: {e}", module.display())))?;
+    // About 1.5 KiB of plain ASCII (a ~1 KiB line was refused before) and a module.
+    let long_cmdline = (0..64)
+        .map(|i| format!("filler.word{i:02}=abcdefghijklm"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let native_cases = [
+        BootCase::new("native default", 128, "", Expect::Pass),
+        BootCase::new(
+            "native GRUB 2 ISO, one module",
+            128,
+            "console=ttyS0 grub.word=1",
+            Expect::Pass,
+        )
+        .loaded_by(native::Bootloader::Grub, std::slice::from_ref(&module)),
+        BootCase::new(
+            "native QEMU -kernel, one module, 1.5 KiB command line",
+            128,
+            &long_cmdline,
+            Expect::Pass,
+        )
+        .loaded_by(native::Bootloader::Qemu, std::slice::from_ref(&module)),
+        BootCase::new(
+            "native interrupts on (8259 masked)",
+            128,
+            "demo.selftest=irq",
+            Expect::Pass,
+        )
+        .requiring("selftest irq: interrupts enabled for"),
+        BootCase::new(
+            "native double fault on its own stack",
+            128,
+            "demo.selftest=double_fault",
+            Expect::Fail(vec!["double fault (on its own stack)", "esp=0x00000ff0"]),
+        ),
+        BootCase::new(
+            "native fault inside the fault printer",
+            128,
+            "demo.selftest=fault_in_printer",
+            Expect::Fail(vec!["fault inside the fault printer: page fault"]),
+        ),
+        BootCase::new("native 32 MiB", 32, "", Expect::Pass),
+        BootCase::new("native 512 MiB", 512, "", Expect::Pass),
+        BootCase::new("native 2048 MiB (lowmem only)", 2048, "", Expect::Pass),
+        BootCase::new(
+            "native pvops.early_ioremap=swapper",
+            128,
+            "pvops.early_ioremap=swapper",
+            Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xff8"]),
+        ),
+    ];
+    step("boots on bare QEMU", || {
+        for c in &native_cases {
+            tally.record(&c.name, boot_case(Mode::Native, elf, c));
+        }
+        Ok(())
+    })?;
+
+    step("minimal-kernel on bare QEMU", || {
+        let r = boot_one(Mode::Native, minimal_elf, 64)
+            .and_then(|b| expect_pass(&b, MINIMAL_TAG, Mode::Native));
+        tally.record("minimal-kernel native", r);
+        let r = expect_refusal(
+            Mode::Native,
+            minimal_elf,
+            "pvops.early_ioremap=swapper",
+            MINIMAL_TAG,
+            &NOT_BUILT_IN,
+        );
+        tally.record(
+            "minimal-kernel native pvops.early_ioremap=swapper (refused)",
+            r,
+        );
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// guest-demo's and minimal-kernel's boots as Xen dom0, then the PV and PVH domUs in one dom0
+/// boot. A missing Xen harness is one failed case.
+fn xen_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) {
+    match harness::xen_env() {
+        Err(e) => tally.record("xen harness", Err(e.to_string())),
+        Ok(_) => {
+            let dom0_cases = [
+                BootCase::new("xen dom0 default", 64, "", Expect::Pass),
+                BootCase::new(
+                    "xen dom0 pvops.early_ioremap=swapper",
+                    64,
+                    "pvops.early_ioremap=swapper",
+                    Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xf56"]),
+                ),
+                BootCase::new(
+                    "xen dom0 pvops.skip_unpin",
+                    64,
+                    "pvops.skip_unpin",
+                    Expect::Fail(vec!["stage=pagetable_setup_done", "xen EBUSY"]),
+                ),
+            ];
+            let _ = step("boots as Xen dom0 (fast path)", || {
+                for c in &dom0_cases {
+                    tally.record(&c.name, boot_case(Mode::XenDom0, elf, c));
+                }
+                Ok(())
+            });
+            let _ = step("minimal-kernel as Xen dom0 (fast path)", || {
+                let r = boot_one(Mode::XenDom0, minimal_elf, 64)
+                    .and_then(|b| expect_pass(&b, MINIMAL_TAG, Mode::XenDom0));
+                tally.record("minimal-kernel xen dom0", r);
+                let r = expect_refusal(
+                    Mode::XenDom0,
+                    minimal_elf,
+                    "pvops.skip_unpin",
+                    MINIMAL_TAG,
+                    &NOT_BUILT_IN,
+                );
+                tally.record("minimal-kernel xen dom0 pvops.skip_unpin (refused)", r);
+                Ok(())
+            });
+            // PV and PVH domUs in one dom0 boot.
+            let domu_cases = [
+                (
+                    Mode::Xen,
+                    BootCase::new("xen domU 64 MiB", 64, "", Expect::Pass),
+                ),
+                (
+                    Mode::Xen,
+                    BootCase::new("xen domU 16 MiB", 16, "", Expect::Pass),
+                ),
+                (
+                    Mode::Xen,
+                    BootCase::new(
+                        "xen domU with a module (xl ramdisk: start_info mod_start/mod_len)",
+                        64,
+                        "",
+                        Expect::Pass,
+                    )
+                    .with_module(),
+                ),
+                (
+                    Mode::Xen,
+                    BootCase::new("xen domU 512 MiB", 512, "", Expect::Pass),
+                ),
+                (
+                    Mode::Xen,
+                    BootCase::new(
+                        "xen domU 1024 MiB (beyond the direct map)",
+                        1024,
+                        "",
+                        Expect::Pass,
+                    ),
+                ),
+                (
+                    Mode::Xen,
+                    BootCase::new(
+                        "xen domU pvops.early_ioremap=swapper",
+                        64,
+                        "pvops.early_ioremap=swapper",
+                        Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xf56"]),
+                    ),
+                ),
+                (
+                    Mode::Xen,
+                    BootCase::new(
+                        "xen domU pvops.skip_unpin",
+                        64,
+                        "pvops.skip_unpin",
+                        Expect::Fail(vec!["stage=pagetable_setup_done", "xen EBUSY"]),
+                    ),
+                ),
+                (
+                    Mode::XenPvh,
+                    BootCase::new("xen PVH domU 64 MiB", 64, "", Expect::Pass),
+                ),
+                (
+                    Mode::XenPvh,
+                    BootCase::new(
+                        "xen PVH domU with a module (xl ramdisk)",
+                        64,
+                        "",
+                        Expect::Pass,
+                    )
+                    .with_module(),
+                ),
+                (
+                    Mode::XenPvh,
+                    BootCase::new(
+                        "xen PVH domU 1024 MiB (beyond the direct map)",
+                        1024,
+                        "",
+                        Expect::Pass,
+                    ),
+                ),
+                (
+                    Mode::XenPvh,
+                    BootCase::new(
+                        "xen PVH domU pvops.early_ioremap=swapper",
+                        64,
+                        "pvops.early_ioremap=swapper",
+                        Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xff8"]),
+                    ),
+                ),
+            ];
+            // The module of the PVH module case: a recognisable head, then 5000 bytes (two pages).
+            let module_bytes: Vec<u8> = b"PVOPS-TEST-MODULE\n"
+                .iter()
+                .copied()
+                .chain((0..5000u32).map(|i| (i * 7) as u8))
+                .collect();
+            let module = util::root().join(TEST_MODULE);
+            if let Err(e) = std::fs::write(&module, module_bytes) {
+                tally.record(
+                    "xen domU module file",
+                    Err(format!("{}: {e}", module.display())),
+                );
+            }
+            let guests: Vec<(Mode, Guest)> =
+                domu_cases.iter().map(|(m, c)| (*m, c.guest(elf))).collect();
+            let boots = step(
+                "boots as Xen domUs, PV and PVH (one dom0 boot, xl create each)",
+                || harness::boot_domus(&guests),
+            );
+            match boots {
+                Err(e) => tally.record("xen domU run", Err(e.to_string())),
+                Ok(boots) => {
+                    for ((mode, c), b) in domu_cases.iter().zip(boots) {
+                        tally.record(&c.name, c.judge(b, *mode));
+                    }
+                }
+            }
+        }
+    }
+}
