@@ -192,7 +192,10 @@ fn check_address_spaces(log: &str) -> Result<String, String> {
     const WANT: &str = "round_trips=10 map_rounds=50 frames_leaked=0";
     let line = log
         .lines()
-        .find_map(|l| l.find("stage address_spaces ok ").map(|at| l[at..].trim_end()))
+        .find_map(|l| {
+            l.find("stage address_spaces ok ")
+                .map(|at| l[at..].trim_end())
+        })
         .ok_or("no `stage address_spaces ok` line")?;
     if !line.ends_with(WANT) {
         return Err(format!("`{line}` does not end with `{WANT}`"));
