@@ -209,9 +209,7 @@ fn buffer_rounds<P: Platform>(
             let mut lazy = LazyMmu::enter(&mut *p);
             // SAFETY: the upper scratch half is this stage's.
             unsafe {
-                spaces.map_kernel_range(&mut *lazy, alloc, va, BUFFER_PAGES, KERNEL_RW, |i| {
-                    mfns[i]
-                })
+                spaces.map_kernel_range(&mut *lazy, alloc, va, BUFFER_PAGES, KERNEL_RW, |i| mfns[i])
             }?;
             lazy.finish().map_err(backend)?;
         }
@@ -240,7 +238,8 @@ fn buffer_rounds<P: Platform>(
         {
             let mut lazy = LazyMmu::enter(&mut *p);
             // SAFETY: nothing uses the buffer any more.
-            let flush = unsafe { spaces.unmap_kernel_range(&mut *lazy, va, BUFFER_PAGES, |_, _| {}) }?;
+            let flush =
+                unsafe { spaces.unmap_kernel_range(&mut *lazy, va, BUFFER_PAGES, |_, _| {}) }?;
             flush.flush(&mut *lazy).map_err(backend)?;
             lazy.finish().map_err(backend)?;
         }
