@@ -213,7 +213,7 @@ fn buffer_rounds<P: Platform>(
             }?;
             lazy.finish().map_err(backend)?;
         }
-        for page in 0..BUFFER_PAGES {
+        for (page, frame) in frames.iter().enumerate() {
             let at = VirtAddr(va.0 + (page as u32) * PAGE_SIZE as u32);
             let mut data = [0u8; CHECK];
             for (i, d) in data.iter_mut().enumerate() {
@@ -222,8 +222,8 @@ fn buffer_rounds<P: Platform>(
             // SAFETY: `at` maps our fresh frame (just mapped, not present before).
             unsafe { p.write_virt(at, &data) }.map_err(StageError::Fault)?;
             let direct = p
-                .frame_ptr(frames[page])
-                .ok_or(StageError::from(MapError::Unreachable(frames[page])))?;
+                .frame_ptr(*frame)
+                .ok_or(StageError::from(MapError::Unreachable(*frame)))?;
             for (i, want) in data.iter().enumerate() {
                 // SAFETY: frame_ptr gives 4096 readable bytes of our frame.
                 if unsafe { direct.add(i).read_volatile() } != *want {

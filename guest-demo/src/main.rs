@@ -239,8 +239,10 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         platform_name,
         platform.batch_option(),
         &r,
-        &ex,
-        (&sp, &spaces),
+        OwnStages {
+            exercise: &ex,
+            spaces: (&sp, &spaces),
+        },
         &cal,
     );
     Outcome::Pass
@@ -354,6 +356,12 @@ fn misuse_stage<P: DemoBackend>(
     Some(tally)
 }
 
+/// The figures of the demo's own stages for the stats line.
+struct OwnStages<'a, C> {
+    exercise: &'a StageFigures<C>,
+    spaces: (&'a StageFigures<C>, &'a address_spaces::Done),
+}
+
 /// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's and the
 /// platform's names), over the boot path's stages, the exercise and the calibration loops.
 fn print_stats<C: Counters>(
@@ -362,10 +370,10 @@ fn print_stats<C: Counters>(
     platform: &str,
     batch: u32,
     r: &BootReport<C>,
-    exercise: &StageFigures<C>,
-    spaces: (&StageFigures<C>, &address_spaces::Done),
+    own: OwnStages<'_, C>,
     cal: &calibrate::Calibration,
 ) -> core::fmt::Result {
+    let OwnStages { exercise, spaces } = own;
     let stages = BOOT_STAGES
         .iter()
         .map(|s| (s.name(), r.stage(*s).unwrap_or_default()))

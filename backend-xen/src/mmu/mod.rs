@@ -65,6 +65,8 @@ pub struct XenMmu<H: Hypervisor> {
     /// The kernel's root while it is being built (from `pagetable_setup_start` until it goes
     /// live): its direct map must keep page tables read-only too.
     pending: Option<PhysFrame>,
+    /// True until the first `write_cr3`: the CPU runs on Xen's bootstrap table.
+    on_bootstrap: bool,
     /// The roots pinned now.
     pinned: [PhysFrame; MAX_PINNED],
     npinned: usize,
@@ -133,6 +135,7 @@ impl<H: Hypervisor> XenMmu<H> {
             direct_stores: true,
             tables: [0; DETACHED_FRAMES / 64],
             pending: None,
+            on_bootstrap: true,
             pinned: [PhysFrame(0); MAX_PINNED],
             npinned: 1,
             deferred: None,
@@ -421,7 +424,9 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         attached?;
         let mfn = self.mfn(root)?.0;
         let pt_mfn = self.mfn(self.pt_base)?.0;
-        let leaving_bootstrap = self.cr3 == self.pt_base && self.is_pinned(self.pt_base);
+        // Only the first switch leaves Xen's bootstrap table: pt_base's frame may be reused
+        // later, even as the root of an address space (whose switches must not unpin it).
+        let leaving_bootstrap = self.on_bootstrap && self.is_pinned(self.pt_base);
         let unpin = leaving_bootstrap && !self.skip_unpin;
         self.queue_ext(MmuextOp {
             cmd: mmuext::NEW_BASEPTR,
@@ -438,6 +443,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         self.flush_queue()?;
         let old = self.cr3;
         self.cr3 = root;
+        self.on_bootstrap = false;
         if self.pending == Some(root) {
             self.pending = None;
         }
