@@ -31,8 +31,9 @@ pub trait Hypervisor {
     fn multicall(&mut self, calls: &mut [MulticallEntry]) -> i32;
     /// An `mmu_update` batch followed by an `mmuext_op` batch (e.g. PTE writes and their
     /// invlpgs). The real guest issues both as ONE `multicall`; this default issues them one
-    /// after the other, with the same semantics (the second is skipped when the first fails).
-    /// Returns both return values; `counts_as_multicall` tells the caller which happened.
+    /// after the other, with the same semantics: the second runs whatever the first returned
+    /// (Xen's multicall runs every entry). Returns both return values; `counts_as_multicall`
+    /// tells the caller which happened.
     fn mmu_then_mmuext(
         &mut self,
         reqs: &[MmuUpdate],
@@ -41,11 +42,7 @@ pub trait Hypervisor {
         ops_done: &mut u32,
     ) -> MixedResult {
         let first = self.mmu_update(reqs, done);
-        let second = if first < 0 {
-            0
-        } else {
-            self.mmuext_op(ops, ops_done)
-        };
+        let second = self.mmuext_op(ops, ops_done);
         MixedResult {
             mmu_update: first,
             mmuext_op: second,

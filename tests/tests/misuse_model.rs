@@ -1,46 +1,51 @@
 //! The misuse stage on the host: the same cases the guest runs on real Xen
 //! (`pvops-xen-conformance`, through the raw `Hypervisor` layer) and pvops's generic ones
-//! (`pvops-selftest`), run against `XenMmu<XenModel>` after a model boot. The model must give every case the errno real Xen
-//! 4.17.5 gave a domU (the table below is what the real domU printed).
+//! (`pvops-selftest`), run against `XenMmu<XenModel>` after a model boot and on the
+//! simulated native machine. Every result must be the line real boots printed: the fixture
+//! `tests/fixtures/misuse-real.txt`, recorded by `cargo xtask test` from guest-demo's
+//! `PVOPS-MISUSE` lines (bare QEMU, Xen dom0, a Xen PV domU, a Xen PVH domU) and refreshed by
+//! `cargo xtask misuse-fixture`. pvops's argument and bookkeeping checks, which refuse before
+//! any backend operation, are unit tests here (`run_checks`), not misuse cases.
 
 use backend_xen::XenMmu;
 use pvops_core::addr::PhysFrame;
 use pvops_core::mem::FrameAllocator;
 use pvops_core::options::BootOptions;
 use pvops_core::MmuOps;
-use pvops_selftest::misuse::{run_generic, GENERIC_CASES};
+use pvops_selftest::misuse::{run_checks, run_generic, CHECK_CASES, GENERIC_CASES};
 use pvops_selftest::{CaseResult, Status, Tally, Verdict};
+use pvops_tests::misuse_fixture::{self, Recorded};
 use pvops_tests::xen_model::{boot_mib, ModelAccess, XenBootRun, XenModel};
-use pvops_xen_conformance::{cases, mode_of, run_cases, verdict_of, Expect, Mode};
+use pvops_xen_conformance::{cases, mode_of, run_cases, verdict_of, Mode};
 
-/// What real Xen 4.17.5 answered each case, as `cargo xtask demo xen` (domU) and
-/// `cargo xtask demo xen-dom0` printed it (`PVOPS-MISUSE: rejected <case>: xen <ERRNO>`;
-/// `-` = accepted).
-const REAL_XEN: [(&str, &str, &str); 23] = [
-    ("writable_map_of_pagetable", "EBUSY", "EBUSY"),
-    ("unpin_unpinned", "EINVAL", "EINVAL"),
-    ("pin_pinned", "EINVAL", "EINVAL"),
-    ("pin_l1_mapped_writable", "EINVAL", "EINVAL"),
-    ("pin_l3_slot3_absent", "EINVAL", "EINVAL"),
-    ("pin_l3_slot3_l2_shared", "EINVAL", "EINVAL"),
-    ("new_baseptr_slot3_absent", "EINVAL", "EINVAL"),
-    ("live_l3_slot3_update", "EINVAL", "EINVAL"),
-    ("xen_private_l2_slot", "EPERM", "EPERM"),
-    ("pin_slot3_l2", "EINVAL", "EINVAL"),
-    ("l3_entry_pcd", "EINVAL", "EINVAL"),
-    ("l2_entry_pse", "EINVAL", "EINVAL"),
-    ("l1_xen_frame", "EBUSY", "EBUSY"),
-    ("l1_mmio_denied", "EPERM", "EPERM"),
-    ("l1_low_io_frame", "EPERM", "-"),
-    ("update_va_mapping_pt_writable", "EBUSY", "EBUSY"),
-    ("update_va_mapping_no_l1", "EINVAL", "EINVAL"),
-    ("multicall_update_va_mapping", "EBUSY", "EBUSY"),
-    ("multicall_mmu_update", "EBUSY", "EBUSY"),
-    ("mmu_update_in_xen_frame", "EINVAL", "EINVAL"),
-    ("unpin_xen_frame", "EINVAL", "EINVAL"),
-    ("mmu_update_bad_subcommand", "ENOSYS", "ENOSYS"),
-    ("mmuext_unknown_command", "ENOSYS", "ENOSYS"),
-];
+/// The recorded lines of `run`.
+fn recorded(run: &str) -> Vec<Recorded> {
+    let all = misuse_fixture::load();
+    let lines: Vec<Recorded> = misuse_fixture::run(&all, run)
+        .into_iter()
+        .cloned()
+        .collect();
+    assert!(!lines.is_empty(), "the fixture has no `{run}` run");
+    lines
+}
+
+/// Each result must be the line the real run printed for its case, in the same order.
+#[track_caller]
+fn assert_as_recorded(results: &[CaseResult], run: &str) {
+    let want = recorded(run);
+    let got: Vec<String> = results.iter().map(|r| r.to_string()).collect();
+    let want: Vec<String> = want.iter().map(|r| r.text.clone()).collect();
+    assert_eq!(got, want, "the host vs the real `{run}` boot");
+}
+
+/// The recorded line of `case` in `run`.
+fn recorded_case(run: &str, case: &str) -> String {
+    recorded(run)
+        .into_iter()
+        .find(|r| r.case() == case)
+        .unwrap_or_else(|| panic!("the fixture's `{run}` run has no line for {case}"))
+        .text
+}
 
 fn booted(mib: u32) -> XenBootRun {
     let mut run = boot_mib(mib, BootOptions::default());
@@ -51,13 +56,6 @@ fn booted(mib: u32) -> XenBootRun {
 /// The backend and the boot path's allocator of a booted model domain.
 fn parts(run: &mut XenBootRun) -> (&mut XenMmu<XenModel>, &mut FrameAllocator) {
     (run.mmu.as_mut().expect("booted"), &mut run.state.alloc)
-}
-
-fn expect_name(e: Expect) -> &'static str {
-    match e {
-        Expect::Refused(errno) => errno.name(),
-        Expect::Accepted => "-",
-    }
 }
 
 /// Model invariants after cases ran: no reference-count or snapshot problem, no write to a
@@ -77,16 +75,53 @@ fn collect(results: &mut Vec<CaseResult>) -> impl FnMut(&CaseResult) + '_ {
 }
 
 #[test]
-fn expectations_are_what_real_xen_answered() {
-    let list = cases::<XenModel>();
-    assert_eq!(list.len(), REAL_XEN.len());
-    for (case, (name, domu, dom0)) in list.iter().zip(REAL_XEN) {
-        assert_eq!(case.name, name);
-        assert_eq!(expect_name(case.domu), domu, "{name} (domU)");
-        assert_eq!(expect_name(case.dom0), dom0, "{name} (dom0)");
+fn the_fixture_holds_every_case_of_every_run() {
+    let generic: Vec<&str> = GENERIC_CASES.iter().map(|(n, _)| *n).collect();
+    let xen: Vec<&str> = cases::<XenModel>().iter().map(|c| c.name).collect();
+    for (run, want) in [
+        ("native", generic.clone()),
+        ("xen-pvh", generic.clone()),
+        ("xen-domU", [generic.clone(), xen.clone()].concat()),
+        ("xen-dom0", [generic.clone(), xen.clone()].concat()),
+    ] {
+        let lines = recorded(run);
+        let got: Vec<&str> = lines.iter().map(|r| r.case()).collect();
+        assert_eq!(got, want, "the `{run}` run's cases");
     }
-    let refusals = list.iter().filter(|c| c.domu != Expect::Accepted).count();
-    assert!(refusals >= 10, "at least ten of Xen's own refusals");
+    assert!(xen.len() >= 10, "at least ten of Xen's own refusals");
+}
+
+#[test]
+fn the_case_lists_expect_what_real_xen_answered() {
+    // The expectations in the case lists (the spec the guest checks itself against) are
+    // what the real boots printed.
+    for case in cases::<XenModel>() {
+        for (run, mode) in [("xen-domU", Mode::DomU), ("xen-dom0", Mode::Dom0)] {
+            let e = case.expect(mode).verdict();
+            let line = CaseResult {
+                name: case.name,
+                expected: e,
+                got: e,
+            }
+            .to_string();
+            assert_eq!(line, recorded_case(run, case.name), "{run}");
+        }
+    }
+    for (name, error) in GENERIC_CASES {
+        for run in ["native", "xen-pvh", "xen-domU", "xen-dom0"] {
+            let real = recorded_case(run, name);
+            if real.starts_with("skipped ") {
+                continue;
+            }
+            let line = CaseResult {
+                name,
+                expected: Verdict::Pvops(error),
+                got: Verdict::Pvops(error),
+            }
+            .to_string();
+            assert_eq!(line, real, "{run}");
+        }
+    }
 }
 
 #[test]
@@ -95,44 +130,63 @@ fn the_model_agrees_with_real_xen_on_every_case() {
     let cr3 = run.mmu.as_ref().expect("booted").read_cr3();
     let free = run.state.alloc.available();
     let mut results = Vec::new();
+    let (mmu, alloc) = parts(&mut run);
+    let generic = run_generic(mmu, alloc, &mut collect(&mut results));
+    assert_eq!(generic.failed, 0, "{results:#?}");
     let tally = run_cases(
         &mut run.conformance_env(),
         Mode::DomU,
         &mut collect(&mut results),
     );
-    assert_eq!(results.len(), REAL_XEN.len(), "{results:#?}");
-    for (r, (name, domu, _)) in results.iter().zip(REAL_XEN) {
-        assert_eq!(r.name, name);
-        assert_eq!(
-            r.got,
-            Verdict::Xen(domu),
-            "{name}: the model vs real Xen: {r}"
-        );
-        assert_eq!(r.status(), Status::Rejected, "{r}");
-    }
-    assert_eq!(
-        (tally.rejected, tally.failed, tally.skipped),
-        (REAL_XEN.len() as u32, 0, 0)
-    );
-    assert!(tally.raw_hypercalls >= REAL_XEN.len() as u64);
+    assert_as_recorded(&results, "xen-domU");
+    assert_eq!(tally.failed, 0);
+    assert!(tally.raw_hypercalls >= tally.rejected as u64);
     assert_eq!(run.state.alloc.available(), free, "frames leaked");
     assert_clean(&mut run, cr3, "all Xen cases");
 }
 
 #[test]
+fn the_privileged_model_agrees_with_real_dom0_on_every_case() {
+    let mut run = booted(16);
+    run.model().set_privileged(true);
+    let cr3 = run.mmu.as_ref().expect("booted").read_cr3();
+    let mut results = Vec::new();
+    let (mmu, alloc) = parts(&mut run);
+    run_generic(mmu, alloc, &mut collect(&mut results));
+    let tally = run_cases(
+        &mut run.conformance_env(),
+        Mode::Dom0,
+        &mut collect(&mut results),
+    );
+    assert_as_recorded(&results, "xen-dom0");
+    assert_eq!((tally.failed, tally.allowed), (0, 1), "{results:#?}");
+    assert_clean(&mut run, cr3, "all Xen cases as dom0");
+}
+
+#[test]
 fn each_xen_case_on_a_fresh_domain() {
-    for (i, (name, domu, _)) in REAL_XEN.iter().enumerate() {
+    for case in cases::<XenModel>() {
+        let name = case.name;
+        let real = recorded_case("xen-domU", name);
         let mut run = booted(16);
         let cr3 = run.mmu.as_ref().expect("booted").read_cr3();
         let free = run.state.alloc.available();
         let before = run.model().counters();
         let failures_before = run.model().failures().len();
-        let case = &cases::<XenModel>()[i];
         let got = match (case.run)(&mut run.conformance_env()) {
             Ok(ret) => verdict_of(ret),
             Err(v) => v,
         };
-        assert_eq!(got, Verdict::Xen(domu), "{name}");
+        let line = CaseResult {
+            name,
+            expected: case.domu.verdict(),
+            got,
+        }
+        .to_string();
+        assert_eq!(line, real, "{name}: the model vs real Xen");
+        let Verdict::Xen(errno) = got else {
+            panic!("{name}: not one of Xen's refusals: {got}")
+        };
         let m = run.model();
         assert!(
             m.counters().since(&before).total > 0,
@@ -141,8 +195,8 @@ fn each_xen_case_on_a_fresh_domain() {
         assert!(
             m.failures()[failures_before..]
                 .iter()
-                .any(|f| f.errno.name() == *domu),
-            "{name}: the model recorded no {domu}: {:?}",
+                .any(|f| f.errno.name() == errno),
+            "{name}: the model recorded no {errno}: {:?}",
             m.failures()
         );
         assert_eq!(run.state.alloc.available(), free, "{name} leaked frames");
@@ -179,7 +233,11 @@ fn check_generic(results: &[CaseResult], tally: &Tally) {
         (tally.rejected, tally.skipped, tally.failed),
         (GENERIC_CASES.len() as u32 - 1, 1, 0)
     );
-    assert!(tally.rejected >= 10, "at least ten of pvops's own refusals");
+    assert_eq!(
+        tally.cases(),
+        tally.rejected,
+        "a skipped case is not counted"
+    );
 }
 
 #[test]
@@ -191,8 +249,46 @@ fn generic_cases_on_the_simulated_native_machine() {
     let mut results = Vec::new();
     let tally = run_generic(&mut sim, &mut run.state.alloc, &mut collect(&mut results));
     check_generic(&results, &tally);
+    // The same lines as bare QEMU and a PVH domU (native MMU under Xen) printed.
+    assert_as_recorded(&results, "native");
+    assert_as_recorded(&results, "xen-pvh");
     assert_eq!(run.state.alloc.available(), free, "frames leaked");
     assert_eq!(sim.read_cr3(), cr3);
+}
+
+fn check_checks(results: &[CaseResult], tally: &Tally) {
+    assert_eq!(results.len(), CHECK_CASES.len(), "{results:#?}");
+    for (r, (name, error)) in results.iter().zip(CHECK_CASES) {
+        assert_eq!((r.name, r.got), (name, Verdict::Pvops(error)), "{r}");
+    }
+    assert_eq!(tally.rejected as usize, CHECK_CASES.len());
+}
+
+#[test]
+fn pvops_checks_refuse_bad_arguments_on_the_simulated_machine() {
+    let (mut sim, mut run) = pvops_tests::boot_default(64);
+    run.expect_pass();
+    let free = run.state.alloc.available();
+    let mut results = Vec::new();
+    let tally = run_checks(&mut sim, &mut run.state.alloc, &mut collect(&mut results));
+    check_checks(&results, &tally);
+    assert_eq!(run.state.alloc.available(), free, "frames leaked");
+}
+
+#[test]
+fn pvops_checks_refuse_bad_arguments_on_the_xen_model() {
+    let mut run = booted(16);
+    let cr3 = run.mmu.as_ref().expect("booted").read_cr3();
+    let free = run.state.alloc.available();
+    let before = run.model().counters();
+    let mut results = Vec::new();
+    let (mmu, alloc) = parts(&mut run);
+    let tally = run_checks(mmu, alloc, &mut collect(&mut results));
+    check_checks(&results, &tally);
+    // What makes them checks, not misuse cases: nothing reaches Xen.
+    assert_eq!(run.model().counters().since(&before).total, 0);
+    assert_eq!(run.state.alloc.available(), free, "frames leaked");
+    assert_clean(&mut run, cr3, "checks");
 }
 
 #[test]
@@ -224,10 +320,11 @@ fn the_guests_misuse_stage_runs_every_case_twice_on_one_domain() {
             .filter(|r| r.status() == Status::Failed)
             .collect();
         assert!(failed.is_empty(), "round {round}: {failed:#?}");
-        assert_eq!(results.len(), GENERIC_CASES.len() + REAL_XEN.len());
+        let xen = cases::<XenModel>().len();
+        assert_eq!(results.len(), GENERIC_CASES.len() + xen);
         assert_eq!(
             (tally.rejected, tally.skipped, tally.allowed),
-            ((GENERIC_CASES.len() - 1 + REAL_XEN.len()) as u32, 1, 0),
+            ((GENERIC_CASES.len() - 1 + xen) as u32, 1, 0),
             "round {round}"
         );
         assert_eq!(run.state.alloc.available(), free, "round {round}: leak");
@@ -266,7 +363,7 @@ fn a_case_that_is_not_refused_fails_and_stops_the_run() {
         "l1_low_io_frame: expected accepted (no error), got xen EPERM"
     );
     assert_eq!(tally.failed, 1);
-    assert!(results.len() < REAL_XEN.len());
+    assert!(results.len() < cases::<XenModel>().len());
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod fixture;
 mod fuzz;
 mod miri;
 mod quickstart;
@@ -28,6 +29,7 @@ Commands:
   bench    Benches, the codegen check and real boots; writes target/pvops-bench.json.
   miri     The raw-memory unit tests under Miri (installs the nightly miri component).
   fuzz     libFuzzer on the parsers of boot input (multiboot, start_info, hvm_start_info, ...).
+  misuse-fixture  Re-record tests/fixtures/misuse-real.txt from real boots.
 
 Everything a command needs is installed on first use: the nightly rust-src component
 (the kernel is built with -Zbuild-std), Debian packages (qemu-system-x86, the Xen build
@@ -122,6 +124,16 @@ Installs: g++ (apt-get, for libFuzzer) and cargo-fuzz (cargo install, ~1.5 minut
 missing; first build of the targets ~1.5 minutes, then seconds.
 Exit status: 0 no crash, 1 a target crashed, 2 harness error.";
 
+const HELP_FIXTURE: &str = "\
+cargo xtask misuse-fixture
+
+Boots guest-demo on bare QEMU (128 MiB), as Xen dom0 (64 MiB) and as a Xen PV and a PVH domU
+(64 MiB each, one dom0 boot) and rewrites tests/fixtures/misuse-real.txt from their
+PVOPS-MISUSE lines; then runs `cargo test -p pvops-tests --test misuse_model`, which compares
+the Xen model and the simulated machine with the fixture. `cargo xtask test` records the same
+file from its own boots. Takes ~1 minute with Xen cached.
+Exit status: 0 recorded and the model agrees, 2 otherwise.";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() > 1 && args[1..].iter().any(|a| a == "--help" || a == "-h") {
@@ -135,6 +147,7 @@ fn main() -> ExitCode {
             "test" => HELP_TEST,
             "bench" => HELP_BENCH,
             "fuzz" => HELP_FUZZ,
+            "misuse-fixture" => HELP_FIXTURE,
             _ => USAGE,
         };
         println!("{help}");
@@ -150,6 +163,9 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench().map(|_| Verdict::Pass),
         Some("miri") => miri::miri().map(|_| Verdict::Pass),
         Some("fuzz") => fuzz::cmd_fuzz(&args[1..]),
+        Some("misuse-fixture") => cmd_build()
+            .and_then(|elf| fixture::cmd_refresh(&elf))
+            .map(|_| Verdict::Pass),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

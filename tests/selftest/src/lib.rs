@@ -3,8 +3,9 @@
 //!
 //! - [`exercise`]: the bootstrap table's frames are reused, a scratch mapping is made and
 //!   torn down, and early_ioremap is checked again on the kernel's own table.
-//! - [`misuse`]: bad operations that must be refused with pvops's own typed errors
-//!   (early_ioremap, the mapper, the frame allocator, the memory map, the command line).
+//! - [`misuse`]: bad operations on the live table that must be refused with pvops's own
+//!   typed errors (early_ioremap, the mapper), and pvops's argument and bookkeeping checks
+//!   (the frame allocator, the memory map, the command line) for the host unit tests.
 //! - [`verdict`]: what a case expected and got, shared with the Xen conformance cases
 //!   (`tests/xen-conformance`).
 //!

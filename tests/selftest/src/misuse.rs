@@ -1,5 +1,7 @@
 //! The generic misuse cases: bad operations that must be refused with pvops's own typed
-//! errors, on any [`Platform`] after a successful boot.
+//! errors, on any [`Platform`] after a successful boot: operations on the live table
+//! ([`run_generic`], guest-demo's `misuse` stage) and argument and bookkeeping checks that
+//! refuse before any backend operation ([`run_checks`], host unit tests).
 //!
 //! Every case sets up its own precondition, provokes one bad operation, compares what
 //! happened with what was expected and undoes everything it set up, so the machine is left
@@ -85,17 +87,27 @@ struct Case<P: Platform> {
     run: fn(&mut P, &mut FrameAllocator) -> Verdict,
 }
 
-/// Names of the generic cases, in the order they run, with the error each expects.
-pub const GENERIC_CASES: [(&str, &str); 18] = [
-    ("ioremap_zero_size", "IoremapError::ZeroSize"),
-    ("ioremap_overflow", "IoremapError::Overflow"),
-    ("ioremap_larger_than_slot", "IoremapError::TooLarge"),
+/// Names of the generic cases, in the order they run, with the error each expects: bad
+/// operations on the live table through the backend (early_ioremap, the mapper). These are
+/// what guest-demo's `misuse` stage runs and what its gate counts; a skipped one (its
+/// precondition cannot exist after a boot) is reported, never counted.
+pub const GENERIC_CASES: [(&str, &str); 6] = [
     ("ioremap_all_slots_busy", "IoremapError::NoFreeSlot"),
     ("ioremap_second_owner", "IoremapError::SlotTaken"),
     ("ioremap_unmap_foreign_mapping", "IoremapError::NotMapped"),
     ("map_page_already_mapped", "MapError::AlreadyMapped"),
     ("unmap_page_not_mapped", "MapError::NotMapped"),
     ("l1_slot_live_pdpt_entry", "MapError::LivePdptEntry"),
+];
+
+/// pvops's checks of arguments and of its own bookkeeping that refuse before any backend
+/// operation (early_ioremap's size checks, the frame allocator, the command line, the
+/// memory map): host unit tests (`tests/tests/misuse_model.rs`), not counted by the
+/// misuse stage, where they proved nothing about the machine.
+pub const CHECK_CASES: [(&str, &str); 12] = [
+    ("ioremap_zero_size", "IoremapError::ZeroSize"),
+    ("ioremap_overflow", "IoremapError::Overflow"),
+    ("ioremap_larger_than_slot", "IoremapError::TooLarge"),
     ("alloc_double_free", "AllocError::DoubleFree"),
     ("alloc_exhausted", "AllocError::Exhausted"),
     ("alloc_table_beyond_bitmap", "AllocError::UntrackableTable"),
@@ -110,30 +122,15 @@ pub const GENERIC_CASES: [(&str, &str); 18] = [
     ),
 ];
 
-fn generic_cases<P: Platform>() -> [Case<P>; GENERIC_CASES.len()] {
-    let runs: [fn(&mut P, &mut FrameAllocator) -> Verdict; GENERIC_CASES.len()] = [
-        ioremap_zero_size,
-        ioremap_overflow,
-        ioremap_larger_than_slot,
-        ioremap_all_slots_busy,
-        ioremap_second_owner,
-        ioremap_unmap_foreign_mapping,
-        map_page_already_mapped,
-        unmap_page_not_mapped,
-        l1_slot_live_pdpt_entry,
-        alloc_double_free,
-        alloc_exhausted,
-        alloc_table_beyond_bitmap,
-        |p, _| cmdline(p, "pvops.bogus"),
-        |p, _| cmdline(p, "pvops.batch=many"),
-        |_, _| memory_map_overlap(),
-        |_, _| memory_map_wrap(),
-        |_, _| memory_map_empty_region(),
-        |_, _| memory_map_too_many_regions(),
-    ];
+type CaseFn<P> = fn(&mut P, &mut FrameAllocator) -> Verdict;
+
+fn with_names<P: Platform, const N: usize>(
+    names: &[(&'static str, &'static str); N],
+    runs: [CaseFn<P>; N],
+) -> [Case<P>; N] {
     let mut i = 0;
     runs.map(|run| {
-        let (name, expected) = GENERIC_CASES[i];
+        let (name, expected) = names[i];
         i += 1;
         Case {
             name,
@@ -143,15 +140,48 @@ fn generic_cases<P: Platform>() -> [Case<P>; GENERIC_CASES.len()] {
     })
 }
 
-/// Runs the generic cases on a booted platform (`alloc` is the boot path's allocator; the
-/// live root and the layout come from `p`). Reports each; stops at the first failure.
-pub fn run_generic<P: Platform>(
+fn generic_cases<P: Platform>() -> [Case<P>; GENERIC_CASES.len()] {
+    with_names(
+        &GENERIC_CASES,
+        [
+            ioremap_all_slots_busy,
+            ioremap_second_owner,
+            ioremap_unmap_foreign_mapping,
+            map_page_already_mapped,
+            unmap_page_not_mapped,
+            l1_slot_live_pdpt_entry,
+        ],
+    )
+}
+
+fn check_cases<P: Platform>() -> [Case<P>; CHECK_CASES.len()] {
+    with_names(
+        &CHECK_CASES,
+        [
+            ioremap_zero_size,
+            ioremap_overflow,
+            ioremap_larger_than_slot,
+            alloc_double_free,
+            alloc_exhausted,
+            alloc_table_beyond_bitmap,
+            |p, _| cmdline(p, "pvops.bogus"),
+            |p, _| cmdline(p, "pvops.batch=many"),
+            |_, _| memory_map_overlap(),
+            |_, _| memory_map_wrap(),
+            |_, _| memory_map_empty_region(),
+            |_, _| memory_map_too_many_regions(),
+        ],
+    )
+}
+
+fn run_list<P: Platform, const N: usize>(
+    cases: [Case<P>; N],
     p: &mut P,
     alloc: &mut FrameAllocator,
     report: &mut dyn FnMut(&CaseResult),
 ) -> Tally {
     let mut tally = Tally::default();
-    for case in generic_cases::<P>() {
+    for case in cases {
         let r = CaseResult {
             name: case.name,
             expected: Verdict::Pvops(case.expected),
@@ -164,6 +194,27 @@ pub fn run_generic<P: Platform>(
         }
     }
     tally
+}
+
+/// Runs the generic cases ([`GENERIC_CASES`]) on a booted platform (`alloc` is the boot
+/// path's allocator; the live root and the layout come from `p`). Reports each; stops at
+/// the first failure.
+pub fn run_generic<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    report: &mut dyn FnMut(&CaseResult),
+) -> Tally {
+    run_list(generic_cases::<P>(), p, alloc, report)
+}
+
+/// Runs pvops's argument and bookkeeping checks ([`CHECK_CASES`]) on a booted platform,
+/// as [`run_generic`] does (host unit tests).
+pub fn run_checks<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    report: &mut dyn FnMut(&CaseResult),
+) -> Tally {
+    run_list(check_cases::<P>(), p, alloc, report)
 }
 
 /// The case's verdict, unless a cleanup step failed (a broken case stays broken).

@@ -43,13 +43,16 @@ pvops_core::counters! {
     }
 }
 
-/// A hypercall the model failed on purpose ([`XenModel::fail_hypercall`]).
+/// A hypercall the model failed on purpose ([`XenModel::fail_hypercall`],
+/// [`XenModel::fail_multicall_entry`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InjectedFault {
     /// Its number (1-based, over all hypercalls).
     pub seq: u64,
     /// Its kind.
     pub kind: HcKind,
+    /// The multicall entry that failed (`None`: the whole hypercall).
+    pub entry: Option<u32>,
     /// The errno returned.
     pub errno: Errno,
 }

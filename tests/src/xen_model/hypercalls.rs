@@ -26,21 +26,70 @@ impl XenModel {
         self.counters.set(c);
         self.clock.set(self.clock.get() + 200 + 4 * n);
         self.reason = None;
-        if let Some((k, errno)) = self.fail_at {
+        self.entry_fault = None;
+        if let Some((k, entry, errno)) = self.fail_at {
             if k == c.total {
                 self.fail_at = None;
-                self.injected = Some(InjectedFault {
-                    seq: k,
-                    kind,
-                    errno,
-                });
-                self.log.push(format!(
-                    "model: injected {errno} into hypercall #{k} ({kind:?})"
-                ));
-                return Some(-errno.0);
+                match entry {
+                    None => {
+                        self.injected = Some(InjectedFault {
+                            seq: k,
+                            kind,
+                            entry: None,
+                            errno,
+                        });
+                        self.log.push(format!(
+                            "model: injected {errno} into hypercall #{k} ({kind:?})"
+                        ));
+                        return Some(-errno.0);
+                    }
+                    // Fires inside the multicall (`multicall_entry_result`).
+                    Some(j) if kind == HcKind::Multicall => self.entry_fault = Some((j, errno)),
+                    Some(_) => {}
+                }
             }
         }
         None
+    }
+
+    /// Runs entry `i` of the multicall numbered `seq` (`run` returns its result), unless a
+    /// failure was injected into it; records a refusal. The entries after a failing one
+    /// run all the same, as on Xen (`do_multicall` stores each result and goes on).
+    fn multicall_entry_result(
+        &mut self,
+        seq: u64,
+        i: u32,
+        op: u32,
+        run: impl FnOnce(&mut Self) -> i32,
+    ) -> i32 {
+        self.reason = None;
+        if let Some((j, errno)) = self.entry_fault {
+            if j == i {
+                self.entry_fault = None;
+                self.injected = Some(InjectedFault {
+                    seq,
+                    kind: HcKind::Multicall,
+                    entry: Some(i),
+                    errno,
+                });
+                self.log.push(format!(
+                    "model: injected {errno} into entry {i} (op {op}) of multicall #{seq}"
+                ));
+                return -errno.0;
+            }
+        }
+        let ret = run(self);
+        if ret < 0 {
+            let reason = format!("entry op {op}: {}", self.reason.take().unwrap_or_default());
+            self.failures.push(HvFailure {
+                seq,
+                kind: HcKind::Multicall,
+                index: i,
+                errno: Errno(-ret),
+                reason,
+            });
+        }
+        ret
     }
 
     pub(super) fn finish(&mut self, kind: HcKind, index: u32, rc: R) -> i32 {
@@ -298,25 +347,46 @@ impl Hypervisor for XenModel {
         }
         let seq = self.counters.get().total;
         for (i, c) in calls.iter_mut().enumerate() {
-            self.reason = None;
-            let ret = self.multicall_entry(c);
+            let entry = *c;
+            let ret =
+                self.multicall_entry_result(seq, i as u32, c.op, |m| m.multicall_entry(&entry));
             c.result = ret as u32;
-            if ret < 0 {
-                let reason = format!(
-                    "entry op {}: {}",
-                    c.op,
-                    self.reason.take().unwrap_or_default()
-                );
-                self.failures.push(HvFailure {
-                    seq,
-                    kind: HcKind::Multicall,
-                    index: i as u32,
-                    errno: Errno(-ret),
-                    reason,
-                });
-            }
         }
         0
+    }
+    /// As the real guest does it: ONE `multicall` of an `mmu_update` entry and an
+    /// `mmuext_op` entry; both run whatever the first returns (the trait's default, two
+    /// separate hypercalls, skips the second after a failure: not what Xen does).
+    fn mmu_then_mmuext(
+        &mut self,
+        reqs: &[MmuUpdate],
+        done: &mut u32,
+        ops: &[MmuextOp],
+        ops_done: &mut u32,
+    ) -> MixedResult {
+        if let Some(r) = self.enter(HcKind::Multicall, 2) {
+            return MixedResult {
+                mmu_update: r,
+                mmuext_op: 0,
+                counts_as_multicall: true,
+            };
+        }
+        let seq = self.counters.get().total;
+        let mmu_update = self.multicall_entry_result(seq, 0, nr::MMU_UPDATE as u32, |m| {
+            let (n, rc) = m.do_mmu_update(reqs);
+            *done = n;
+            rc.err().map_or(0, |e| -e.0)
+        });
+        let mmuext_op = self.multicall_entry_result(seq, 1, nr::MMUEXT_OP as u32, |m| {
+            let (n, rc) = m.do_mmuext(ops);
+            *ops_done = n;
+            rc.err().map_or(0, |e| -e.0)
+        });
+        MixedResult {
+            mmu_update,
+            mmuext_op,
+            counts_as_multicall: true,
+        }
     }
     fn machphys_mapping(&mut self, out: &mut MachphysMapping) -> i32 {
         if let Some(r) = self.enter(HcKind::MachphysMapping, 0) {

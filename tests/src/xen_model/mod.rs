@@ -28,8 +28,13 @@
 //!   PT_UPDATE_PRESERVE_AD, MACHPHYS_UPDATE), `mmuext_op`, `update_va_mapping`, `multicall`
 //!   (arguments are guest virtual addresses, read through the live table),
 //!   `memory_op(XENMEM_machphys_mapping)`. A batch stops at the first failing entry and
-//!   `done` counts the entries that succeeded. [`XenModel::fail_hypercall`] makes the k-th
-//!   hypercall fail instead.
+//!   `done` counts the entries that succeeded. A multicall runs every entry and stores each
+//!   result, whatever the ones before returned (Xen's `do_multicall`); the backend's
+//!   `mmu_then_mmuext` (page-table updates and their invlpgs) is one such multicall, as on
+//!   the real guest. [`XenModel::fail_hypercall`] makes the k-th hypercall fail instead,
+//!   [`XenModel::fail_multicall_entry`] one entry of a multicall.
+//! - **dom0**: [`XenModel::set_privileged`] gives the domain dom0's I/O rights over the low
+//!   1 MiB (what `cargo xtask difftest --on xen-dom0` compares with).
 //! - **Guest memory access**: `read_virt`/`write_virt` walk the live (cr3) table and fault on
 //!   a non-present or read-only page. Raw pointers from `frame_ptr` cannot be trapped, so the
 //!   model snapshots every frame that has no writable mapping in any validated table (every
@@ -70,7 +75,7 @@ use backend_xen::abi::{
 };
 use backend_xen::abi::{DOMID_SELF, HYPERVISOR_VIRT_START_PAE, START_INFO_MAGIC, VIRT_BASE};
 use backend_xen::start_info::{validate, StartInfoError, XenBootFacts};
-use backend_xen::{Hypervisor, XenCounters, XenError, XenMmu, XenOptions};
+use backend_xen::{Hypervisor, MixedResult, XenCounters, XenError, XenMmu, XenOptions};
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::boot::{BootError, BootErrorKind, BootReport, BootState, Stage};
 use pvops_core::ioremap::IoremapError;
@@ -311,8 +316,11 @@ pub struct XenModel {
     cr3: u32,
     layout: Option<BuilderLayout>,
     counters: Rc<Cell<HvCounters>>,
-    fail_at: Option<(u64, Errno)>,
+    fail_at: Option<(u64, Option<u32>, Errno)>,
+    /// An injected failure of one entry of the multicall now running: (entry, errno).
+    entry_fault: Option<(u32, Errno)>,
     injected: Option<InjectedFault>,
+    privileged: bool,
     failures: Vec<HvFailure>,
     reason: Option<String>,
     log: Vec<String>,
@@ -373,7 +381,9 @@ impl XenModel {
             layout: None,
             counters: Rc::new(Cell::new(HvCounters::default())),
             fail_at: None,
+            entry_fault: None,
             injected: None,
+            privileged: false,
             failures: Vec::new(),
             reason: None,
             log: Vec::new(),
@@ -451,7 +461,23 @@ impl XenModel {
     /// Makes the `k`-th hypercall (1-based, counting every kind) return `-errno` without
     /// doing anything.
     pub fn fail_hypercall(&mut self, k: u64, errno: Errno) {
-        self.fail_at = Some((k, errno));
+        self.fail_at = Some((k, None, errno));
+    }
+    /// Makes entry `entry` (0-based) of the `k`-th hypercall, if that is a multicall, return
+    /// `-errno` without doing anything; the multicall's other entries run as usual (as on
+    /// Xen, where a failing entry does not stop the ones after it). If hypercall `k` is not
+    /// a multicall, nothing is injected.
+    pub fn fail_multicall_entry(&mut self, k: u64, entry: u32, errno: Errno) {
+        self.fail_at = Some((k, Some(entry), errno));
+    }
+    /// Treats the domain as the privileged dom0 (`SIF_INITDOMAIN`): it may map the low
+    /// 1 MiB (`dom_io` frames), which a domU may not.
+    pub fn set_privileged(&mut self, privileged: bool) {
+        self.privileged = privileged;
+    }
+    /// True when the domain is treated as dom0 ([`XenModel::set_privileged`]).
+    pub fn privileged(&self) -> bool {
+        self.privileged
     }
     /// Changes made to frames without a writable mapping, found so far.
     pub fn violations(&self) -> &[String] {

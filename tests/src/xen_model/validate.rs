@@ -234,6 +234,8 @@ impl XenModel {
         }
         let t = frame_of(e);
         match self.frames.get(t as usize).map(|s| s.owner) {
+            // dom0 has I/O rights over the low 1 MiB (`dom_io`); no reference is taken.
+            Some(Owner::Io) if self.privileged && t < LOW_IO_MFNS => return Ok(()),
             None | Some(Owner::Io) => {
                 return Err(self.why(Errno::EPERM, || {
                     format!("d{DOMID} non-privileged attempt to map I/O space mfn {t:#x}")

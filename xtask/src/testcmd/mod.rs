@@ -50,6 +50,15 @@ pub(crate) fn cmd_test() -> Res<Verdict> {
     let mut tally = Tally::default();
     native_boots(&elf, &minimal_elf, &mut tally)?;
     xen_boots(&elf, &minimal_elf, &mut tally);
+    let logs = cases::FIXTURE_LOGS
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    let recorded = step(
+        "misuse fixture: record the real boots' PVOPS-MISUSE lines",
+        || Ok(crate::fixture::record(&logs)),
+    )?;
+    tally.record("misuse fixture", recorded);
     let quick = step(
         "quick start: the README's steps in a fresh directory (cargo run: native, xen)",
         quickstart::follow,
@@ -97,7 +106,7 @@ fn native_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) -> Res<()> {
         .collect::<Vec<_>>()
         .join(" ");
     let native_cases = [
-        BootCase::new("native default", 128, "", Expect::Pass),
+        BootCase::new("native default", 128, "", Expect::Pass).recording("native"),
         BootCase::new(
             "native GRUB 2 ISO, one module",
             128,
@@ -175,7 +184,7 @@ fn xen_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) {
         Err(e) => tally.record("xen harness", Err(e.to_string())),
         Ok(_) => {
             let dom0_cases = [
-                BootCase::new("xen dom0 default", 64, "", Expect::Pass),
+                BootCase::new("xen dom0 default", 64, "", Expect::Pass).recording("xen-dom0"),
                 BootCase::new(
                     "xen dom0 pvops.early_ioremap=swapper",
                     64,
@@ -213,7 +222,7 @@ fn xen_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) {
             let domu_cases = [
                 (
                     Mode::Xen,
-                    BootCase::new("xen domU 64 MiB", 64, "", Expect::Pass),
+                    BootCase::new("xen domU 64 MiB", 64, "", Expect::Pass).recording("xen-domU"),
                 ),
                 (
                     Mode::Xen,
@@ -262,7 +271,7 @@ fn xen_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) {
                 ),
                 (
                     Mode::XenPvh,
-                    BootCase::new("xen PVH domU 64 MiB", 64, "", Expect::Pass),
+                    BootCase::new("xen PVH domU 64 MiB", 64, "", Expect::Pass).recording("xen-pvh"),
                 ),
                 (
                     Mode::XenPvh,
