@@ -1,5 +1,5 @@
 //! The Xen PV `MmuOps`: page-table writes through `mmu_update` (batched in lazy mode, see
-//! [`batch`]), page-table frames read-only in every mapping (the backend's invariant, kept by
+//! `batch.rs`), page-table frames read-only in every mapping (the backend's invariant, kept by
 //! `alloc_pt`/`release_pt` and `set_pte`), pins separate from the NEW_BASEPTR switch, and the
 //! unpin of `start_info.pt_base` at the first switch.
 
