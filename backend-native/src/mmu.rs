@@ -37,19 +37,7 @@ impl Native {
 const BASE: usize = PAGE_OFFSET as usize;
 
 impl MmuOps for Native {
-    fn pin_root(&mut self, _root: PhysFrame) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn unpin_root(&mut self, _root: PhysFrame) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn is_lazy(&self) -> bool {
-        false
-    }
-    fn queued_entry(&self, _slot: EntrySlot) -> Option<PageTableEntry> {
-        None
-    }
-    fn defer_error(&mut self, _e: Self::Error) {}
+    pvops_core::direct_mmu_hooks!();
 
     type Error = Infallible;
     type Counters = crate::counters::NoHypercalls;

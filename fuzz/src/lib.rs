@@ -152,19 +152,7 @@ pub fn check_allocator(map: &MemoryMap, first_free: PhysFrame) {
 pub struct XenOptionsOnly(pub XenOptions);
 
 impl MmuOps for XenOptionsOnly {
-    fn pin_root(&mut self, _root: PhysFrame) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn unpin_root(&mut self, _root: PhysFrame) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn is_lazy(&self) -> bool {
-        false
-    }
-    fn queued_entry(&self, _slot: EntrySlot) -> Option<PageTableEntry> {
-        None
-    }
-    fn defer_error(&mut self, _e: Self::Error) {}
+    pvops_core::direct_mmu_hooks!();
 
     type Error = core::convert::Infallible;
     type Counters = XenCounters;

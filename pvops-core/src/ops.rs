@@ -109,6 +109,38 @@ macro_rules! counters {
     };
 }
 
+/// The [`MmuOps`] hooks of a backend that writes page tables itself, without a hypervisor
+/// (bare metal, a simulator): nothing to pin, nothing ever queued, no flush that can fail
+/// (so no error to keep). Expands inside `impl MmuOps for ...`:
+///
+/// ```ignore
+/// impl MmuOps for MyBackend {
+///     pvops_core::direct_mmu_hooks!();
+///     // ... the rest
+/// }
+/// ```
+#[macro_export]
+macro_rules! direct_mmu_hooks {
+    () => {
+        fn pin_root(&mut self, _root: $crate::addr::PhysFrame) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn unpin_root(&mut self, _root: $crate::addr::PhysFrame) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn is_lazy(&self) -> bool {
+            false
+        }
+        fn queued_entry(
+            &self,
+            _slot: $crate::paging::EntrySlot,
+        ) -> Option<$crate::paging::PageTableEntry> {
+            None
+        }
+        fn defer_error(&mut self, _e: Self::Error) {}
+    };
+}
+
 /// The paravirt MMU operations (Linux `pv_mmu_ops`).
 ///
 /// # What `read_cr3` returns

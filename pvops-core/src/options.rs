@@ -144,19 +144,7 @@ mod tests {
     }
 
     impl MmuOps for Opts {
-        fn pin_root(&mut self, _root: PhysFrame) -> Result<(), Self::Error> {
-            Ok(())
-        }
-        fn unpin_root(&mut self, _root: PhysFrame) -> Result<(), Self::Error> {
-            Ok(())
-        }
-        fn is_lazy(&self) -> bool {
-            false
-        }
-        fn queued_entry(&self, _slot: EntrySlot) -> Option<PageTableEntry> {
-            None
-        }
-        fn defer_error(&mut self, _e: Self::Error) {}
+        crate::direct_mmu_hooks!();
 
         type Error = core::convert::Infallible;
         type Counters = NoCalls;

@@ -3,19 +3,7 @@
 use super::*;
 
 impl MmuOps for SimMachine {
-    fn pin_root(&mut self, _root: PhysFrame) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn unpin_root(&mut self, _root: PhysFrame) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn is_lazy(&self) -> bool {
-        false
-    }
-    fn queued_entry(&self, _slot: EntrySlot) -> Option<PageTableEntry> {
-        None
-    }
-    fn defer_error(&mut self, _e: Self::Error) {}
+    pvops_core::direct_mmu_hooks!();
 
     type Error = SimError;
     type Counters = backend_native::counters::NoHypercalls;
