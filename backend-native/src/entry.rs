@@ -131,7 +131,7 @@ unsafe extern "C" {
 }
 
 fn virt_to_pfn(v: usize) -> PhysFrame {
-    PhysFrame(((v as u32).wrapping_sub(PAGE_OFFSET) >> 12) as u32)
+    PhysFrame::new(((v as u32).wrapping_sub(PAGE_OFFSET) >> 12) as u32)
 }
 
 /// The kernel image's frames (`__pvops_image_start .. __pvops_image_end`).
@@ -153,7 +153,7 @@ pub fn bootstrap_tables() -> FrameRange {
     let pdpt = virt_to_pfn(&raw const pvops_native_boot_pdpt as usize);
     FrameRange {
         start: pdpt,
-        end: PhysFrame(pdpt.0 + 2),
+        end: PhysFrame::new(pdpt.number() + 2),
     }
 }
 
@@ -227,7 +227,7 @@ extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
         );
     }
     let (kernel_image, bootstrap_tables) = (kernel_image(), bootstrap_tables());
-    let reach = PhysFrame((BOOTSTRAP_MAPPED / PAGE_SIZE) as u32);
+    let reach = PhysFrame::new((BOOTSTRAP_MAPPED / PAGE_SIZE) as u32);
     let info = BootInfo {
         platform: crate::PLATFORM_BARE,
         memory: mb.memory.clone(),
@@ -239,7 +239,7 @@ extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
         // The bootstrap table reaches 64 MiB: room for every page table of the direct map.
         table_pool: FrameRange::EMPTY,
         probe: Some(IoremapProbe {
-            addr: PhysAddr(mbi as u64),
+            addr: PhysAddr::new(mbi as u64),
             len: INFO_LEN as u64,
             what: "multiboot info",
         }),

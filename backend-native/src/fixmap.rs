@@ -40,7 +40,7 @@ impl fmt::Display for FixmapError {
 
 /// The virtual address of fixmap slot `slot`.
 pub const fn slot_addr(slot: usize) -> VirtAddr {
-    VirtAddr(BASE + (slot as u32) * PAGE_SIZE as u32)
+    VirtAddr::new(BASE + (slot as u32) * PAGE_SIZE as u32)
 }
 
 #[cfg(all(target_arch = "x86", target_os = "none"))]
@@ -57,7 +57,7 @@ mod hw {
     /// The fixmap table's frame (inside the image, never handed out by the allocator).
     pub fn table_frame() -> PhysFrame {
         let va = &raw const pvops_native_fixmap_l1 as usize as u32;
-        PhysFrame((va - crate::PAGE_OFFSET) >> 12)
+        PhysFrame::new((va - crate::PAGE_OFFSET) >> 12)
     }
 
     /// The fixmap table as a frame range (one frame).
@@ -65,7 +65,7 @@ mod hw {
         let f = table_frame();
         FrameRange {
             start: f,
-            end: PhysFrame(f.0 + 1),
+            end: PhysFrame::new(f.number() + 1),
         }
     }
 
@@ -80,10 +80,10 @@ mod hw {
         if slot >= SLOTS {
             return Err(FixmapError::NoSuchSlot(slot));
         }
-        if pa.0 & (PAGE_SIZE - 1) != 0 || pa.0 & !ADDRESS_MASK != 0 {
+        if pa.as_u64() & (PAGE_SIZE - 1) != 0 || pa.as_u64() & !ADDRESS_MASK != 0 {
             return Err(FixmapError::BadAddress(pa));
         }
-        let entry = PageTableEntry::new(MachineFrame((pa.0 >> 12) as u32), KERNEL_RW);
+        let entry = PageTableEntry::new(MachineFrame::new((pa.as_u64() >> 12) as u32), KERNEL_RW);
         let table = &raw const pvops_native_fixmap_l1 as usize as *mut u32;
         let va = slot_addr(slot);
         // SAFETY: the fixmap L1 is the image's own 4 KiB table; `slot` < 512 keeps the entry

@@ -12,10 +12,12 @@
 #![deny(missing_docs)]
 
 pub mod counters;
+pub mod error;
 pub mod fixmap;
 pub mod multiboot;
 pub mod store;
 
+pub use error::NativeError;
 use pvops_core::addr::VirtAddr;
 use pvops_core::ops::MemoryLayout;
 use pvops_core::registry::{BackendDescriptor, BACKENDS};
@@ -28,10 +30,10 @@ pub const PAGE_OFFSET: u32 = 0xC000_0000;
 /// The bare-metal layout: 896 MiB of lowmem as in Linux 32-bit, a vmalloc-like scratch area
 /// 8 MiB above it, and the early_ioremap window near the top (fixmap-like).
 pub const LAYOUT: MemoryLayout = MemoryLayout {
-    page_offset: VirtAddr(PAGE_OFFSET),
+    page_offset: VirtAddr::new(PAGE_OFFSET),
     lowmem_limit: 896 * 1024 * 1024,
-    ioremap_window: VirtAddr(0xFF80_0000),
-    scratch_area: VirtAddr(0xF880_0000),
+    ioremap_window: VirtAddr::new(0xFF80_0000),
+    scratch_area: VirtAddr::new(0xF880_0000),
     lowmem_formula: "Linux 32-bit lowmem: 4 GiB - 0xC0000000 - 128 MiB vmalloc reserve",
     hypervisor_start: None,
 };

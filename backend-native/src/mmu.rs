@@ -1,8 +1,10 @@
 //! The native `MmuOps`: raw PAE stores, cr3 through the x86 crate, invlpg.
 
+use crate::error::{retire_bootstrap, NativeError};
 use crate::{fixmap, store, BOOTSTRAP_MAPPED, LAYOUT, PAGE_OFFSET};
-use core::convert::Infallible;
-use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::addr::{
+    EntryIndex, FrameRange, MachineFrame, PdptIndex, PhysFrame, VirtAddr, PAGE_SIZE,
+};
 use pvops_core::mapper;
 use pvops_core::mem::MemoryMap;
 use pvops_core::ops::{MemoryLayout, MmuOps, PageFault, Platform};
@@ -28,7 +30,7 @@ impl Native {
         let lowmem_end = ram_end.min(LAYOUT.lowmem_limit) / PAGE_SIZE;
         Native {
             reach,
-            lowmem_end: PhysFrame(lowmem_end as u32),
+            lowmem_end: PhysFrame::new(lowmem_end as u32),
             bootstrap,
         }
     }
@@ -38,8 +40,7 @@ const BASE: usize = PAGE_OFFSET as usize;
 
 impl MmuOps for Native {
     pvops_core::direct_mmu_hooks!();
-
-    type Error = Infallible;
+    type Error = NativeError;
     type Counters = crate::counters::NoHypercalls;
     const NAME: &'static str = "native";
     const READ_ONLY_PAGE_TABLES: bool = false;
@@ -52,94 +53,106 @@ impl MmuOps for Native {
     }
     #[inline(always)]
     fn phys_to_machine(&self, frame: PhysFrame) -> Option<MachineFrame> {
-        Some(MachineFrame(frame.0))
+        Some(MachineFrame::new(frame.number()))
     }
     #[inline(always)]
     fn machine_to_phys(&self, frame: MachineFrame) -> Option<PhysFrame> {
-        Some(PhysFrame(frame.0))
+        Some(PhysFrame::new(frame.number()))
     }
     fn read_cr3(&self) -> PhysFrame {
         // SAFETY: reading cr3 in ring 0.
-        PhysFrame((unsafe { x86::controlregs::cr3() } >> 12) as u32)
+        PhysFrame::new((unsafe { x86::controlregs::cr3() } >> 12) as u32)
     }
-    unsafe fn write_cr3(&mut self, root: PhysFrame) -> Result<(), Infallible> {
+    unsafe fn write_cr3(&mut self, root: PhysFrame) -> Result<(), NativeError> {
         // SAFETY: the caller guarantees `root` maps the running kernel; loading cr3 latches
         // the PDPT entries.
-        unsafe { x86::controlregs::cr3_write(root.start().0) };
+        unsafe { x86::controlregs::cr3_write(root.start().as_u64()) };
         // The double-fault task must find the kernel mapped: it switches to the live table.
-        crate::tss::set_cr3(root.start().0 as u32);
+        crate::tss::set_cr3(root.start().as_u64() as u32);
         self.reach = self.lowmem_end;
         Ok(())
     }
     #[inline(always)]
-    unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Infallible> {
+    unsafe fn set_pte(
+        &mut self,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+    ) -> Result<(), NativeError> {
         // SAFETY: page-table frames are reachable through the current mapping at PAGE_OFFSET.
         unsafe { store::set_entry(BASE, slot, entry) };
         Ok(())
     }
     #[inline(always)]
-    unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Infallible> {
+    unsafe fn set_pmd(
+        &mut self,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+    ) -> Result<(), NativeError> {
         // SAFETY: as set_pte.
         unsafe { store::set_entry(BASE, slot, entry) };
         Ok(())
     }
     #[inline(always)]
-    unsafe fn set_pud(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), Infallible> {
+    unsafe fn set_pud(
+        &mut self,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+    ) -> Result<(), NativeError> {
         // SAFETY: as set_pte. The CPU sees a live PDPT change only at the next cr3 load.
         unsafe { store::set_entry(BASE, slot, entry) };
         Ok(())
     }
     #[inline(always)]
-    unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), Infallible> {
+    unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), NativeError> {
         // SAFETY: as set_pte; the low half (Present) goes first.
         unsafe { store::pae_clear(store::entry_ptr(BASE, slot)) };
         Ok(())
     }
-    fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), Infallible> {
+    fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), NativeError> {
         // SAFETY: invlpg only drops a TLB entry.
         unsafe { x86::tlb::flush(va.as_usize()) };
         Ok(())
     }
-    fn flush_tlb_all(&mut self) -> Result<(), Infallible> {
+    fn flush_tlb_all(&mut self) -> Result<(), NativeError> {
         // SAFETY: reloading cr3 with its own value only drops TLB entries.
         unsafe { x86::tlb::flush_all() };
         Ok(())
     }
-    fn pagetable_setup_start(&mut self, root: PhysFrame) -> Result<(), Infallible> {
+    fn pagetable_setup_start(&mut self, root: PhysFrame) -> Result<(), NativeError> {
         // The fixmap's L1 goes into the kernel's table at the address the bootstrap table
         // has it, so fixmap pages (a PVH console ring) survive the switch. new_root made all
         // four L2s; a root without its slot-3 L2 has no fixmap to carry.
-        let l2 = mapper::read_entry(self, root, 3)
+        let l2 = mapper::read_entry(self, root, PdptIndex::new_const(3))
             .ok()
             .filter(|e| e.is_present())
-            .map(|e| PhysFrame(e.frame().0));
+            .and_then(|e| e.frame())
+            .map(|m| PhysFrame::new(m.number()));
         if let Some(l2) = l2 {
-            let slot = EntrySlot {
-                table: l2,
-                index: fixmap::PD_INDEX as u16,
-            };
-            let l1 = MachineFrame(fixmap::table_frame().0);
+            let slot = EntrySlot::new(l2, EntryIndex::new_const(fixmap::PD_INDEX));
+            let l1 = MachineFrame::new(fixmap::table_frame().number());
             // SAFETY: `root` is the kernel's table, not live yet; the fixmap L1 is the image's
             // own page table, already used (with these entries) by the bootstrap table.
             unsafe { self.set_pmd(slot, PageTableEntry::new(l1, TABLE_FLAGS)) }?;
         }
         Ok(())
     }
-    fn pagetable_setup_done(&mut self, _root: PhysFrame) -> Result<FrameRange, Infallible> {
-        // The bootstrap PDPT and page directory are plain .bss frames: nothing to retire.
-        Ok(self.bootstrap)
+    fn pagetable_setup_done(&mut self, root: PhysFrame) -> Result<FrameRange, NativeError> {
+        // The bootstrap PDPT and page directory are plain .bss frames: nothing to retire, but
+        // they are handed to the allocator only once cr3 has left them for `root`.
+        retire_bootstrap(self.read_cr3(), root, self.bootstrap)
     }
-    fn alloc_pt(&mut self, _frame: PhysFrame, _level: Level) -> Result<(), Infallible> {
+    fn alloc_pt(&mut self, _frame: PhysFrame, _level: Level) -> Result<(), NativeError> {
         Ok(())
     }
-    fn release_pt(&mut self, _frame: PhysFrame, _level: Level) -> Result<(), Infallible> {
+    fn release_pt(&mut self, _frame: PhysFrame, _level: Level) -> Result<(), NativeError> {
         Ok(())
     }
 }
 
 impl Platform for Native {
     fn frame_ptr(&self, frame: PhysFrame) -> Option<*mut u8> {
-        (frame < self.reach).then(|| (PAGE_OFFSET as usize + ((frame.0 as usize) << 12)) as *mut u8)
+        (frame < self.reach)
+            .then(|| (PAGE_OFFSET as usize + ((frame.number() as usize) << 12)) as *mut u8)
     }
     unsafe fn read_virt(&self, va: VirtAddr, buf: &mut [u8]) -> Result<(), PageFault> {
         // SAFETY: the caller vouches for `va`; an unmapped page traps to the IDT.

@@ -169,7 +169,7 @@ pub fn parse<'a>(
     let mut reserved = Reservations::new();
     let mut reserve = |what, start: u32, len: u64| {
         reserved
-            .add(what, PhysAddr(start as u64), len)
+            .add(what, PhysAddr::new(start as u64), len)
             .map_err(MultibootError::Reserve)
     };
     reserve("multiboot info", mbi, INFO_RESERVED)?;
@@ -223,7 +223,7 @@ pub fn parse<'a>(
         return Err(MultibootError::NoMemoryInfo);
     };
     let mut modules = [BootModule {
-        start: PhysAddr(0),
+        start: PhysAddr::new(0),
         len: 0,
     }; MAX_MODULES];
     let mut module_count = 0;
@@ -242,7 +242,7 @@ pub fn parse<'a>(
             }
             reserve("multiboot module", start, (end - start) as u64)?;
             modules[index] = BootModule {
-                start: PhysAddr(start as u64),
+                start: PhysAddr::new(start as u64),
                 len: (end - start) as u64,
             };
             module_count += 1;
@@ -258,7 +258,7 @@ pub fn parse<'a>(
         reserve("multiboot cmdline", addr, len as u64 + 1)?;
     }
     Ok(MultibootInfo {
-        addr: PhysAddr(mbi as u64),
+        addr: PhysAddr::new(mbi as u64),
         flags,
         memory,
         modules,
@@ -332,7 +332,7 @@ mod tests {
         let r: Vec<(&str, u64, u64)> = mb
             .reserved
             .iter()
-            .map(|r| (r.what, r.start.0, r.end))
+            .map(|r| (r.what, r.start.as_u64(), r.end))
             .collect();
         assert_eq!(
             r,
@@ -356,19 +356,18 @@ mod tests {
             mb.modules(),
             [
                 BootModule {
-                    start: PhysAddr(0x38_0000),
+                    start: PhysAddr::new(0x38_0000),
                     len: 5000
                 },
                 BootModule {
-                    start: PhysAddr(0x38_2000),
+                    start: PhysAddr::new(0x38_2000),
                     len: 0
                 }
             ]
         );
-        assert!(mb
-            .reserved
-            .iter()
-            .any(|r| r.what == "multiboot module" && r.start.0 == 0x38_0000 && r.end == 0x38_1388));
+        assert!(mb.reserved.iter().any(|r| r.what == "multiboot module"
+            && r.start.as_u64() == 0x38_0000
+            && r.end == 0x38_1388));
         assert!(mb
             .reserved
             .iter()
@@ -414,7 +413,7 @@ mod tests {
         assert!(mb
             .reserved
             .iter()
-            .any(|r| r.what == "multiboot cmdline" && r.end - r.start.0 == 3001));
+            .any(|r| r.what == "multiboot cmdline" && r.end - r.start.as_u64() == 3001));
         // A real encoding error names the byte.
         assert_eq!(
             parse_image(&image(&QEMU_MAP, b"abc\xfe\0", &[])).unwrap_err(),
@@ -442,7 +441,7 @@ mod tests {
             .memory
             .regions()
             .iter()
-            .map(|r| (r.start.0, r.end(), r.kind))
+            .map(|r| (r.start.as_u64(), r.end(), r.kind))
             .collect();
         assert_eq!(
             got,

@@ -7,7 +7,7 @@ use pvops_core::paging::{EntrySlot, PageTableEntry};
 /// Address of `slot`'s entry in a direct map whose physical 0 is at virtual `base`.
 #[inline(always)]
 pub fn entry_ptr(base: usize, slot: EntrySlot) -> *mut u32 {
-    (base + ((slot.table.0 as usize) << 12) + slot.index as usize * 8) as *mut u32
+    (base + ((slot.table().number() as usize) << 12) + slot.index().byte_offset()) as *mut u32
 }
 
 /// The raw PAE store: the high half first, then the low half that holds Present, so the CPU
@@ -52,18 +52,15 @@ pub unsafe fn set_entry(base: usize, slot: EntrySlot, value: PageTableEntry) {
 mod tests {
     extern crate std;
     use super::*;
-    use pvops_core::addr::{MachineFrame, PhysFrame};
+    use pvops_core::addr::{EntryIndex, MachineFrame, PhysFrame};
     use pvops_core::paging::KERNEL_RW;
 
     #[test]
     fn stores_land_in_the_slot() {
         let mut frames = std::vec![0u64; 1024];
         let base = frames.as_mut_ptr() as usize;
-        let slot = EntrySlot {
-            table: PhysFrame(1),
-            index: 3,
-        };
-        let e = PageTableEntry::new(MachineFrame(0x1_2345), KERNEL_RW);
+        let slot = EntrySlot::new(PhysFrame::new(1), EntryIndex::new_const(3));
+        let e = PageTableEntry::new(MachineFrame::new(0x1_2345), KERNEL_RW);
         // SAFETY: frame 1 of the buffer is entries 512..1024.
         unsafe { set_entry(base, slot, e) };
         assert_eq!(frames[512 + 3], e.bits());

@@ -48,7 +48,7 @@ fn ring() -> Option<*mut XenconsInterface> {
 
 fn notify_and_yield() {
     let _ = hypercall::evtchn_send(EVTCHN.load(Ordering::Acquire));
-    let _ = hypercall::sched_op(crate::abi::SCHEDOP_YIELD, &mut 0);
+    let _ = hypercall::sched_yield();
 }
 
 /// Waits (bounded) until xenconsoled has read everything written to the ring.

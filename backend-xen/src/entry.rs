@@ -89,7 +89,8 @@ fn exit(pass: bool) -> ! {
     console::drain();
     // Under QEMU (the `qemu-debug-exit` feature) dom0 ends the whole machine with a status.
     #[cfg(feature = "qemu-debug-exit")]
-    if DOM0.load(Ordering::Acquire) && hypercall::set_iopl(1) == 0 {
+    // SAFETY: the only port used with the privilege is QEMU's debug-exit port below.
+    if DOM0.load(Ordering::Acquire) && unsafe { hypercall::set_iopl(1) } == 0 {
         let code = if pass { 0x10 } else { 0x11 };
         // SAFETY: with IOPL 1 a ring-1 dom0 may use port 0xf4 (QEMU's isa-debug-exit).
         unsafe { x86::io::outb(0xf4, code) };
@@ -143,11 +144,13 @@ fn install_traps() -> i32 {
             address: *stub,
         };
     }
-    hypercall::set_trap_table(&table)
+    // SAFETY: the table has TRAP_VECTORS handlers (the stubs of `trap_stubs!`, one per
+    // vector) and ends with the all-zero entry left by `default()`.
+    unsafe { hypercall::set_trap_table(&table) }
 }
 
 fn virt_to_pfn(v: usize) -> PhysFrame {
-    PhysFrame((v as u32).wrapping_sub(VIRT_BASE) >> 12)
+    PhysFrame::new((v as u32).wrapping_sub(VIRT_BASE) >> 12)
 }
 
 /// Rust entry: `si` from esi, `esp` as the domain builder left it (in the boot stack page).
@@ -191,7 +194,7 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
         let back = (pfn < si_ref.nr_pages).then(|| unsafe {
             core::ptr::read_volatile((si_ref.mfn_list as *const u32).add(pfn as usize))
         });
-        (back == Some(mfn)).then_some(PhysFrame(pfn))
+        (back == Some(mfn)).then_some(PhysFrame::new(pfn))
     };
     // Nothing of start_info is used before this check (the console is not set up yet: a
     // refusal goes out through console_io, which a domU's Xen prints in debug builds).
@@ -209,7 +212,7 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
         // keeps it at this address after the switch.
         unsafe {
             console::use_ring(
-                (VIRT_BASE + pfn.0 * PAGE_SIZE as u32) as *mut abi::XenconsInterface,
+                (VIRT_BASE + pfn.number() * PAGE_SIZE as u32) as *mut abi::XenconsInterface,
                 si_ref.console_evtchn,
             )
         };
@@ -279,7 +282,7 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
         Console,
         "xen: Xen's bootstrap table maps pfn 0..{} ({} KiB); lowmem limit {} MiB",
         mmu.reach(),
-        mmu.reach().0 * 4,
+        mmu.reach().number() * 4,
         pvops_core::MmuOps::layout(&mmu).lowmem_limit >> 20,
     );
     let Some(main) = XEN_KERNEL.first() else {

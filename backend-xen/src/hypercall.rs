@@ -75,22 +75,41 @@ pub fn machphys_mapping(out: &mut MachphysMapping) -> i32 {
 }
 
 /// `sched_op(cmd, arg)`.
-pub fn sched_op(cmd: u32, arg: &mut u32) -> i32 {
-    // SAFETY: `arg` is a live 4-byte buffer (sched_shutdown's reason, or unused).
+///
+/// # Safety
+/// `arg` must be the argument structure `cmd` expects (Xen reads, and for some commands
+/// writes, as many bytes as that structure has, not just 4), and the command's effect on the
+/// domain is the caller's to answer for. [`sched_yield`] and [`sched_shutdown`] are the safe
+/// forms of the two commands the backends use.
+pub unsafe fn sched_op(cmd: u32, arg: &mut u32) -> i32 {
+    // SAFETY: the caller guarantees `arg` is what `cmd` reads.
     unsafe { hypercall3(nr::SCHED_OP, cmd, arg as *mut u32 as u32, 0) }
+}
+
+/// `sched_op(SCHEDOP_yield)`: gives the CPU back to Xen for a moment.
+pub fn sched_yield() -> i32 {
+    // SAFETY: SCHEDOP_yield takes no argument.
+    unsafe { sched_op(abi::SCHEDOP_YIELD, &mut 0) }
+}
+
+/// `sched_op(SCHEDOP_shutdown, {reason})`: ends the domain (poweroff, crash, ...).
+pub fn sched_shutdown(reason: u32) -> i32 {
+    let mut r = reason;
+    // SAFETY: struct sched_shutdown is one u32, the reason.
+    unsafe { sched_op(abi::SCHEDOP_SHUTDOWN, &mut r) }
 }
 
 /// Ends the domain: `SCHEDOP_shutdown` with `SHUTDOWN_poweroff` (`pass`) or `SHUTDOWN_crash`;
 /// should Xen return, yields forever.
 pub fn shutdown(pass: bool) -> ! {
-    let mut reason = if pass {
+    let reason = if pass {
         abi::SHUTDOWN_POWEROFF
     } else {
         abi::SHUTDOWN_CRASH
     };
-    let _ = sched_op(abi::SCHEDOP_SHUTDOWN, &mut reason);
+    let _ = sched_shutdown(reason);
     loop {
-        let _ = sched_op(abi::SCHEDOP_YIELD, &mut 0);
+        let _ = sched_yield();
     }
 }
 
@@ -153,7 +172,12 @@ pub fn console_io_write(s: &[u8]) -> i32 {
 }
 
 /// `physdev_op(PHYSDEVOP_set_iopl, iopl)`.
-pub fn set_iopl(iopl: u32) -> i32 {
+///
+/// # Safety
+/// With an IOPL of 1 the kernel (ring 1) may touch any I/O port Xen lets dom0 reach: a device
+/// programmed through a port can write memory behind the compiler's back. The caller takes
+/// responsibility for every port access it then makes.
+pub unsafe fn set_iopl(iopl: u32) -> i32 {
     let mut v = iopl;
     // SAFETY: `v` is a live struct physdev_set_iopl.
     unsafe {
@@ -167,8 +191,13 @@ pub fn set_iopl(iopl: u32) -> i32 {
 }
 
 /// `set_trap_table(table)`; the table ends with a zero entry.
-pub fn set_trap_table(table: &[abi::TrapInfo]) -> i32 {
-    // SAFETY: Xen reads the table up to its zero-address terminator, which the caller provides.
+///
+/// # Safety
+/// The last entry of `table` must be the all-zero terminator (Xen reads up to it, past the
+/// slice otherwise), and every other entry's handler must be code of this kernel that handles
+/// that vector: Xen jumps there on the next exception.
+pub unsafe fn set_trap_table(table: &[abi::TrapInfo]) -> i32 {
+    // SAFETY: the caller guarantees the terminator and the handlers.
     unsafe { hypercall3(nr::SET_TRAP_TABLE, table.as_ptr() as u32, 0, 0) }
 }
 

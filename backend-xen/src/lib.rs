@@ -21,7 +21,7 @@ pub mod pool;
 pub mod start_info;
 
 pub use counters::XenCounters;
-pub use hypervisor::{Hypervisor, MixedResult};
+pub use hypervisor::{BackendLog, Hypervisor, MixedResult};
 pub use mmu::{XenError, XenMmu, XenOp};
 pub use options::XenOptions;
 pub use start_info::{StartInfoError, XenBootFacts};
@@ -50,7 +50,7 @@ pub const PROBE_LEN: u64 = 64;
 /// The [`BootInfo`] of a Xen guest: all `nr_pages` usable, the builder's structures and the
 /// boot stack below `first_free`, start_info, the p2m list, the rings and the module reserved, the bootstrap table's frames, start_info as the early_ioremap probe,
 /// and `table_pool` (frames inside the image for early page tables; see [`pool`]).
-pub fn boot_info<'a, H: Hypervisor>(
+pub fn boot_info<'a, H: Hypervisor + BackendLog>(
     mmu: &XenMmu<H>,
     facts: &'a XenBootFacts<'a>,
     kernel_image: FrameRange,
@@ -59,7 +59,7 @@ pub fn boot_info<'a, H: Hypervisor>(
     let mut memory = MemoryMap::new();
     // A single region that cannot be empty, wrap or overlap: nr_pages was validated.
     let _ = memory.add(
-        PhysAddr(0),
+        PhysAddr::new(0),
         facts.nr_pages as u64 * PAGE_SIZE,
         RegionKind::Usable,
     );

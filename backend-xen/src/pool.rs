@@ -37,8 +37,8 @@ impl EarlyTablePool {
     pub fn frames(&self, page_offset: usize) -> FrameRange {
         let start = (self.0.get() as usize).wrapping_sub(page_offset) / PAGE_SIZE as usize;
         FrameRange {
-            start: PhysFrame(start as u32),
-            end: PhysFrame((start + EARLY_TABLE_FRAMES) as u32),
+            start: PhysFrame::new(start as u32),
+            end: PhysFrame::new((start + EARLY_TABLE_FRAMES) as u32),
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::abi::VcpuRunstateInfo;
 use crate::abi::{nr, MachphysMapping, MmuUpdate, MmuextOp, MulticallEntry, DOMID_SELF, VIRT_BASE};
 use crate::hypercall::{hypercall3, hypercall4};
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{BackendLog, Hypervisor};
 use core::cell::UnsafeCell;
 use core::fmt::{self, Write};
 use core::sync::atomic::{compiler_fence, Ordering};
@@ -156,7 +156,7 @@ impl RealXen {
 }
 
 impl Hypervisor for RealXen {
-    fn mmu_update(&mut self, reqs: &[MmuUpdate], done: &mut u32) -> i32 {
+    unsafe fn mmu_update(&mut self, reqs: &[MmuUpdate], done: &mut u32) -> i32 {
         // SAFETY: Xen reads `reqs` and writes `done`.
         unsafe {
             hypercall4(
@@ -168,7 +168,7 @@ impl Hypervisor for RealXen {
             )
         }
     }
-    fn mmuext_op(&mut self, ops: &[MmuextOp], done: &mut u32) -> i32 {
+    unsafe fn mmuext_op(&mut self, ops: &[MmuextOp], done: &mut u32) -> i32 {
         // SAFETY: Xen reads `ops` and writes `done`.
         unsafe {
             hypercall4(
@@ -180,19 +180,19 @@ impl Hypervisor for RealXen {
             )
         }
     }
-    fn update_va_mapping(&mut self, va: VirtAddr, val: u64, flags: u32) -> i32 {
+    unsafe fn update_va_mapping(&mut self, va: VirtAddr, val: u64, flags: u32) -> i32 {
         // SAFETY: by-value arguments only (the 64-bit PTE split lo/hi).
         unsafe {
             hypercall4(
                 nr::UPDATE_VA_MAPPING,
-                va.0,
+                va.as_u32(),
                 val as u32,
                 (val >> 32) as u32,
                 flags,
             )
         }
     }
-    fn multicall(&mut self, calls: &mut [MulticallEntry]) -> i32 {
+    unsafe fn multicall(&mut self, calls: &mut [MulticallEntry]) -> i32 {
         // SAFETY: Xen reads the entries (and the buffers their args name) and writes results.
         unsafe {
             hypercall3(
@@ -206,7 +206,7 @@ impl Hypervisor for RealXen {
     fn machphys_mapping(&mut self, out: &mut MachphysMapping) -> i32 {
         crate::hypercall::machphys_mapping(out)
     }
-    fn mmu_then_mmuext(
+    unsafe fn mmu_then_mmuext(
         &mut self,
         reqs: &[MmuUpdate],
         done: &mut u32,
@@ -240,7 +240,8 @@ impl Hypervisor for RealXen {
                 ],
             },
         ];
-        let ret = self.multicall(&mut calls);
+        // SAFETY: the caller's contract covers both batches; `calls` names live buffers.
+        let ret = unsafe { self.multicall(&mut calls) };
         if ret < 0 {
             return crate::hypervisor::MixedResult {
                 mmu_update: ret,
@@ -255,18 +256,18 @@ impl Hypervisor for RealXen {
         }
     }
     fn p2m(&self, pfn: PhysFrame) -> Option<MachineFrame> {
-        if pfn.0 >= self.nr_pages {
+        if pfn.number() >= self.nr_pages {
             return None;
         }
         // SAFETY: the p2m list holds nr_pages entries and stays mapped.
-        let mfn = unsafe { core::ptr::read_volatile(self.p2m.add(pfn.0 as usize)) };
-        (mfn != u32::MAX).then_some(MachineFrame(mfn))
+        let mfn = unsafe { core::ptr::read_volatile(self.p2m.add(pfn.number() as usize)) };
+        (mfn != u32::MAX).then_some(MachineFrame::new(mfn))
     }
     fn m2p(&self, mfn: MachineFrame) -> Option<PhysFrame> {
-        read_m2p(self.m2p, self.m2p_entries, mfn.0).map(PhysFrame)
+        read_m2p(self.m2p, self.m2p_entries, mfn.number()).map(PhysFrame::new)
     }
     fn frame_ptr(&self, pfn: PhysFrame) -> *mut u8 {
-        (VIRT_BASE as usize + ((pfn.0 as usize) << 12)) as *mut u8
+        (VIRT_BASE as usize + ((pfn.number() as usize) << 12)) as *mut u8
     }
     unsafe fn read_virt(&self, va: VirtAddr, buf: &mut [u8]) -> Result<(), PageFault> {
         // SAFETY: the caller vouches for `va`; a fault goes to the trap table.
@@ -299,6 +300,9 @@ impl Hypervisor for RealXen {
             }
         }
     }
+}
+
+impl BackendLog for RealXen {
     fn log(&mut self, args: fmt::Arguments<'_>) {
         let _ = writeln!(crate::console::Console, "{args}");
     }

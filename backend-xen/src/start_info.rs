@@ -122,7 +122,7 @@ fn pfn_of(field: &'static str, va: u32, nr_pages: u32) -> Result<PhysFrame, Star
     if pfn >= nr_pages {
         return Err(StartInfoError::OutsideRegion { field, va });
     }
-    Ok(PhysFrame(pfn))
+    Ok(PhysFrame::new(pfn))
 }
 
 /// Checks `si` (found at virtual address `si_va`, entered with stack pointer `esp`) before
@@ -157,7 +157,7 @@ pub fn validate<'a>(
     // Both builders (libxenguest's and Xen's own dom0 builder) put the boot stack page right
     // after the bootstrap tables, so the tables end below nr_pages.
     let pt_end = pt_base
-        .0
+        .number()
         .checked_add(si.nr_pt_frames)
         .filter(|e| si.nr_pt_frames > 0 && *e < nr);
     let pt_end = pt_end.ok_or(StartInfoError::BadPtFrames(si.nr_pt_frames))?;
@@ -203,7 +203,7 @@ pub fn validate<'a>(
                 return Err(bad);
             }
             Some(BootModule {
-                start: PhysAddr(start_pa),
+                start: PhysAddr::new(start_pa),
                 len: len as u64,
             })
         }
@@ -217,7 +217,7 @@ pub fn validate<'a>(
     reserve("start_info", start_info.start(), PAGE_SIZE)?;
     reserve(
         "p2m list",
-        PhysAddr((si.mfn_list - VIRT_BASE) as u64),
+        PhysAddr::new((si.mfn_list - VIRT_BASE) as u64),
         p2m_bytes as u64,
     )?;
     if let Some(f) = console {
@@ -230,13 +230,13 @@ pub fn validate<'a>(
         reserve("module", m.start, m.len)?;
     }
     let first_free = [
-        image_end.0,
+        image_end.number(),
         pt_end + 1,
-        start_info.0 + 1,
-        p2m_last.0 + 1,
-        stack.0 + 1,
-        console.map_or(0, |f| f.0 + 1),
-        store.map_or(0, |f| f.0 + 1),
+        start_info.number() + 1,
+        p2m_last.number() + 1,
+        stack.number() + 1,
+        console.map_or(0, |f| f.number() + 1),
+        store.map_or(0, |f| f.number() + 1),
     ]
     .into_iter()
     .max()
@@ -254,10 +254,10 @@ pub fn validate<'a>(
         pt_base,
         bootstrap_tables: FrameRange {
             start: pt_base,
-            end: PhysFrame(pt_end),
+            end: PhysFrame::new(pt_end),
         },
         start_info,
-        first_free: PhysFrame(first_free),
+        first_free: PhysFrame::new(first_free),
         cmdline,
         console,
         store,
@@ -311,23 +311,23 @@ mod tests {
             ),
             (0x2000, 0xC001_2000, 4, 0xC000_9000, 7)
         );
-        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap();
+        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame::new(8), &none).unwrap();
         assert_eq!(f.cmdline, "hello");
     }
 
     #[test]
     fn good_start_info() {
         let s = si();
-        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap();
-        assert_eq!(f.pt_base, PhysFrame(0x12));
+        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame::new(8), &none).unwrap();
+        assert_eq!(f.pt_base, PhysFrame::new(0x12));
         assert_eq!(
             f.bootstrap_tables,
             FrameRange {
-                start: PhysFrame(0x12),
-                end: PhysFrame(0x16)
+                start: PhysFrame::new(0x12),
+                end: PhysFrame::new(0x16)
             }
         );
-        assert_eq!(f.first_free, PhysFrame(0x17));
+        assert_eq!(f.first_free, PhysFrame::new(0x17));
         assert_eq!(f.cmdline, "hello");
     }
 
@@ -339,12 +339,12 @@ mod tests {
         s.nr_pages = 0x16;
         s.mfn_list = 0xC000_0000;
         assert_eq!(
-            validate(&s, 0xC001_1000, 0xC001_1800, PhysFrame(8), &none).unwrap_err(),
+            validate(&s, 0xC001_1000, 0xC001_1800, PhysFrame::new(8), &none).unwrap_err(),
             StartInfoError::BadPtFrames(4)
         );
         s.nr_pages = 0x17;
-        let f = validate(&s, 0xC001_1000, 0xC001_1800, PhysFrame(8), &none).unwrap();
-        assert_eq!(f.first_free, PhysFrame(0x17));
+        let f = validate(&s, 0xC001_1000, 0xC001_1800, PhysFrame::new(8), &none).unwrap();
+        assert_eq!(f.first_free, PhysFrame::new(0x17));
     }
 
     /// Found by `cargo xtask fuzz` (start_info; also fixed on its own by the start_info
@@ -356,15 +356,15 @@ mod tests {
         // 0x2000 entries = 8 pages; at pfn 0x1ff9 the last one would be pfn 0x2000.
         s.mfn_list = 0xC1FF_9000;
         assert_eq!(
-            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap_err(),
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame::new(8), &none).unwrap_err(),
             StartInfoError::P2mPastEnd {
                 mfn_list: 0xC1FF_9000,
                 nr_pages: 0x2000
             }
         );
         s.mfn_list = 0xC1FF_8000;
-        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap();
-        assert_eq!(f.first_free, PhysFrame(0x2000));
+        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame::new(8), &none).unwrap();
+        assert_eq!(f.first_free, PhysFrame::new(0x2000));
     }
 
     #[test]
@@ -372,19 +372,19 @@ mod tests {
         let mut s = si();
         s.magic[14] = b'x';
         assert_eq!(
-            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap_err(),
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame::new(8), &none).unwrap_err(),
             StartInfoError::BadMagic
         );
         let mut s = si();
         s.nr_pt_frames = 0;
         assert_eq!(
-            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap_err(),
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame::new(8), &none).unwrap_err(),
             StartInfoError::BadPtFrames(0)
         );
         let mut s = si();
         s.pt_base = 0x1000;
         assert!(matches!(
-            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none),
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame::new(8), &none),
             Err(StartInfoError::OutsideRegion {
                 field: "pt_base",
                 ..
@@ -393,7 +393,7 @@ mod tests {
         let mut s = si();
         s.cmd_line = [b'a'; 1024];
         assert_eq!(
-            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none).unwrap_err(),
+            validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame::new(8), &none).unwrap_err(),
             StartInfoError::BadCmdline
         );
     }
@@ -401,7 +401,7 @@ mod tests {
     #[test]
     fn alignment_p2m_end_and_module() {
         fn v(s: &StartInfo) -> Result<XenBootFacts<'_>, StartInfoError> {
-            validate(s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &none)
+            validate(s, 0xC001_1000, 0xC001_7000, PhysFrame::new(8), &none)
         }
         let mut s = si();
         s.pt_base = 0xC001_2004;
@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(
             f.module,
             Some(BootModule {
-                start: PhysAddr(0x4_0000),
+                start: PhysAddr::new(0x4_0000),
                 len: 5000
             })
         );
@@ -459,15 +459,15 @@ mod tests {
         s.mod_start = 0xC002_0000;
         s.mod_len = 0x1800;
         let owned = |mfn: u32| match mfn {
-            0x5_0001 => Some(PhysFrame(0x18)),
-            0x5_0002 => Some(PhysFrame(0x19)),
+            0x5_0001 => Some(PhysFrame::new(0x18)),
+            0x5_0002 => Some(PhysFrame::new(0x19)),
             _ => None,
         };
-        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &owned).unwrap();
+        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame::new(8), &owned).unwrap();
         let got: std::vec::Vec<(&str, u64, u64)> = f
             .reserved
             .iter()
-            .map(|r| (r.what, r.start.0, r.end))
+            .map(|r| (r.what, r.start.as_u64(), r.end))
             .collect();
         assert_eq!(
             got,
@@ -479,10 +479,10 @@ mod tests {
                 ("module", 0x20000, 0x21800),
             ]
         );
-        assert_eq!(f.first_free, PhysFrame(0x1a));
+        assert_eq!(f.first_free, PhysFrame::new(0x1a));
         // dom0's start_info has no console/xenstore rings: nothing is looked up.
         s.flags = SIF_INITDOMAIN;
-        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame(8), &owned).unwrap();
+        let f = validate(&s, 0xC001_1000, 0xC001_7000, PhysFrame::new(8), &owned).unwrap();
         assert_eq!((f.console, f.store), (None, None));
     }
 }

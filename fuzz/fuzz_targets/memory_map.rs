@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
             2 => RegionKind::BootData,
             _ => {
                 let before = map.clone();
-                match map.reserve(PhysAddr(start), len) {
+                match map.reserve(PhysAddr::new(start), len) {
                     Ok(()) => check_reserve(&before, &map, start, len),
                     Err(_) => assert_eq!(before.regions(), map.regions()),
                 }
@@ -30,17 +30,17 @@ fuzz_target!(|data: &[u8]| {
             }
         };
         let before = map.regions().len();
-        match map.add(PhysAddr(start), len, kind) {
+        match map.add(PhysAddr::new(start), len, kind) {
             Ok(()) => {
                 assert_eq!(map.regions().len(), before + 1);
                 assert!(map
                     .regions()
                     .iter()
-                    .any(|r| r.start.0 == start && r.len == len && r.kind == kind));
+                    .any(|r| r.start.as_u64() == start && r.len == len && r.kind == kind));
             }
             Err(_) => assert_eq!(map.regions().len(), before),
         }
         check_map(&map);
     }
-    check_allocator(&map, PhysFrame(first_free));
+    check_allocator(&map, PhysFrame::new(first_free));
 });

@@ -20,13 +20,13 @@ fuzz_target!(|data: &[u8]| {
     };
     check_map(&mb.memory);
     for m in mb.modules() {
-        let end = m.start.0 + m.len;
+        let end = m.start.as_u64() + m.len;
         assert!(
             m.len == 0
                 || mb
                     .reserved
                     .iter()
-                    .any(|r| r.start.0 <= m.start.0 && end <= r.end),
+                    .any(|r| r.start.as_u64() <= m.start.as_u64() && end <= r.end),
             "module {m:?} not reserved"
         );
     }
@@ -35,11 +35,11 @@ fuzz_target!(|data: &[u8]| {
         for r in mb.reserved.iter() {
             assert!(
                 free.usable()
-                    .all(|u| u.end() <= r.start.0 || r.end <= u.start.0),
+                    .all(|u| u.end() <= r.start.as_u64() || r.end <= u.start.as_u64()),
                 "{r:?} still usable"
             );
         }
-        check_allocator(&free, PhysFrame(0x100));
+        check_allocator(&free, PhysFrame::new(0x100));
     }
     assert!(!cmdline.as_str().contains('\0'));
     check_options(cmdline.as_str());

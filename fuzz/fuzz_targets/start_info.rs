@@ -24,18 +24,18 @@ fuzz_target!(|data: &[u8]| {
     let nr = si.nr_pages;
     // The M2P lookup of the real boot returns only frames of the domain; here: identity below
     // nr_pages.
-    let owned_pfn = |mfn: u32| (mfn < nr).then_some(PhysFrame(mfn));
-    let Ok(facts) = validate(&si, si_va, esp, PhysFrame(image_end), &owned_pfn) else {
+    let owned_pfn = |mfn: u32| (mfn < nr).then_some(PhysFrame::new(mfn));
+    let Ok(facts) = validate(&si, si_va, esp, PhysFrame::new(image_end), &owned_pfn) else {
         return;
     };
     assert_eq!(facts.nr_pages, nr);
     let tables = facts.bootstrap_tables;
     assert!(
-        !tables.is_empty() && tables.end.0 <= nr,
+        !tables.is_empty() && tables.end.number() <= nr,
         "tables {tables:?}, nr_pages {nr:#x}"
     );
     assert_eq!(facts.pt_base, tables.start);
-    assert!(facts.start_info.0 < nr);
+    assert!(facts.start_info.number() < nr);
     // The boot reads nr_pages 4-byte entries of the p2m list at mfn_list (RealXen::new).
     let p2m_start = (si.mfn_list - VIRT_BASE) as u64;
     let p2m_end = p2m_start + nr as u64 * 4;
@@ -47,19 +47,21 @@ fuzz_target!(|data: &[u8]| {
     );
     if image_end <= nr {
         assert!(
-            facts.first_free.0 <= nr,
+            facts.first_free.number() <= nr,
             "first_free {} past nr_pages {nr:#x}",
             facts.first_free
         );
     }
-    assert!(facts.first_free.0 >= tables.end.0 && facts.first_free > facts.start_info);
+    assert!(
+        facts.first_free.number() >= tables.end.number() && facts.first_free > facts.start_info
+    );
     for f in [facts.console, facts.store].into_iter().flatten() {
-        assert!(f.0 < nr, "ring pfn {f} past nr_pages {nr:#x}");
+        assert!(f.number() < nr, "ring pfn {f} past nr_pages {nr:#x}");
     }
     let domain_end = nr as u64 * 4096;
     if let Some(m) = facts.module {
         assert!(
-            m.start.0 + m.len <= domain_end,
+            m.start.as_u64() + m.len <= domain_end,
             "module {m:?} past the domain"
         );
     }

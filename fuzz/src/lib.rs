@@ -76,12 +76,15 @@ pub fn check_map(map: &MemoryMap) {
     for r in regions {
         assert!(r.len > 0, "empty region {r:?}");
         assert!(
-            r.start.0.checked_add(r.len).is_some(),
+            r.start.as_u64().checked_add(r.len).is_some(),
             "wrapping region {r:?}"
         );
     }
     for w in regions.windows(2) {
-        assert!(w[0].end() <= w[1].start.0, "unsorted or overlapping: {w:?}");
+        assert!(
+            w[0].end() <= w[1].start.as_u64(),
+            "unsorted or overlapping: {w:?}"
+        );
     }
     let usable: u64 = map.usable().map(|r| r.len).sum();
     assert_eq!(map.usable_bytes(), usable);
@@ -89,7 +92,10 @@ pub fn check_map(map: &MemoryMap) {
     for limit in [0, 0x10_0000, 896 << 20, 1 << 32, u64::MAX] {
         assert!(map.ram_bytes_below(limit) <= ram);
         for f in map.ram_frames_below(limit) {
-            let (start, end) = (f.start.0 as u64 * PAGE_SIZE, f.end.0 as u64 * PAGE_SIZE);
+            let (start, end) = (
+                f.start.number() as u64 * PAGE_SIZE,
+                f.end.number() as u64 * PAGE_SIZE,
+            );
             assert!(
                 start < end && end <= limit,
                 "ram frames {f:?}, limit {limit:#x}"
@@ -99,7 +105,7 @@ pub fn check_map(map: &MemoryMap) {
             while at < end {
                 let r = map
                     .ram()
-                    .find(|r| r.start.0 <= at && at < r.end())
+                    .find(|r| r.start.as_u64() <= at && at < r.end())
                     .unwrap_or_else(|| panic!("ram frames {f:?} leave RAM at {at:#x}"));
                 at = r.end().min(end);
             }
@@ -107,11 +113,15 @@ pub fn check_map(map: &MemoryMap) {
         let below = map.usable_bytes_below(limit);
         assert!(below <= usable);
         for f in map.usable_frames_below(limit) {
-            let (start, end) = (f.start.0 as u64 * PAGE_SIZE, f.end.0 as u64 * PAGE_SIZE);
+            let (start, end) = (
+                f.start.number() as u64 * PAGE_SIZE,
+                f.end.number() as u64 * PAGE_SIZE,
+            );
             assert!(start < end, "empty frame range {f:?}");
             assert!(end <= limit, "frames {f:?} beyond the limit {limit:#x}");
             assert!(
-                map.usable().any(|r| r.start.0 <= start && end <= r.end()),
+                map.usable()
+                    .any(|r| r.start.as_u64() <= start && end <= r.end()),
                 "frames {f:?} are not inside a usable region of {regions:?}"
             );
         }
@@ -125,17 +135,17 @@ pub fn check_allocator(map: &MemoryMap, first_free: PhysFrame) {
     alloc.reset(
         map,
         first_free,
-        PhysFrame(u32::MAX),
+        PhysFrame::new(u32::MAX),
         pvops_core::addr::FrameRange::EMPTY,
     );
     let mut seen = Vec::new();
     for _ in 0..64 {
         let Ok(f) = alloc.alloc() else { break };
-        let addr = f.0 as u64 * PAGE_SIZE;
+        let addr = f.number() as u64 * PAGE_SIZE;
         assert!(f >= first_free, "frame {f} below first_free {first_free}");
         assert!(
             map.regions().iter().any(|r| r.kind == RegionKind::Usable
-                && r.start.0 <= addr
+                && r.start.as_u64() <= addr
                 && addr + PAGE_SIZE <= r.end()),
             "allocator handed out frame {f}, not usable in {:?}",
             map.regions()
@@ -168,7 +178,7 @@ impl MmuOps for XenOptionsOnly {
         None
     }
     fn read_cr3(&self) -> PhysFrame {
-        PhysFrame(0)
+        PhysFrame::new(0)
     }
     unsafe fn write_cr3(&mut self, _: PhysFrame) -> Result<(), Self::Error> {
         unreachable!("options only")
@@ -253,8 +263,9 @@ pub fn check_options(cmdline: &str) {
 /// What `MemoryMap::reserve(start, len)` must have done, given the map before and after.
 pub fn check_reserve(before: &MemoryMap, after: &MemoryMap, start: u64, len: u64) {
     let end = start.saturating_add(len);
-    let overlap =
-        |r: &pvops_core::mem::MemoryRegion| r.end().min(end).saturating_sub(r.start.0.max(start));
+    let overlap = |r: &pvops_core::mem::MemoryRegion| {
+        r.end().min(end).saturating_sub(r.start.as_u64().max(start))
+    };
     let ram = |m: &MemoryMap| m.ram().map(|r| r.len).sum::<u64>();
     assert_eq!(ram(before), ram(after), "reserve changed the amount of RAM");
     let cut: u64 = before.usable().map(overlap).sum();

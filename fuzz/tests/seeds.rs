@@ -38,12 +38,12 @@ fn every_seed_parses() {
     for data in seeds("start_info") {
         let si = backend_xen::abi::StartInfo::from_bytes(&data[12..]).unwrap();
         let nr = si.nr_pages;
-        let owned = |mfn: u32| (mfn < nr).then_some(PhysFrame(mfn));
+        let owned = |mfn: u32| (mfn < nr).then_some(PhysFrame::new(mfn));
         backend_xen::start_info::validate(
             &si,
             u32_le(&data).unwrap(),
             u32_le(&data[4..]).unwrap(),
-            PhysFrame(u32_le(&data[8..]).unwrap()),
+            PhysFrame::new(u32_le(&data[8..]).unwrap()),
             &owned,
         )
         .unwrap();

@@ -30,7 +30,7 @@ pub const MAP_ROUNDS: u32 = 50;
 /// Pages of the buffer (1 MiB).
 pub const BUFFER_PAGES: usize = 256;
 /// The second space's private page (below the kernel half).
-const PRIVATE_VA: VirtAddr = VirtAddr(0x4000_0000);
+const PRIVATE_VA: VirtAddr = VirtAddr::new(0x4000_0000);
 /// Bytes compared per page.
 const CHECK: usize = 16;
 
@@ -194,12 +194,13 @@ fn buffer_rounds<P: Platform>(
     done: &mut Done,
 ) -> Result<(), StageError<P::Error>> {
     // The upper half of the scratch area: one L1, made by the first round if missing.
-    let va = VirtAddr(p.layout().scratch_area.0 + (BUFFER_PAGES as u32) * PAGE_SIZE as u32);
+    let va =
+        VirtAddr::new(p.layout().scratch_area.as_u32() + (BUFFER_PAGES as u32) * PAGE_SIZE as u32);
     let root = spaces.kernel_root();
     let had_l1 = walk::walk_down_to(&mapper::Tables(&*p), root, va, Level::L2)
         .map(|w| w.level == Level::L2 && w.entry.is_present())?;
-    let mut frames = [PhysFrame(0); BUFFER_PAGES];
-    let mut mfns = [MachineFrame(0); BUFFER_PAGES];
+    let mut frames = [PhysFrame::new(0); BUFFER_PAGES];
+    let mut mfns = [MachineFrame::new(0); BUFFER_PAGES];
     for round in 0..MAP_ROUNDS {
         for (f, m) in frames.iter_mut().zip(mfns.iter_mut()) {
             *f = alloc.alloc()?;
@@ -214,7 +215,7 @@ fn buffer_rounds<P: Platform>(
             lazy.finish().map_err(backend)?;
         }
         for (page, frame) in frames.iter().enumerate() {
-            let at = VirtAddr(va.0 + (page as u32) * PAGE_SIZE as u32);
+            let at = VirtAddr::new(va.as_u32() + (page as u32) * PAGE_SIZE as u32);
             let mut data = [0u8; CHECK];
             for (i, d) in data.iter_mut().enumerate() {
                 *d = pattern(round, page, i);

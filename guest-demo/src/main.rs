@@ -86,9 +86,9 @@ impl DemoBackend for XenMmu<RealXen> {
             entries - 1
         );
         for mfn in [entries - 1, entries / 2, entries / 4 * 3, entries / 8 * 7] {
-            match hv.m2p(pvops_core::addr::MachineFrame(mfn)) {
+            match hv.m2p(pvops_core::addr::MachineFrame::new(mfn)) {
                 Some(p) => {
-                    let _ = write!(console, " {mfn:#x}->{:#x}", p.0);
+                    let _ = write!(console, " {mfn:#x}->{:#x}", p.number());
                 }
                 None => {
                     let _ = write!(console, " {mfn:#x}->none");
@@ -270,11 +270,12 @@ fn print_modules<P: Platform>(
             .min(MODULE_HEAD as u64)
             .min(PAGE_SIZE - m.start.frame_offset()) as usize;
         if len > 0 {
-            let pfn = m.start.frame();
-            let mfn = p
-                .phys_to_machine(pfn)
+            let mfn = m
+                .start
+                .frame()
+                .and_then(|pfn| p.phys_to_machine(pfn))
                 .ok_or(ModuleError::NoMachineFrame(i))?;
-            let ma = MachineAddr(mfn.start().0 + m.start.frame_offset());
+            let ma = MachineAddr::new(mfn.start().as_u64() + m.start.frame_offset());
             let map = io
                 .map(p, alloc, ma, len as u64)
                 .map_err(|e| ModuleError::Ioremap(i, e))?;

@@ -3,7 +3,7 @@
 //! trait) compiles to exactly the instruction sequence of a hand-written raw PAE store.
 
 use backend_native::{Native, PAGE_OFFSET};
-use pvops_core::addr::PhysFrame;
+use pvops_core::addr::{EntryIndex, PhysFrame};
 use pvops_core::paging::{EntrySlot, PageTableEntry};
 use pvops_core::MmuOps;
 
@@ -20,10 +20,12 @@ pub unsafe extern "C" fn pvops_probe_set_pte_framework(
     index: u32,
     value: u64,
 ) {
-    let slot = EntrySlot {
-        table: PhysFrame(table),
-        index: index as u16,
+    // Masked to 0..512 like the raw probe, so the checked constructor cannot fail (and
+    // compiles to no check).
+    let Some(index) = EntryIndex::new(index as usize & 0x1ff) else {
+        return;
     };
+    let slot = EntrySlot::new(PhysFrame::new(table), index);
     // SAFETY: see the function's contract.
     let _ = unsafe { native.set_pte(slot, PageTableEntry::from_bits(value)) };
 }
@@ -41,8 +43,8 @@ pub unsafe extern "C" fn pvops_probe_set_pte_raw(
     index: u32,
     value: u64,
 ) {
-    let entry =
-        (PAGE_OFFSET as usize + ((table as usize) << 12) + (index as u16 as usize) * 8) as *mut u32;
+    let entry = (PAGE_OFFSET as usize + ((table as usize) << 12) + (index as usize & 0x1ff) * 8)
+        as *mut u32;
     // SAFETY: see the function's contract.
     unsafe {
         core::ptr::write_volatile(entry.add(1), (value >> 32) as u32);

@@ -186,7 +186,7 @@ fn setup_console_ring() -> Result<(u64, u32, usize), &'static str> {
     }
     // SAFETY: the console page is the domain's own RAM page that xenconsoled shares; nothing
     // else in the kernel uses it.
-    let va = unsafe { fixmap::set(CONSOLE_FIXMAP_SLOT, PhysAddr(pfn << 12)) }
+    let va = unsafe { fixmap::set(CONSOLE_FIXMAP_SLOT, PhysAddr::new(pfn << 12)) }
         .map_err(|_| "the console ring's pfn does not fit the fixmap")?;
     // SAFETY: the fixmap maps the ring at `va` on the bootstrap table and, from
     // pagetable_setup_start on, on the kernel's table.
@@ -275,22 +275,22 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
     // banner prints them as `mem: reserved` lines from this list.
     let mut reserved = Reservations::new();
     for r in si.reservations() {
-        if let Err(e) = reserved.add(r.what, PhysAddr(r.start), r.len) {
+        if let Err(e) = reserved.add(r.what, PhysAddr::new(r.start), r.len) {
             fatal(format_args!("hvm_start_info: {e}"))
         }
     }
     let mut modules = [BootModule {
-        start: PhysAddr(0),
+        start: PhysAddr::new(0),
         len: 0,
     }; start_info::MAX_MODULES];
     for (slot, m) in modules.iter_mut().zip(si.modules()) {
         *slot = BootModule {
-            start: PhysAddr(m.addr),
+            start: PhysAddr::new(m.addr),
             len: m.size,
         };
     }
     let bootstrap_tables = backend_native::bootstrap_tables();
-    let reach = PhysFrame((BOOTSTRAP_MAPPED / PAGE_SIZE) as u32);
+    let reach = PhysFrame::new((BOOTSTRAP_MAPPED / PAGE_SIZE) as u32);
     let info = BootInfo {
         platform: PLATFORM_XEN_PVH,
         memory: si.memory.clone(),
@@ -302,7 +302,7 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
         // The native bootstrap table reaches 64 MiB: room for every page table.
         table_pool: FrameRange::EMPTY,
         probe: Some(IoremapProbe {
-            addr: PhysAddr(start_info_pa as u64),
+            addr: PhysAddr::new(start_info_pa as u64),
             len: INFO_LEN as u64,
             what: "hvm_start_info",
         }),

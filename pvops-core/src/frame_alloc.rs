@@ -103,12 +103,12 @@ pub struct FrameAllocator {
 }
 
 fn bit(words: &[u64; WORDS], f: PhysFrame) -> bool {
-    let i = f.0 as usize;
+    let i = f.number() as usize;
     i < TRACKED_FRAMES && words[i / 64] & (1 << (i % 64)) != 0
 }
 
 fn set_bit(words: &mut [u64; WORDS], f: PhysFrame, on: bool) {
-    let i = f.0 as usize;
+    let i = f.number() as usize;
     if i < TRACKED_FRAMES {
         if on {
             words[i / 64] |= 1 << (i % 64);
@@ -126,11 +126,11 @@ impl FrameAllocator {
             ranges: [FrameRange::EMPTY; MAX_REGIONS],
             nranges: 0,
             cursor: 0,
-            limit: PhysFrame(0),
+            limit: PhysFrame::new(0),
             handed: [0; WORDS],
             freed: [0; WORDS],
             nfreed: 0,
-            recent: [PhysFrame(0); RECENT],
+            recent: [PhysFrame::new(0); RECENT],
             nrecent: 0,
             tables: [0; WORDS],
             allocated: 0,
@@ -177,7 +177,7 @@ impl FrameAllocator {
             if self.nranges == MAX_REGIONS {
                 break;
             }
-            let start = PhysFrame(r.start.0.max(first_free.0));
+            let start = PhysFrame::new(r.start.number().max(first_free.number()));
             if start < r.end {
                 self.ranges[self.nranges] = FrameRange { start, end: r.end };
                 self.nranges += 1;
@@ -196,7 +196,7 @@ impl FrameAllocator {
     }
 
     fn cap(&self) -> u32 {
-        self.limit.0.min(TRACKED_FRAMES as u32)
+        self.limit.number().min(TRACKED_FRAMES as u32)
     }
 
     /// Frames handed out so far (minus those taken back).
@@ -214,7 +214,7 @@ impl FrameAllocator {
         let cap = self.cap();
         let bump: u32 = self.ranges[self.cursor.min(self.nranges)..self.nranges]
             .iter()
-            .map(|r| r.end.0.min(cap).saturating_sub(r.start.0))
+            .map(|r| r.end.number().min(cap).saturating_sub(r.start.number()))
             .sum();
         bump + self.freed_below(cap) + self.pool.len()
     }
@@ -252,7 +252,7 @@ impl FrameAllocator {
             i -= 1;
             let f = self.recent[i];
             let stale = !bit(&self.freed, f);
-            if stale || f.0 < cap {
+            if stale || f.number() < cap {
                 self.recent.copy_within(i + 1..self.nrecent, i);
                 self.nrecent -= 1;
                 if !stale {
@@ -265,8 +265,8 @@ impl FrameAllocator {
             for w in 0..words {
                 let word = self.freed[w];
                 if word != 0 {
-                    let f = PhysFrame((w * 64) as u32 + word.trailing_zeros());
-                    if f.0 < cap {
+                    let f = PhysFrame::new((w * 64) as u32 + word.trailing_zeros());
+                    if f.number() < cap {
                         return Ok(self.take_freed(f));
                     }
                 }
@@ -274,9 +274,9 @@ impl FrameAllocator {
         }
         while self.cursor < self.nranges {
             let r = &mut self.ranges[self.cursor];
-            if r.start < r.end && r.start.0 < cap {
+            if r.start < r.end && r.start.number() < cap {
                 let f = r.start;
-                r.start = PhysFrame(f.0 + 1);
+                r.start = PhysFrame::new(f.number() + 1);
                 return Ok(self.hand_out(f));
             }
             if r.start >= r.end {
@@ -292,9 +292,9 @@ impl FrameAllocator {
     /// it lasts, then as [`FrameAllocator::alloc`].
     pub fn alloc_table(&mut self) -> Result<PhysFrame, AllocError> {
         let f = match self.pool.is_empty() {
-            false if (self.pool.start.0 as usize) < TRACKED_FRAMES => {
+            false if (self.pool.start.number() as usize) < TRACKED_FRAMES => {
                 let f = self.pool.start;
-                self.pool.start = PhysFrame(f.0 + 1);
+                self.pool.start = PhysFrame::new(f.number() + 1);
                 self.hand_out(f)
             }
             _ => self.alloc()?,
@@ -335,7 +335,7 @@ impl FrameAllocator {
     /// once the backend retired it); from now on it is the allocator's like any other.
     /// Refuses a frame that is free already, handed out, or beyond [`TRACKED_FRAMES`].
     pub fn donate(&mut self, frame: PhysFrame) -> Result<(), AllocError> {
-        if frame.0 as usize >= TRACKED_FRAMES {
+        if frame.number() as usize >= TRACKED_FRAMES {
             return Err(AllocError::UntrackableTable { frame });
         }
         if bit(&self.freed, frame) || self.is_unallocated_range_frame(frame) {
@@ -358,7 +358,7 @@ impl FrameAllocator {
 
     /// Records `frame` as a page table (or not).
     pub fn mark_table(&mut self, frame: PhysFrame, is_table: bool) -> Result<(), AllocError> {
-        if frame.0 as usize >= TABLE_BITMAP_FRAMES {
+        if frame.number() as usize >= TABLE_BITMAP_FRAMES {
             return Err(AllocError::UntrackableTable { frame });
         }
         set_bit(&mut self.tables, frame, is_table);
@@ -392,34 +392,40 @@ mod tests {
 
     fn map() -> MemoryMap {
         let mut m = MemoryMap::new();
-        m.add(PhysAddr(0x10_0000), 0x70_0000, RegionKind::Usable)
+        m.add(PhysAddr::new(0x10_0000), 0x70_0000, RegionKind::Usable)
             .unwrap();
-        m.add(PhysAddr(0), 0x9_f000, RegionKind::Usable).unwrap();
+        m.add(PhysAddr::new(0), 0x9_f000, RegionKind::Usable)
+            .unwrap();
         m
     }
 
     #[test]
     fn allocator_bump_limit_and_lifo() {
         let m = map();
-        let mut a = FrameAllocator::new(&m, PhysFrame(0x200), PhysFrame(0x202), FrameRange::EMPTY);
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x200)));
-        assert_eq!(a.alloc_table(), Ok(PhysFrame(0x201)));
-        assert!(a.is_table(PhysFrame(0x201)));
+        let mut a = FrameAllocator::new(
+            &m,
+            PhysFrame::new(0x200),
+            PhysFrame::new(0x202),
+            FrameRange::EMPTY,
+        );
+        assert_eq!(a.alloc(), Ok(PhysFrame::new(0x200)));
+        assert_eq!(a.alloc_table(), Ok(PhysFrame::new(0x201)));
+        assert!(a.is_table(PhysFrame::new(0x201)));
         assert_eq!(
             a.alloc(),
             Err(AllocError::Exhausted {
-                limit: PhysFrame(0x202)
+                limit: PhysFrame::new(0x202)
             })
         );
-        a.set_limit(PhysFrame(0x800));
+        a.set_limit(PhysFrame::new(0x800));
         let (x, y) = (a.alloc().unwrap(), a.alloc().unwrap());
         a.free(x).unwrap();
         a.free(y).unwrap();
         assert_eq!(a.free(y), Err(AllocError::DoubleFree { frame: y }));
         assert_eq!(a.alloc(), Ok(y));
         assert_eq!(a.alloc(), Ok(x));
-        a.free(PhysFrame(0x201)).unwrap();
-        assert!(!a.is_table(PhysFrame(0x201)));
+        a.free(PhysFrame::new(0x201)).unwrap();
+        assert!(!a.is_table(PhysFrame::new(0x201)));
     }
 
     /// Issue 10 item 5: the old allocator refused the 64th free (`FreeListFull`), took
@@ -427,7 +433,12 @@ mod tests {
     #[test]
     fn allocator_takes_back_every_frame() {
         let m = map();
-        let mut a = FrameAllocator::new(&m, PhysFrame(0x100), PhysFrame(0x800), FrameRange::EMPTY);
+        let mut a = FrameAllocator::new(
+            &m,
+            PhysFrame::new(0x100),
+            PhysFrame::new(0x800),
+            FrameRange::EMPTY,
+        );
         let before = a.available();
         let frames: std::vec::Vec<PhysFrame> = (0..1000).map(|_| a.alloc().unwrap()).collect();
         assert_eq!(a.available(), before - 1000);
@@ -440,7 +451,7 @@ mod tests {
             assert_eq!(a.free(*f), Err(AllocError::DoubleFree { frame: *f }));
         }
         // Never handed out: below first_free, and still in the free range.
-        for f in [PhysFrame(0x5), PhysFrame(0x7ff)] {
+        for f in [PhysFrame::new(0x5), PhysFrame::new(0x7ff)] {
             assert_eq!(a.free(f), Err(AllocError::NotAllocated { frame: f }));
         }
         assert_eq!(a.available(), before);
@@ -455,30 +466,35 @@ mod tests {
     #[test]
     fn donate_takes_foreign_frames_once() {
         let m = map();
-        let mut a = FrameAllocator::new(&m, PhysFrame(0x100), PhysFrame(0x800), FrameRange::EMPTY);
+        let mut a = FrameAllocator::new(
+            &m,
+            PhysFrame::new(0x100),
+            PhysFrame::new(0x800),
+            FrameRange::EMPTY,
+        );
         let before = a.available();
-        a.donate(PhysFrame(0x10)).unwrap();
+        a.donate(PhysFrame::new(0x10)).unwrap();
         assert_eq!(a.available(), before + 1);
         assert_eq!(
-            a.donate(PhysFrame(0x10)),
+            a.donate(PhysFrame::new(0x10)),
             Err(AllocError::DoubleFree {
-                frame: PhysFrame(0x10)
+                frame: PhysFrame::new(0x10)
             })
         );
         assert_eq!(
-            a.donate(PhysFrame(0x300)),
+            a.donate(PhysFrame::new(0x300)),
             Err(AllocError::DoubleFree {
-                frame: PhysFrame(0x300)
+                frame: PhysFrame::new(0x300)
             })
         );
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x10)));
+        assert_eq!(a.alloc(), Ok(PhysFrame::new(0x10)));
         assert_eq!(
-            a.donate(PhysFrame(0x10)),
+            a.donate(PhysFrame::new(0x10)),
             Err(AllocError::InUse {
-                frame: PhysFrame(0x10)
+                frame: PhysFrame::new(0x10)
             })
         );
-        a.free(PhysFrame(0x10)).unwrap();
+        a.free(PhysFrame::new(0x10)).unwrap();
     }
 
     /// Found by `cargo xtask fuzz` (memory_map): a usable region above 16 TiB had its frame
@@ -487,13 +503,18 @@ mod tests {
     #[test]
     fn frames_beyond_tracking_are_left_out() {
         let mut m = MemoryMap::new();
-        m.add(PhysAddr(1 << 44), 0x4000, RegionKind::Usable)
+        m.add(PhysAddr::new(1 << 44), 0x4000, RegionKind::Usable)
             .unwrap();
-        let mut a = FrameAllocator::new(&m, PhysFrame(0), PhysFrame(u32::MAX), FrameRange::EMPTY);
+        let mut a = FrameAllocator::new(
+            &m,
+            PhysFrame::new(0),
+            PhysFrame::new(u32::MAX),
+            FrameRange::EMPTY,
+        );
         assert_eq!(
             a.alloc(),
             Err(AllocError::Exhausted {
-                limit: PhysFrame(u32::MAX)
+                limit: PhysFrame::new(u32::MAX)
             })
         );
     }
@@ -502,20 +523,20 @@ mod tests {
     fn pool_serves_page_tables_only() {
         let m = map();
         let pool = FrameRange {
-            start: PhysFrame(0x150),
-            end: PhysFrame(0x152),
+            start: PhysFrame::new(0x150),
+            end: PhysFrame::new(0x152),
         };
-        let mut a = FrameAllocator::new(&m, PhysFrame(0x200), PhysFrame(0x800), pool);
+        let mut a = FrameAllocator::new(&m, PhysFrame::new(0x200), PhysFrame::new(0x800), pool);
         // Data never comes from the pool, page tables do first.
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x200)));
-        assert_eq!(a.alloc_table(), Ok(PhysFrame(0x150)));
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x201)));
-        assert_eq!(a.alloc_table(), Ok(PhysFrame(0x151)));
-        assert!(a.is_table(PhysFrame(0x151)));
-        assert_eq!(a.alloc_table(), Ok(PhysFrame(0x202)));
+        assert_eq!(a.alloc(), Ok(PhysFrame::new(0x200)));
+        assert_eq!(a.alloc_table(), Ok(PhysFrame::new(0x150)));
+        assert_eq!(a.alloc(), Ok(PhysFrame::new(0x201)));
+        assert_eq!(a.alloc_table(), Ok(PhysFrame::new(0x151)));
+        assert!(a.is_table(PhysFrame::new(0x151)));
+        assert_eq!(a.alloc_table(), Ok(PhysFrame::new(0x202)));
         // Pool frames come back like any other.
-        a.free(PhysFrame(0x150)).unwrap();
-        assert_eq!(a.alloc(), Ok(PhysFrame(0x150)));
+        a.free(PhysFrame::new(0x150)).unwrap();
+        assert_eq!(a.alloc(), Ok(PhysFrame::new(0x150)));
     }
 
     #[test]
@@ -529,10 +550,15 @@ mod tests {
             })
             .collect();
         let m = MemoryMap::sanitized(&entries).unwrap();
-        let mut a = FrameAllocator::new(&m, PhysFrame(0), PhysFrame(0x1000), FrameRange::EMPTY);
+        let mut a = FrameAllocator::new(
+            &m,
+            PhysFrame::new(0),
+            PhysFrame::new(0x1000),
+            FrameRange::EMPTY,
+        );
         assert_eq!(a.available(), 100);
         for i in 0..100 {
-            assert_eq!(a.alloc(), Ok(PhysFrame(i * 2)));
+            assert_eq!(a.alloc(), Ok(PhysFrame::new(i * 2)));
         }
     }
 }

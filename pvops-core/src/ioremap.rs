@@ -11,7 +11,7 @@
 //! [`IoremapError::SlotTaken`], never the first one's pages; a mapping that fails halfway
 //! is cleared again, so nothing of it stays present.
 
-use crate::addr::{MachineAddr, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::addr::{EntryIndex, MachineAddr, PhysFrame, VirtAddr, PAGE_SIZE};
 use crate::frame_alloc::FrameAlloc;
 use crate::mapper::{l1_slot, read_entry, MapError};
 use crate::ops::LazyMmu;
@@ -67,6 +67,12 @@ pub enum IoremapError<E> {
         /// Its virtual address.
         va: VirtAddr,
     },
+    /// A slot's pages do not all sit in one L1 table (the backend's window is not 2 MiB
+    /// aligned).
+    WindowCrossesTable {
+        /// The first page that would lie past the table.
+        va: VirtAddr,
+    },
     /// Walking or changing the table failed.
     Map(MapError<E>),
 }
@@ -88,6 +94,9 @@ impl<E: fmt::Display> fmt::Display for IoremapError<E> {
                 )
             }
             Self::NotMapped { va } => write!(f, "early_iounmap of {va}: not mapped"),
+            Self::WindowCrossesTable { va } => {
+                write!(f, "early_ioremap: {va} lies past the window's L1 table")
+            }
             Self::Map(e) => write!(f, "early_ioremap: {e}"),
         }
     }
@@ -165,7 +174,7 @@ impl EarlyIoremap {
     }
 
     fn slot_va(&self, slot: usize) -> VirtAddr {
-        VirtAddr(self.window.0 + (slot * IOREMAP_SLOT_PAGES) as u32 * PAGE_SIZE as u32)
+        VirtAddr::new(self.window.as_u32() + (slot * IOREMAP_SLOT_PAGES) as u32 * PAGE_SIZE as u32)
     }
 
     /// Maps `len` bytes at machine address `addr` read/write into a free slot whose PTEs
@@ -180,7 +189,7 @@ impl EarlyIoremap {
         if len == 0 {
             return Err(IoremapError::ZeroSize);
         }
-        if addr.0.checked_add(len).is_none() {
+        if addr.as_u64().checked_add(len).is_none() {
             return Err(IoremapError::Overflow { addr, len });
         }
         let span = addr.frame_offset() + len;
@@ -197,42 +206,50 @@ impl EarlyIoremap {
         let root = self.root(p);
         // The window is 2 MiB aligned and its slots fill 512 KiB: one L1 holds every entry
         // of every slot. Walk (and link) it once, outside lazy mode.
-        let l1 = l1_slot(p, alloc, root, self.window, true)?.table;
+        let l1 = l1_slot(p, alloc, root, self.window, true)?.table();
         let mut taken = None;
         let mut found = None;
         'slots: for slot in (0..IOREMAP_SLOTS).filter(|s| self.pages_in_use[*s] == 0) {
             let base = self.slot_va(slot);
-            for i in 0..pages {
-                if read_entry(p, l1, base.l1_index() + i)?.is_present() {
-                    taken.get_or_insert(VirtAddr(base.0 + (i as u32) * PAGE_SIZE as u32));
+            // Every page's slot and frame are checked before anything is written.
+            let mut todo = [(
+                VirtAddr::new(0),
+                EntrySlot::new(l1, base.l1_index()),
+                PageTableEntry::EMPTY,
+            ); IOREMAP_SLOT_PAGES];
+            for (i, t) in todo.iter_mut().enumerate().take(pages) {
+                let va = VirtAddr::new(base.as_u32() + (i as u32) * PAGE_SIZE as u32);
+                let index = EntryIndex::new(base.l1_index().get() + i)
+                    .ok_or(IoremapError::WindowCrossesTable { va })?;
+                let mfn = addr
+                    .checked_add(i as u64 * PAGE_SIZE)
+                    .and_then(MachineAddr::frame)
+                    .ok_or(IoremapError::Overflow { addr, len })?;
+                if read_entry(p, l1, index)?.is_present() {
+                    taken.get_or_insert(va);
                     continue 'slots;
                 }
+                *t = (
+                    va,
+                    EntrySlot::new(l1, index),
+                    PageTableEntry::new(mfn, KERNEL_RW),
+                );
             }
-            found = Some(slot);
+            found = Some((slot, todo));
             break;
         }
-        let Some(slot) = found else {
+        let Some((slot, todo)) = found else {
             return Err(IoremapError::SlotTaken {
                 va: taken.unwrap_or(self.window),
             });
         };
-        let base = self.slot_va(slot);
         // Batch the PTE writes and their invlpgs (one multicall under Xen).
         let written = (|| {
             let mut lazy = LazyMmu::enter(&mut *p);
-            for i in 0..pages {
-                let va = VirtAddr(base.0 + (i as u32) * PAGE_SIZE as u32);
-                let slot = EntrySlot {
-                    table: l1,
-                    index: (base.l1_index() + i) as u16,
-                };
-                let entry = PageTableEntry::new(
-                    MachineAddr(addr.0 + (i as u64) * PAGE_SIZE).frame(),
-                    KERNEL_RW,
-                );
+            for (va, l1, entry) in todo.into_iter().take(pages) {
                 // SAFETY: the window belongs to early_ioremap and this slot is free (its
                 // PTEs were checked absent).
-                unsafe { lazy.set_pte(slot, entry) }?;
+                unsafe { lazy.set_pte(l1, entry) }?;
                 lazy.flush_tlb_single(va)?;
             }
             lazy.finish()
@@ -240,20 +257,16 @@ impl EarlyIoremap {
         if let Err(e) = written {
             // Nothing of a failed mapping stays present: clear every page of the slot
             // (errors here cannot be better reported than the first one).
-            for i in 0..pages {
-                let slot = EntrySlot {
-                    table: l1,
-                    index: (base.l1_index() + i) as u16,
-                };
+            for (va, l1, _) in todo.into_iter().take(pages) {
                 // SAFETY: the slot is ours and its mapping failed; nobody uses it.
-                let _ = unsafe { p.pte_clear(slot) };
-                let _ = p.flush_tlb_single(VirtAddr(base.0 + (i as u32) * PAGE_SIZE as u32));
+                let _ = unsafe { p.pte_clear(l1) };
+                let _ = p.flush_tlb_single(va);
             }
             return Err(IoremapError::Map(MapError::Backend(e)));
         }
         self.pages_in_use[slot] = pages as u8;
         Ok(IoMapping {
-            va: VirtAddr(base.0 + addr.frame_offset() as u32),
+            va: VirtAddr::new(self.slot_va(slot).as_u32() + addr.frame_offset() as u32),
             len,
             slot: slot as u8,
             pages: pages as u8,
@@ -276,19 +289,21 @@ impl EarlyIoremap {
         }
         let root = self.root(p);
         let first = l1_slot(p, alloc, root, m.va.page_base(), false)?;
-        for i in 0..m.pages as usize {
-            if !read_entry(p, first.table, first.index as usize + i)?.is_present() {
-                let va = VirtAddr(m.va.page_base().0 + (i as u32) * PAGE_SIZE as u32);
+        let mut todo = [(
+            VirtAddr::new(0),
+            EntrySlot::new(first.table(), first.index()),
+        ); IOREMAP_SLOT_PAGES];
+        for (i, t) in todo.iter_mut().enumerate().take(m.pages as usize) {
+            let va = VirtAddr::new(m.va.page_base().as_u32() + (i as u32) * PAGE_SIZE as u32);
+            let index = EntryIndex::new(first.index().get() + i)
+                .ok_or(IoremapError::WindowCrossesTable { va })?;
+            if !read_entry(p, first.table(), index)?.is_present() {
                 return Err(IoremapError::NotMapped { va });
             }
+            *t = (va, EntrySlot::new(first.table(), index));
         }
         let mut lazy = LazyMmu::enter(p);
-        for i in 0..m.pages as u32 {
-            let va = VirtAddr(m.va.page_base().0 + i * PAGE_SIZE as u32);
-            let l1 = EntrySlot {
-                table: first.table,
-                index: first.index + i as u16,
-            };
+        for (va, l1) in todo.into_iter().take(m.pages as usize) {
             // SAFETY: the mapping was ours and is given up here.
             unsafe { lazy.pte_clear(l1) }.map_err(MapError::Backend)?;
             lazy.flush_tlb_single(va).map_err(MapError::Backend)?;

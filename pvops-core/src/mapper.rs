@@ -2,7 +2,7 @@
 //! batched ranges, new tables and roots, and the one helper that retires an empty table.
 //! Every read goes through [`crate::walk`] and sees the writes queued in lazy mode.
 
-use crate::addr::{MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::addr::{EntryIndex, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use crate::frame_alloc::{AllocError, FrameAlloc};
 use crate::ops::LazyMmu;
 use crate::ops::{MmuOps, Platform};
@@ -37,8 +37,10 @@ pub enum MapError<E> {
         /// The table.
         table: PhysFrame,
         /// The first present entry.
-        index: u16,
+        index: EntryIndex,
     },
+    /// A present entry names an address beyond what a [`MachineFrame`] numbers.
+    BadEntry(PageTableEntry),
     /// A range that wraps past 4 GiB or covers no page.
     BadRange {
         /// Its start.
@@ -63,6 +65,7 @@ impl<E: fmt::Display> fmt::Display for MapError<E> {
             Self::TableInUse { table, index } => {
                 write!(f, "table pfn {table} still maps entry {index}")
             }
+            Self::BadEntry(e) => write!(f, "entry {e:?} names an address beyond 16 TiB"),
             Self::BadRange { va, pages } => {
                 write!(f, "range of {pages} pages at {va} is empty or wraps")
             }
@@ -124,7 +127,7 @@ impl TlbFlushRange {
             return backend.flush_tlb_all();
         }
         for i in 0..self.pages {
-            backend.flush_tlb_single(VirtAddr(self.start.0.wrapping_add((i as u32) << 12)))?;
+            backend.flush_tlb_single(self.start.wrapping_add((i as u32) << 12))?;
         }
         Ok(())
     }
@@ -139,45 +142,64 @@ pub struct Tables<'a, P: Platform>(pub &'a P);
 impl<P: Platform> TableRead for Tables<'_, P> {
     type Error = MapError<P::Error>;
     fn entry(&self, slot: EntrySlot) -> Result<PageTableEntry, Self::Error> {
-        read_entry(self.0, slot.table, slot.index as usize)
+        read_entry(self.0, slot.table(), slot.index())
     }
     fn table(&self, entry: PageTableEntry) -> Result<PhysFrame, Self::Error> {
         next_table(self.0, entry)
     }
 }
 
-/// Reads entry `index` of table `table`: the value a write queued in lazy mode will give
-/// it, else what memory holds.
+/// Reads entry `index` of table `table` (an [`EntryIndex`] is below 512: the read stays in
+/// the frame; a PDPT index converts with `.into()`): the value a write queued in lazy mode
+/// will give it, else what memory holds.
 pub fn read_entry<P: Platform>(
     p: &P,
     table: PhysFrame,
-    index: usize,
+    index: impl Into<EntryIndex>,
 ) -> Result<PageTableEntry, MapError<P::Error>> {
-    let index = index % ENTRIES;
-    if let Some(e) = p.queued_entry(EntrySlot {
-        table,
-        index: index as u16,
-    }) {
+    let index = index.into();
+    if let Some(e) = p.queued_entry(EntrySlot::new(table, index)) {
         return Ok(e);
     }
     let ptr = p.frame_ptr(table).ok_or(MapError::Unreachable(table))?;
-    // SAFETY: frame_ptr promises 4096 readable bytes; index < 512 keeps the read inside.
-    let bits = unsafe { core::ptr::read_volatile((ptr as *const u64).add(index)) };
+    // SAFETY: frame_ptr promises 4096 readable bytes; an EntryIndex is < 512, so the read
+    // stays inside.
+    let bits = unsafe { core::ptr::read_volatile((ptr as *const u64).add(index.get())) };
     Ok(PageTableEntry::from_bits(bits))
 }
 
-/// Zeroes a frame through its current mapping (before it becomes a table).
-pub fn zero_frame<P: Platform>(p: &P, frame: PhysFrame) -> Result<(), MapError<P::Error>> {
+/// Zeroes a frame through its current mapping (before it becomes a table). The safe way to
+/// get a zeroed table is [`new_table`], which zeroes only the frame it has just allocated.
+///
+/// ```compile_fail,E0133
+/// // A safe caller cannot zero a frame it does not own (issue 11): this needs `unsafe`.
+/// fn zero_any<P: pvops_core::Platform>(p: &P, f: pvops_core::addr::PhysFrame) {
+///     let _ = pvops_core::mapper::zero_frame(p, f);
+/// }
+/// ```
+///
+/// # Safety
+/// The caller owns `frame`: nothing else uses it or relies on its contents (it was just
+/// handed out by the frame allocator and is not a live page table, nor kernel code, data or
+/// stack, nor memory another agent writes).
+pub unsafe fn zero_frame<P: Platform>(p: &P, frame: PhysFrame) -> Result<(), MapError<P::Error>> {
     let ptr = p.frame_ptr(frame).ok_or(MapError::Unreachable(frame))?;
-    // SAFETY: frame_ptr promises 4096 writable bytes of a frame nobody else uses yet.
+    // SAFETY: frame_ptr promises 4096 writable bytes; the caller owns the frame.
     unsafe { core::ptr::write_bytes(ptr, 0, PAGE_SIZE as usize) };
     Ok(())
 }
 
 /// The pseudo-physical table named by a present entry.
 pub fn next_table<P: Platform>(p: &P, e: PageTableEntry) -> Result<PhysFrame, MapError<P::Error>> {
-    p.machine_to_phys(e.frame())
-        .ok_or(MapError::ForeignFrame(e.frame()))
+    let mfn = e.frame().ok_or(MapError::BadEntry(e))?;
+    p.machine_to_phys(mfn).ok_or(MapError::ForeignFrame(mfn))
+}
+
+/// The slot `i` entries after `first` in the same table.
+fn slot_after<E>(first: EntrySlot, i: usize, va: VirtAddr) -> Result<EntrySlot, MapError<E>> {
+    EntryIndex::new(first.index().get() + i)
+        .map(|x| EntrySlot::new(first.table(), x))
+        .ok_or(MapError::BadRange { va, pages: i + 1 })
 }
 
 /// Allocates, zeroes and announces a new table of `level`; returns it and the entry that links it.
@@ -188,7 +210,8 @@ pub fn new_table<P: Platform, A: FrameAlloc + ?Sized>(
 ) -> Result<(PhysFrame, PageTableEntry), MapError<P::Error>> {
     let frame = alloc.alloc_table()?;
     let linked = (|| {
-        zero_frame(p, frame)?;
+        // SAFETY: the allocator has just handed `frame` out; nothing else uses it.
+        unsafe { zero_frame(p, frame) }?;
         let mfn = p
             .phys_to_machine(frame)
             .ok_or(MapError::NoMachineFrame(frame))?;
@@ -218,12 +241,9 @@ pub fn new_root<P: Platform, A: FrameAlloc + ?Sized>(
 ) -> Result<PhysFrame, MapError<P::Error>> {
     let mut lazy = LazyMmu::enter(p);
     let (root, _) = new_table(&mut *lazy, alloc, Level::L3)?;
-    for i in 0..crate::paging::PDPT_ENTRIES {
+    for i in crate::addr::PdptIndex::all() {
         let (_, link) = new_table(&mut *lazy, alloc, Level::L2)?;
-        let slot = EntrySlot {
-            table: root,
-            index: i as u16,
-        };
+        let slot = EntrySlot::pdpt(root, i);
         // SAFETY: the root is not live; this links a fresh, zeroed, announced L2.
         unsafe { lazy.set_pud(slot, link) }.map_err(MapError::Backend)?;
     }
@@ -290,7 +310,7 @@ pub unsafe fn map_page<P: Platform, A: FrameAlloc + ?Sized>(
     flags: PteFlags,
 ) -> Result<TlbFlush, MapError<P::Error>> {
     let slot = l1_slot(p, alloc, root, va, true)?;
-    if read_entry(p, slot.table, slot.index as usize)?.is_present() {
+    if read_entry(p, slot.table(), slot.index())?.is_present() {
         return Err(MapError::AlreadyMapped(va));
     }
     // SAFETY: the caller owns `va`; the slot is an L1 entry found by the walk.
@@ -314,9 +334,10 @@ pub unsafe fn unmap_page<P: Platform>(
             false => MapError::NotMapped(va),
         });
     }
+    let frame = w.entry.frame().ok_or(MapError::BadEntry(w.entry))?;
     // SAFETY: the caller gave up `va`.
     unsafe { p.pte_clear(w.slot) }.map_err(MapError::Backend)?;
-    Ok((w.entry.frame(), TlbFlush(va.page_base())))
+    Ok((frame, TlbFlush(va.page_base())))
 }
 
 /// Translates `va` through the table rooted at `root` (software walk; queued lazy writes
@@ -342,8 +363,8 @@ fn chunks(va: VirtAddr, pages: usize) -> impl Iterator<Item = (usize, VirtAddr, 
         if done >= pages {
             return None;
         }
-        let at = VirtAddr(va.0.wrapping_add((done as u32) << 12));
-        let n = (ENTRIES - at.l1_index()).min(pages - done);
+        let at = va.wrapping_add((done as u32) << 12);
+        let n = (ENTRIES - at.l1_index().get()).min(pages - done);
         let chunk = (done, at, n);
         done += n;
         Some(chunk)
@@ -351,7 +372,7 @@ fn chunks(va: VirtAddr, pages: usize) -> impl Iterator<Item = (usize, VirtAddr, 
 }
 
 fn check_range<E>(va: VirtAddr, pages: usize) -> Result<(), MapError<E>> {
-    let end = (va.0 as u64) + ((pages as u64) << 12);
+    let end = (va.as_u32() as u64) + ((pages as u64) << 12);
     if pages == 0 || va.page_offset() != 0 || end > 1 << 32 {
         return Err(MapError::BadRange { va, pages });
     }
@@ -384,11 +405,9 @@ pub unsafe fn map_range<P: Platform, A: FrameAlloc + ?Sized>(
         if w.level == Level::L2 && !w.entry.is_present() {
             // A fresh L1: filled before it is linked, so nothing reads a half-made table.
             let (l1, link) = new_table(&mut *lazy, alloc, Level::L1)?;
+            let first_slot = EntrySlot::new(l1, at.l1_index());
             for i in 0..n {
-                let slot = EntrySlot {
-                    table: l1,
-                    index: (at.l1_index() + i) as u16,
-                };
+                let slot = slot_after(first_slot, i, at)?;
                 let e = PageTableEntry::new(frame(first + i), flags);
                 // SAFETY: a private, announced L1 not linked anywhere yet.
                 unsafe { lazy.set_pte(slot, e) }.map_err(MapError::Backend)?;
@@ -399,15 +418,13 @@ pub unsafe fn map_range<P: Platform, A: FrameAlloc + ?Sized>(
         }
         let slot = l1_slot(&mut *lazy, alloc, root, at, true)?;
         for i in 0..n {
-            if read_entry(&*lazy, slot.table, slot.index as usize + i)?.is_present() {
-                return Err(MapError::AlreadyMapped(VirtAddr(at.0 + ((i as u32) << 12))));
+            let s = slot_after(slot, i, at)?;
+            if read_entry(&*lazy, s.table(), s.index())?.is_present() {
+                return Err(MapError::AlreadyMapped(at.wrapping_add((i as u32) << 12)));
             }
         }
         for i in 0..n {
-            let s = EntrySlot {
-                table: slot.table,
-                index: slot.index + i as u16,
-            };
+            let s = slot_after(slot, i, at)?;
             let e = PageTableEntry::new(frame(first + i), flags);
             // SAFETY: the caller owns the range; the entry was not present.
             unsafe { lazy.set_pte(s, e) }.map_err(MapError::Backend)?;
@@ -439,19 +456,21 @@ pub unsafe fn unmap_range<P: Platform>(
             return Err(MapError::NotMapped(at));
         }
         for i in 0..n {
-            if !read_entry(&*lazy, w.slot.table, w.slot.index as usize + i)?.is_present() {
-                return Err(MapError::NotMapped(VirtAddr(at.0 + ((i as u32) << 12))));
+            let s = slot_after(w.slot, i, at)?;
+            let e = read_entry(&*lazy, s.table(), s.index())?;
+            if !e.is_present() {
+                return Err(MapError::NotMapped(at.wrapping_add((i as u32) << 12)));
             }
+            e.frame().ok_or(MapError::BadEntry(e))?;
         }
         for i in 0..n {
-            let s = EntrySlot {
-                table: w.slot.table,
-                index: w.slot.index + i as u16,
-            };
-            let old = read_entry(&*lazy, s.table, s.index as usize)?;
+            let s = slot_after(w.slot, i, at)?;
+            let old = read_entry(&*lazy, s.table(), s.index())?;
             // SAFETY: the caller gave up the range.
             unsafe { lazy.pte_clear(s) }.map_err(MapError::Backend)?;
-            unmapped(first + i, old.frame());
+            if let Some(f) = old.frame() {
+                unmapped(first + i, f);
+            }
         }
     }
     lazy.finish().map_err(MapError::Backend)?;
@@ -487,12 +506,9 @@ pub fn retire_table<P: Platform, A: FrameAlloc + ?Sized>(
         return Err(MapError::HugePage(va));
     }
     let table = next_table(p, w.entry)?;
-    for i in 0..ENTRIES {
+    for i in EntryIndex::all() {
         if read_entry(p, table, i)?.is_present() {
-            return Err(MapError::TableInUse {
-                table,
-                index: i as u16,
-            });
+            return Err(MapError::TableInUse { table, index: i });
         }
     }
     // One lazy section: under Xen the unlink, the flush and the remap go out as one batch,
@@ -542,9 +558,9 @@ pub fn map_linear<P: Platform, A: FrameAlloc + ?Sized>(
     const CHUNK_FRAMES: u32 = crate::paging::L2_SPAN / PAGE_SIZE as u32;
     let mut l1s = [None::<PhysFrame>; ENTRIES];
     for r in ranges {
-        let last = r.end.0.div_ceil(CHUNK_FRAMES).min(ENTRIES as u32);
-        for c in (r.start.0 / CHUNK_FRAMES)..last {
-            l1s[c as usize] = Some(PhysFrame(0));
+        let last = r.end.number().div_ceil(CHUNK_FRAMES).min(ENTRIES as u32);
+        for c in (r.start.number() / CHUNK_FRAMES)..last {
+            l1s[c as usize] = Some(PhysFrame::new(0));
         }
     }
     let mut lazy = LazyMmu::enter(p);
@@ -553,7 +569,7 @@ pub fn map_linear<P: Platform, A: FrameAlloc + ?Sized>(
         if t.is_none() {
             continue;
         }
-        let va = VirtAddr(base.0.wrapping_add(chunk as u32 * crate::paging::L2_SPAN));
+        let va = base.wrapping_add(chunk as u32 * crate::paging::L2_SPAN);
         let w = walk::walk_down_to(&Tables(&*lazy), root, va, Level::L2)?;
         if w.level != Level::L2 {
             return Err(MapError::NotMapped(va));
@@ -574,15 +590,12 @@ pub fn map_linear<P: Platform, A: FrameAlloc + ?Sized>(
     }
     for r in ranges {
         for f in r.iter() {
-            let Some(Some(l1)) = l1s.get((f.0 / CHUNK_FRAMES) as usize).copied() else {
+            let Some(Some(l1)) = l1s.get((f.number() / CHUNK_FRAMES) as usize).copied() else {
                 continue;
             };
-            let va = VirtAddr(base.0.wrapping_add(f.0 << 12));
+            let va = base.wrapping_add(f.number() << 12);
             let mfn = lazy.phys_to_machine(f).ok_or(MapError::NoMachineFrame(f))?;
-            let slot = EntrySlot {
-                table: l1,
-                index: va.l1_index() as u16,
-            };
+            let slot = EntrySlot::new(l1, va.l1_index());
             // SAFETY: the caller owns the span; the slot is in an L1 found or made above.
             unsafe { lazy.set_pte(slot, PageTableEntry::new(mfn, flags)) }
                 .map_err(MapError::Backend)?;

@@ -51,7 +51,7 @@ pub struct MemoryRegion {
 impl MemoryRegion {
     /// One past the last byte.
     pub const fn end(&self) -> u64 {
-        self.start.0 + self.len
+        self.start.as_u64() + self.len
     }
 }
 
@@ -112,7 +112,7 @@ impl MemoryMap {
     pub const fn new() -> MemoryMap {
         MemoryMap {
             regions: [MemoryRegion {
-                start: PhysAddr(0),
+                start: PhysAddr::new(0),
                 len: 0,
                 kind: RegionKind::Reserved,
             }; MAX_REGIONS],
@@ -131,7 +131,7 @@ impl MemoryMap {
             return Err(MemoryMapError::EmptyRegion { start });
         }
         let end = start
-            .0
+            .as_u64()
             .checked_add(len)
             .ok_or(MemoryMapError::Wraps { start, len })?;
         if self.len == MAX_REGIONS {
@@ -140,7 +140,7 @@ impl MemoryMap {
         if let Some(r) = self
             .regions()
             .iter()
-            .find(|r| start.0 < r.end() && r.start.0 < end)
+            .find(|r| start.as_u64() < r.end() && r.start.as_u64() < end)
         {
             return Err(MemoryMapError::Overlap {
                 first: r.start,
@@ -150,7 +150,7 @@ impl MemoryMap {
         let at = self
             .regions()
             .iter()
-            .position(|r| r.start.0 > start.0)
+            .position(|r| r.start.as_u64() > start.as_u64())
             .unwrap_or(self.len);
         self.regions.copy_within(at..self.len, at + 1);
         self.regions[at] = MemoryRegion { start, len, kind };
@@ -168,25 +168,26 @@ impl MemoryMap {
             return Ok(());
         }
         let end = start
-            .0
+            .as_u64()
             .checked_add(len)
             .ok_or(MemoryMapError::Wraps { start, len })?;
         let mut out = MemoryMap::new();
         for r in self.regions() {
-            if r.kind != RegionKind::Usable || end <= r.start.0 || r.end() <= start.0 {
+            if r.kind != RegionKind::Usable || end <= r.start.as_u64() || r.end() <= start.as_u64()
+            {
                 out.push_sorted(*r)?;
                 continue;
             }
-            let (cut_start, cut_end) = (start.0.max(r.start.0), end.min(r.end()));
+            let (cut_start, cut_end) = (start.as_u64().max(r.start.as_u64()), end.min(r.end()));
             let pieces = [
-                (r.start.0, cut_start, RegionKind::Usable),
+                (r.start.as_u64(), cut_start, RegionKind::Usable),
                 (cut_start, cut_end, RegionKind::BootData),
                 (cut_end, r.end(), RegionKind::Usable),
             ];
             for (s, e, kind) in pieces {
                 if s < e {
                     out.push_sorted(MemoryRegion {
-                        start: PhysAddr(s),
+                        start: PhysAddr::new(s),
                         len: e - s,
                         kind,
                     })?;
@@ -201,7 +202,10 @@ impl MemoryMap {
     /// boot-data region it continues.
     fn push_sorted(&mut self, r: MemoryRegion) -> Result<(), MemoryMapError> {
         if let Some(last) = self.regions[..self.len].last_mut() {
-            if r.kind == RegionKind::BootData && last.kind == r.kind && last.end() == r.start.0 {
+            if r.kind == RegionKind::BootData
+                && last.kind == r.kind
+                && last.end() == r.start.as_u64()
+            {
                 last.len += r.len;
                 return Ok(());
             }
@@ -234,14 +238,14 @@ impl MemoryMap {
     /// Total usable bytes below `limit`.
     pub fn usable_bytes_below(&self, limit: u64) -> u64 {
         self.usable()
-            .map(|r| r.end().min(limit).saturating_sub(r.start.0))
+            .map(|r| r.end().min(limit).saturating_sub(r.start.as_u64()))
             .sum()
     }
 
     /// RAM bytes (usable or boot data) below `limit`: what the direct map covers.
     pub fn ram_bytes_below(&self, limit: u64) -> u64 {
         self.ram()
-            .map(|r| r.end().min(limit).saturating_sub(r.start.0))
+            .map(|r| r.end().min(limit).saturating_sub(r.start.as_u64()))
             .sum()
     }
 
@@ -261,9 +265,10 @@ impl MemoryMap {
                 i += 1;
             }
             let first = regions.get(i)?;
-            let (start, mut end) = (first.start.0, first.end());
+            let (start, mut end) = (first.start.as_u64(), first.end());
             i += 1;
-            while i < regions.len() && regions[i].kind.is_ram() && regions[i].start.0 == end {
+            while i < regions.len() && regions[i].kind.is_ram() && regions[i].start.as_u64() == end
+            {
                 end = regions[i].end();
                 i += 1;
             }
@@ -273,8 +278,8 @@ impl MemoryMap {
             let s = start.div_ceil(PAGE_SIZE);
             let e = (end.min(limit) / PAGE_SIZE).min(u32::MAX as u64);
             (s < e).then_some(FrameRange {
-                start: PhysFrame(s as u32),
-                end: PhysFrame(e as u32),
+                start: PhysFrame::new(s as u32),
+                end: PhysFrame::new(e as u32),
             })
         })
     }
@@ -284,11 +289,11 @@ impl MemoryMap {
     /// 16 TiB) is left out.
     pub fn usable_frames_below(&self, limit: u64) -> impl Iterator<Item = FrameRange> + '_ {
         self.usable().filter_map(move |r| {
-            let start = r.start.0.div_ceil(PAGE_SIZE);
+            let start = r.start.as_u64().div_ceil(PAGE_SIZE);
             let end = (r.end().min(limit) / PAGE_SIZE).min(u32::MAX as u64);
             (start < end).then_some(FrameRange {
-                start: PhysFrame(start as u32),
-                end: PhysFrame(end as u32),
+                start: PhysFrame::new(start as u32),
+                end: PhysFrame::new(end as u32),
             })
         })
     }
@@ -323,7 +328,7 @@ impl MemoryMap {
         let mut n = 0;
         for e in entries.iter().filter(|e| e.len != 0) {
             let end = e.start.checked_add(e.len).ok_or(MemoryMapError::Wraps {
-                start: PhysAddr(e.start),
+                start: PhysAddr::new(e.start),
                 len: e.len,
             })?;
             points[n] = e.start;
@@ -357,7 +362,7 @@ impl MemoryMap {
             let Some(kind) = kind else { continue };
             match map.len.checked_sub(1).map(|i| &mut map.regions[i]) {
                 Some(last) if last.kind == kind && last.end() == lo => last.len += hi - lo,
-                _ => map.add(PhysAddr(lo), hi - lo, kind)?,
+                _ => map.add(PhysAddr::new(lo), hi - lo, kind)?,
             }
         }
         Ok(map)
@@ -368,21 +373,21 @@ impl MemoryMap {
     pub fn without(&self, reserved: &Reservations) -> Result<MemoryMap, MemoryMapError> {
         let mut out = MemoryMap::new();
         for r in self.usable() {
-            let mut start = r.start.0;
+            let mut start = r.start.as_u64();
             let end = r.end();
             // Cut at each reservation, in address order (the list is kept sorted).
             for cut in reserved.iter() {
-                let (cs, ce) = (cut.start.0.max(start), cut.end.min(end));
+                let (cs, ce) = (cut.start.as_u64().max(start), cut.end.min(end));
                 if cs >= ce {
                     continue;
                 }
                 if cs > start {
-                    out.add(PhysAddr(start), cs - start, RegionKind::Usable)?;
+                    out.add(PhysAddr::new(start), cs - start, RegionKind::Usable)?;
                 }
                 start = ce;
             }
             if start < end {
-                out.add(PhysAddr(start), end - start, RegionKind::Usable)?;
+                out.add(PhysAddr::new(start), end - start, RegionKind::Usable)?;
             }
         }
         Ok(out)
@@ -451,7 +456,7 @@ impl Reservations {
     pub const fn new() -> Reservations {
         Reservations {
             list: [Reservation {
-                start: PhysAddr(0),
+                start: PhysAddr::new(0),
                 end: 0,
                 what: "",
             }; MAX_RESERVATIONS],
@@ -470,7 +475,7 @@ impl Reservations {
             return Ok(());
         }
         let end = start
-            .0
+            .as_u64()
             .checked_add(len)
             .ok_or(ReserveError::Wraps { what, start })?;
         if self.len == MAX_RESERVATIONS {
@@ -478,7 +483,7 @@ impl Reservations {
         }
         let at = self.list[..self.len]
             .iter()
-            .position(|r| r.start.0 > start.0)
+            .position(|r| r.start.as_u64() > start.as_u64())
             .unwrap_or(self.len);
         self.list.copy_within(at..self.len, at + 1);
         self.list[at] = Reservation { start, end, what };
@@ -509,34 +514,35 @@ mod tests {
 
     fn map() -> MemoryMap {
         let mut m = MemoryMap::new();
-        m.add(PhysAddr(0x10_0000), 0x70_0000, RegionKind::Usable)
+        m.add(PhysAddr::new(0x10_0000), 0x70_0000, RegionKind::Usable)
             .unwrap();
-        m.add(PhysAddr(0), 0x9_f000, RegionKind::Usable).unwrap();
+        m.add(PhysAddr::new(0), 0x9_f000, RegionKind::Usable)
+            .unwrap();
         m
     }
 
     #[test]
     fn map_validation() {
         let mut m = map();
-        assert_eq!(m.regions()[0].start, PhysAddr(0));
+        assert_eq!(m.regions()[0].start, PhysAddr::new(0));
         assert_eq!(
-            m.add(PhysAddr(0x20_0000), 0x1000, RegionKind::Reserved),
+            m.add(PhysAddr::new(0x20_0000), 0x1000, RegionKind::Reserved),
             Err(MemoryMapError::Overlap {
-                first: PhysAddr(0x10_0000),
-                second: PhysAddr(0x20_0000)
+                first: PhysAddr::new(0x10_0000),
+                second: PhysAddr::new(0x20_0000)
             })
         );
         assert_eq!(
-            m.add(PhysAddr(u64::MAX - 1), 4, RegionKind::Usable),
+            m.add(PhysAddr::new(u64::MAX - 1), 4, RegionKind::Usable),
             Err(MemoryMapError::Wraps {
-                start: PhysAddr(u64::MAX - 1),
+                start: PhysAddr::new(u64::MAX - 1),
                 len: 4
             })
         );
         assert_eq!(
-            m.add(PhysAddr(0xa0000), 0, RegionKind::Usable),
+            m.add(PhysAddr::new(0xa0000), 0, RegionKind::Usable),
             Err(MemoryMapError::EmptyRegion {
-                start: PhysAddr(0xa0000)
+                start: PhysAddr::new(0xa0000)
             })
         );
         assert_eq!(m.usable_bytes_below(0x20_0000), 0x9_f000 + 0x10_0000);
@@ -546,13 +552,13 @@ mod tests {
     fn reserve_splits_usable_regions_only() {
         let mut m = map();
         // Inside the high region: usable, reserved, usable.
-        m.reserve(PhysAddr(0x20_0800), 0x1000).unwrap();
+        m.reserve(PhysAddr::new(0x20_0800), 0x1000).unwrap();
         // Straddling the end of the low region into the (absent) hole: only the RAM part.
-        m.reserve(PhysAddr(0x9_e000), 0x4000).unwrap();
+        m.reserve(PhysAddr::new(0x9_e000), 0x4000).unwrap();
         let got: std::vec::Vec<_> = m
             .regions()
             .iter()
-            .map(|r| (r.start.0, r.end(), r.kind))
+            .map(|r| (r.start.as_u64(), r.end(), r.kind))
             .collect();
         use RegionKind::{BootData, Usable};
         assert_eq!(
@@ -568,26 +574,26 @@ mod tests {
         // The direct map still covers all of it, frames partly boot data included.
         let ram: std::vec::Vec<_> = m
             .ram_frames_below(u64::MAX)
-            .map(|r| (r.start.0, r.end.0))
+            .map(|r| (r.start.number(), r.end.number()))
             .collect();
         assert_eq!(ram, [(0, 0x9f), (0x100, 0x800)]);
         assert_eq!(m.ram_bytes_below(u64::MAX), 0x9_f000 + 0x70_0000);
         // Adjacent boot data merges into one region.
-        m.reserve(PhysAddr(0x20_1800), 0x800).unwrap();
+        m.reserve(PhysAddr::new(0x20_1800), 0x800).unwrap();
         assert!(m
             .regions()
             .iter()
-            .any(|r| r.start.0 == 0x20_0800 && r.len == 0x1800 && r.kind == BootData));
+            .any(|r| r.start.as_u64() == 0x20_0800 && r.len == 0x1800 && r.kind == BootData));
         // The allocator never hands out a frame that touches a reserved byte.
         let frames: std::vec::Vec<_> = m.usable_frames_below(u64::MAX).collect();
-        assert!(frames.iter().all(|r| !r.contains(PhysFrame(0x200))
-            && !r.contains(PhysFrame(0x201))
-            && !r.contains(PhysFrame(0x9e))));
+        assert!(frames.iter().all(|r| !r.contains(PhysFrame::new(0x200))
+            && !r.contains(PhysFrame::new(0x201))
+            && !r.contains(PhysFrame::new(0x9e))));
         let before = m.clone();
         assert_eq!(
-            m.reserve(PhysAddr(u64::MAX - 1), 4),
+            m.reserve(PhysAddr::new(u64::MAX - 1), 4),
             Err(MemoryMapError::Wraps {
-                start: PhysAddr(u64::MAX - 1),
+                start: PhysAddr::new(u64::MAX - 1),
                 len: 4
             })
         );
@@ -597,10 +603,11 @@ mod tests {
     #[test]
     fn reserve_reports_a_full_map() {
         let mut m = MemoryMap::new();
-        m.add(PhysAddr(0), 0x100_0000, RegionKind::Usable).unwrap();
+        m.add(PhysAddr::new(0), 0x100_0000, RegionKind::Usable)
+            .unwrap();
         let mut err = None;
         for i in 0..MAX_REGIONS as u64 {
-            if let Err(e) = m.reserve(PhysAddr(0x1000 + i * 0x2000), 0x1000) {
+            if let Err(e) = m.reserve(PhysAddr::new(0x1000 + i * 0x2000), 0x1000) {
                 err = Some(e);
                 break;
             }
@@ -614,13 +621,17 @@ mod tests {
     #[test]
     fn frames_beyond_u32_are_left_out() {
         let mut m = MemoryMap::new();
-        m.add(PhysAddr(1 << 44), 0x4000, RegionKind::Usable)
+        m.add(PhysAddr::new(1 << 44), 0x4000, RegionKind::Usable)
             .unwrap();
-        m.add(PhysAddr((1 << 44) - 0x2000), 0x2000, RegionKind::Usable)
-            .unwrap();
+        m.add(
+            PhysAddr::new((1 << 44) - 0x2000),
+            0x2000,
+            RegionKind::Usable,
+        )
+        .unwrap();
         let want = [FrameRange {
-            start: PhysFrame(u32::MAX - 1),
-            end: PhysFrame(u32::MAX),
+            start: PhysFrame::new(u32::MAX - 1),
+            end: PhysFrame::new(u32::MAX),
         }];
         assert_eq!(
             m.usable_frames_below(u64::MAX)
@@ -655,7 +666,7 @@ mod tests {
         let got: std::vec::Vec<(u64, u64, RegionKind)> = m
             .regions()
             .iter()
-            .map(|r| (r.start.0, r.end(), r.kind))
+            .map(|r| (r.start.as_u64(), r.end(), r.kind))
             .collect();
         assert_eq!(
             got,
@@ -670,7 +681,7 @@ mod tests {
         assert_eq!(
             MemoryMap::sanitized(&[raw(u64::MAX - 1, 4, U)]).unwrap_err(),
             MemoryMapError::Wraps {
-                start: PhysAddr(u64::MAX - 1),
+                start: PhysAddr::new(u64::MAX - 1),
                 len: 4
             }
         );
@@ -685,15 +696,15 @@ mod tests {
     fn reservations_are_cut_out() {
         let m = map();
         let mut res = Reservations::new();
-        res.add("module", PhysAddr(0x30_0800), 0x2000).unwrap();
-        res.add("info", PhysAddr(0x9000), 0x74).unwrap();
-        res.add("nothing", PhysAddr(0x9000), 0).unwrap();
+        res.add("module", PhysAddr::new(0x30_0800), 0x2000).unwrap();
+        res.add("info", PhysAddr::new(0x9000), 0x74).unwrap();
+        res.add("nothing", PhysAddr::new(0x9000), 0).unwrap();
         assert_eq!(res.len(), 2);
         let free = m.without(&res).unwrap();
         let frames: std::vec::Vec<FrameRange> = free.usable_frames_below(u64::MAX).collect();
         let f = |s, e| FrameRange {
-            start: PhysFrame(s),
-            end: PhysFrame(e),
+            start: PhysFrame::new(s),
+            end: PhysFrame::new(e),
         };
         // The partly reserved frames (0x9, 0x300, 0x302) are not handed out either.
         assert_eq!(
@@ -701,10 +712,10 @@ mod tests {
             [f(0, 9), f(0xa, 0x9f), f(0x100, 0x300), f(0x303, 0x800)]
         );
         assert_eq!(
-            res.add("wraps", PhysAddr(u64::MAX), 2),
+            res.add("wraps", PhysAddr::new(u64::MAX), 2),
             Err(ReserveError::Wraps {
                 what: "wraps",
-                start: PhysAddr(u64::MAX)
+                start: PhysAddr::new(u64::MAX)
             })
         );
     }

@@ -33,7 +33,7 @@ pub struct MemoryLayout {
 impl MemoryLayout {
     /// Kernel virtual address of a pseudo-physical address in the direct map.
     pub const fn phys_to_virt(&self, pa: PhysAddr) -> VirtAddr {
-        VirtAddr(self.page_offset.0.wrapping_add(pa.0 as u32))
+        VirtAddr::new(self.page_offset.as_u32().wrapping_add(pa.as_u64() as u32))
     }
 }
 
@@ -51,7 +51,8 @@ impl fmt::Display for PageFault {
         write!(
             f,
             "page fault cr2={:#010x} error={:#x}",
-            self.addr.0, self.error
+            self.addr.as_u32(),
+            self.error
         )
     }
 }

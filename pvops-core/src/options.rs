@@ -154,13 +154,13 @@ mod tests {
             unimplemented!()
         }
         fn phys_to_machine(&self, f: PhysFrame) -> Option<MachineFrame> {
-            Some(MachineFrame(f.0))
+            Some(MachineFrame::new(f.number()))
         }
         fn machine_to_phys(&self, f: MachineFrame) -> Option<PhysFrame> {
-            Some(PhysFrame(f.0))
+            Some(PhysFrame::new(f.number()))
         }
         fn read_cr3(&self) -> PhysFrame {
-            PhysFrame(0)
+            PhysFrame::new(0)
         }
         unsafe fn write_cr3(&mut self, _: PhysFrame) -> Result<(), Self::Error> {
             Ok(())

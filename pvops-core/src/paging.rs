@@ -1,6 +1,6 @@
 //! PAE page-table types: 64-bit entries, 512-entry tables, the 4-entry PDPT in its own frame.
 
-use crate::addr::{MachineAddr, MachineFrame, PAGE_SIZE};
+use crate::addr::{EntryIndex, MachineAddr, MachineFrame, PdptIndex, PhysFrame, PAGE_SIZE};
 use static_assertions::{assert_eq_size, const_assert_eq};
 
 bitflags::bitflags! {
@@ -62,7 +62,7 @@ impl PageTableEntry {
 
     /// An entry mapping `frame` with `flags`.
     pub const fn new(frame: MachineFrame, flags: PteFlags) -> PageTableEntry {
-        PageTableEntry(frame.start().0 | flags.bits())
+        PageTableEntry(frame.start().as_u64() | flags.bits())
     }
     /// Builds an entry from its raw bits.
     pub const fn from_bits(bits: u64) -> PageTableEntry {
@@ -90,10 +90,11 @@ impl PageTableEntry {
     }
     /// The machine address the entry points at.
     pub const fn addr(self) -> MachineAddr {
-        MachineAddr(self.0 & ADDRESS_MASK)
+        MachineAddr::new(self.0 & ADDRESS_MASK)
     }
-    /// The machine frame the entry points at.
-    pub const fn frame(self) -> MachineFrame {
+    /// The machine frame the entry points at, or `None` when its number does not fit a
+    /// [`MachineFrame`] (address bits 44..51 set: nothing pvops builds).
+    pub const fn frame(self) -> Option<MachineFrame> {
         self.addr().frame()
     }
     /// The same entry with `flags` replaced.
@@ -104,7 +105,7 @@ impl PageTableEntry {
 
 impl core::fmt::Debug for PageTableEntry {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "PTE({:#x}, {:?})", self.addr().0, self.flags())
+        write!(f, "PTE({:#x}, {:?})", self.addr().as_u64(), self.flags())
     }
 }
 
@@ -167,19 +168,37 @@ impl Level {
 }
 
 /// One entry slot: the pseudo-physical frame of a table and an index into it. Backends turn it
-/// into a store (native) or into the machine address of an `mmu_update` request (Xen).
+/// into a store (native) or into the machine address of an `mmu_update` request (Xen). The
+/// index is an [`EntryIndex`], so the slot never lies outside its table's frame.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct EntrySlot {
-    /// The table holding the entry.
-    pub table: crate::addr::PhysFrame,
-    /// Index of the entry (0..512, 0..4 in a PDPT).
-    pub index: u16,
+    table: PhysFrame,
+    index: EntryIndex,
 }
 
 impl EntrySlot {
-    /// Byte offset of the entry within its table frame.
+    /// Entry `index` of the L1 or L2 table (or PDPT frame) `table`.
+    pub const fn new(table: PhysFrame, index: EntryIndex) -> EntrySlot {
+        EntrySlot { table, index }
+    }
+    /// Entry `index` (< 4) of the PDPT `table`.
+    pub const fn pdpt(table: PhysFrame, index: PdptIndex) -> EntrySlot {
+        EntrySlot {
+            table,
+            index: index.entry(),
+        }
+    }
+    /// The table holding the entry.
+    pub const fn table(self) -> PhysFrame {
+        self.table
+    }
+    /// Index of the entry (< 512).
+    pub const fn index(self) -> EntryIndex {
+        self.index
+    }
+    /// Byte offset of the entry within its table frame (< 4096).
     pub const fn byte_offset(self) -> u64 {
-        self.index as u64 * 8
+        self.index.byte_offset() as u64
     }
 }
 
@@ -188,16 +207,18 @@ mod tests {
     use super::*;
     #[test]
     fn entry_bits() {
-        let e = PageTableEntry::new(MachineFrame(0x12345), KERNEL_RW);
+        let e = PageTableEntry::new(MachineFrame::new(0x12345), KERNEL_RW);
         assert_eq!(e.bits(), 0x1234_5063);
-        assert_eq!(e.frame(), MachineFrame(0x12345));
+        assert_eq!(e.frame(), Some(MachineFrame::new(0x12345)));
         assert!(e.is_present());
         assert_eq!(e.with_flags(KERNEL_RO).bits(), 0x1234_5061);
         let nx = PageTableEntry::new(
-            MachineFrame(0xfffff),
+            MachineFrame::new(0xfffff),
             PteFlags::PRESENT | PteFlags::NO_EXECUTE,
         );
         assert_eq!(nx.high(), 0x8000_0000);
-        assert_eq!(nx.addr(), MachineAddr(0xffff_f000));
+        assert_eq!(nx.addr(), MachineAddr::new(0xffff_f000));
+        // An entry with address bits above what a MachineFrame numbers has no frame.
+        assert_eq!(PageTableEntry::from_bits(1 << 50 | 1).frame(), None);
     }
 }

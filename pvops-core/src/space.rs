@@ -20,7 +20,7 @@
 //! unpinned when it is destroyed; a switch is [`crate::ops::MmuOps::write_cr3`] only. The kernel's root
 //! is the boot path's (pinned there).
 
-use crate::addr::{MachineFrame, PhysFrame, VirtAddr};
+use crate::addr::{EntryIndex, MachineFrame, PdptIndex, PhysFrame, VirtAddr};
 use crate::frame_alloc::FrameAlloc;
 use crate::mapper::{self, MapError, TlbFlush, TlbFlushRange};
 use crate::ops::{LazyMmu, MemoryLayout, Platform};
@@ -118,7 +118,7 @@ impl AddressSpaces {
     pub fn new(kernel_root: PhysFrame, layout: &MemoryLayout) -> AddressSpaces {
         AddressSpaces {
             kernel: kernel_root,
-            first_kernel_slot: layout.page_offset.l3_index(),
+            first_kernel_slot: layout.page_offset.l3_index().get(),
             hypervisor_start: layout.hypervisor_start,
             spaces: [None; MAX_SPACES],
             generation: 0,
@@ -160,10 +160,10 @@ impl AddressSpaces {
     }
 
     /// The L2 entries of PDPT slot `l3` the kernel owns (Xen's start at the hypervisor hole).
-    fn guest_entries(&self, l3: usize) -> usize {
+    fn guest_entries(&self, l3: PdptIndex) -> usize {
         match self.hypervisor_start {
-            Some(h) if h.l3_index() == l3 => h.l2_index(),
-            Some(h) if h.l3_index() < l3 => 0,
+            Some(h) if h.l3_index() == l3 => h.l2_index().get(),
+            Some(h) if h.l3_index().get() < l3.get() => 0,
             _ => ENTRIES,
         }
     }
@@ -171,11 +171,11 @@ impl AddressSpaces {
     fn l2_of<P: Platform>(
         p: &P,
         root: PhysFrame,
-        l3: usize,
+        l3: PdptIndex,
     ) -> Result<PhysFrame, MapError<P::Error>> {
         let e = mapper::read_entry(p, root, l3)?;
         if !e.is_present() {
-            return Err(MapError::NotMapped(VirtAddr((l3 as u32) << 30)));
+            return Err(MapError::NotMapped(VirtAddr::new((l3.get() as u32) << 30)));
         }
         mapper::next_table(p, e)
     }
@@ -228,27 +228,21 @@ impl AddressSpaces {
         let mut lazy = LazyMmu::enter(p);
         let (root, _) = mapper::new_table(&mut *lazy, alloc, Level::L3)?;
         made[0] = Some((root, Level::L3));
-        for i in 0..PDPT_ENTRIES {
+        for i in PdptIndex::all() {
             let (l2, link) = mapper::new_table(&mut *lazy, alloc, Level::L2)?;
-            made[1 + i] = Some((l2, Level::L2));
-            if i >= self.first_kernel_slot {
+            made[1 + i.get()] = Some((l2, Level::L2));
+            if i.get() >= self.first_kernel_slot {
                 let kl2 = Self::l2_of(&*lazy, self.kernel, i)?;
-                for j in 0..self.guest_entries(i) {
+                for j in EntryIndex::all().take(self.guest_entries(i)) {
                     let e = mapper::read_entry(&*lazy, kl2, j)?;
                     if e.is_present() {
-                        let slot = EntrySlot {
-                            table: l2,
-                            index: j as u16,
-                        };
+                        let slot = EntrySlot::new(l2, j);
                         // SAFETY: a private, not yet linked L2 gets the kernel's link.
                         unsafe { lazy.set_pmd(slot, e) }.map_err(MapError::Backend)?;
                     }
                 }
             }
-            let slot = EntrySlot {
-                table: root,
-                index: i as u16,
-            };
+            let slot = EntrySlot::pdpt(root, i);
             // SAFETY: the root is not live; this links its own fresh L2.
             unsafe { lazy.set_pud(slot, link) }.map_err(MapError::Backend)?;
         }
@@ -258,16 +252,13 @@ impl AddressSpaces {
 
     /// Copies the kernel root's kernel-half L2 entries into `root`'s where they differ.
     fn sync_one<P: Platform>(&self, p: &mut P, root: PhysFrame) -> Res<(), P::Error> {
-        for i in self.first_kernel_slot..PDPT_ENTRIES {
+        for i in PdptIndex::all().skip(self.first_kernel_slot) {
             let kl2 = Self::l2_of(&*p, self.kernel, i)?;
             let l2 = Self::l2_of(&*p, root, i)?;
-            for j in 0..self.guest_entries(i) {
+            for j in EntryIndex::all().take(self.guest_entries(i)) {
                 let want = mapper::read_entry(&*p, kl2, j)?;
                 if mapper::read_entry(&*p, l2, j)? != want {
-                    let slot = EntrySlot {
-                        table: l2,
-                        index: j as u16,
-                    };
+                    let slot = EntrySlot::new(l2, j);
                     // SAFETY: the space's kernel half becomes what the kernel's is.
                     unsafe { p.set_pmd(slot, want) }.map_err(MapError::Backend)?;
                 }
@@ -326,27 +317,21 @@ impl AddressSpaces {
             }
         }
         let mut lazy = LazyMmu::enter(p);
-        for i in 0..PDPT_ENTRIES {
-            let l3 = EntrySlot {
-                table: s.root,
-                index: i as u16,
-            };
+        for i in PdptIndex::all() {
+            let l3 = EntrySlot::pdpt(s.root, i);
             let e = mapper::read_entry(&*lazy, s.root, i)?;
             if !e.is_present() {
                 continue;
             }
             let l2 = mapper::next_table(&*lazy, e)?;
-            if i < self.first_kernel_slot {
-                for j in 0..ENTRIES {
+            if i.get() < self.first_kernel_slot {
+                for j in EntryIndex::all() {
                     let e = mapper::read_entry(&*lazy, l2, j)?;
                     if !e.is_present() {
                         continue;
                     }
                     let l1 = mapper::next_table(&*lazy, e)?;
-                    let slot = EntrySlot {
-                        table: l2,
-                        index: j as u16,
-                    };
+                    let slot = EntrySlot::new(l2, j);
                     // SAFETY: the space is dead (not live, unpinned): nothing walks it.
                     unsafe { lazy.set_pmd(slot, PageTableEntry::EMPTY) }
                         .map_err(SpaceError::Backend)?;
@@ -370,15 +355,15 @@ impl AddressSpaces {
     }
 
     fn user_va<E>(&self, va: VirtAddr) -> Res<(), E> {
-        if va.l3_index() >= self.first_kernel_slot {
+        if va.l3_index().get() >= self.first_kernel_slot {
             return Err(SpaceError::KernelHalf(va));
         }
         Ok(())
     }
 
     fn kernel_va<E>(&self, va: VirtAddr, pages: usize) -> Res<(), E> {
-        let last = VirtAddr(va.0.wrapping_add((pages.max(1) as u32 - 1) << 12));
-        if va.l3_index() < self.first_kernel_slot || last.0 < va.0 {
+        let last = va.wrapping_add((pages.max(1) as u32 - 1) << 12);
+        if va.l3_index().get() < self.first_kernel_slot || last.as_u32() < va.as_u32() {
             return Err(SpaceError::UserHalf(va));
         }
         Ok(())
@@ -480,10 +465,7 @@ impl AddressSpaces {
         for s in self.spaces.iter().flatten() {
             let l2 = Self::l2_of(&*p, s.root, va.l3_index())?;
             if mapper::read_entry(&*p, l2, va.l2_index())?.is_present() {
-                let slot = EntrySlot {
-                    table: l2,
-                    index: va.l2_index() as u16,
-                };
+                let slot = EntrySlot::new(l2, va.l2_index());
                 // SAFETY: the L1 maps nothing (retire_table checks it next; a refusal there
                 // leaves the space without an empty L1 it may link again at sync).
                 unsafe { p.set_pmd(slot, PageTableEntry::EMPTY) }.map_err(SpaceError::Backend)?;

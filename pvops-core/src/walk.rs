@@ -52,13 +52,13 @@ fn is_huge(e: PageTableEntry) -> bool {
     e.is_present() && e.flags().contains(PteFlags::HUGE)
 }
 
-/// The index of `va`'s entry in a table of `level`.
-pub const fn index_of(va: VirtAddr, level: Level) -> u16 {
-    (match level {
-        Level::L3 => va.l3_index(),
-        Level::L2 => va.l2_index(),
-        Level::L1 => va.l1_index(),
-    }) as u16
+/// The slot of `va`'s entry in `table`, a table of `level`.
+pub const fn slot_of(table: PhysFrame, va: VirtAddr, level: Level) -> EntrySlot {
+    match level {
+        Level::L3 => EntrySlot::pdpt(table, va.l3_index()),
+        Level::L2 => EntrySlot::new(table, va.l2_index()),
+        Level::L1 => EntrySlot::new(table, va.l1_index()),
+    }
 }
 
 /// Walks the table rooted at `root` (a PDPT) for `va`, calling `visit` with every entry
@@ -73,10 +73,7 @@ pub fn walk<R: TableRead + ?Sized>(
 ) -> Result<Walked, R::Error> {
     let mut table = root;
     for level in [Level::L3, Level::L2, Level::L1] {
-        let slot = EntrySlot {
-            table,
-            index: index_of(va, level),
-        };
+        let slot = slot_of(table, va, level);
         let entry = r.entry(slot)?;
         let seen = visit(level, slot, entry);
         let leaf = level == Level::L1 || !entry.is_present() || is_huge(entry);
@@ -124,46 +121,48 @@ mod tests {
     use std::collections::HashMap;
 
     /// Tables in a map, frames identity-mapped to machine frames.
-    struct Mem(HashMap<(u32, u16), u64>);
+    struct Mem(HashMap<(u32, usize), u64>);
 
     impl TableRead for Mem {
         type Error = ();
         fn entry(&self, slot: EntrySlot) -> Result<PageTableEntry, ()> {
-            Ok(PageTableEntry::from_bits(
-                *self.0.get(&(slot.table.0, slot.index)).unwrap_or(&0),
-            ))
+            let key = (slot.table().number(), slot.index().get());
+            Ok(PageTableEntry::from_bits(*self.0.get(&key).unwrap_or(&0)))
         }
         fn table(&self, e: PageTableEntry) -> Result<PhysFrame, ()> {
-            Ok(PhysFrame(e.frame().0))
+            Ok(PhysFrame::new(e.frame().ok_or(())?.number()))
         }
     }
 
     #[test]
     fn walks_stop_where_the_translation_does() {
-        let va = VirtAddr(0xC020_3000);
+        let va = VirtAddr::new(0xC020_3000);
         let mut m = Mem(HashMap::new());
-        let link = |f| PageTableEntry::new(MachineFrame(f), TABLE_FLAGS).bits();
+        let link = |f| PageTableEntry::new(MachineFrame::new(f), TABLE_FLAGS).bits();
         m.0.insert((1, 3), link(2));
-        let w = walk_to(&m, PhysFrame(1), va).unwrap();
+        let w = walk_to(&m, PhysFrame::new(1), va).unwrap();
         assert_eq!(
-            (w.level, w.slot.table, w.slot.index),
-            (Level::L2, PhysFrame(2), 1)
+            (w.level, w.slot.table(), w.slot.index().get()),
+            (Level::L2, PhysFrame::new(2), 1)
         );
         assert!(!w.is_page());
         m.0.insert((2, 1), link(3));
         m.0.insert((3, 3), link(0x99));
         let mut seen = std::vec::Vec::new();
-        let w = walk(&m, PhysFrame(1), va, |l, s, _| {
-            seen.push((l, s.index));
+        let w = walk(&m, PhysFrame::new(1), va, |l, s, _| {
+            seen.push((l, s.index().get()));
             Visit::Descend
         })
         .unwrap();
         assert!(w.is_page());
-        assert_eq!(w.entry.frame(), MachineFrame(0x99));
+        assert_eq!(w.entry.frame(), Some(MachineFrame::new(0x99)));
         assert_eq!(seen, [(Level::L3, 3), (Level::L2, 1), (Level::L1, 3)]);
-        let w = walk_down_to(&m, PhysFrame(1), va, Level::L2).unwrap();
-        assert_eq!((w.level, w.entry.frame()), (Level::L2, MachineFrame(3)));
+        let w = walk_down_to(&m, PhysFrame::new(1), va, Level::L2).unwrap();
+        assert_eq!(
+            (w.level, w.entry.frame()),
+            (Level::L2, Some(MachineFrame::new(3)))
+        );
         m.0.insert((2, 1), link(3) | PteFlags::HUGE.bits());
-        assert!(walk_to(&m, PhysFrame(1), va).unwrap().is_huge());
+        assert!(walk_to(&m, PhysFrame::new(1), va).unwrap().is_huge());
     }
 }

@@ -53,7 +53,7 @@ impl DirectMapJob {
         let mut mmu = XenMmu::new(dom.model, &facts, &opts).map_err(|e| e.to_string())?;
         let mut map = MemoryMap::new();
         map.add(
-            PhysAddr(0),
+            PhysAddr::new(0),
             facts.nr_pages as u64 * 4096,
             RegionKind::Usable,
         )
@@ -91,8 +91,8 @@ impl DirectMapJob {
     pub fn run(mut self) -> Result<DirectMapCost, String> {
         let before = self.mmu.counters();
         let range = [FrameRange {
-            start: PhysFrame(0),
-            end: PhysFrame(self.ptes),
+            start: PhysFrame::new(0),
+            end: PhysFrame::new(self.ptes),
         }];
         // The backend maps page-table frames read-only itself (its invariant).
         let flags = KERNEL_RW;

@@ -16,7 +16,7 @@ use pvops_core::{Counters, LazyMmu, MmuOps};
 /// The page counts measured: 1 MiB (the demo's buffer) and 16 MiB (eight L1 tables).
 pub const SIZES: [usize; 2] = [256, 4096];
 /// Where the pages go: the lower half of the kernel's root (its L2 exists, no L1 under it).
-pub const AREA: VirtAddr = VirtAddr(0x4000_0000);
+pub const AREA: VirtAddr = VirtAddr::new(0x4000_0000);
 
 /// The bound issue 10 sets: ceil(N / 512) + 4 hypercalls.
 pub fn hypercall_bound(pages: usize) -> u64 {
@@ -61,10 +61,10 @@ pub fn measure(pages: usize) -> Result<RuntimeMapCost, String> {
     }
     let map = mmu.counters().since(&before);
     for (i, m) in mfns.iter().enumerate() {
-        let va = VirtAddr(AREA.0 + (i as u32) * 4096);
+        let va = VirtAddr::new(AREA.as_u32() + (i as u32) * 4096);
         let e = mapper::translate(&*mmu, root, va).map_err(|e| e.to_string())?;
-        if e.frame() != *m {
-            return Err(format!("{va} maps {} instead of {m}", e.frame()));
+        if e.frame() != Some(*m) {
+            return Err(format!("{va} maps {:?} instead of {m}", e.frame()));
         }
     }
     let before = mmu.counters();
@@ -78,7 +78,7 @@ pub fn measure(pages: usize) -> Result<RuntimeMapCost, String> {
     }
     let unmap = mmu.counters().since(&before);
     for chunk in 0..pages.div_ceil(512) {
-        let va = VirtAddr(AREA.0 + (chunk as u32) * 0x20_0000);
+        let va = VirtAddr::new(AREA.as_u32() + (chunk as u32) * 0x20_0000);
         mapper::retire_table(mmu, alloc, root, va, Level::L1).map_err(|e| e.to_string())?;
     }
     for f in frames {

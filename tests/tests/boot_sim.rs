@@ -7,7 +7,7 @@
 //! One file because it is one cargo test binary: its numbered sections share the fixtures
 //! and expected-figure helpers at the top, and each section is a page or two.
 
-use pvops_core::addr::{MachineAddr, MachineFrame, PhysAddr, PhysFrame, VirtAddr};
+use pvops_core::addr::{EntryIndex, MachineAddr, MachineFrame, PhysAddr, PhysFrame, VirtAddr};
 use pvops_core::boot::{BootErrorKind, BootReport, Stage};
 use pvops_core::ioremap::{EarlyIoremap, IoremapError, TableSource};
 use pvops_core::mapper::{self, new_table, MapError};
@@ -91,12 +91,15 @@ fn expected_direct_map(cfg: &SimConfig) -> FrameSet {
     if s.0.len() > limit_frames as usize {
         s.0.truncate(limit_frames as usize);
     }
-    s.set(cfg.kernel_image.start.0..cfg.kernel_image.end.0, true);
+    s.set(
+        cfg.kernel_image.start.number()..cfg.kernel_image.end.number(),
+        true,
+    );
     s
 }
 
 fn direct_va(pfn: u32) -> VirtAddr {
-    VirtAddr(PAGE_OFFSET + pfn * FRAME as u32)
+    VirtAddr::new(PAGE_OFFSET + pfn * FRAME as u32)
 }
 
 fn p2m(sim: &SimMachine, pfn: u32) -> u32 {
@@ -134,7 +137,7 @@ fn check_direct_map(
     assert_run_eq!(run, sim.table_level(root), Some(Level::L3));
     let want = expected_direct_map(cfg);
     let lowmem_frames = ((cfg.ram_mib as u64 * MIB).min(LOWMEM_LIMIT) / FRAME) as u32;
-    for pfn in 0..lowmem_frames.max(cfg.kernel_image.end.0) {
+    for pfn in 0..lowmem_frames.max(cfg.kernel_image.end.number()) {
         let va = direct_va(pfn);
         let sw = mapper::translate(sim, root, va);
         let hw = sim.walk(va, Access::Write);
@@ -151,8 +154,8 @@ fn check_direct_map(
             let t = hw.unwrap_or_else(|pf| panic!("MMU walk of {va}: {pf}\n{}", run.log));
             assert_run!(
                 run,
-                t.mfn.0 as u64 == mfn
-                    && t.pfn == Some(PhysFrame(pfn))
+                t.mfn.number() as u64 == mfn
+                    && t.pfn == Some(PhysFrame::new(pfn))
                     && t.writable
                     && !t.huge
                     && !t.global,
@@ -177,7 +180,9 @@ fn check_direct_map(
     for i in 0..3 {
         let e = sim.entry(root, i);
         assert_run_eq!(run, e.flags(), PDPT_FLAGS, "kernel root slot {i} flags");
-        let l2 = sim.machine_to_phys(e.frame()).expect("L2 is guest memory");
+        let l2 = sim
+            .machine_to_phys(e.frame().expect("frame below 16 TiB"))
+            .expect("L2 is guest memory");
         assert_run_eq!(run, sim.table_level(l2), Some(Level::L2));
         assert_run!(
             run,
@@ -187,10 +192,12 @@ fn check_direct_map(
     }
     let l3 = sim.entry(root, 3);
     assert_run_eq!(run, l3.flags(), PDPT_FLAGS, "PDPT entry flags");
-    let l2 = sim.machine_to_phys(l3.frame()).expect("L2 is guest memory");
+    let l2 = sim
+        .machine_to_phys(l3.frame().expect("frame below 16 TiB"))
+        .expect("L2 is guest memory");
     assert_run_eq!(run, sim.table_level(l2), Some(Level::L2));
     let chunks: BTreeSet<usize> = want.iter().map(|f| (f / 512) as usize).collect();
-    let window_idx = VirtAddr(IOREMAP_WINDOW).l2_index();
+    let window_idx = VirtAddr::new(IOREMAP_WINDOW).l2_index().get();
     let mut present_ptes = 0usize;
     for i in 0..512 {
         let e = sim.entry(l2, i);
@@ -204,7 +211,9 @@ fn check_direct_map(
             !e.flags().contains(PteFlags::HUGE),
             "kernel L2[{i:#x}] is a 2 MiB page"
         );
-        let l1 = sim.machine_to_phys(e.frame()).expect("L1 is guest memory");
+        let l1 = sim
+            .machine_to_phys(e.frame().expect("frame below 16 TiB"))
+            .expect("L1 is guest memory");
         assert_run_eq!(
             run,
             sim.table_level(l1),
@@ -238,12 +247,12 @@ fn check_direct_map(
     // The scratch area is empty again (its L1 retired).
     assert_run!(
         run,
-        !sim.entry(l2, VirtAddr(SCRATCH_AREA).l2_index())
+        !sim.entry(l2, VirtAddr::new(SCRATCH_AREA).l2_index().get())
             .is_present(),
         "scratch L1 still linked"
     );
     for p in 0..512u32 {
-        let va = VirtAddr(SCRATCH_AREA + p * FRAME as u32);
+        let va = VirtAddr::new(SCRATCH_AREA + p * FRAME as u32);
         assert_run!(
             run,
             mapper::translate(sim, root, va).is_err(),
@@ -381,7 +390,7 @@ fn ioremap_roots(log: &str) -> Vec<(PhysFrame, PhysFrame)> {
             .chars()
             .take_while(char::is_ascii_hexdigit)
             .collect();
-        PhysFrame(u32::from_str_radix(&hex, 16).unwrap())
+        PhysFrame::new(u32::from_str_radix(&hex, 16).unwrap())
     };
     log.lines()
         .filter(|l| l.starts_with("early_ioremap: multiboot info"))
@@ -407,7 +416,7 @@ fn early_ioremap_walks_the_live_table_before_and_after_the_switch() {
             .count(),
         2
     );
-    let ma = MachineAddr(p2m(&sim, 9) as u64 * FRAME);
+    let ma = MachineAddr::new(p2m(&sim, 9) as u64 * FRAME);
     assert_run!(
         run,
         run.log.contains(&format!(
@@ -416,7 +425,7 @@ fn early_ioremap_walks_the_live_table_before_and_after_the_switch() {
     );
 
     // The sim's own record: the window's L1 links and the probe's PTEs, in order.
-    let window = VirtAddr(IOREMAP_WINDOW);
+    let window = VirtAddr::new(IOREMAP_WINDOW);
     let cr3_seq = sim
         .events()
         .iter()
@@ -427,7 +436,7 @@ fn early_ioremap_walks_the_live_table_before_and_after_the_switch() {
         .iter()
         .filter(|w| {
             w.level == Level::L2
-                && w.slot.index as usize == window.l2_index()
+                && w.slot.index().get() == window.l2_index().get()
                 && w.value.is_present()
         })
         .collect();
@@ -439,17 +448,21 @@ fn early_ioremap_walks_the_live_table_before_and_after_the_switch() {
     );
     assert_run_eq!(
         run,
-        links[0].slot.table,
+        links[0].slot.table(),
         sim.bootstrap_pd(),
         "first window L1 goes into the bootstrap PD"
     );
     assert!(links[0].seq < cr3_seq && links[1].seq < cr3_seq);
     let kernel_l2 = sim
-        .machine_to_phys(sim.entry(report.root, 3).frame())
+        .machine_to_phys(
+            sim.entry(report.root, 3)
+                .frame()
+                .expect("frame below 16 TiB"),
+        )
         .unwrap();
     assert_run_eq!(
         run,
-        links[1].slot.table,
+        links[1].slot.table(),
         kernel_l2,
         "second window L1 goes into the kernel's L2"
     );
@@ -457,9 +470,11 @@ fn early_ioremap_walks_the_live_table_before_and_after_the_switch() {
         .writes()
         .iter()
         .filter(|w| {
-            w.level == Level::L1 && w.value.is_present() && w.value.frame().0 == p2m(&sim, 9)
+            w.level == Level::L1
+                && w.value.is_present()
+                && w.value.frame().map_or(u32::MAX, MachineFrame::number) == p2m(&sim, 9)
         })
-        .filter(|w| w.slot.index as usize == window.l1_index())
+        .filter(|w| w.slot.index().get() == window.l1_index().get())
         .collect();
     assert_run_eq!(
         run,
@@ -467,13 +482,16 @@ fn early_ioremap_walks_the_live_table_before_and_after_the_switch() {
         2,
         "two early_ioremap PTEs for the probe"
     );
-    let l1_of = |l: &pvops_tests::PtWrite| sim.machine_to_phys(l.value.frame()).unwrap();
-    assert_run_eq!(run, probe_ptes[0].slot.table, l1_of(links[0]));
+    let l1_of = |l: &pvops_tests::PtWrite| {
+        sim.machine_to_phys(l.value.frame().expect("frame below 16 TiB"))
+            .unwrap()
+    };
+    assert_run_eq!(run, probe_ptes[0].slot.table(), l1_of(links[0]));
     assert_run!(
         run,
         probe_ptes[0].seq < cr3_seq && probe_ptes[1].seq > cr3_seq
     );
-    assert_run_eq!(run, probe_ptes[1].slot.table, l1_of(links[1]));
+    assert_run_eq!(run, probe_ptes[1].slot.table(), l1_of(links[1]));
     // Each mapping was flushed after being set.
     let flushed: Vec<u64> = sim
         .events()
@@ -523,7 +541,7 @@ fn bootstrap_frames_are_retired_and_reused() {
         // Each frame was seen holding exactly the boot path's pattern.
         for f in frames.iter() {
             let pattern: Vec<u8> = (0..FRAME as usize)
-                .map(|i| (f.0 as usize * 31 + i * 7) as u8)
+                .map(|i| (f.number() as usize * 31 + i * 7) as u8)
                 .collect();
             let versions = sim.retired_versions(f);
             assert_run!(
@@ -572,7 +590,7 @@ fn early_ioremap_on_swapper_faults_in_the_window() {
     };
     assert_run!(
         run,
-        (IOREMAP_WINDOW..IOREMAP_WINDOW + WINDOW_SPAN).contains(&pf.addr.0),
+        (IOREMAP_WINDOW..IOREMAP_WINDOW + WINDOW_SPAN).contains(&pf.addr.as_u32()),
         "fault at {} is outside the window",
         pf.addr
     );
@@ -620,10 +638,7 @@ fn clone_bootstrap(sim: &mut SimMachine, alloc: &mut FrameAllocator) -> PhysFram
             // SAFETY: B is not live.
             unsafe {
                 sim.set_pmd(
-                    EntrySlot {
-                        table: pd,
-                        index: i as u16,
-                    },
+                    EntrySlot::new(pd, EntryIndex::new(i).expect("entry index < 512")),
                     e,
                 )
             }
@@ -632,7 +647,13 @@ fn clone_bootstrap(sim: &mut SimMachine, alloc: &mut FrameAllocator) -> PhysFram
     }
     for i in [0u16, 3] {
         // SAFETY: B is not live.
-        unsafe { sim.set_pud(EntrySlot { table: b, index: i }, link) }.unwrap();
+        unsafe {
+            sim.set_pud(
+                EntrySlot::new(b, EntryIndex::new(i as usize).expect("entry index < 512")),
+                link,
+            )
+        }
+        .unwrap();
     }
     b
 }
@@ -647,8 +668,8 @@ fn early_ioremap_follows_cr3_to_another_table() {
         pvops_core::addr::FrameRange::EMPTY,
     ));
     let a = sim.bootstrap_root();
-    let window = VirtAddr(IOREMAP_WINDOW);
-    let probe = MachineAddr(p2m(&sim, 9) as u64 * FRAME);
+    let window = VirtAddr::new(IOREMAP_WINDOW);
+    let probe = MachineAddr::new(p2m(&sim, 9) as u64 * FRAME);
     let mbi = sim.multiboot_info_bytes();
     // Created while A is live: a LiveCr3 window must not remember A.
     let mut io = EarlyIoremap::new(window, TableSource::LiveCr3);
@@ -696,9 +717,14 @@ fn early_ioremap_follows_cr3_to_another_table() {
     unsafe { sim.write_cr3(a) }.unwrap();
     assert_eq!(io.root(&sim), a);
     let m = io
-        .map(&mut sim, &mut *alloc, MachineAddr(probe.0 + 0x100), 16)
+        .map(
+            &mut sim,
+            &mut *alloc,
+            MachineAddr::new(probe.as_u64() + 0x100),
+            16,
+        )
         .unwrap();
-    assert_eq!(m.addr(), VirtAddr(IOREMAP_WINDOW + 0x100));
+    assert_eq!(m.addr(), VirtAddr::new(IOREMAP_WINDOW + 0x100));
     assert!(mapper::translate(&sim, a, window).is_ok());
     assert!(matches!(
         mapper::translate(&sim, b, window),
@@ -707,7 +733,10 @@ fn early_ioremap_follows_cr3_to_another_table() {
     // SAFETY: mapped in A's window.
     unsafe { sim.read_virt(m.addr(), &mut buf[..16]) }.unwrap();
     let mut want = [0u8; 16];
-    sim.read_phys(PhysAddr(MULTIBOOT_INFO_ADDR.0 + 0x100), &mut want);
+    sim.read_phys(
+        PhysAddr::new(MULTIBOOT_INFO_ADDR.as_u64() + 0x100),
+        &mut want,
+    );
     assert_eq!(buf[..16], want);
     io.unmap(&mut sim, &mut *alloc, m).unwrap();
 }
@@ -722,21 +751,12 @@ fn pdpt_changes_need_a_cr3_reload() {
     let mbi = sim.multiboot_info_bytes();
     let mut buf = [0u8; MULTIBOOT_INFO_LEN];
     // Slot 1 (0x40000000..) is empty in the bootstrap table.
-    let va1 = VirtAddr(0x4000_0000 + MULTIBOOT_INFO_ADDR.0 as u32);
+    let va1 = VirtAddr::new(0x4000_0000 + MULTIBOOT_INFO_ADDR.as_u64() as u32);
     // SAFETY: reads only.
     assert!(unsafe { sim.read_virt(va1, &mut buf) }.is_err());
     let link = PageTableEntry::new(sim.phys_to_machine(pd).unwrap(), PDPT_FLAGS);
     // SAFETY: adds a mapping nothing uses.
-    unsafe {
-        sim.set_pud(
-            EntrySlot {
-                table: root,
-                index: 1,
-            },
-            link,
-        )
-    }
-    .unwrap();
+    unsafe { sim.set_pud(EntrySlot::new(root, EntryIndex::new_const(1)), link) }.unwrap();
     sim.flush_tlb_all().unwrap();
     // Memory says mapped, the CPU does not: its PDPTE 1 was latched empty.
     assert!(mapper::translate(&sim, root, va1).is_ok());
@@ -752,15 +772,12 @@ fn pdpt_changes_need_a_cr3_reload() {
     assert_eq!(buf, mbi);
 
     // The other way: clearing slot 3 is not seen until the next load.
-    let va3 = VirtAddr(PAGE_OFFSET + MULTIBOOT_INFO_ADDR.0 as u32);
+    let va3 = VirtAddr::new(PAGE_OFFSET + MULTIBOOT_INFO_ADDR.as_u64() as u32);
     // SAFETY: the test runs on the host; the sim's kernel keeps running from slot 3 only
     // in the sense of this test.
     unsafe {
         sim.set_pud(
-            EntrySlot {
-                table: root,
-                index: 3,
-            },
+            EntrySlot::new(root, EntryIndex::new_const(3)),
             PageTableEntry::EMPTY,
         )
     }
@@ -786,16 +803,7 @@ fn cr3_load_with_reserved_pdpte_bits_is_refused() {
         PteFlags::PRESENT | PteFlags::WRITABLE,
     );
     // SAFETY: the slot is unused.
-    unsafe {
-        sim.set_pud(
-            EntrySlot {
-                table: root,
-                index: 2,
-            },
-            bad,
-        )
-    }
-    .unwrap();
+    unsafe { sim.set_pud(EntrySlot::new(root, EntryIndex::new_const(2)), bad) }.unwrap();
     let before = sim.latched_pdptes();
     // SAFETY: refused.
     let err = unsafe { sim.write_cr3(root) }.unwrap_err();
@@ -823,7 +831,7 @@ fn tlb_keeps_stale_translations_until_flushed() {
     );
     sim.write_phys(fa.start(), b"frame A!");
     sim.write_phys(fb.start(), b"frame B!");
-    let va = VirtAddr(SCRATCH_AREA + 7 * FRAME as u32);
+    let va = VirtAddr::new(SCRATCH_AREA + 7 * FRAME as u32);
     let (ma, mb) = (
         sim.phys_to_machine(fa).unwrap(),
         sim.phys_to_machine(fb).unwrap(),
@@ -894,10 +902,10 @@ fn virtual_accesses_cross_pages_and_report_the_faulting_page() {
         run.state.alloc.alloc().unwrap(),
         run.state.alloc.alloc().unwrap(),
     );
-    let va = VirtAddr(SCRATCH_AREA + 16 * FRAME as u32);
+    let va = VirtAddr::new(SCRATCH_AREA + 16 * FRAME as u32);
     for (i, f) in [fa, fb].into_iter().enumerate() {
         let m = sim.phys_to_machine(f).unwrap();
-        let v = VirtAddr(va.0 + i as u32 * FRAME as u32);
+        let v = VirtAddr::new(va.as_u32() + i as u32 * FRAME as u32);
         // SAFETY: the scratch area is unused after the boot.
         let t = unsafe {
             mapper::map_page(
@@ -912,21 +920,25 @@ fn virtual_accesses_cross_pages_and_report_the_faulting_page() {
         t.unwrap().flush(&mut sim).unwrap();
     }
     let data: Vec<u8> = (0..32u8).collect();
-    let at = VirtAddr(va.0 + FRAME as u32 - 16);
+    let at = VirtAddr::new(va.as_u32() + FRAME as u32 - 16);
     // SAFETY: both pages are ours.
     unsafe { sim.write_virt(at, &data) }.unwrap();
     let (mut a, mut b) = ([0u8; 16], [0u8; 16]);
-    sim.read_phys(PhysAddr(fa.start().0 + FRAME - 16), &mut a);
+    sim.read_phys(PhysAddr::new(fa.start().as_u64() + FRAME - 16), &mut a);
     sim.read_phys(fb.start(), &mut b);
     assert_eq!((&a[..], &b[..]), (&data[..16], &data[16..]));
     // Into the third (unmapped) page: the fault names that page, the first bytes were read.
     let mut buf = [0u8; 32];
-    let at = VirtAddr(va.0 + 2 * FRAME as u32 - 16);
+    let at = VirtAddr::new(va.as_u32() + 2 * FRAME as u32 - 16);
     // SAFETY: reads only.
     let pf = unsafe { sim.read_virt(at, &mut buf) }.unwrap_err();
-    assert_eq!((pf.addr, pf.error), (VirtAddr(va.0 + 2 * FRAME as u32), 0));
+    assert_eq!(
+        (pf.addr, pf.error),
+        (VirtAddr::new(va.as_u32() + 2 * FRAME as u32), 0)
+    );
     // SAFETY: writes into a not-present page.
-    let pf = unsafe { sim.write_virt(VirtAddr(va.0 + 2 * FRAME as u32), &[1]) }.unwrap_err();
+    let pf =
+        unsafe { sim.write_virt(VirtAddr::new(va.as_u32() + 2 * FRAME as u32), &[1]) }.unwrap_err();
     assert_eq!(pf.error, PF_WRITE);
 }
 
@@ -938,9 +950,9 @@ fn bootstrap_table_uses_2mib_pages_at_both_addresses() {
         PAGE_OFFSET + 0x0020_0123,
         PAGE_OFFSET + 0x03ff_f000,
     ] {
-        let t = sim.walk(VirtAddr(va), Access::Write).unwrap();
+        let t = sim.walk(VirtAddr::new(va), Access::Write).unwrap();
         assert!(t.huge && t.writable);
-        assert_eq!(t.mfn.0, (va & 0x3fff_ffff) >> 12);
+        assert_eq!(t.mfn.number(), (va & 0x3fff_ffff) >> 12);
         // The native stub's bits: Present | RW | PS.
         assert_eq!(t.leaf.bits() & 0xfff, 0x83);
     }
@@ -951,7 +963,7 @@ fn bootstrap_table_uses_2mib_pages_at_both_addresses() {
         0x4000_0000,
     ] {
         assert!(
-            sim.walk(VirtAddr(va), Access::Read).is_err(),
+            sim.walk(VirtAddr::new(va), Access::Read).is_err(),
             "{va:#x} mapped by the bootstrap table"
         );
     }
@@ -960,31 +972,34 @@ fn bootstrap_table_uses_2mib_pages_at_both_addresses() {
 #[test]
 fn frame_ptr_reaches_only_what_the_live_table_maps() {
     let mut sim = SimConfig::new(2048).build();
-    let last_boot = PhysFrame((64 * MIB / FRAME) as u32 - 1);
+    let last_boot = PhysFrame::new((64 * MIB / FRAME) as u32 - 1);
     assert!(sim.frame_ptr(last_boot).is_some());
     assert!(
-        sim.frame_ptr(PhysFrame(last_boot.0 + 1)).is_none(),
+        sim.frame_ptr(PhysFrame::new(last_boot.number() + 1))
+            .is_none(),
         "beyond the bootstrap mapping"
     );
     assert!(
-        sim.frame_ptr(PhysFrame(0xa0)).is_some(),
+        sim.frame_ptr(PhysFrame::new(0xa0)).is_some(),
         "the bootstrap table maps the BIOS hole"
     );
     let run = run_boot(&mut sim, BootOptions::default());
     run.expect_pass();
     let limit = (LOWMEM_LIMIT / FRAME) as u32;
-    assert!(sim.frame_ptr(PhysFrame(last_boot.0 + 1)).is_some());
-    assert!(sim.frame_ptr(PhysFrame(limit - 1)).is_some());
+    assert!(sim
+        .frame_ptr(PhysFrame::new(last_boot.number() + 1))
+        .is_some());
+    assert!(sim.frame_ptr(PhysFrame::new(limit - 1)).is_some());
     assert!(
-        sim.frame_ptr(PhysFrame(limit)).is_none(),
+        sim.frame_ptr(PhysFrame::new(limit)).is_none(),
         "highmem is not mapped"
     );
     assert!(
-        sim.frame_ptr(PhysFrame(0xa0)).is_none(),
+        sim.frame_ptr(PhysFrame::new(0xa0)).is_none(),
         "the BIOS hole is not in the direct map"
     );
     assert!(
-        sim.frame_ptr(PhysFrame(sim.ram_frames())).is_none(),
+        sim.frame_ptr(PhysFrame::new(sim.ram_frames())).is_none(),
         "outside RAM"
     );
 }
@@ -1021,7 +1036,7 @@ fn scrambled_p2m_boots_and_entries_hold_machine_frames() {
             );
             assert_run!(
                 run,
-                e.frame().0 != pfn,
+                e.frame().map_or(u32::MAX, MachineFrame::number) != pfn,
                 "{what}: pfn {pfn:#x} written as its own mfn"
             );
         }
@@ -1035,7 +1050,7 @@ fn scrambled_p2m_boots_and_entries_hold_machine_frames() {
             })
             .collect();
         for w in sim.writes().iter().filter(|w| w.value.is_present()) {
-            let pfn = sim.machine_to_phys(w.value.frame());
+            let pfn = sim.machine_to_phys(w.value.frame().expect("frame below 16 TiB"));
             assert_run!(run, pfn.is_some(), "{what}: {w:?} names no guest frame");
             let next = match w.level {
                 Level::L1 => continue,
@@ -1051,14 +1066,18 @@ fn scrambled_p2m_boots_and_entries_hold_machine_frames() {
             );
         }
         let l2 = sim
-            .machine_to_phys(sim.entry(report.root, 3).frame())
+            .machine_to_phys(
+                sim.entry(report.root, 3)
+                    .frame()
+                    .expect("frame below 16 TiB"),
+            )
             .unwrap();
         assert_run_eq!(
             run,
             sim.entry(report.root, 3).bits(),
-            ((cfg.p2m.to_machine(l2.0) as u64) << 12) | 1
+            ((cfg.p2m.to_machine(l2.number()) as u64) << 12) | 1
         );
-        let ma = MachineAddr(cfg.p2m.to_machine(9) as u64 * FRAME);
+        let ma = MachineAddr::new(cfg.p2m.to_machine(9) as u64 * FRAME);
         assert_run!(
             run,
             run.log.contains(&format!("pa=0x9000 ma={ma} ")),
@@ -1168,18 +1187,10 @@ fn sim_refuses_page_table_misuse() {
         pvops_core::addr::FrameRange::EMPTY,
     ));
     let plain = alloc.alloc().unwrap();
-    let e = PageTableEntry::new(MachineFrame(0x300), pvops_core::paging::KERNEL_RW);
+    let e = PageTableEntry::new(MachineFrame::new(0x300), pvops_core::paging::KERNEL_RW);
     // SAFETY: refused before any store.
-    let err = unsafe {
-        sim.set_pte(
-            EntrySlot {
-                table: plain,
-                index: 0,
-            },
-            e,
-        )
-    }
-    .unwrap_err();
+    let err =
+        unsafe { sim.set_pte(EntrySlot::new(plain, EntryIndex::new_const(0)), e) }.unwrap_err();
     assert_eq!(
         err,
         SimError::NotATable {
@@ -1195,16 +1206,8 @@ fn sim_refuses_page_table_misuse() {
         pvops_core::paging::TABLE_FLAGS,
     );
     // SAFETY: refused: `plain` was never announced.
-    let err = unsafe {
-        sim.set_pmd(
-            EntrySlot {
-                table: pd,
-                index: 100,
-            },
-            link,
-        )
-    }
-    .unwrap_err();
+    let err =
+        unsafe { sim.set_pmd(EntrySlot::new(pd, EntryIndex::new_const(100)), link) }.unwrap_err();
     assert!(
         matches!(err, SimError::BadLink { op: "set_pmd", .. }),
         "{err}"
@@ -1212,10 +1215,7 @@ fn sim_refuses_page_table_misuse() {
     // SAFETY: refused: a PDPT has 4 entries.
     let err = unsafe {
         sim.set_pud(
-            EntrySlot {
-                table: sim.bootstrap_root(),
-                index: 4,
-            },
+            EntrySlot::new(sim.bootstrap_root(), EntryIndex::new_const(4)),
             PageTableEntry::EMPTY,
         )
     };
@@ -1235,16 +1235,7 @@ fn sim_refuses_page_table_misuse() {
         })
     );
     // SAFETY: links the announced L1 into a slot the bootstrap leaves empty.
-    unsafe {
-        sim.set_pmd(
-            EntrySlot {
-                table: pd,
-                index: 100,
-            },
-            link,
-        )
-    }
-    .unwrap();
+    unsafe { sim.set_pmd(EntrySlot::new(pd, EntryIndex::new_const(100)), link) }.unwrap();
     assert_eq!(
         sim.release_pt(plain, Level::L1),
         Err(SimError::StillLinked {
@@ -1256,10 +1247,7 @@ fn sim_refuses_page_table_misuse() {
     // SAFETY: unlinks it again.
     unsafe {
         sim.set_pmd(
-            EntrySlot {
-                table: pd,
-                index: 100,
-            },
+            EntrySlot::new(pd, EntryIndex::new_const(100)),
             PageTableEntry::EMPTY,
         )
     }
@@ -1328,8 +1316,133 @@ proptest::proptest! {
                 continue;
             }
             let t = sim.walk(direct_va(pfn), Access::Write);
-            let ok = t.is_ok_and(|t| t.pfn == Some(PhysFrame(pfn)) && t.writable);
+            let ok = t.is_ok_and(|t| t.pfn == Some(PhysFrame::new(pfn)) && t.writable);
             assert_run_eq!(run, ok, want.contains(pfn), "{cfg:?}: pfn {pfn:#x}: {t:?}");
+        }
+    }
+}
+
+/// Issue 11: `boot()` trusted the `table_pool`, `bootstrap_tables` and `kernel_image` of a
+/// caller-built `BootInfo`: a pool over the live bootstrap table or over free RAM, or a
+/// "bootstrap table" of free or non-RAM frames, booted without complaint (and later freed or
+/// handed out frames still in use). Each is now a typed error before anything is allocated.
+#[test]
+fn boot_refuses_inconsistent_boot_info() {
+    use pvops_core::addr::FrameRange;
+    use pvops_core::boot::{BootInfo, BootInfoError, BootRange, BootState};
+    let range = |a: u32, b: u32| FrameRange {
+        start: PhysFrame::new(a),
+        end: PhysFrame::new(b),
+    };
+    let good = SimConfig::new(32).build().boot_info();
+    let (image, bt, ff) = (good.kernel_image, good.bootstrap_tables, good.first_free);
+    let free = range(ff.number(), ff.number() + 8);
+    let code = range(image.start.number(), image.start.number() + 2);
+    let hole = range(0xa0, 0xa2);
+    type Change = Box<dyn Fn(&mut BootInfo<'static>)>;
+    let cases: Vec<(&str, Change, BootInfoError)> = vec![
+        (
+            "pool over the live bootstrap table",
+            Box::new(move |i| i.table_pool = bt),
+            BootInfoError::PoolOverlapsBootstrap {
+                pool: bt,
+                bootstrap: bt,
+            },
+        ),
+        (
+            "pool over free RAM",
+            Box::new(move |i| i.table_pool = free),
+            BootInfoError::AtOrAboveFirstFree {
+                which: BootRange::TablePool,
+                range: free,
+                first_free: ff,
+            },
+        ),
+        (
+            "pool outside the image",
+            Box::new(move |i| i.table_pool = range(0x10, 0x12)),
+            BootInfoError::PoolOutsideImage {
+                pool: range(0x10, 0x12),
+                image,
+            },
+        ),
+        (
+            "bootstrap table on free RAM",
+            Box::new(move |i| i.bootstrap_tables = free),
+            BootInfoError::AtOrAboveFirstFree {
+                which: BootRange::BootstrapTables,
+                range: free,
+                first_free: ff,
+            },
+        ),
+        (
+            "bootstrap table outside RAM",
+            Box::new(move |i| i.bootstrap_tables = hole),
+            BootInfoError::NotRam {
+                which: BootRange::BootstrapTables,
+                range: hole,
+            },
+        ),
+        (
+            "bootstrap table that is not the live one",
+            Box::new(move |i| i.bootstrap_tables = code),
+            BootInfoError::RootOutsideBootstrap {
+                root: bt.start,
+                bootstrap: code,
+            },
+        ),
+        (
+            "image reaching past first_free",
+            Box::new(move |i| i.kernel_image.end = PhysFrame::new(ff.number() + 1)),
+            BootInfoError::AtOrAboveFirstFree {
+                which: BootRange::KernelImage,
+                range: range(image.start.number(), ff.number() + 1),
+                first_free: ff,
+            },
+        ),
+        (
+            "pool over loader data",
+            Box::new(move |i| {
+                i.table_pool = code;
+                i.reserved
+                    .add("mbi", code.start.start(), 64)
+                    .expect("room for one reservation");
+            }),
+            BootInfoError::OverlapsReserved {
+                which: BootRange::TablePool,
+                range: code,
+                what: "mbi",
+            },
+        ),
+    ];
+    for (name, change, want) in cases {
+        let mut sim = SimConfig::new(32).build();
+        assert_eq!(
+            sim.read_cr3(),
+            bt.start,
+            "{name}: the sim starts on its bootstrap PDPT"
+        );
+        let mut info = sim.boot_info();
+        change(&mut info);
+        let mut state = Box::new(BootState::new());
+        let mut log = String::new();
+        let got = pvops_core::boot::boot(
+            &mut sim,
+            &info,
+            BootOptions::default(),
+            &mut state,
+            &mut log,
+        );
+        match got {
+            Err(e) => {
+                assert_eq!(e.stage, Stage::Banner, "{name}: {e}");
+                assert!(
+                    matches!(&e.kind, BootErrorKind::BootInfo(k) if *k == want),
+                    "{name}: got {e}, want {want}"
+                );
+                assert_eq!(state.alloc.allocated(), 0, "{name}: nothing allocated");
+            }
+            Ok(_) => panic!("{name}: boot accepted the BootInfo\n{log}"),
         }
     }
 }

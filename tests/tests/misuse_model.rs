@@ -337,9 +337,9 @@ fn the_mode_needs_start_info() {
     let mut run = booted(16);
     let (mmu, _) = parts(&mut run);
     // The image's first frame is not start_info: no mode.
-    assert_eq!(mode_of(mmu.hypervisor(), PhysFrame(0)), None);
+    assert_eq!(mode_of(mmu.hypervisor(), PhysFrame::new(0)), None);
     // Beyond the domain's memory: no mode either (and no read).
-    assert_eq!(mode_of(mmu.hypervisor(), PhysFrame(1 << 20)), None);
+    assert_eq!(mode_of(mmu.hypervisor(), PhysFrame::new(1 << 20)), None);
 }
 
 #[test]

@@ -26,7 +26,7 @@ fn native_multiboot_parser_reads_the_sims_info_block() {
         }
         let sim = cfg.build();
         let mut low = vec![0u8; 0x10000];
-        sim.read_phys(pvops_core::addr::PhysAddr(0), &mut low);
+        sim.read_phys(pvops_core::addr::PhysAddr::new(0), &mut low);
         let read = |a: u32, l: usize| {
             low.get(a as usize..(a as usize + l).min(low.len()))
                 .filter(|b| !b.is_empty())
@@ -34,7 +34,7 @@ fn native_multiboot_parser_reads_the_sims_info_block() {
         let mut cmdline = pvops_core::cmdline::CmdlineCopy::empty();
         let mb = backend_native::multiboot::parse(
             MULTIBOOT_MAGIC,
-            MULTIBOOT_INFO_ADDR.0 as u32,
+            MULTIBOOT_INFO_ADDR.as_u64() as u32,
             &read,
             &mut cmdline,
         )
@@ -54,7 +54,7 @@ fn native_multiboot_parser_reads_the_sims_info_block() {
         assert_eq!(info.first_free, info.kernel_image.end);
         assert_eq!(
             info.bootstrap_reach,
-            PhysFrame(((64u64 << 20).min((mib as u64) << 20) >> 12) as u32)
+            PhysFrame::new(((64u64 << 20).min((mib as u64) << 20) >> 12) as u32)
         );
         assert_eq!(info.probe.map(|p| p.addr), Some(MULTIBOOT_INFO_ADDR));
     }

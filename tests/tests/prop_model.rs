@@ -43,7 +43,9 @@
 use backend_xen::XenMmu;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use pvops_core::addr::{FrameRange, MachineAddr, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::addr::{
+    EntryIndex, FrameRange, MachineAddr, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE,
+};
 use pvops_core::boot::BootState;
 use pvops_core::ioremap::{
     EarlyIoremap, IoMapping, IoremapError, TableSource, IOREMAP_MAX_BYTES, IOREMAP_SLOTS,
@@ -163,7 +165,7 @@ impl<B: Platform> Rec<B> {
         e: PageTableEntry,
     ) -> Result<(), E> {
         if r.is_ok() {
-            let key = (slot.table.0, slot.index);
+            let key = (slot.table().number(), slot.index().get() as u16);
             self.last.insert(key, (level, e));
             self.pending.push(key);
         }
@@ -171,7 +173,8 @@ impl<B: Platform> Rec<B> {
     }
     /// The frame is no table any more: what was written into it is data now.
     fn forget(&mut self, frames: FrameRange) {
-        self.last.retain(|k, _| !frames.contains(PhysFrame(k.0)));
+        self.last
+            .retain(|k, _| !frames.contains(PhysFrame::new(k.0)));
     }
 }
 
@@ -257,7 +260,7 @@ impl<B: Platform> MmuOps for Rec<B> {
         if r.is_ok() {
             self.forget(FrameRange {
                 start: frame,
-                end: PhysFrame(frame.0 + 1),
+                end: PhysFrame::new(frame.number() + 1),
             });
         }
         r
@@ -327,7 +330,7 @@ type Xen = XenMmu<XenModel>;
 /// The machine frames that can carry a type: the domain's RAM and shared_info.
 fn domain_mfns(m: &XenModel) -> Vec<u32> {
     (0..m.nr_pages())
-        .map(|p| m.mfn(PhysFrame(p)).0)
+        .map(|p| m.mfn(PhysFrame::new(p)).number())
         .chain([SHARED_INFO_MFN])
         .collect()
 }
@@ -342,7 +345,7 @@ fn frame_of(e: u64) -> u32 {
 fn recount(m: &XenModel) -> Vec<String> {
     use pte::{P, RW};
     let frames = domain_mfns(m);
-    let owned = |t: u32| m.state_mfn(MachineFrame(t)).owner == Owner::Domain;
+    let owned = |t: u32| m.state_mfn(MachineFrame::new(t)).owner == Owner::Domain;
     let mut out = Vec::new();
     let mut exp: HashMap<u32, (u32, PageType, bool)> = HashMap::new();
     let mut add = |out: &mut Vec<String>, t: u32, ty: PageType, pae: bool, from: &str| {
@@ -356,7 +359,7 @@ fn recount(m: &XenModel) -> Vec<String> {
         e.0 += 1;
     };
     for &mfn in &frames {
-        let st = m.state_mfn(MachineFrame(mfn));
+        let st = m.state_mfn(MachineFrame::new(mfn));
         if st.pinned {
             add(&mut out, mfn, st.ty, st.pae_xen_l2, "pin");
         }
@@ -367,14 +370,14 @@ fn recount(m: &XenModel) -> Vec<String> {
             out.push(format!("mfn {mfn:#x}: {:?} not validated", st.ty));
         }
         for i in 0..512 {
-            let e = m.entry_mfn(MachineFrame(mfn), i);
+            let e = m.entry_mfn(MachineFrame::new(mfn), i);
             if e & P == 0 {
                 continue;
             }
             let t = frame_of(e);
             match st.ty {
                 PageType::L1 if e & RW != 0 && owned(t) => {
-                    if m.state_mfn(MachineFrame(t)).ty.is_table() {
+                    if m.state_mfn(MachineFrame::new(t)).ty.is_table() {
                         out.push(format!("l1 {mfn:#x}[{i}] maps table mfn {t:#x} writable"));
                     }
                     add(&mut out, t, PageType::Writable, false, "l1e");
@@ -388,7 +391,7 @@ fn recount(m: &XenModel) -> Vec<String> {
             }
         }
     }
-    add(&mut out, m.cr3().0, PageType::L3, false, "cr3");
+    add(&mut out, m.cr3().number(), PageType::L3, false, "cr3");
     let set: HashSet<u32> = frames.iter().copied().collect();
     for (t, (n, ty, _)) in &exp {
         if !set.contains(t) {
@@ -396,7 +399,7 @@ fn recount(m: &XenModel) -> Vec<String> {
         }
     }
     for &mfn in &frames {
-        let st = m.state_mfn(MachineFrame(mfn));
+        let st = m.state_mfn(MachineFrame::new(mfn));
         let (n, ty, pae) = exp.get(&mfn).copied().unwrap_or((0, PageType::None, false));
         if st.count != n
             || (n > 0 && (st.ty != ty || st.pae_xen_l2 != pae))
@@ -436,9 +439,9 @@ impl Backend for Xen {
         }
         let pinned: Vec<u32> = domain_mfns(m)
             .into_iter()
-            .filter(|f| m.state_mfn(MachineFrame(*f)).pinned)
+            .filter(|f| m.state_mfn(MachineFrame::new(*f)).pinned)
             .collect();
-        if pinned != [root.0] {
+        if pinned != [root.number()] {
             return Err(format!(
                 "pinned frames {pinned:x?}, expected only the root {root}"
             ));
@@ -477,7 +480,7 @@ impl Backend for Xen {
         let m = self.model();
         domain_mfns(m)
             .into_iter()
-            .map(|f| (f, m.state_mfn(MachineFrame(f))))
+            .map(|f| (f, m.state_mfn(MachineFrame::new(f))))
             .collect()
     }
 }
@@ -495,7 +498,7 @@ impl Backend for SimMachine {
         self.tlb_has(va)
     }
     fn invariants(&mut self, ctx: &Ctx<'_>) -> Result<(), String> {
-        let root = MachineFrame(self.config().p2m.to_machine(ctx.root.0));
+        let root = MachineFrame::new(self.config().p2m.to_machine(ctx.root.number()));
         if self.cr3_mfn() != root {
             return Err(format!("cr3 {} is not the root {root}", self.cr3_mfn()));
         }
@@ -529,7 +532,9 @@ impl Backend for SimMachine {
             if !l3e.is_present() {
                 continue;
             }
-            let l2 = self.machine_to_phys(l3e.frame()).ok_or("l3e outside RAM")?;
+            let l2 = self
+                .machine_to_phys(l3e.frame().expect("frame below 16 TiB"))
+                .ok_or("l3e outside RAM")?;
             if self.table_level(l2) != Some(Level::L2) {
                 return Err(format!(
                     "root {root}[{i}] links pfn {l2}: {:?}",
@@ -541,7 +546,9 @@ impl Backend for SimMachine {
                 if !e.is_present() || e.flags().contains(PteFlags::HUGE) {
                     continue;
                 }
-                let l1 = self.machine_to_phys(e.frame()).ok_or("l2e outside RAM")?;
+                let l1 = self
+                    .machine_to_phys(e.frame().expect("frame below 16 TiB"))
+                    .ok_or("l2e outside RAM")?;
                 if self.table_level(l1) != Some(Level::L1) {
                     return Err(format!(
                         "l2 {l2}[{j}] links pfn {l1}: {:?}",
@@ -554,7 +561,7 @@ impl Backend for SimMachine {
     }
     fn snapshot(&mut self) -> Self::Snapshot {
         (0..self.ram_frames())
-            .map(|f| self.table_level(PhysFrame(f)))
+            .map(|f| self.table_level(PhysFrame::new(f)))
             .collect()
     }
 }
@@ -656,11 +663,11 @@ impl<B: Backend> Harness<B> {
     }
 
     fn scratch_va(&self, page: u16) -> VirtAddr {
-        VirtAddr(self.layout.scratch_area.0 + page as u32 * FRAME)
+        VirtAddr::new(self.layout.scratch_area.as_u32() + page as u32 * FRAME)
     }
 
     fn window_va(&self, page: u32) -> VirtAddr {
-        VirtAddr(self.layout.ioremap_window.0 + page * FRAME)
+        VirtAddr::new(self.layout.ioremap_window.as_u32() + page * FRAME)
     }
 
     fn mfn(&self, pfn: PhysFrame) -> Result<MachineFrame, String> {
@@ -674,10 +681,7 @@ impl<B: Backend> Harness<B> {
         let va = self.layout.scratch_area;
         let l3e = read_entry(&self.p, self.root, va.l3_index()).map_err(fail("read l3e"))?;
         let l2 = next_table(&self.p, l3e).map_err(fail("l3e"))?;
-        let slot = EntrySlot {
-            table: l2,
-            index: va.l2_index() as u16,
-        };
+        let slot = EntrySlot::new(l2, va.l2_index());
         let e = read_entry(&self.p, l2, va.l2_index()).map_err(fail("read l2e"))?;
         Ok((slot, e))
     }
@@ -718,7 +722,7 @@ impl<B: Backend> Harness<B> {
         self.released.remove(&f);
         self.watched.insert(f);
         self.serial += 1;
-        let tag = (self.serial << 32) | f.0 as u64;
+        let tag = (self.serial << 32) | f.number() as u64;
         let ptr = self
             .p
             .frame_ptr(f)
@@ -827,7 +831,7 @@ impl<B: Backend> Harness<B> {
         while run < IOREMAP_SLOT_PAGES as u32
             && self
                 .p
-                .machine_to_phys(MachineFrame(mfn.0 + run))
+                .machine_to_phys(MachineFrame::new(mfn.number() + run))
                 .is_some_and(|f| self.stable_set.contains(&f))
         {
             run += 1;
@@ -838,7 +842,7 @@ impl<B: Backend> Harness<B> {
         } else {
             len.min(run * FRAME - offset)
         };
-        let ma = MachineAddr(mfn.start().0 + offset as u64);
+        let ma = MachineAddr::new(mfn.start().as_u64() + offset as u64);
         let r = self
             .io
             .map(&mut self.p, &mut self.state.alloc, ma, len as u64);
@@ -864,8 +868,8 @@ impl<B: Backend> Harness<B> {
         let slot = (0..IOREMAP_SLOTS)
             .find(|s| self.ios.iter().all(|l| l.m.slot() != *s))
             .expect("a free slot");
-        let want_va = self.window_va((slot * IOREMAP_SLOT_PAGES) as u32).0 + offset;
-        if m.slot() != slot || m.addr() != VirtAddr(want_va) || m.len() != len as u64 {
+        let want_va = self.window_va((slot * IOREMAP_SLOT_PAGES) as u32).as_u32() + offset;
+        if m.slot() != slot || m.addr() != VirtAddr::new(want_va) || m.len() != len as u64 {
             return Err(format!(
                 "early_ioremap gave {m:?}, expected slot {slot} at {want_va:#x}"
             ));
@@ -1090,7 +1094,7 @@ impl<B: Backend> Harness<B> {
         for l in &self.ios {
             let first = (l.m.slot() * IOREMAP_SLOT_PAGES) as u32;
             for i in 0..(l.offset + l.len).div_ceil(FRAME) {
-                want.insert(first + i, MachineFrame(l.mfn.0 + i));
+                want.insert(first + i, MachineFrame::new(l.mfn.number() + i));
             }
         }
         for page in 0..(IOREMAP_SLOTS * IOREMAP_SLOT_PAGES) as u32 {
@@ -1124,13 +1128,13 @@ impl<B: Backend> Harness<B> {
             for start in [0, len.saturating_sub(64)] {
                 let n = (len - start).min(64) as usize;
                 let mut through = vec![0u8; n];
-                let at = VirtAddr(va.0 + start);
+                let at = VirtAddr::new(va.as_u32() + start);
                 // SAFETY: reads a live early_ioremap mapping.
                 unsafe { self.p.read_virt(at, &mut through) }
                     .map_err(fail(format_args!("read through the window at {at}")))?;
                 for (k, got) in through.iter().enumerate() {
                     let byte = offset + start + k as u32;
-                    let m = MachineFrame(mfn.0 + byte / FRAME);
+                    let m = MachineFrame::new(mfn.number() + byte / FRAME);
                     let pfn = self
                         .p
                         .machine_to_phys(m)
@@ -1157,11 +1161,11 @@ impl<B: Backend> Harness<B> {
         level: Level,
         written: PageTableEntry,
     ) -> Result<(), String> {
-        let slot = EntrySlot {
-            table: PhysFrame(key.0),
-            index: key.1,
-        };
-        let now = read_entry(&self.p, slot.table, slot.index as usize)
+        let slot = EntrySlot::new(
+            PhysFrame::new(key.0),
+            EntryIndex::new(key.1 as usize).expect("entry index < 512"),
+        );
+        let now = read_entry(&self.p, slot.table(), slot.index())
             .map_err(fail(format_args!("read back {slot:?}")))?;
         let mask = match level {
             Level::L3 => !B::L3_ADDED,
@@ -1176,7 +1180,10 @@ impl<B: Backend> Harness<B> {
             && written.is_present()
             && (now.bits() ^ written.bits()) == PteFlags::WRITABLE.bits()
         {
-            if let Some(pfn) = self.p.machine_to_phys(written.frame()) {
+            if let Some(pfn) = self
+                .p
+                .machine_to_phys(written.frame().expect("frame below 16 TiB"))
+            {
                 let va = self.layout.phys_to_virt(pfn.start());
                 if self.direct_map_slot(va) == Some(slot) {
                     let table = B::READ_ONLY_PAGE_TABLES && self.state.alloc.is_table(pfn);
@@ -1198,16 +1205,13 @@ impl<B: Backend> Harness<B> {
         let l2 = next_table(&self.p, l3e).ok()?;
         let l2e = read_entry(&self.p, l2, va.l2_index()).ok()?;
         let l1 = next_table(&self.p, l2e).ok()?;
-        Some(EntrySlot {
-            table: l1,
-            index: va.l1_index() as u16,
-        })
+        Some(EntrySlot::new(l1, va.l1_index()))
     }
 
     /// Every write since the last step, and the root's L3 entries, read back.
     fn check_pending_writes(&mut self) -> Result<(), String> {
         let mut keys = std::mem::take(&mut self.p.pending);
-        keys.extend((0..PDPT_ENTRIES as u16).map(|i| (self.root.0, i)));
+        keys.extend((0..PDPT_ENTRIES as u16).map(|i| (self.root.number(), i)));
         for key in keys {
             if let Some(&(level, e)) = self.p.last.get(&key) {
                 self.read_back(key, level, e)?;
@@ -1223,7 +1227,7 @@ impl<B: Backend> Harness<B> {
             self.read_back(key, level, e)?;
         }
         for i in 0..PDPT_ENTRIES as u16 {
-            if !self.p.last.contains_key(&(self.root.0, i)) {
+            if !self.p.last.contains_key(&(self.root.number(), i)) {
                 return Err(format!("root entry {i} was never written"));
             }
         }
@@ -1276,9 +1280,9 @@ fn xen_harness(p2m: P2mLayout) -> Result<Harness<Xen>, String> {
     let info = backend_xen::boot_info(&mmu, &facts, dom.image, dom.table_pool);
     // Never allocated, never tables: the image below the table pool and the builder's
     // structures (p2m list, start_info, xenstore and console rings).
-    let stable: Vec<PhysFrame> = (0..dom.table_pool.start.0)
-        .chain(layout.p2m_list.start.0..layout.page_tables.start.0)
-        .map(PhysFrame)
+    let stable: Vec<PhysFrame> = (0..dom.table_pool.start.number())
+        .chain(layout.p2m_list.start.number()..layout.page_tables.start.number())
+        .map(PhysFrame::new)
         .collect();
     Harness::boot(mmu, &info, stable)
 }
@@ -1301,8 +1305,8 @@ fn sim_harness(p2m: u8) -> Result<Harness<SimMachine>, String> {
     // Low memory below the EBDA and the image below its bootstrap table: the allocator starts
     // after the image.
     let stable: Vec<PhysFrame> = (0..0x9f)
-        .chain(image.start.0..sim.bootstrap_frames().start.0)
-        .map(PhysFrame)
+        .chain(image.start.number()..sim.bootstrap_frames().start.number())
+        .map(PhysFrame::new)
         .collect();
     let h = Harness::boot(sim, &info, stable)?;
     h.p.inner.stop_watching();

@@ -72,7 +72,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn user_va(page: u8) -> VirtAddr {
     let area = if page < 8 { 0x4000_0000 } else { 0x4020_0000 };
-    VirtAddr(area + (page as u32 % 8) * PAGE_SIZE as u32)
+    VirtAddr::new(area + (page as u32 % 8) * PAGE_SIZE as u32)
 }
 
 /// One machine under test: the mirror of what is mapped, the trace of results.
@@ -97,7 +97,7 @@ where
 {
     fn new(p: &'a mut P, alloc: &'a mut FrameAllocator) -> Self {
         let spaces = AddressSpaces::new(p.read_cr3(), &p.layout());
-        let kernel_va = VirtAddr(p.layout().scratch_area.0 + 0x10_0000);
+        let kernel_va = VirtAddr::new(p.layout().scratch_area.as_u32() + 0x10_0000);
         let had_kernel_l1 = mapper::walk(p, p.read_cr3(), kernel_va)
             .map(|w| w.level == pvops_core::paging::Level::L1)
             .unwrap_or(false);
@@ -238,7 +238,7 @@ where
                 }
                 let first = self.frames.len();
                 let mfns: Vec<MachineFrame> = (0..pages).map(|_| self.fresh().1).collect();
-                let va = VirtAddr(self.kernel_va.0 + page as u32 * PAGE_SIZE as u32);
+                let va = VirtAddr::new(self.kernel_va.as_u32() + page as u32 * PAGE_SIZE as u32);
                 let r = if lazy {
                     let mut lz = LazyMmu::enter(&mut *self.p);
                     // SAFETY: the test's kernel pages, free (mirror).
@@ -278,7 +278,8 @@ where
                 let pages: Vec<(u8, usize)> = self.kernel.iter().map(|(p, k)| (*p, *k)).collect();
                 let mut lz = LazyMmu::enter(&mut *self.p);
                 for (page, k) in pages {
-                    let va = VirtAddr(self.kernel_va.0 + page as u32 * PAGE_SIZE as u32);
+                    let va =
+                        VirtAddr::new(self.kernel_va.as_u32() + page as u32 * PAGE_SIZE as u32);
                     // SAFETY: the test's kernel page.
                     let flush =
                         unsafe { self.spaces.unmap_kernel_range(&mut *lz, va, 1, |_, _| {}) }
@@ -296,7 +297,8 @@ where
 
     /// Every page of every root translates as the mirror says.
     fn check(&mut self) {
-        let frame_of = |p: &P, e: pvops_core::PageTableEntry| p.machine_to_phys(e.frame());
+        let frame_of =
+            |p: &P, e: pvops_core::PageTableEntry| e.frame().and_then(|m| p.machine_to_phys(m));
         let mut roots = vec![(usize::MAX, Target::Kernel)];
         roots.extend(self.alive.iter().map(|id| (id.index(), Target::Space(*id))));
         for (index, t) in roots {
@@ -309,7 +311,7 @@ where
                 assert_eq!(got, want, "{t:?} user page {page}");
             }
             for page in 0..KERNEL_PAGES {
-                let va = VirtAddr(self.kernel_va.0 + page as u32 * PAGE_SIZE as u32);
+                let va = VirtAddr::new(self.kernel_va.as_u32() + page as u32 * PAGE_SIZE as u32);
                 let got = mapper::translate(&*self.p, root, va)
                     .ok()
                     .and_then(|e| frame_of(self.p, e));
@@ -359,7 +361,7 @@ fn check_model(mmu: &mut XenMmu<XenModel>) {
     assert_eq!(m.writable_pagetable_mappings(), vec![]);
     assert!(m.violations().is_empty(), "{:?}", m.violations());
     let pinned: Vec<PhysFrame> = (0..m.nr_pages())
-        .map(PhysFrame)
+        .map(PhysFrame::new)
         .filter(|f| m.state(*f).pinned)
         .collect();
     assert_eq!(pinned, [root], "only the live root stays pinned");

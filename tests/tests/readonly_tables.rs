@@ -51,7 +51,7 @@ fn a_table_made_after_its_direct_map_pte_is_read_only_before_the_pin() {
     unsafe { mapper::map_page(&mut mmu, &mut state.alloc, root, va, mfn, KERNEL_RW) }
         .unwrap()
         .ignore();
-    let l1 = mapper::walk(&mmu, root, va).unwrap().slot.table;
+    let l1 = mapper::walk(&mmu, root, va).unwrap().slot.table();
     let l1_va = mmu.layout().phys_to_virt(l1.start());
     let e = mapper::translate(&mmu, root, l1_va).unwrap();
     assert!(
@@ -95,7 +95,7 @@ fn release_pt_flushes_the_page_it_made_writable() {
     let mmu = run.mmu.as_mut().unwrap();
     let alloc = &mut run.state.alloc;
     let root = mmu.read_cr3();
-    let va = VirtAddr(mmu.layout().scratch_area.0 + 0x3000);
+    let va = VirtAddr::new(mmu.layout().scratch_area.as_u32() + 0x3000);
     let f = alloc.alloc().unwrap();
     let mfn = mmu.phys_to_machine(f).unwrap();
     // SAFETY: an unused scratch page.

@@ -9,7 +9,9 @@
 
 use backend_xen::abi::{mmuext, Errno, MmuUpdate, MmuextOp, VIRT_BASE};
 use backend_xen::{Hypervisor, XenError, XenMmu, XenOp, XenOptions};
-use pvops_core::addr::{FrameRange, MachineAddr, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::addr::{
+    EntryIndex, FrameRange, MachineAddr, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE,
+};
 use pvops_core::boot::Stage;
 use pvops_core::ioremap::{EarlyIoremap, TableSource};
 use pvops_core::mapper::new_table;
@@ -29,7 +31,7 @@ const LOWMEM_LIMIT: u64 = 0xF580_0000 - 4 * MIB - 0xC000_0000;
 const WINDOW: u32 = 0xF560_0000;
 
 fn va(pfn: u32) -> VirtAddr {
-    VirtAddr(VIRT_BASE + pfn * PAGE_SIZE as u32)
+    VirtAddr::new(VIRT_BASE + pfn * PAGE_SIZE as u32)
 }
 
 fn default_boot(mib: u32) -> XenBootRun {
@@ -98,7 +100,11 @@ fn check_booted(run: &mut XenBootRun, mib: u32) {
         ctx("root state")
     );
     let l2 = m
-        .pfn(MachineAddr(m.entry(r.root, 3) & pte::ADDR).frame())
+        .pfn(
+            MachineAddr::new(m.entry(r.root, 3) & pte::ADDR)
+                .frame()
+                .expect("frame below 16 TiB"),
+        )
         .expect("the kernel's L2 is guest RAM");
     let l2s = m.state(l2);
     assert_eq!(
@@ -118,7 +124,7 @@ fn check_booted(run: &mut XenBootRun, mib: u32) {
             "{}",
             ctx(&format!("bootstrap pfn {f}"))
         );
-        let a = m.access(va(f.0), true);
+        let a = m.access(va(f.number()), true);
         assert!(
             a.is_ok_and(|a| a.mfn == m.mfn(f)),
             "{}",
@@ -143,7 +149,7 @@ fn check_booted(run: &mut XenBootRun, mib: u32) {
     for (mfn, _) in &tables {
         let pfn = m.pfn(*mfn).expect("every table is guest RAM");
         let a = m
-            .access(va(pfn.0), false)
+            .access(va(pfn.number()), false)
             .unwrap_or_else(|e| panic!("{}", ctx(&format!("table pfn {pfn} unmapped: {e}"))));
         assert!(
             !a.writable,
@@ -160,13 +166,13 @@ fn check_booted(run: &mut XenBootRun, mib: u32) {
             .unwrap_or_else(|e| panic!("{}", ctx(&format!("pfn {pfn:#x}: {e}"))));
         assert_eq!(
             a.mfn,
-            m.mfn(PhysFrame(pfn)),
+            m.mfn(PhysFrame::new(pfn)),
             "{}",
             ctx(&format!("pfn {pfn:#x} mapped to the wrong frame"))
         );
-        let table = alloc.is_table(PhysFrame(pfn));
+        let table = alloc.is_table(PhysFrame::new(pfn));
         assert!(
-            table || !m.state(PhysFrame(pfn)).ty.is_table(),
+            table || !m.state(PhysFrame::new(pfn)).ty.is_table(),
             "{}",
             ctx(&format!("pfn {pfn:#x} typed, not allocated as a table"))
         );
@@ -278,8 +284,8 @@ fn builder_layout_follows_xg_dom_x86() {
         .build();
     let l = dom.layout;
     let f = |s: u32, e: u32| FrameRange {
-        start: PhysFrame(s),
-        end: PhysFrame(e),
+        start: PhysFrame::new(s),
+        end: PhysFrame::new(e),
     };
     // A 3 MiB image whose last 464 frames are the early table pool.
     assert_eq!(
@@ -288,14 +294,18 @@ fn builder_layout_follows_xg_dom_x86() {
     );
     assert_eq!(l.p2m_list, f(0x300, 0x304), "4096 4-byte entries");
     assert_eq!(
-        (l.start_info.0, l.xenstore.0, l.console.0),
+        (
+            l.start_info.number(),
+            l.xenstore.number(),
+            l.console.number()
+        ),
         (0x304, 0x305, 0x306)
     );
     assert_eq!(
-        (l.page_tables, l.l3.0, l.l2.0, l.l1s),
+        (l.page_tables, l.l3.number(), l.l2.number(), l.l1s),
         (f(0x307, 0x30B), 0x307, 0x308, f(0x309, 0x30B))
     );
-    assert_eq!((l.boot_stack.0, l.region_end), (0x30B, 0xC040_0000));
+    assert_eq!((l.boot_stack.number(), l.region_end), (0x30B, 0xC040_0000));
     assert!(
         l.region_end - (VIRT_BASE + 0x30C * 4096) >= 512 * 1024,
         "512 KiB of padding"
@@ -313,11 +323,15 @@ fn builder_layout_follows_xg_dom_x86() {
     let m = &mut dom.model;
     assert_eq!(
         (si.store_mfn, si.console_mfn),
-        (m.mfn(l.xenstore).0, m.mfn(l.console).0)
+        (m.mfn(l.xenstore).number(), m.mfn(l.console).number())
     );
     assert!(si.cmd_line.starts_with(b"/guest.elf pvops.batch=7\0"));
     assert_eq!(
-        (facts.first_free.0, facts.bootstrap_tables, facts.cmdline),
+        (
+            facts.first_free.number(),
+            facts.bootstrap_tables,
+            facts.cmdline
+        ),
         (0x30C, l.page_tables, "/guest.elf pvops.batch=7")
     );
     // Pinned by the builder: L3 holds the pin and the cr3 reference.
@@ -335,10 +349,10 @@ fn builder_layout_follows_xg_dom_x86() {
     // The 1:1 region: tables read-only, the rest writable, nothing beyond it.
     for pfn in 0..1024 {
         let a = m.access(va(pfn), false).expect("region mapped");
-        assert_eq!(a.mfn, m.mfn(PhysFrame(pfn)));
+        assert_eq!(a.mfn, m.mfn(PhysFrame::new(pfn)));
         assert_eq!(
             a.writable,
-            !l.page_tables.contains(PhysFrame(pfn)),
+            !l.page_tables.contains(PhysFrame::new(pfn)),
             "pfn {pfn:#x}"
         );
     }
@@ -354,14 +368,15 @@ fn the_guest_reads_the_m2p_through_xens_slots() {
     let mut run = default_boot(16);
     run.expect_pass();
     let m = run.model();
-    let pfn = PhysFrame(0x234);
+    let pfn = PhysFrame::new(0x234);
     let mfn = m.mfn(pfn);
     let mut b = [0u8; 4];
     // SAFETY: the model's own memory.
-    unsafe { m.read_virt(VirtAddr(HOLE_START + mfn.0 * 4), &mut b) }.expect("M2P readable");
-    assert_eq!(u32::from_le_bytes(b), pfn.0);
+    unsafe { m.read_virt(VirtAddr::new(HOLE_START + mfn.number() * 4), &mut b) }
+        .expect("M2P readable");
+    assert_eq!(u32::from_le_bytes(b), pfn.number());
     // SAFETY: as above.
-    let w = unsafe { m.write_virt(VirtAddr(HOLE_START), &b) };
+    let w = unsafe { m.write_virt(VirtAddr::new(HOLE_START), &b) };
     assert_eq!(w.unwrap_err().error, 3, "the M2P is read-only");
 }
 
@@ -391,7 +406,7 @@ fn command_line_switches_reach_the_backend_through_its_api() {
     assert_eq!(e.kind, pvops_core::options::OptionErrorKind::BadValue);
     assert_eq!(mmu.batch(), 1, "a refused switch changes nothing");
     // Once the boot path has announced a page table, the batching cannot change.
-    mmu.alloc_pt(PhysFrame(facts.first_free.0 + 1), Level::L1)
+    mmu.alloc_pt(PhysFrame::new(facts.first_free.number() + 1), Level::L1)
         .expect("alloc_pt");
     let e = BootOptions::parse("pvops.batch=32", &mut mmu).unwrap_err();
     assert_eq!(e.kind, pvops_core::options::OptionErrorKind::TooLate);
@@ -427,11 +442,11 @@ fn seed_skip_unpin_fails_in_pagetable_setup_done_with_ebusy() {
     let m = run.model();
     // The failing request is the live L1 entry mapping pt_base, made writable.
     let entry = m
-        .access(va(pt_base.0), false)
+        .access(va(pt_base.number()), false)
         .expect("mapped read-only")
         .l1
         .expect("4 KiB page");
-    assert_eq!(arg, entry.0.start().0 + entry.1 as u64 * 8);
+    assert_eq!(arg, entry.0.start().as_u64() + entry.1 as u64 * 8);
     let s = m.state(pt_base);
     assert_eq!(
         (s.ty, s.pinned),
@@ -459,7 +474,7 @@ fn seed_swapper_early_ioremap_faults_at_the_window() {
     assert_eq!(e.stage(), Stage::EarlyIoremap, "{e}");
     let pf = e.fault().unwrap_or_else(|| panic!("not a fault: {e}"));
     // start_info is page aligned: offset 0 in slot 0; a read of a non-present page.
-    assert_eq!((pf.addr, pf.error), (VirtAddr(WINDOW), 0), "{e}");
+    assert_eq!((pf.addr, pf.error), (VirtAddr::new(WINDOW), 0), "{e}");
     let l3 = run.layout.l3;
     let m = run.model();
     assert_eq!(m.cr3(), m.mfn(l3), "still on Xen's table");
@@ -498,7 +513,7 @@ fn manual_switch(
     )
     .expect("XenMmu::new");
     let info = backend_xen::boot_info(&mmu, &facts, image, table_pool);
-    let reach = mmu.reach().0;
+    let reach = mmu.reach().number();
     assert_eq!(reach, 1024, "the builder maps 4 MiB");
     let mut alloc = Box::new(FrameAllocator::new(
         &info.memory,
@@ -512,26 +527,14 @@ fn manual_switch(
     let (root, _) = new_table(&mut mmu, &mut *alloc, Level::L3).expect("root");
     let (l2, link) = new_table(&mut mmu, &mut *alloc, Level::L2).expect("l2");
     // SAFETY: the kernel's table is not live.
-    unsafe {
-        mmu.set_pud(
-            EntrySlot {
-                table: root,
-                index: 3,
-            },
-            link,
-        )
-    }
-    .expect("set_pud");
+    unsafe { mmu.set_pud(EntrySlot::new(root, EntryIndex::new_const(3)), link) }.expect("set_pud");
     let mut l1s = Vec::new();
     for c in 0..reach / 512 {
         let (l1, link) = new_table(&mut mmu, &mut *alloc, Level::L1).expect("l1");
         // SAFETY: as above.
         unsafe {
             mmu.set_pmd(
-                EntrySlot {
-                    table: l2,
-                    index: c as u16,
-                },
+                EntrySlot::new(l2, EntryIndex::new(c as usize).expect("entry index < 512")),
                 link,
             )
         }
@@ -540,7 +543,7 @@ fn manual_switch(
     }
     mmu.enter_lazy_mmu();
     for pfn in 0..reach {
-        let f = PhysFrame(pfn);
+        let f = PhysFrame::new(pfn);
         let flags = if alloc.is_table(f) {
             KERNEL_RO
         } else {
@@ -550,10 +553,10 @@ fn manual_switch(
         // SAFETY: as above.
         unsafe {
             mmu.set_pte(
-                EntrySlot {
-                    table: l1s[(pfn / 512) as usize],
-                    index: (pfn % 512) as u16,
-                },
+                EntrySlot::new(
+                    l1s[(pfn / 512) as usize],
+                    EntryIndex::new((pfn % 512) as usize).expect("entry index < 512"),
+                ),
                 e,
             )
         }
@@ -586,7 +589,10 @@ fn pagetable_setup_done_without_the_unpin_gets_ebusy() {
     let m = mmu.model();
     for f in layout.page_tables.iter() {
         assert!(m.state(f).ty.is_table(), "pfn {f} kept its page-table type");
-        assert!(m.access(va(f.0), true).is_err(), "pfn {f} became writable");
+        assert!(
+            m.access(va(f.number()), true).is_err(),
+            "pfn {f} became writable"
+        );
     }
 }
 
@@ -603,7 +609,7 @@ fn pagetable_setup_done_with_the_unpin_gives_the_frames_back_writable() {
             "pfn {f}"
         );
         // SAFETY: the frame is free and mapped writable now.
-        unsafe { m.write_virt(va(f.0), b"reused") }.expect("writable");
+        unsafe { m.write_virt(va(f.number()), b"reused") }.expect("writable");
     }
     assert_eq!(m.audit(), Vec::<String>::new());
 }
@@ -629,7 +635,7 @@ fn early_ioremap_must_walk_the_live_table() {
     ));
     let (kernel_root, _) = new_table(&mut mmu, &mut *alloc, Level::L3).expect("kernel root");
     let window = mmu.layout().ioremap_window;
-    assert_eq!(window, VirtAddr(WINDOW));
+    assert_eq!(window, VirtAddr::new(WINDOW));
     let ma = mmu.phys_to_machine(layout.start_info).expect("mfn").start();
     // The 2.6.25-rc1 bug: install into the kernel's table, which is not live.
     let mut bad = EarlyIoremap::new(window, TableSource::KernelTable(kernel_root));
@@ -672,7 +678,7 @@ const KERNEL_RW_FLAGS: u64 = P | RW | pte::A | pte::D;
 /// Flags of a kernel read-only mapping.
 const KERNEL_RO_FLAGS: u64 = P | pte::A | pte::D;
 /// A frame of dom0's RAM.
-const FOREIGN_MFN: MachineFrame = MachineFrame(DOM0_MFNS.0 + 0x123);
+const FOREIGN_MFN: MachineFrame = MachineFrame::new(DOM0_MFNS.0 + 0x123);
 
 fn booted_clean(run: &mut XenBootRun, what: &str) {
     assert_eq!(run.model().audit(), Vec::<String>::new(), "{what}");
@@ -686,7 +692,7 @@ fn an_l1_entry_naming_another_domains_ram_is_refused() {
     let mut env = run.conformance_env();
     let f = env.fresh().unwrap();
     let ma = env.pte_ma(f).unwrap();
-    let ret = env.mmu1(ma, FOREIGN_MFN.start().0 | KERNEL_RO_FLAGS);
+    let ret = env.mmu1(ma, FOREIGN_MFN.start().as_u64() | KERNEL_RO_FLAGS);
     assert_eq!(ret, -Errno::EBUSY.0);
     env.give_back(f).unwrap();
     booted_clean(&mut run, "l1_foreign_ram");
@@ -699,8 +705,8 @@ fn mmu_update_into_an_untyped_frame_is_an_unchecked_write() {
     let mut env = run.conformance_env();
     let f = env.fresh().unwrap();
     // A value an L1 would refuse (another domain's frame, writable): untyped, so unchecked.
-    let val = FOREIGN_MFN.start().0 | KERNEL_RW_FLAGS;
-    let ret = env.mmu1(env.mfn(f).unwrap().start().0 + 5 * 8, val);
+    let val = FOREIGN_MFN.start().as_u64() | KERNEL_RW_FLAGS;
+    let ret = env.mmu1(env.mfn(f).unwrap().start().as_u64() + 5 * 8, val);
     assert_eq!(ret, 0);
     assert_eq!(env.entry(f, 5).unwrap(), val, "the write landed");
     env.give_back(f).unwrap();
@@ -713,7 +719,7 @@ fn pin_l4_does_nothing_for_a_32_bit_guest() {
     run.expect_pass();
     let mut env = run.conformance_env();
     let f = env.fresh().unwrap();
-    let m = env.mfn(f).unwrap().0;
+    let m = env.mfn(f).unwrap().number();
     assert_eq!(env.ext1(MMUEXT_PIN_L4_TABLE, m), 0);
     assert_eq!(
         env.ext1(mmuext::UNPIN_TABLE, m),
@@ -730,7 +736,7 @@ fn new_baseptr_needs_no_pin() {
     run.expect_pass();
     let mut env = run.conformance_env();
     let live = env.cr3;
-    let live_m = env.mfn(live).unwrap().0;
+    let live_m = env.mfn(live).unwrap().number();
     let old_l2 = env.live_l2().unwrap();
     let (l3, l2) = (env.fresh().unwrap(), env.fresh().unwrap());
     for i in 0..FIRST_XEN_L2_SLOT {
@@ -742,10 +748,10 @@ fn new_baseptr_needs_no_pin() {
         env.poke(l3, i, e & !(RW | pte::US)).unwrap();
     }
     let l2m = env.mfn(l2).unwrap();
-    env.poke(l3, 3, l2m.start().0 | P).unwrap();
+    env.poke(l3, 3, l2m.start().as_u64() | P).unwrap();
     assert_eq!(env.map(l2, false).unwrap(), 0, "the copy's L2 read-only");
     assert_eq!(env.map(l3, false).unwrap(), 0, "the copy's L3 read-only");
-    let ret = env.ext1(mmuext::NEW_BASEPTR, env.mfn(l3).unwrap().0);
+    let ret = env.ext1(mmuext::NEW_BASEPTR, env.mfn(l3).unwrap().number());
     assert_eq!(
         ret, 0,
         "an unpinned copy of the kernel's table can be installed"
@@ -764,7 +770,7 @@ fn a_pfn_written_where_an_mfn_belongs_is_refused() {
     let f = env.fresh().unwrap();
     let ma = env.pte_ma(f).unwrap();
     // pfns are small: they land in dom_io (EPERM) or on other owners' frames (EBUSY).
-    for pfn in [f.0, 0x50, 0x2000] {
+    for pfn in [f.number(), 0x50, 0x2000] {
         let ret = env.mmu1(ma, ((pfn as u64) << 12) | KERNEL_RW_FLAGS);
         assert!(
             ret == -Errno::EPERM.0 || ret == -Errno::EBUSY.0,
@@ -786,9 +792,9 @@ fn batches_stop_at_the_first_failure_and_report_done() {
         env.pte_ma(env.cr3).unwrap(),
     );
     let (ma, mb, mr) = (
-        env.mfn(a).unwrap().start().0,
-        env.mfn(b).unwrap().start().0,
-        env.mfn(env.cr3).unwrap().start().0,
+        env.mfn(a).unwrap().start().as_u64(),
+        env.mfn(b).unwrap().start().as_u64(),
+        env.mfn(env.cr3).unwrap().start().as_u64(),
     );
     let reqs = [
         MmuUpdate {
@@ -805,15 +811,16 @@ fn batches_stop_at_the_first_failure_and_report_done() {
         },
     ];
     let mut done = 99;
-    let ret = env.hv.mmu_update(&reqs, &mut done);
+    // SAFETY: the host model's memory only; the requests remap the test's own frames.
+    let ret = unsafe { env.hv.mmu_update(&reqs, &mut done) };
     assert_eq!((ret, done), (-Errno::EBUSY.0, 1));
     assert_eq!(
-        env.hv.access(va(a.0), true).unwrap_err().error,
+        env.hv.access(va(a.number()), true).unwrap_err().error,
         3,
         "the first request was applied"
     );
     assert!(
-        env.hv.access(va(b.0), true).is_ok(),
+        env.hv.access(va(b.number()), true).is_ok(),
         "the third request was not"
     );
     let ops = [
@@ -833,7 +840,8 @@ fn batches_stop_at_the_first_failure_and_report_done() {
             arg2: 0,
         },
     ];
-    let ret = env.hv.mmuext_op(&ops, &mut done);
+    // SAFETY: the host model's memory only; pins of the test's own frames.
+    let ret = unsafe { env.hv.mmuext_op(&ops, &mut done) };
     assert_eq!((ret, done), (-Errno::EINVAL.0, 1), "b is still writable");
     assert!(
         env.hv.state(a).pinned,
@@ -885,7 +893,7 @@ fn the_audit_recounts_references() {
     assert!(
         problems
             .iter()
-            .any(|p| p.contains(&format!("mfn {:#x}: type writable", mfn.0))),
+            .any(|p| p.contains(&format!("mfn {:#x}: type writable", mfn.number()))),
         "{problems:#?}"
     );
     m.set_owner(mfn, Owner::Domain);
@@ -898,16 +906,16 @@ fn unpinning_the_live_table_is_not_refused() {
     let mut run = default_boot(16);
     run.expect_pass();
     let mut env = run.conformance_env();
-    let cr3 = env.mfn(env.cr3).unwrap().0;
+    let cr3 = env.mfn(env.cr3).unwrap().number();
     assert_eq!(env.ext1(mmuext::UNPIN_TABLE, cr3), 0);
-    let s = env.hv.state_mfn(MachineFrame(cr3));
+    let s = env.hv.state_mfn(MachineFrame::new(cr3));
     assert_eq!(
         (s.ty, s.count, s.pinned),
         (PageType::L3, 1, false),
         "cr3 still holds its reference"
     );
     assert_eq!(env.ext1(mmuext::PIN_L3_TABLE, cr3), 0);
-    assert_eq!(run.model().state_mfn(MachineFrame(cr3)).count, 2);
+    assert_eq!(run.model().state_mfn(MachineFrame::new(cr3)).count, 2);
     assert_eq!(run.model().audit(), Vec::<String>::new());
 }
 
@@ -935,7 +943,9 @@ fn direct_map_of_1024_mib_is_batched() {
     // does not see until the table goes live (write_cr3 makes its frames read-only, pins it).
     assert!(c.mmu_update_entries < n / 100, "{c:?}");
     assert_eq!(c.failed, 0);
-    let w = run.stage_counters("write_cr3").expect("stage passed");
+    // The backend's own count (the read-only remap and the pin go out as one multicall,
+    // whose inner mmu_update entries the model counts as multicall entries).
+    let w = r.stage(Stage::WriteCr3).expect("stage passed").counters;
     assert!(
         w.mmu_update_entries >= r.direct_map_tables as u64,
         "every table frame made read-only before the pin: {w:?}"
@@ -1057,8 +1067,11 @@ fn the_backends_mmu_then_mmuext_is_one_multicall_that_runs_both_entries() {
     let mut env = run.conformance_env();
     let (bad, f) = (env.fresh().unwrap(), env.fresh_ro().unwrap());
     let root = env.cr3;
-    let (ma_root, mr) = (env.pte_ma(root).unwrap(), env.mfn(root).unwrap().start().0);
-    let fm = env.mfn(f).unwrap().0;
+    let (ma_root, mr) = (
+        env.pte_ma(root).unwrap(),
+        env.mfn(root).unwrap().start().as_u64(),
+    );
+    let fm = env.mfn(f).unwrap().number();
     // The live L3 mapped writable: refused (EBUSY); then a pin of a read-only frame.
     let reqs = [MmuUpdate {
         ptr: ma_root,
@@ -1071,9 +1084,11 @@ fn the_backends_mmu_then_mmuext_is_one_multicall_that_runs_both_entries() {
     }];
     let before = env.hv.counters();
     let (mut done, mut ops_done) = (99, 99);
-    let r = env
-        .hv
-        .mmu_then_mmuext(&reqs, &mut done, &ops, &mut ops_done);
+    // SAFETY: the host model only; the requests touch the test's own frames.
+    let r = unsafe {
+        env.hv
+            .mmu_then_mmuext(&reqs, &mut done, &ops, &mut ops_done)
+    };
     assert!(r.counts_as_multicall, "one multicall, as the real guest");
     assert_eq!((r.mmu_update, done), (-Errno::EBUSY.0, 0));
     assert_eq!((r.mmuext_op, ops_done), (0, 1), "the second entry ran");
@@ -1092,8 +1107,8 @@ fn an_injected_failure_inside_a_multicall_leaves_the_other_entries_running() {
     run.expect_pass();
     let mut env = run.conformance_env();
     let f = env.fresh_ro().unwrap();
-    let fm = env.mfn(f).unwrap().0;
-    let (ma_f, mf) = (env.pte_ma(f).unwrap(), env.mfn(f).unwrap().start().0);
+    let fm = env.mfn(f).unwrap().number();
+    let (ma_f, mf) = (env.pte_ma(f).unwrap(), env.mfn(f).unwrap().start().as_u64());
     let next = env.hv.counters().total + 1;
     env.hv.fail_multicall_entry(next, 0, Errno::ENOMEM);
     // Entry 0 (the same read-only mapping again: would succeed) fails by injection,
@@ -1108,9 +1123,11 @@ fn an_injected_failure_inside_a_multicall_leaves_the_other_entries_running() {
         arg2: 0,
     }];
     let (mut done, mut ops_done) = (0, 0);
-    let r = env
-        .hv
-        .mmu_then_mmuext(&reqs, &mut done, &ops, &mut ops_done);
+    // SAFETY: the host model only; the requests touch the test's own frames.
+    let r = unsafe {
+        env.hv
+            .mmu_then_mmuext(&reqs, &mut done, &ops, &mut ops_done)
+    };
     assert_eq!((r.mmu_update, r.mmuext_op), (-Errno::ENOMEM.0, 0));
     let inj = env.hv.injected().expect("fired");
     assert_eq!(
@@ -1129,9 +1146,11 @@ fn an_injected_failure_inside_a_multicall_leaves_the_other_entries_running() {
         arg1: fm,
         arg2: 0,
     }];
-    let r = env
-        .hv
-        .mmu_then_mmuext(&[], &mut done, &unpin, &mut ops_done);
+    // SAFETY: the host model only; the requests touch the test's own frames.
+    let r = unsafe {
+        env.hv
+            .mmu_then_mmuext(&[], &mut done, &unpin, &mut ops_done)
+    };
     // An empty mmu_update entry, then the unpin, which the injection replaces.
     assert_eq!((r.mmu_update, r.mmuext_op), (0, -Errno::ENOMEM.0));
     assert!(env.hv.state(f).pinned, "the injected entry did nothing");
@@ -1142,7 +1161,14 @@ fn an_injected_failure_inside_a_multicall_leaves_the_other_entries_running() {
     let uvm = |val: u64| backend_xen::abi::MulticallEntry {
         op: backend_xen::abi::nr::UPDATE_VA_MAPPING as u32,
         result: 0x5A5A,
-        args: [va(f.0).0, val as u32, (val >> 32) as u32, 2, 0, 0],
+        args: [
+            va(f.number()).as_u32(),
+            val as u32,
+            (val >> 32) as u32,
+            2,
+            0,
+            0,
+        ],
     };
     let mut calls = [
         uvm(mf | KERNEL_RO_FLAGS),
@@ -1157,7 +1183,7 @@ fn an_injected_failure_inside_a_multicall_leaves_the_other_entries_running() {
         "every entry has its result"
     );
     assert!(
-        env.hv.access(va(f.0), true).is_ok(),
+        env.hv.access(va(f.number()), true).is_ok(),
         "the last entry made the frame writable again"
     );
     env.give_back(f).unwrap();

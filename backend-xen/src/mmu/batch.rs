@@ -4,10 +4,10 @@
 
 use super::{XenError, XenMmu, XenOp, EXT_QUEUE_CAPACITY};
 use crate::abi::{Errno, MmuUpdate, MmuextOp, MMU_NORMAL_PT_UPDATE};
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{BackendLog, Hypervisor};
 use pvops_core::paging::{EntrySlot, PageTableEntry};
 
-impl<H: Hypervisor> XenMmu<H> {
+impl<H: Hypervisor + BackendLog> XenMmu<H> {
     /// Queues (or, outside lazy mode, issues) one checked page-table write. An error kept
     /// from an earlier flush nobody could report ([`pvops_core::ops::MmuOps::defer_error`]) comes first.
     pub(super) fn update(
@@ -18,7 +18,7 @@ impl<H: Hypervisor> XenMmu<H> {
         if let Some(e) = self.deferred.take() {
             return Err(e);
         }
-        let ptr = self.mfn(slot.table)?.start().0 + slot.byte_offset();
+        let ptr = self.mfn(slot.table())?.start().as_u64() + slot.byte_offset();
         self.queue[self.queued] = MmuUpdate {
             ptr: ptr | MMU_NORMAL_PT_UPDATE,
             val: entry.bits(),
@@ -52,7 +52,9 @@ impl<H: Hypervisor> XenMmu<H> {
             (_, 0) => {
                 let mut done = 0;
                 self.stats.mmu_update_calls += 1;
-                let ret = self.hv.mmu_update(&self.queue[..n], &mut done);
+                // SAFETY: the queue holds only requests XenMmu's checks built (machine
+                // addresses of tables it tracks, page-table frames never mapped writable).
+                let ret = unsafe { self.hv.mmu_update(&self.queue[..n], &mut done) };
                 self.stats.mmu_update_entries += (done as u64).min(n as u64);
                 self.mmu_result(ret, done, n)
             }
@@ -62,12 +64,15 @@ impl<H: Hypervisor> XenMmu<H> {
             }
             _ => {
                 let (mut done, mut ops_done) = (0, 0);
-                let r = self.hv.mmu_then_mmuext(
-                    &self.queue[..n],
-                    &mut done,
-                    &self.ext_queue[..m],
-                    &mut ops_done,
-                );
+                // SAFETY: as above; the mmuext ops are the backend's own flushes and pins.
+                let r = unsafe {
+                    self.hv.mmu_then_mmuext(
+                        &self.queue[..n],
+                        &mut done,
+                        &self.ext_queue[..m],
+                        &mut ops_done,
+                    )
+                };
                 if r.counts_as_multicall {
                     self.stats.multicall_calls += 1;
                 } else {
@@ -123,7 +128,9 @@ impl<H: Hypervisor> XenMmu<H> {
         let mut done = 0;
         self.stats.mmuext_calls += 1;
         self.stats.mmuext_ops += ops.len() as u64;
-        let ret = self.hv.mmuext_op(ops, &mut done);
+        // SAFETY: every mmuext op XenMmu builds (pin/unpin of tables it made read-only, a new
+        // base pointer of a validated root, flushes) is one of its checked operations.
+        let ret = unsafe { self.hv.mmuext_op(ops, &mut done) };
         self.ext_result(ret, done, ops)
     }
 
@@ -150,7 +157,8 @@ impl<H: Hypervisor> XenMmu<H> {
         if self.queued == 0 {
             return None;
         }
-        let ptr = (self.hv.p2m(slot.table)?.start().0 + slot.byte_offset()) | MMU_NORMAL_PT_UPDATE;
+        let ptr = (self.hv.p2m(slot.table())?.start().as_u64() + slot.byte_offset())
+            | MMU_NORMAL_PT_UPDATE;
         self.queue[..self.queued]
             .iter()
             .rev()

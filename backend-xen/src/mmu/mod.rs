@@ -13,7 +13,7 @@ pub use error::{XenError, XenOp};
 
 use crate::abi::{mmuext, Errno, MachphysMapping, MmuUpdate, MmuextOp, VIRT_BASE};
 use crate::counters::XenCounters;
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{BackendLog, Hypervisor};
 use crate::options::XenOptions;
 use crate::start_info::XenBootFacts;
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
@@ -34,7 +34,7 @@ const DETACHED_FRAMES: usize = 1 << 18;
 pub const MAX_PINNED: usize = 32;
 
 /// The Xen PV backend, generic over the hypercall layer.
-pub struct XenMmu<H: Hypervisor> {
+pub struct XenMmu<H: Hypervisor + BackendLog> {
     hv: H,
     layout: MemoryLayout,
     nr_pages: u32,
@@ -88,16 +88,16 @@ pub fn layout_below_hole(v_start: u32) -> Result<MemoryLayout, XenError> {
         .filter(|l| *l > 0)
         .ok_or(too_low)?;
     Ok(MemoryLayout {
-        page_offset: VirtAddr(VIRT_BASE),
+        page_offset: VirtAddr::new(VIRT_BASE),
         lowmem_limit: lowmem as u64,
-        ioremap_window: VirtAddr(window),
-        scratch_area: VirtAddr(scratch),
+        ioremap_window: VirtAddr::new(window),
+        scratch_area: VirtAddr::new(scratch),
         lowmem_formula: "hole start (XENMEM_machphys_mapping) - 2 MiB early_ioremap window - 2 MiB scratch - 0xC0000000",
-        hypervisor_start: Some(VirtAddr(v_start)),
+        hypervisor_start: Some(VirtAddr::new(v_start)),
     })
 }
 
-impl<H: Hypervisor> XenMmu<H> {
+impl<H: Hypervisor + BackendLog> XenMmu<H> {
     /// Sets up the backend on Xen's bootstrap table (`read_cr3` = `pt_base` until the switch).
     /// Asks Xen where the hypervisor hole starts (`XENMEM_machphys_mapping`) and places the
     /// early_ioremap window and the scratch area right below it.
@@ -121,7 +121,7 @@ impl<H: Hypervisor> XenMmu<H> {
             cr3: facts.pt_base,
             pt_base: facts.pt_base,
             bootstrap: facts.bootstrap_tables,
-            reach: PhysFrame(facts.nr_pages),
+            reach: PhysFrame::new(facts.nr_pages),
             options: *opts,
             configurable: true,
             skip_unpin: false,
@@ -136,7 +136,7 @@ impl<H: Hypervisor> XenMmu<H> {
             tables: [0; DETACHED_FRAMES / 64],
             pending: None,
             on_bootstrap: true,
-            pinned: [PhysFrame(0); MAX_PINNED],
+            pinned: [PhysFrame::new(0); MAX_PINNED],
             npinned: 1,
             deferred: None,
             stats: XenCounters::default(),
@@ -200,7 +200,7 @@ impl<H: Hypervisor> XenMmu<H> {
     }
 }
 
-impl<H: Hypervisor> MmuOps for XenMmu<H> {
+impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
     type Error = XenError;
     type Counters = XenCounters;
     const NAME: &'static str = "xen";
@@ -229,8 +229,8 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         let attached = self.attach(root, Level::L3);
         self.lazy = was_lazy;
         attached?;
-        let mfn = self.mfn(root)?.0;
-        let pt_mfn = self.mfn(self.pt_base)?.0;
+        let mfn = self.mfn(root)?.number();
+        let pt_mfn = self.mfn(self.pt_base)?.number();
         // Only the first switch leaves Xen's bootstrap table: pt_base's frame may be reused
         // later, even as the root of an address space (whose switches must not unpin it).
         let leaving_bootstrap = self.on_bootstrap && self.is_pinned(self.pt_base);
@@ -254,7 +254,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         if self.pending == Some(root) {
             self.pending = None;
         }
-        self.reach = PhysFrame(
+        self.reach = PhysFrame::new(
             self.nr_pages
                 .min((self.layout.lowmem_limit / PAGE_SIZE) as u32),
         );
@@ -284,7 +284,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         let attached = self.attach(root, Level::L3);
         self.lazy = was_lazy;
         attached?;
-        let mfn = self.mfn(root)?.0;
+        let mfn = self.mfn(root)?.number();
         self.queue_ext(MmuextOp {
             cmd: mmuext::PIN_L3_TABLE,
             arg1: mfn,
@@ -306,7 +306,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         if root == self.cr3 {
             return Err(XenError::LiveRoot { pfn: root });
         }
-        let mfn = self.mfn(root)?.0;
+        let mfn = self.mfn(root)?.number();
         self.mmuext(&[MmuextOp {
             cmd: mmuext::UNPIN_TABLE,
             arg1: mfn,
@@ -319,8 +319,9 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         // The backend's invariant: a page-table frame is never mapped writable, in any table
         // (live or being built), whatever the caller asked.
         let entry = match entry.flags().contains(PteFlags::WRITABLE) && entry.is_present() {
-            true if self
-                .to_phys(entry.frame())
+            true if entry
+                .frame()
+                .and_then(|m| self.to_phys(m))
                 .is_some_and(|f| self.is_table(f)) =>
             {
                 entry.with_flags(entry.flags() - PteFlags::WRITABLE)
@@ -341,7 +342,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
     fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), XenError> {
         self.flush_op(MmuextOp {
             cmd: mmuext::INVLPG_LOCAL,
-            arg1: va.0,
+            arg1: va.as_u32(),
             arg2: 0,
         })
     }
@@ -425,7 +426,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
         // Read-only -> writable: flush the page (a stale read-only entry faults spuriously).
         self.flush_op(MmuextOp {
             cmd: mmuext::INVLPG_LOCAL,
-            arg1: VIRT_BASE.wrapping_add(frame.0 << 12),
+            arg1: VIRT_BASE.wrapping_add(frame.number() << 12),
             arg2: 0,
         })
     }
@@ -465,7 +466,7 @@ impl<H: Hypervisor> MmuOps for XenMmu<H> {
     }
 }
 
-impl<H: Hypervisor> Platform for XenMmu<H> {
+impl<H: Hypervisor + BackendLog> Platform for XenMmu<H> {
     fn frame_ptr(&self, frame: PhysFrame) -> Option<*mut u8> {
         (frame < self.reach).then(|| self.hv.frame_ptr(frame))
     }
@@ -493,8 +494,8 @@ mod tests {
     fn layout_of_xens_hole_and_of_holes_too_low() {
         // Xen 4.17's 32-bit PV hole (the M2P at 0xF5800000).
         let l = layout_below_hole(0xF580_0000).unwrap();
-        assert_eq!(l.ioremap_window, VirtAddr(0xF560_0000));
-        assert_eq!(l.scratch_area, VirtAddr(0xF540_0000));
+        assert_eq!(l.ioremap_window, VirtAddr::new(0xF560_0000));
+        assert_eq!(l.scratch_area, VirtAddr::new(0xF540_0000));
         assert_eq!(l.lowmem_limit, 0x3540_0000);
         // A hole at or below VIRT_BASE + 4 MiB leaves nothing: refused, not wrapped.
         for v_start in [0, 0x10_0000, 0x3F_FFFF, VIRT_BASE, VIRT_BASE + 0x40_0000] {

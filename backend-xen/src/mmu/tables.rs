@@ -4,53 +4,54 @@
 
 use super::{XenError, XenMmu, DETACHED_FRAMES, MAX_PINNED};
 use crate::abi::VIRT_BASE;
-use crate::hypervisor::Hypervisor;
-use pvops_core::addr::{MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::hypervisor::{BackendLog, Hypervisor};
+use pvops_core::addr::{EntryIndex, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::paging::{
     EntrySlot, Level, PageTableEntry, PteFlags, ENTRIES, KERNEL_RO, KERNEL_RW, PDPT_ENTRIES,
 };
 use pvops_core::walk::{self, TableRead};
 
-impl<H: Hypervisor> XenMmu<H> {
+impl<H: Hypervisor + BackendLog> XenMmu<H> {
     /// How far the live table maps the 1:1 region from VIRT_BASE, page by page.
     pub(super) fn measure_reach(&self) -> PhysFrame {
         let mut pfn = 0;
         while pfn < self.nr_pages {
-            let va = VirtAddr(VIRT_BASE + pfn * PAGE_SIZE as u32);
+            let va = VirtAddr::new(VIRT_BASE + pfn * PAGE_SIZE as u32);
             if self.live_entry(va).is_err() {
                 break;
             }
             pfn += 1;
         }
-        PhysFrame(pfn)
+        PhysFrame::new(pfn)
     }
 
     /// Entry `index` of `table` as a walk must see it: a queued (unissued) update of it
     /// first, else memory (page-table frames below `reach` are mapped, at least read-only).
-    pub(super) fn read(&self, table: PhysFrame, index: usize) -> Result<PageTableEntry, XenError> {
-        let index = index % ENTRIES;
-        if let Some(e) = self.queued_value(EntrySlot {
-            table,
-            index: index as u16,
-        }) {
+    pub(super) fn read(
+        &self,
+        table: PhysFrame,
+        index: impl Into<EntryIndex>,
+    ) -> Result<PageTableEntry, XenError> {
+        let index = index.into();
+        if let Some(e) = self.queued_value(EntrySlot::new(table, index)) {
             return Ok(e);
         }
         if table >= self.reach {
             return Err(XenError::NotMapped {
-                va: VirtAddr(VIRT_BASE.wrapping_add(table.0 << 12)),
+                va: VirtAddr::new(VIRT_BASE.wrapping_add(table.number() << 12)),
             });
         }
         let p = self.hv.frame_ptr(table) as *const u64;
-        // SAFETY: page-table frames are below `reach` (mapped, at least read-only) and the
-        // index is < 512.
+        // SAFETY: page-table frames are below `reach` (mapped, at least read-only) and an
+        // EntryIndex is < 512.
         Ok(PageTableEntry::from_bits(unsafe {
-            core::ptr::read_volatile(p.add(index))
+            core::ptr::read_volatile(p.add(index.get()))
         }))
     }
 
     pub(super) fn to_phys(&self, mfn: MachineFrame) -> Option<PhysFrame> {
         let pfn = self.hv.m2p(mfn)?;
-        (pfn.0 < self.nr_pages && self.hv.p2m(pfn) == Some(mfn)).then_some(pfn)
+        (pfn.number() < self.nr_pages && self.hv.p2m(pfn) == Some(mfn)).then_some(pfn)
     }
 
     /// The L1 slot and entry mapping `va` in the table rooted at `root` (4 KiB pages only:
@@ -113,7 +114,7 @@ impl<H: Hypervisor> XenMmu<H> {
         pfn: PhysFrame,
         writable: bool,
     ) -> Result<(), XenError> {
-        let va = VirtAddr(VIRT_BASE.wrapping_add(pfn.0 << 12));
+        let va = VirtAddr::new(VIRT_BASE.wrapping_add(pfn.number() << 12));
         let Ok((slot, e)) = self.entry_in(root, va) else {
             return Ok(()); // not mapped there (yet): set_pte keeps it read-only later
         };
@@ -131,12 +132,12 @@ impl<H: Hypervisor> XenMmu<H> {
     /// Writes one entry: a plain store into a detached table (Xen does not check tables that
     /// are not typed as page tables yet), an `mmu_update` into anything live.
     pub(super) fn store(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
-        if self.is_detached(slot.table) && slot.table < self.reach {
-            let p = self.hv.frame_ptr(slot.table) as *mut u32;
+        if self.is_detached(slot.table()) && slot.table() < self.reach {
+            let p = self.hv.frame_ptr(slot.table()) as *mut u32;
             // SAFETY: a detached table frame is ours, reachable (checked) and mapped writable;
             // the index is < 512. High half first, then the low half holding Present.
             unsafe {
-                let e = p.add(slot.index as usize * 2);
+                let e = p.add(slot.index().get() * 2);
                 core::ptr::write_volatile(e.add(1), entry.high());
                 core::ptr::write_volatile(e, entry.low());
             }
@@ -162,10 +163,10 @@ impl<H: Hypervisor> XenMmu<H> {
             } else {
                 Level::L1
             };
-            for i in 0..count {
+            for i in EntryIndex::all().take(count) {
                 let e = self.read(table, i)?;
                 if e.is_present() {
-                    if let Some(c) = self.to_phys(e.frame()) {
+                    if let Some(c) = e.frame().and_then(|m| self.to_phys(m)) {
                         self.attach(c, child)?;
                     }
                 }
@@ -175,7 +176,7 @@ impl<H: Hypervisor> XenMmu<H> {
         self.set_writable(table, false)
     }
 
-    /// A link into `slot.table`: if that table is live and the linked table detached, the
+    /// A link into `slot.table()`: if that table is live and the linked table detached, the
     /// linked table goes live first.
     pub(super) fn link(
         &mut self,
@@ -183,8 +184,8 @@ impl<H: Hypervisor> XenMmu<H> {
         entry: PageTableEntry,
         child: Level,
     ) -> Result<(), XenError> {
-        if entry.is_present() && !self.is_detached(slot.table) {
-            if let Some(c) = self.to_phys(entry.frame()) {
+        if entry.is_present() && !self.is_detached(slot.table()) {
+            if let Some(c) = entry.frame().and_then(|m| self.to_phys(m)) {
                 let was_lazy = self.lazy;
                 self.lazy = true;
                 let r = self.attach(c, child);
@@ -198,7 +199,7 @@ impl<H: Hypervisor> XenMmu<H> {
     /// Maps `pfn` read-only or writable in the live 1:1 region (value computed, not read
     /// back, so queued updates of the same entry cannot be lost).
     pub(super) fn set_writable(&mut self, pfn: PhysFrame, writable: bool) -> Result<(), XenError> {
-        let va = VirtAddr(VIRT_BASE + pfn.0 * PAGE_SIZE as u32);
+        let va = VirtAddr::new(VIRT_BASE + pfn.number() * PAGE_SIZE as u32);
         let (slot, _) = self.live_entry(va)?;
         let flags = if writable { KERNEL_RW } else { KERNEL_RO };
         let mfn = self.mfn(pfn)?;
@@ -207,12 +208,12 @@ impl<H: Hypervisor> XenMmu<H> {
 }
 
 pub(super) fn bit(words: &[u64; DETACHED_FRAMES / 64], pfn: PhysFrame) -> bool {
-    let i = pfn.0 as usize;
+    let i = pfn.number() as usize;
     i < DETACHED_FRAMES && words[i / 64] & (1 << (i % 64)) != 0
 }
 
 pub(super) fn set_bit(words: &mut [u64; DETACHED_FRAMES / 64], pfn: PhysFrame, on: bool) -> bool {
-    let i = pfn.0 as usize;
+    let i = pfn.number() as usize;
     if i >= DETACHED_FRAMES {
         return false;
     }
@@ -225,19 +226,19 @@ pub(super) fn set_bit(words: &mut [u64; DETACHED_FRAMES / 64], pfn: PhysFrame, o
 }
 
 /// The tables of a `XenMmu` as the core's walker reads them (queued updates included).
-struct Walk<'a, H: Hypervisor> {
+struct Walk<'a, H: Hypervisor + BackendLog> {
     mmu: &'a XenMmu<H>,
     va: VirtAddr,
 }
 
-impl<H: Hypervisor> TableRead for Walk<'_, H> {
+impl<H: Hypervisor + BackendLog> TableRead for Walk<'_, H> {
     type Error = XenError;
     fn entry(&self, slot: EntrySlot) -> Result<PageTableEntry, XenError> {
-        self.mmu.read(slot.table, slot.index as usize)
+        self.mmu.read(slot.table(), slot.index())
     }
     fn table(&self, e: PageTableEntry) -> Result<PhysFrame, XenError> {
         self.mmu
-            .to_phys(e.frame())
+            .to_phys(e.frame().ok_or(XenError::NotMapped { va: self.va })?)
             .ok_or(XenError::NotMapped { va: self.va })
     }
 }

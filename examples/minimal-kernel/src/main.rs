@@ -109,7 +109,7 @@ fn own_mapping<P: Platform>(
     alloc: &mut FrameAllocator,
     console: &mut dyn Write,
 ) -> Result<PhysFrame, OwnError<P::Error>> {
-    let va = VirtAddr(p.layout().scratch_area.0 + OWN_PAGE * PAGE_SIZE as u32);
+    let va = VirtAddr::new(p.layout().scratch_area.as_u32() + OWN_PAGE * PAGE_SIZE as u32);
     let root = p.read_cr3();
     let frame = alloc.alloc().map_err(MapError::Alloc)?;
     let mfn = p
@@ -122,7 +122,10 @@ fn own_mapping<P: Platform>(
 
     let mut data = [0u8; PROBE_LEN];
     for (i, d) in data.iter_mut().enumerate() {
-        *d = (frame.0 as u8).wrapping_add(i as u8).wrapping_mul(13) ^ 0xa5;
+        *d = (frame.number() as u8)
+            .wrapping_add(i as u8)
+            .wrapping_mul(13)
+            ^ 0xa5;
     }
     // SAFETY: `va` maps the fresh frame (just mapped, TLB flushed).
     unsafe { p.write_virt(va, &data) }.map_err(OwnError::Fault)?;

@@ -109,7 +109,7 @@ impl<'a> PvhStartInfo<'a> {
             return Ok(());
         }
         self.memory
-            .reserve(PhysAddr(start), len)
+            .reserve(PhysAddr::new(start), len)
             .map_err(|error| PvhError::Reserve { what, error })?;
         // The list has room for every structure parse() reserves (MAX_RESERVATIONS).
         if let Some(slot) = self.reservations.get_mut(self.nr_reservations) {
@@ -207,7 +207,7 @@ pub fn parse<'a>(
             RegionKind::Reserved
         };
         memory
-            .add(PhysAddr(start), size, kind)
+            .add(PhysAddr::new(start), size, kind)
             .map_err(|error| PvhError::MemmapEntry {
                 index: i as u32,
                 error,

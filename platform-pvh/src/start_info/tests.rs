@@ -100,10 +100,15 @@ fn a_well_formed_start_info() {
         0x400_0000 - (56 + 120 + 14 + 32 + 0x1800 + 3)
     );
     // The allocator never hands out a frame that holds a loader structure or module.
-    let mut a = FrameAllocator::new(&si.memory, PhysFrame(0), PhysFrame(0x20), FrameRange::EMPTY);
+    let mut a = FrameAllocator::new(
+        &si.memory,
+        PhysFrame::new(0),
+        PhysFrame::new(0x20),
+        FrameRange::EMPTY,
+    );
     let mut got = Vec::new();
     while let Ok(f) = a.alloc() {
-        got.push(f.0);
+        got.push(f.number());
     }
     for f in [1, 2, 3, 4, 5, 8, 9] {
         assert!(!got.contains(&f), "frame {f:#x} handed out: {got:x?}");
@@ -204,8 +209,8 @@ fn overlapping_and_wrapping_entries() {
         PvhError::MemmapEntry {
             index: 1,
             error: MemoryMapError::Overlap {
-                first: PhysAddr(0),
-                second: PhysAddr(0x3ff_f000)
+                first: PhysAddr::new(0),
+                second: PhysAddr::new(0x3ff_f000)
             }
         }
     );

@@ -9,7 +9,9 @@
 mod report;
 mod stage;
 
-pub use crate::handoff::{BootInfo, BootModule, IoremapProbe, PlatformInfo};
+pub use crate::handoff::{
+    BootInfo, BootInfoError, BootModule, BootRange, IoremapProbe, PlatformInfo,
+};
 pub use report::{take_boot_state, BootError, BootErrorKind, BootReport, BootState};
 pub use stage::{current_stage, set_stage, KernelStage, Stage, BOOT_STAGES};
 
@@ -189,7 +191,7 @@ impl<'a, P: Platform> Boot<'a, P> {
             let _ = writeln!(
                 self.log,
                 "pvops: mem {:#011x}-{:#011x} {}",
-                r.start.0,
+                r.start.as_u64(),
                 r.end(),
                 kind
             );
@@ -199,8 +201,20 @@ impl<'a, P: Platform> Boot<'a, P> {
             let _ = writeln!(
                 self.log,
                 "mem: reserved {} pa={:#x}-{:#x}",
-                r.what, r.start.0, r.end
+                r.what,
+                r.start.as_u64(),
+                r.end
             );
+        }
+        // The ranges below decide which frames are handed out and freed: check them first.
+        self.info.validate()?;
+        let (boot_root, bootstrap) = (self.p.read_cr3(), self.info.bootstrap_tables);
+        if !bootstrap.is_empty() && !bootstrap.contains(boot_root) {
+            return Err(BootInfoError::RootOutsideBootstrap {
+                root: boot_root,
+                bootstrap,
+            }
+            .into());
         }
         let free = self
             .info
@@ -250,9 +264,9 @@ impl<'a, P: Platform> Boot<'a, P> {
         // is retired with that table after the switch.
         let (window, boot_root) = (self.p.layout().ioremap_window, self.p.read_cr3());
         if let Ok(slot) = mapper::l1_slot(self.p, &mut self.state.alloc, boot_root, window, false) {
-            let ours = self.state.alloc.is_table(slot.table)
-                && !self.info.bootstrap_tables.contains(slot.table);
-            self.early_window_l1 = ours.then_some(slot.table);
+            let ours = self.state.alloc.is_table(slot.table())
+                && !self.info.bootstrap_tables.contains(slot.table());
+            self.early_window_l1 = ours.then_some(slot.table());
         }
         Ok(())
     }
@@ -305,12 +319,12 @@ impl<'a, P: Platform> Boot<'a, P> {
         let image = self.info.kernel_image;
         let mut extra = image
             .iter()
-            .filter(|f| !in_usable(*f) && f.start().0 < limit);
+            .filter(|f| !in_usable(*f) && f.start().as_u64() < limit);
         if let Some(first) = extra.next() {
             let last = extra.next_back().unwrap_or(first);
             ranges[n] = FrameRange {
                 start: first,
-                end: PhysFrame(last.0 + 1),
+                end: PhysFrame::new(last.number() + 1),
             };
             n += 1;
         }
@@ -322,7 +336,7 @@ impl<'a, P: Platform> Boot<'a, P> {
             layout.ioremap_window,
             true,
         )?
-        .table;
+        .table();
         // A backend with read-only page tables (Xen) maps the page-table frames among these
         // read-only itself: that is its invariant (`alloc_pt`), not this loop's.
         let ro = P::READ_ONLY_PAGE_TABLES;
@@ -370,7 +384,9 @@ impl<'a, P: Platform> Boot<'a, P> {
             .lowmem_limit
             .min(u32::MAX as u64 * PAGE_SIZE)
             / PAGE_SIZE;
-        self.state.alloc.set_limit(PhysFrame(lowmem_end as u32));
+        self.state
+            .alloc
+            .set_limit(PhysFrame::new(lowmem_end as u32));
         let _ = writeln!(
             self.log,
             "write_cr3: live root pfn={now} (was pfn={before})"
@@ -428,11 +444,14 @@ pub fn check_probe<P: Platform>(
         let _ = writeln!(log, "early_ioremap: no probe on this backend");
         return Ok(());
     };
-    let pfn = probe.addr.frame();
+    let pfn = probe
+        .addr
+        .frame()
+        .ok_or(BootErrorKind::ProbeOutOfRange { addr: probe.addr })?;
     let mfn = p
         .phys_to_machine(pfn)
         .ok_or(MapError::NoMachineFrame(pfn))?;
-    let ma = crate::addr::MachineAddr(mfn.start().0 + probe.addr.frame_offset());
+    let ma = crate::addr::MachineAddr::new(mfn.start().as_u64() + probe.addr.frame_offset());
     let len = probe.len.min(PROBE_MAX as u64) as usize;
     let mut io = EarlyIoremap::new(p.layout().ioremap_window, source);
     let root = io.root(p);

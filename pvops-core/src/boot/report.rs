@@ -1,7 +1,8 @@
 //! What the boot path returns (its report or its error) and the state it keeps between stages.
 
 use super::{Stage, StageFigures, BOOT_STAGES};
-use crate::addr::{FrameRange, PhysFrame};
+use crate::addr::{FrameRange, PhysAddr, PhysFrame};
+use crate::handoff::BootInfoError;
 use crate::ioremap::IoremapError;
 use crate::mapper::MapError;
 use crate::mem::{AllocError, FrameAllocator, MemoryMapError};
@@ -60,6 +61,13 @@ pub enum BootErrorKind<E> {
     NoLowmem,
     /// The memory map minus the reserved ranges does not fit a map.
     Memory(MemoryMapError),
+    /// The backend's `BootInfo` is inconsistent (see [`crate::boot::BootInfo::validate`]).
+    BootInfo(BootInfoError),
+    /// The early_ioremap probe lies beyond what a frame number can name.
+    ProbeOutOfRange {
+        /// The probe's address.
+        addr: PhysAddr,
+    },
 }
 
 impl<E: fmt::Display> fmt::Display for BootErrorKind<E> {
@@ -82,6 +90,10 @@ impl<E: fmt::Display> fmt::Display for BootErrorKind<E> {
             }
             Self::NoLowmem => write!(f, "no usable RAM below the lowmem limit"),
             Self::Memory(e) => write!(f, "{e}"),
+            Self::BootInfo(e) => write!(f, "{e}"),
+            Self::ProbeOutOfRange { addr } => {
+                write!(f, "early_ioremap probe pa={addr} has no frame number")
+            }
         }
     }
 }
@@ -182,6 +194,12 @@ impl<E> From<IoremapError<E>> for BootErrorKind<E> {
         BootErrorKind::Ioremap(e)
     }
 }
+impl<E> From<BootInfoError> for BootErrorKind<E> {
+    fn from(e: BootInfoError) -> Self {
+        BootErrorKind::BootInfo(e)
+    }
+}
+
 impl<E> From<AllocError> for BootErrorKind<E> {
     fn from(e: AllocError) -> Self {
         BootErrorKind::Alloc(e)

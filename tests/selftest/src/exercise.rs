@@ -45,7 +45,7 @@ pub fn run<P: Platform>(
 }
 
 fn pattern(frame: PhysFrame, i: usize) -> u8 {
-    (frame.0 as usize)
+    (frame.number() as usize)
         .wrapping_mul(31)
         .wrapping_add(i.wrapping_mul(7)) as u8
 }
@@ -98,7 +98,7 @@ fn map_scratch<P: Platform>(
 ) -> Res<P::Error> {
     let layout = p.layout();
     let root = p.read_cr3();
-    let va = VirtAddr(layout.scratch_area.0 + SCRATCH_PAGE * PAGE_SIZE as u32);
+    let va = VirtAddr::new(layout.scratch_area.as_u32() + SCRATCH_PAGE * PAGE_SIZE as u32);
     let frame = alloc.alloc()?;
     let mfn = p
         .phys_to_machine(frame)
@@ -133,8 +133,8 @@ fn map_scratch<P: Platform>(
     match mapper::translate(p, root, va) {
         Err(MapError::NotMapped(_)) => {}
         Ok(e) => {
-            return Err(BootErrorKind::Map(MapError::AlreadyMapped(VirtAddr(
-                e.addr().0 as u32,
+            return Err(BootErrorKind::Map(MapError::AlreadyMapped(VirtAddr::new(
+                e.addr().as_u64() as u32,
             ))))
         }
         Err(e) => return Err(e.into()),

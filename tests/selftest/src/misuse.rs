@@ -12,7 +12,9 @@
 
 use crate::verdict::{CaseResult, Status, Tally, Text, Verdict};
 use core::fmt;
-use pvops_core::addr::{MachineAddr, MachineFrame, PhysAddr, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::addr::{
+    MachineAddr, MachineFrame, PdptIndex, PhysAddr, PhysFrame, VirtAddr, PAGE_SIZE,
+};
 use pvops_core::ioremap::{
     EarlyIoremap, IoMapping, IoremapError, TableSource, IOREMAP_MAX_BYTES, IOREMAP_SLOTS,
 };
@@ -23,7 +25,7 @@ use pvops_core::mem::{
 };
 use pvops_core::ops::Platform;
 use pvops_core::options::BootOptions;
-use pvops_core::paging::{EntrySlot, Level, PageTableEntry, KERNEL_RW, PDPT_ENTRIES};
+use pvops_core::paging::{EntrySlot, Level, PageTableEntry, KERNEL_RW};
 
 // ----- names of pvops's typed errors -----
 
@@ -62,6 +64,7 @@ pub fn map_error_verdict<E: fmt::Display>(e: &MapError<E>) -> Verdict {
         MapError::LivePdptEntry(_) => "MapError::LivePdptEntry",
         MapError::TableInUse { .. } => "MapError::TableInUse",
         MapError::BadRange { .. } => "MapError::BadRange",
+        MapError::BadEntry(_) => "MapError::BadEntry",
     })
 }
 
@@ -74,6 +77,7 @@ pub fn ioremap_error_verdict<E: fmt::Display>(e: &IoremapError<E>) -> Verdict {
         IoremapError::NoFreeSlot => "IoremapError::NoFreeSlot",
         IoremapError::SlotTaken { .. } => "IoremapError::SlotTaken",
         IoremapError::NotMapped { .. } => "IoremapError::NotMapped",
+        IoremapError::WindowCrossesTable { .. } => "IoremapError::WindowCrossesTable",
         IoremapError::Map(m) => return map_error_verdict(m),
     })
 }
@@ -281,7 +285,7 @@ fn ioremap_zero_size<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verd
 
 fn ioremap_overflow<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
     let mut io = window_io(p);
-    let r = io.map(p, alloc, MachineAddr(u64::MAX - 0xFFF), 2 * PAGE_SIZE);
+    let r = io.map(p, alloc, MachineAddr::new(u64::MAX - 0xFFF), 2 * PAGE_SIZE);
     ioremap_verdict(p, alloc, &mut io, r)
 }
 
@@ -289,7 +293,12 @@ fn ioremap_larger_than_slot<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) 
     with_frame(p, alloc, |p, alloc, ma| {
         let mut io = window_io(p);
         // The offset in the first page counts: 0x10 + a whole slot needs one page more.
-        let r = io.map(p, alloc, MachineAddr(ma.0 + 0x10), IOREMAP_MAX_BYTES);
+        let r = io.map(
+            p,
+            alloc,
+            MachineAddr::new(ma.as_u64() + 0x10),
+            IOREMAP_MAX_BYTES,
+        );
         ioremap_verdict(p, alloc, &mut io, r)
     })
 }
@@ -398,7 +407,7 @@ fn ioremap_unmap_foreign_mapping<P: Platform>(p: &mut P, alloc: &mut FrameAlloca
 
 /// The scratch page the mapper cases use (the boot path's exercise uses page 5).
 fn scratch_page<P: Platform>(p: &P, page: u32) -> VirtAddr {
-    VirtAddr(p.layout().scratch_area.0 + page * PAGE_SIZE as u32)
+    VirtAddr::new(p.layout().scratch_area.as_u32() + page * PAGE_SIZE as u32)
 }
 
 /// Maps a fresh frame at scratch page 7, runs `f`, then unmaps it and retires the L1 table
@@ -509,7 +518,7 @@ fn map_page_already_mapped<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -
 fn unmap_page_not_mapped<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
     with_scratch_mapping(p, alloc, |p, _, va, _| {
         // The next page: same L1 (so the walk succeeds), empty entry.
-        let next = VirtAddr(va.0 + PAGE_SIZE as u32);
+        let next = VirtAddr::new(va.as_u32() + PAGE_SIZE as u32);
         let root = p.read_cr3();
         // SAFETY: `next` is an unused scratch page; a wrong success unmaps nothing anyone uses.
         match unsafe { mapper::unmap_page(p, root, next) } {
@@ -524,11 +533,11 @@ fn unmap_page_not_mapped<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> 
 
 fn l1_slot_live_pdpt_entry<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
     let root = p.read_cr3();
-    for i in 0..PDPT_ENTRIES {
+    for i in PdptIndex::all() {
         match mapper::read_entry(p, root, i) {
             Err(e) => return Verdict::broken("read the live root", format_args!("{e}")),
             Ok(e) if !e.is_present() => {
-                let va = VirtAddr((i as u32) << 30);
+                let va = VirtAddr::new((i.get() as u32) << 30);
                 return match mapper::l1_slot(p, alloc, root, va, true) {
                     Err(e) => map_error_verdict(&e),
                     Ok(_) => Verdict::Accepted,
@@ -563,7 +572,7 @@ fn alloc_double_free<P: Platform>(_: &mut P, alloc: &mut FrameAllocator) -> Verd
 fn alloc_exhausted<P: Platform>(_: &mut P, alloc: &mut FrameAllocator) -> Verdict {
     // Nothing is reachable below pfn 0; the limit is restored at once.
     let limit = alloc.limit();
-    alloc.set_limit(PhysFrame(0));
+    alloc.set_limit(PhysFrame::new(0));
     let r = alloc.alloc();
     alloc.set_limit(limit);
     match r {
@@ -578,7 +587,7 @@ fn alloc_exhausted<P: Platform>(_: &mut P, alloc: &mut FrameAllocator) -> Verdic
 }
 
 fn alloc_table_beyond_bitmap<P: Platform>(_: &mut P, alloc: &mut FrameAllocator) -> Verdict {
-    let f = PhysFrame(TABLE_BITMAP_FRAMES as u32);
+    let f = PhysFrame::new(TABLE_BITMAP_FRAMES as u32);
     match alloc.mark_table(f, true) {
         Err(e) => Verdict::Pvops(alloc_error_name(&e)),
         Ok(()) => {
@@ -608,28 +617,28 @@ const MIB: u64 = 1024 * 1024;
 
 fn memory_map_overlap() -> Verdict {
     let mut m = MemoryMap::new();
-    if let Err(e) = m.add(PhysAddr(MIB), MIB, RegionKind::Usable) {
+    if let Err(e) = m.add(PhysAddr::new(MIB), MIB, RegionKind::Usable) {
         return Verdict::broken("add a region", format_args!("{e}"));
     }
-    memory_map_verdict(m.add(PhysAddr(MIB + MIB / 2), 0x1000, RegionKind::Reserved))
+    memory_map_verdict(m.add(PhysAddr::new(MIB + MIB / 2), 0x1000, RegionKind::Reserved))
 }
 
 fn memory_map_wrap() -> Verdict {
     let mut m = MemoryMap::new();
-    memory_map_verdict(m.add(PhysAddr(u64::MAX - 0xFFF), 0x2000, RegionKind::Usable))
+    memory_map_verdict(m.add(PhysAddr::new(u64::MAX - 0xFFF), 0x2000, RegionKind::Usable))
 }
 
 fn memory_map_empty_region() -> Verdict {
     let mut m = MemoryMap::new();
-    memory_map_verdict(m.add(PhysAddr(0xA_0000), 0, RegionKind::Reserved))
+    memory_map_verdict(m.add(PhysAddr::new(0xA_0000), 0, RegionKind::Reserved))
 }
 
 fn memory_map_too_many_regions() -> Verdict {
     let mut m = MemoryMap::new();
     for i in 0..MAX_REGIONS as u64 {
-        if let Err(e) = m.add(PhysAddr(i * 2 * MIB), MIB, RegionKind::Usable) {
+        if let Err(e) = m.add(PhysAddr::new(i * 2 * MIB), MIB, RegionKind::Usable) {
             return Verdict::broken("add a region", format_args!("{e}"));
         }
     }
-    memory_map_verdict(m.add(PhysAddr(1 << 40), MIB, RegionKind::Usable))
+    memory_map_verdict(m.add(PhysAddr::new(1 << 40), MIB, RegionKind::Usable))
 }

@@ -40,22 +40,21 @@ impl SimMachine {
         slot: EntrySlot,
         want: Level,
     ) -> Result<u32, SimError> {
-        let is = self.table_level(slot.table);
+        let is = self.table_level(slot.table());
         if is != Some(want) {
             return Err(SimError::NotATable {
                 op,
-                table: slot.table,
+                table: slot.table(),
                 want,
                 is,
             });
         }
-        if want == Level::L3 && slot.index as usize >= PDPT_ENTRIES
-            || slot.index as usize >= ENTRIES
+        if want == Level::L3 && slot.index().get() >= PDPT_ENTRIES || slot.index().get() >= ENTRIES
         {
             return Err(SimError::BadIndex { op, slot });
         }
-        self.pfn_to_mfn(slot.table)
-            .ok_or(SimError::NoSuchFrame(slot.table))
+        self.pfn_to_mfn(slot.table())
+            .ok_or(SimError::NoSuchFrame(slot.table()))
     }
 
     pub(super) fn check_link(
@@ -68,7 +67,7 @@ impl SimMachine {
         if !entry.is_present() || (want == Level::L1 && entry.flags().contains(PteFlags::HUGE)) {
             return Ok(());
         }
-        let target = self.mfn_to_pfn(entry.frame().0);
+        let target = self.mfn_to_pfn(entry.frame().map_or(u32::MAX, MachineFrame::number));
         if target.and_then(|t| self.table_level(t)) != Some(want) {
             return Err(SimError::BadLink { op, slot, entry });
         }
@@ -109,8 +108,8 @@ impl SimMachine {
             (0..n).find_map(|i| {
                 let e = PageTableEntry::from_bits(self.load_entry(tm, i).unwrap_or(0));
                 let huge = *l == Some(Level::L2) && e.flags().contains(PteFlags::HUGE);
-                (e.is_present() && !huge && e.frame().0 == mfn)
-                    .then_some((PhysFrame(pfn as u32), i))
+                (e.is_present() && !huge && e.frame().map_or(u32::MAX, MachineFrame::number) == mfn)
+                    .then_some((PhysFrame::new(pfn as u32), i))
             })
         })
     }

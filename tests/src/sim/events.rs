@@ -98,12 +98,18 @@ impl fmt::Display for SimError {
                 want.name()
             ),
             Self::BadIndex { op, slot } => {
-                write!(f, "sim: {op} at index {} of pfn {}", slot.index, slot.table)
+                write!(
+                    f,
+                    "sim: {op} at index {} of pfn {}",
+                    slot.index(),
+                    slot.table()
+                )
             }
             Self::BadLink { op, slot, entry } => write!(
                 f,
                 "sim: {op} pfn {}[{}] = {entry:?} links no announced table",
-                slot.table, slot.index
+                slot.table(),
+                slot.index()
             ),
             Self::PdpteReserved { index, bits } => {
                 write!(

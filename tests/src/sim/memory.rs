@@ -31,20 +31,20 @@ impl SimMachine {
     }
 
     pub(super) fn store_entry(&self, mfn: MachineFrame, index: usize, bits: u64) {
-        let p = self.mframe(mfn.0).expect("table frame is backed");
+        let p = self.mframe(mfn.number()).expect("table frame is backed");
         // SAFETY: as in `load_entry`.
         unsafe { (p as *mut u64).add(index % ENTRIES).write_volatile(bits) };
     }
 
     pub(super) fn pfn_to_mfn(&self, pfn: PhysFrame) -> Option<u32> {
-        (pfn.0 < self.ram_frames).then(|| self.cfg.p2m.to_machine(pfn.0))
+        (pfn.number() < self.ram_frames).then(|| self.cfg.p2m.to_machine(pfn.number()))
     }
     pub(super) fn mfn_to_pfn(&self, mfn: u32) -> Option<PhysFrame> {
         self.cfg
             .p2m
             .to_phys(mfn)
             .filter(|p| *p < self.ram_frames)
-            .map(PhysFrame)
+            .map(PhysFrame::new)
     }
 
     /// Reads the raw entry `index` of pseudo-physical table `table` (no reachability check,
@@ -58,11 +58,11 @@ impl SimMachine {
     pub fn read_phys(&self, pa: PhysAddr, buf: &mut [u8]) {
         let mut done = 0;
         while done < buf.len() {
-            let a = pa.0 + done as u64;
+            let a = pa.as_u64() + done as u64;
             let off = (a % PAGE_SIZE) as usize;
             let n = (FRAME_BYTES - off).min(buf.len() - done);
             let p = self
-                .pfn_to_mfn(PhysAddr(a).frame())
+                .pfn_to_mfn(PhysAddr::new(a).frame().expect("frame below 16 TiB"))
                 .and_then(|m| self.mframe(m))
                 .expect("pa inside RAM");
             // SAFETY: `p` is 4096 bytes; off + n <= 4096.
@@ -75,11 +75,11 @@ impl SimMachine {
     pub fn write_phys(&mut self, pa: PhysAddr, data: &[u8]) {
         let mut done = 0;
         while done < data.len() {
-            let a = pa.0 + done as u64;
+            let a = pa.as_u64() + done as u64;
             let off = (a % PAGE_SIZE) as usize;
             let n = (FRAME_BYTES - off).min(data.len() - done);
             let p = self
-                .pfn_to_mfn(PhysAddr(a).frame())
+                .pfn_to_mfn(PhysAddr::new(a).frame().expect("frame below 16 TiB"))
                 .and_then(|m| self.mframe(m))
                 .expect("pa inside RAM");
             // SAFETY: as in `read_phys`.

@@ -21,7 +21,9 @@
 //! Every page-table operation is numbered; [`SimMachine::fail_at`] makes the k-th one fail.
 
 use crate::frames::FrameStore;
-use pvops_core::addr::{FrameRange, MachineFrame, PhysAddr, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::addr::{
+    EntryIndex, FrameRange, MachineFrame, PhysAddr, PhysFrame, VirtAddr, PAGE_SIZE,
+};
 use pvops_core::boot::{BootInfo, IoremapProbe};
 use pvops_core::mem::{MemoryMap, RegionKind};
 use pvops_core::ops::{MemoryLayout, MmuOps, PageFault, Platform};
@@ -48,10 +50,10 @@ pub const IOREMAP_WINDOW: u32 = 0xFF80_0000;
 pub const SCRATCH_AREA: u32 = 0xF880_0000;
 /// The layout the native backend uses, which the sim reports by default.
 pub const NATIVE_LAYOUT: MemoryLayout = MemoryLayout {
-    page_offset: VirtAddr(PAGE_OFFSET),
+    page_offset: VirtAddr::new(PAGE_OFFSET),
     lowmem_limit: LOWMEM_LIMIT,
-    ioremap_window: VirtAddr(IOREMAP_WINDOW),
-    scratch_area: VirtAddr(SCRATCH_AREA),
+    ioremap_window: VirtAddr::new(IOREMAP_WINDOW),
+    scratch_area: VirtAddr::new(SCRATCH_AREA),
     lowmem_formula: "Linux 32-bit lowmem: 4 GiB - 0xC0000000 - 128 MiB vmalloc reserve",
     hypervisor_start: None,
 };
@@ -63,20 +65,20 @@ pub const LOW_USABLE_END: u64 = 0x9_fc00;
 pub const HIGH_USABLE_START: u64 = MIB;
 /// The default fake kernel image: pfn 0x100..0x180 (1 MiB .. 1.5 MiB).
 pub const DEFAULT_KERNEL_IMAGE: FrameRange = FrameRange {
-    start: PhysFrame(0x100),
-    end: PhysFrame(0x180),
+    start: PhysFrame::new(0x100),
+    end: PhysFrame::new(0x180),
 };
 /// Where the fake multiboot info block sits.
-pub const MULTIBOOT_INFO_ADDR: PhysAddr = PhysAddr(0x9000);
+pub const MULTIBOOT_INFO_ADDR: PhysAddr = PhysAddr::new(0x9000);
 /// Length of the fake multiboot info block (what early_ioremap compares).
 pub const MULTIBOOT_INFO_LEN: usize = 64;
 /// The recognisable tag inside the multiboot info block (bytes 28..44, the symbol-table
 /// words, unused since flags bits 4 and 5 are clear).
 pub const MULTIBOOT_TAG: &[u8; 16] = b"PVOPS-SIM MBI v1";
 /// Where the multiboot memory map sits.
-pub const MULTIBOOT_MMAP_ADDR: PhysAddr = PhysAddr(0x9100);
+pub const MULTIBOOT_MMAP_ADDR: PhysAddr = PhysAddr::new(0x9100);
 /// Where the NUL-terminated command line sits.
-pub const MULTIBOOT_CMDLINE_ADDR: PhysAddr = PhysAddr(0x9400);
+pub const MULTIBOOT_CMDLINE_ADDR: PhysAddr = PhysAddr::new(0x9400);
 /// The value a multiboot1 loader leaves in eax.
 pub const MULTIBOOT_MAGIC: u32 = 0x2BAD_B002;
 
@@ -162,10 +164,10 @@ impl fmt::Debug for SimMachine {
 /// `[0x9fc00, 1 MiB)`, usable `[1 MiB, ram)` minus the `holes`, which are reserved.
 pub fn qemu_memory_map(ram_bytes: u64, holes: &[(u64, u64)]) -> MemoryMap {
     let mut m = MemoryMap::new();
-    m.add(PhysAddr(0), LOW_USABLE_END, RegionKind::Usable)
+    m.add(PhysAddr::new(0), LOW_USABLE_END, RegionKind::Usable)
         .expect("low memory");
     m.add(
-        PhysAddr(LOW_USABLE_END),
+        PhysAddr::new(LOW_USABLE_END),
         HIGH_USABLE_START - LOW_USABLE_END,
         RegionKind::Reserved,
     )
@@ -179,15 +181,15 @@ pub fn qemu_memory_map(ram_bytes: u64, holes: &[(u64, u64)]) -> MemoryMap {
             "hole {start:#x}+{len:#x} out of order or range"
         );
         if start > at {
-            m.add(PhysAddr(at), start - at, RegionKind::Usable)
+            m.add(PhysAddr::new(at), start - at, RegionKind::Usable)
                 .expect("usable");
         }
-        m.add(PhysAddr(start), len, RegionKind::Reserved)
+        m.add(PhysAddr::new(start), len, RegionKind::Reserved)
             .expect("hole");
         at = start + len;
     }
     if ram_bytes > at {
-        m.add(PhysAddr(at), ram_bytes - at, RegionKind::Usable)
+        m.add(PhysAddr::new(at), ram_bytes - at, RegionKind::Usable)
             .expect("usable");
     }
     m
@@ -209,8 +211,8 @@ impl SimMachine {
                 "holes are page aligned"
             );
             let r = FrameRange {
-                start: PhysAddr(s).frame(),
-                end: PhysAddr(s + l).frame(),
+                start: PhysAddr::new(s).frame().expect("frame below 16 TiB"),
+                end: PhysAddr::new(s + l).frame().expect("frame below 16 TiB"),
             };
             assert!(
                 r.end <= cfg.kernel_image.start || r.start >= cfg.kernel_image.end,
@@ -250,7 +252,7 @@ impl SimMachine {
         );
         let bt_end = cfg.kernel_image.end;
         let bootstrap = FrameRange {
-            start: PhysFrame(bt_end.0 - 2 - l1s),
+            start: PhysFrame::new(bt_end.number() - 2 - l1s),
             end: bt_end,
         };
         let mut sim = SimMachine {
@@ -260,7 +262,7 @@ impl SimMachine {
             tables: vec![None; ram_frames as usize],
             bootstrap,
             first_free: bt_end,
-            cr3: MachineFrame(0),
+            cr3: MachineFrame::new(0),
             latched: [0; PDPT_ENTRIES],
             tlb: RefCell::new(HashMap::new()),
             clock: Cell::new(0),
@@ -283,15 +285,15 @@ impl SimMachine {
     /// 3 name one page directory mapping the first 64 MiB.
     fn build_bootstrap(&mut self, l1s: u32) {
         let pdpt = self.bootstrap.start;
-        let pd = PhysFrame(pdpt.0 + 1);
-        let m = |s: &Self, f: PhysFrame| MachineFrame(s.cfg.p2m.to_machine(f.0));
+        let pd = PhysFrame::new(pdpt.number() + 1);
+        let m = |s: &Self, f: PhysFrame| MachineFrame::new(s.cfg.p2m.to_machine(f.number()));
         for (i, f) in self.bootstrap.iter().enumerate() {
             let level = match i {
                 0 => Level::L3,
                 1 => Level::L2,
                 _ => Level::L1,
             };
-            self.tables[f.0 as usize] = Some(level);
+            self.tables[f.number() as usize] = Some(level);
         }
         let pd_link = PageTableEntry::new(m(self, pd), PDPT_FLAGS);
         self.store_entry(m(self, pdpt), 0, pd_link.bits());
@@ -299,18 +301,18 @@ impl SimMachine {
         let chunks = (BOOTSTRAP_MAP_BYTES / (2 * MIB)) as usize;
         for c in 0..chunks {
             let e = if l1s == 0 {
-                let base = MachineFrame(self.cfg.p2m.to_machine(c as u32 * 512));
+                let base = MachineFrame::new(self.cfg.p2m.to_machine(c as u32 * 512));
                 // What the native stub writes: Present | RW | PS (0x83).
                 PageTableEntry::new(
                     base,
                     PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::HUGE,
                 )
             } else {
-                let l1 = PhysFrame(pd.0 + 1 + c as u32);
+                let l1 = PhysFrame::new(pd.number() + 1 + c as u32);
                 for i in 0..ENTRIES {
                     let pfn = (c * ENTRIES + i) as u32;
                     if pfn < self.ram_frames {
-                        let e = PageTableEntry::new(m(self, PhysFrame(pfn)), KERNEL_RW);
+                        let e = PageTableEntry::new(m(self, PhysFrame::new(pfn)), KERNEL_RW);
                         self.store_entry(m(self, l1), i, e.bits());
                     }
                 }
@@ -346,7 +348,7 @@ impl SimMachine {
     }
     /// The bootstrap page directory.
     pub fn bootstrap_pd(&self) -> PhysFrame {
-        PhysFrame(self.bootstrap.start.0 + 1)
+        PhysFrame::new(self.bootstrap.start.number() + 1)
     }
     /// The first frame after the image and the bootstrap table.
     pub fn first_free(&self) -> PhysFrame {
@@ -354,7 +356,7 @@ impl SimMachine {
     }
     /// Frames below this are mapped by the bootstrap table (and exist).
     pub fn bootstrap_reach(&self) -> PhysFrame {
-        PhysFrame(((BOOTSTRAP_MAP_BYTES / PAGE_SIZE) as u32).min(self.ram_frames))
+        PhysFrame::new(((BOOTSTRAP_MAP_BYTES / PAGE_SIZE) as u32).min(self.ram_frames))
     }
 
     /// The 64 bytes of the multiboot1 info block at [`MULTIBOOT_INFO_ADDR`], as a loader
@@ -370,10 +372,10 @@ impl SimMachine {
         put(&mut b, 4, (LOW_USABLE_END / 1024) as u32);
         put(&mut b, 8, (self.cfg.ram_mib - 1) * 1024);
         put(&mut b, 12, 0x8000_ffff);
-        put(&mut b, 16, MULTIBOOT_CMDLINE_ADDR.0 as u32);
+        put(&mut b, 16, MULTIBOOT_CMDLINE_ADDR.as_u64() as u32);
         b[28..44].copy_from_slice(MULTIBOOT_TAG);
         put(&mut b, 44, (self.memory.regions().len() * 24) as u32);
-        put(&mut b, 48, MULTIBOOT_MMAP_ADDR.0 as u32);
+        put(&mut b, 48, MULTIBOOT_MMAP_ADDR.as_u64() as u32);
         for (i, x) in b[52..].iter_mut().enumerate() {
             *x = (i as u8).wrapping_mul(13).wrapping_add(7);
         }
@@ -388,7 +390,7 @@ impl SimMachine {
         let mut mmap = Vec::new();
         for r in self.memory.regions() {
             mmap.extend_from_slice(&20u32.to_le_bytes());
-            mmap.extend_from_slice(&r.start.0.to_le_bytes());
+            mmap.extend_from_slice(&r.start.as_u64().to_le_bytes());
             mmap.extend_from_slice(&r.len.to_le_bytes());
             let kind: u32 = if r.kind == RegionKind::Usable { 1 } else { 2 };
             mmap.extend_from_slice(&kind.to_le_bytes());
@@ -456,7 +458,7 @@ impl SimMachine {
     }
     /// The level a frame is known as (announced with `alloc_pt`, or a live bootstrap table).
     pub fn table_level(&self, frame: PhysFrame) -> Option<Level> {
-        self.tables.get(frame.0 as usize).copied().flatten()
+        self.tables.get(frame.number() as usize).copied().flatten()
     }
     /// The bootstrap frames returned by `pagetable_setup_done`, once it ran.
     pub fn retired(&self) -> Option<FrameRange> {
@@ -484,7 +486,7 @@ impl SimMachine {
         if !w.frames.contains(frame) {
             return Vec::new();
         }
-        w.versions[(frame.0 - w.frames.start.0) as usize]
+        w.versions[(frame.number() - w.frames.start.number()) as usize]
             .iter()
             .map(|v| v.to_vec())
             .collect()

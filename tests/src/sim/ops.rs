@@ -20,24 +20,25 @@ impl MmuOps for SimMachine {
 
     fn phys_to_machine(&self, frame: PhysFrame) -> Option<MachineFrame> {
         self.tick();
-        self.pfn_to_mfn(frame).map(MachineFrame)
+        self.pfn_to_mfn(frame).map(MachineFrame::new)
     }
 
     fn machine_to_phys(&self, frame: MachineFrame) -> Option<PhysFrame> {
         self.tick();
-        self.mfn_to_pfn(frame.0)
+        self.mfn_to_pfn(frame.number())
     }
 
     fn read_cr3(&self) -> PhysFrame {
         self.tick();
-        self.mfn_to_pfn(self.cr3.0).expect("cr3 names guest memory")
+        self.mfn_to_pfn(self.cr3.number())
+            .expect("cr3 names guest memory")
     }
 
     unsafe fn write_cr3(&mut self, root: PhysFrame) -> Result<(), SimError> {
         let seq = self.pt_op("write_cr3")?;
         let mfn = self.pfn_to_mfn(root).ok_or(SimError::NoSuchFrame(root))?;
         let old = (self.cr3, self.latched);
-        self.cr3 = MachineFrame(mfn);
+        self.cr3 = MachineFrame::new(mfn);
         if let Err(e) = self.latch() {
             (self.cr3, self.latched) = old;
             return Err(e);
@@ -51,7 +52,7 @@ impl MmuOps for SimMachine {
     unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), SimError> {
         let seq = self.pt_op("set_pte")?;
         let mfn = self.need_table("set_pte", slot, Level::L1)?;
-        self.store_entry(MachineFrame(mfn), slot.index as usize, entry.bits());
+        self.store_entry(MachineFrame::new(mfn), slot.index().get(), entry.bits());
         self.log_write(seq, Level::L1, slot, entry, false);
         Ok(())
     }
@@ -60,7 +61,7 @@ impl MmuOps for SimMachine {
         let seq = self.pt_op("set_pmd")?;
         let mfn = self.need_table("set_pmd", slot, Level::L2)?;
         self.check_link("set_pmd", slot, entry, Level::L1)?;
-        self.store_entry(MachineFrame(mfn), slot.index as usize, entry.bits());
+        self.store_entry(MachineFrame::new(mfn), slot.index().get(), entry.bits());
         self.log_write(seq, Level::L2, slot, entry, false);
         Ok(())
     }
@@ -69,7 +70,7 @@ impl MmuOps for SimMachine {
         let seq = self.pt_op("set_pud")?;
         let mfn = self.need_table("set_pud", slot, Level::L3)?;
         self.check_link("set_pud", slot, entry, Level::L2)?;
-        self.store_entry(MachineFrame(mfn), slot.index as usize, entry.bits());
+        self.store_entry(MachineFrame::new(mfn), slot.index().get(), entry.bits());
         self.log_write(seq, Level::L3, slot, entry, false);
         Ok(())
     }
@@ -77,14 +78,14 @@ impl MmuOps for SimMachine {
     unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), SimError> {
         let seq = self.pt_op("pte_clear")?;
         let mfn = self.need_table("pte_clear", slot, Level::L1)?;
-        self.store_entry(MachineFrame(mfn), slot.index as usize, 0);
+        self.store_entry(MachineFrame::new(mfn), slot.index().get(), 0);
         self.log_write(seq, Level::L1, slot, PageTableEntry::EMPTY, true);
         Ok(())
     }
 
     fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), SimError> {
         let seq = self.pt_op("flush_tlb_single")?;
-        self.tlb.borrow_mut().remove(&(va.0 >> 12));
+        self.tlb.borrow_mut().remove(&(va.as_u32() >> 12));
         self.events.push(SimEvent::FlushSingle { seq, va });
         Ok(())
     }
@@ -98,10 +99,7 @@ impl MmuOps for SimMachine {
 
     fn pagetable_setup_start(&mut self, root: PhysFrame) -> Result<(), SimError> {
         let seq = self.pt_op("pagetable_setup_start")?;
-        let slot = EntrySlot {
-            table: root,
-            index: 0,
-        };
+        let slot = EntrySlot::new(root, EntryIndex::new_const(0));
         self.need_table("pagetable_setup_start", slot, Level::L3)?;
         self.events.push(SimEvent::SetupStart { seq, root });
         Ok(())
@@ -109,7 +107,9 @@ impl MmuOps for SimMachine {
 
     fn pagetable_setup_done(&mut self, root: PhysFrame) -> Result<FrameRange, SimError> {
         let seq = self.pt_op("pagetable_setup_done")?;
-        let live = self.mfn_to_pfn(self.cr3.0).expect("cr3 names guest memory");
+        let live = self
+            .mfn_to_pfn(self.cr3.number())
+            .expect("cr3 names guest memory");
         if live != root {
             return Err(SimError::NotLive { root, live });
         }
@@ -117,7 +117,7 @@ impl MmuOps for SimMachine {
             return Err(SimError::AlreadyRetired);
         }
         for f in self.bootstrap.iter() {
-            self.tables[f.0 as usize] = None;
+            self.tables[f.number() as usize] = None;
         }
         let released = self.bootstrap;
         self.retired = Some(released);
@@ -144,22 +144,19 @@ impl MmuOps for SimMachine {
         if (0..ENTRIES).any(|i| self.load_entry(mfn, i) != Some(0)) {
             return Err(SimError::NotZeroed(frame));
         }
-        self.tables[frame.0 as usize] = Some(level);
+        self.tables[frame.number() as usize] = Some(level);
         self.events.push(SimEvent::AllocPt { seq, frame, level });
         Ok(())
     }
 
     fn release_pt(&mut self, frame: PhysFrame, level: Level) -> Result<(), SimError> {
         let seq = self.pt_op("release_pt")?;
-        let slot = EntrySlot {
-            table: frame,
-            index: 0,
-        };
+        let slot = EntrySlot::new(frame, EntryIndex::new_const(0));
         self.need_table("release_pt", slot, level)?;
         if let Some((from, index)) = self.linked_from(frame) {
             return Err(SimError::StillLinked { frame, from, index });
         }
-        self.tables[frame.0 as usize] = None;
+        self.tables[frame.number() as usize] = None;
         self.events.push(SimEvent::ReleasePt { seq, frame, level });
         Ok(())
     }
@@ -171,8 +168,11 @@ impl Platform for SimMachine {
         let mfn = self.pfn_to_mfn(frame)?;
         if self.cfg.strict_reach {
             let va = self.cfg.layout.phys_to_virt(frame.start());
-            let reach = frame.start().0 < (1u64 << 32) - self.cfg.layout.page_offset.0 as u64
-                && self.walk(va, Access::Read).is_ok_and(|t| t.mfn.0 == mfn);
+            let reach = frame.start().as_u64()
+                < (1u64 << 32) - self.cfg.layout.page_offset.as_u32() as u64
+                && self
+                    .walk(va, Access::Read)
+                    .is_ok_and(|t| t.mfn.number() == mfn);
             if !reach {
                 return None;
             }

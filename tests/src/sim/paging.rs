@@ -16,7 +16,7 @@ impl SimMachine {
     pub(super) fn latch(&mut self) -> Result<(), SimError> {
         let mut l = [0u64; PDPT_ENTRIES];
         for (i, e) in l.iter_mut().enumerate() {
-            *e = self.load_entry(self.cr3.0, i).unwrap_or(u64::MAX);
+            *e = self.load_entry(self.cr3.number(), i).unwrap_or(u64::MAX);
             if *e & 1 != 0 && *e & PDPTE_RESERVED != 0 {
                 return Err(SimError::PdpteReserved { index: i, bits: *e });
             }
@@ -60,13 +60,13 @@ impl SimMachine {
         } else {
             PteFlags::NO_EXECUTE.bits()
         };
-        let l3e = pdptes[va.l3_index()];
+        let l3e = pdptes[va.l3_index().get()];
         if l3e & 1 == 0 {
             return Err(fault(w));
         }
         let l2 = ((l3e & ADDRESS_MASK) / PAGE_SIZE) as u32;
         let l2e = self
-            .load_entry(l2, va.l2_index())
+            .load_entry(l2, va.l2_index().get())
             .ok_or(fault(w | PF_RSVD))?;
         if l2e & 1 == 0 {
             return Err(fault(w));
@@ -78,11 +78,11 @@ impl SimMachine {
         let mut writable = l2e & PteFlags::WRITABLE.bits() != 0;
         let (mfn, leaf) = if huge {
             let base = ((l2e & ADDRESS_MASK & !(2 * MIB - 1)) / PAGE_SIZE) as u32;
-            (base + va.l1_index() as u32, l2e)
+            (base + va.l1_index().get() as u32, l2e)
         } else {
             let l1 = ((l2e & ADDRESS_MASK) / PAGE_SIZE) as u32;
             let l1e = self
-                .load_entry(l1, va.l1_index())
+                .load_entry(l1, va.l1_index().get())
                 .ok_or(fault(w | PF_RSVD))?;
             if l1e & 1 == 0 {
                 return Err(fault(w));
@@ -97,7 +97,7 @@ impl SimMachine {
             return Err(fault(w | PF_PRESENT));
         }
         Ok(Translation {
-            mfn: MachineFrame(mfn),
+            mfn: MachineFrame::new(mfn),
             pfn: self.mfn_to_pfn(mfn),
             writable,
             huge,
@@ -109,7 +109,7 @@ impl SimMachine {
     /// Translates through the TLB, filling it from a walk on a miss (or when the cached
     /// entry does not allow the access: the CPU re-walks before faulting).
     pub(super) fn tlb_translate(&self, va: VirtAddr, access: Access) -> Result<u32, PageFault> {
-        let vpn = va.0 >> 12;
+        let vpn = va.as_u32() >> 12;
         if let Some(e) = self.tlb.borrow().get(&vpn) {
             if access == Access::Read || e.writable {
                 return Ok(e.mfn);
@@ -120,17 +120,17 @@ impl SimMachine {
         self.tlb.borrow_mut().insert(
             vpn,
             TlbEntry {
-                mfn: t.mfn.0,
+                mfn: t.mfn.number(),
                 writable: t.writable,
                 global: t.global,
             },
         );
-        Ok(t.mfn.0)
+        Ok(t.mfn.number())
     }
 
     /// True when the TLB holds a translation for `va`'s page.
     pub fn tlb_has(&self, va: VirtAddr) -> bool {
-        self.tlb.borrow().contains_key(&(va.0 >> 12))
+        self.tlb.borrow().contains_key(&(va.as_u32() >> 12))
     }
     /// Translations in the TLB.
     pub fn tlb_len(&self) -> usize {
@@ -146,7 +146,7 @@ impl SimMachine {
     ) -> Result<(), PageFault> {
         let mut done = 0usize;
         while done < len {
-            let a = VirtAddr(va.0.wrapping_add(done as u32));
+            let a = VirtAddr::new(va.as_u32().wrapping_add(done as u32));
             let off = a.page_offset() as usize;
             let n = (FRAME_BYTES - off).min(len - done);
             let mfn = self.tlb_translate(a, access)?;

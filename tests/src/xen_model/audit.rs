@@ -5,7 +5,7 @@ use super::*;
 impl XenModel {
     /// Translates `va` through the live table (no access check).
     pub fn translate(&self, va: VirtAddr) -> Option<Mapping> {
-        let va = va.0;
+        let va = va.as_u32();
         let l3e = self.pte(self.cr3, (va >> 30) as usize);
         if l3e & P == 0 {
             return None;
@@ -17,7 +17,7 @@ impl XenModel {
         if l2e & PSE != 0 {
             let mfn = frame_of(l2e) + ((va >> 12) & 511);
             return Some(Mapping {
-                mfn: MachineFrame(mfn),
+                mfn: MachineFrame::new(mfn),
                 writable: l3e & l2e & RW != 0,
                 l1: None,
                 entry: l2e,
@@ -30,9 +30,9 @@ impl XenModel {
             return None;
         }
         Some(Mapping {
-            mfn: MachineFrame(frame_of(l1e)),
+            mfn: MachineFrame::new(frame_of(l1e)),
             writable: l3e & l2e & l1e & RW != 0,
-            l1: Some((MachineFrame(l1), idx)),
+            l1: Some((MachineFrame::new(l1), idx)),
             entry: l1e,
         })
     }
@@ -75,16 +75,16 @@ impl XenModel {
             e.0 += 1;
         };
         for (m, ty) in self.tables() {
-            let st = self.frames[m.0 as usize];
+            let st = self.frames[m.number() as usize];
             if !st.validated {
                 out.push(format!(
                     "mfn {:#x} has type {} but is not validated",
-                    m.0,
+                    m.number(),
                     ty.name()
                 ));
             }
             for i in 0..512 {
-                let e = self.pte(m.0, i);
+                let e = self.pte(m.number(), i);
                 if e & P == 0 {
                     continue;
                 }
@@ -95,23 +95,23 @@ impl XenModel {
                         t,
                         PageType::Writable,
                         false,
-                        format!("l1 {:#x}[{i}]", m.0),
+                        format!("l1 {:#x}[{i}]", m.number()),
                     ),
                     PageType::L2 if !(st.pae_xen_l2 && i >= FIRST_XEN_L2_SLOT) => add(
                         &mut out,
                         t,
                         PageType::L1,
                         false,
-                        format!("l2 {:#x}[{i}]", m.0),
+                        format!("l2 {:#x}[{i}]", m.number()),
                     ),
                     PageType::L3 if i < 4 => add(
                         &mut out,
                         t,
                         PageType::L2,
                         i == 3,
-                        format!("l3 {:#x}[{i}]", m.0),
+                        format!("l3 {:#x}[{i}]", m.number()),
                     ),
-                    PageType::L3 => out.push(format!("l3 {:#x} has entry {i} present", m.0)),
+                    PageType::L3 => out.push(format!("l3 {:#x} has entry {i} present", m.number())),
                     _ => {}
                 }
             }
@@ -142,7 +142,7 @@ impl XenModel {
         }
         if let Some(l) = self.layout {
             for pfn in 0..self.nr_pages {
-                let at = l.p2m_list.start.0 + pfn / 1024;
+                let at = l.p2m_list.start.number() + pfn / 1024;
                 let v = self.read_u32(self.p2m[at as usize], (pfn % 1024) as usize * 4);
                 if v != self.p2m[pfn as usize] {
                     out.push(format!(

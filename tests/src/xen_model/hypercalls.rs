@@ -238,7 +238,7 @@ impl XenModel {
             0
         };
         let l1 = frame_of(l2e);
-        let s = self.state_mfn(MachineFrame(l1));
+        let s = self.state_mfn(MachineFrame::new(l1));
         if l2e & P == 0
             || l2e & PSE != 0
             || s.owner != Owner::Domain
@@ -256,13 +256,13 @@ impl XenModel {
     pub(super) fn read_guest(&self, va: u32, len: usize) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; len];
         // SAFETY: the model reads its own frames.
-        unsafe { self.read_virt(VirtAddr(va), &mut buf) }.ok()?;
+        unsafe { self.read_virt(VirtAddr::new(va), &mut buf) }.ok()?;
         Some(buf)
     }
 
     pub(super) fn write_guest(&mut self, va: u32, data: &[u8]) -> bool {
         // SAFETY: the model writes its own frames.
-        unsafe { self.write_virt(VirtAddr(va), data) }.is_ok()
+        unsafe { self.write_virt(VirtAddr::new(va), data) }.is_ok()
     }
 
     pub(super) fn multicall_entry(&mut self, c: &MulticallEntry) -> i32 {
@@ -316,7 +316,7 @@ impl XenModel {
 }
 
 impl Hypervisor for XenModel {
-    fn mmu_update(&mut self, reqs: &[MmuUpdate], done: &mut u32) -> i32 {
+    unsafe fn mmu_update(&mut self, reqs: &[MmuUpdate], done: &mut u32) -> i32 {
         if let Some(r) = self.enter(HcKind::MmuUpdate, reqs.len()) {
             *done = 0;
             return r;
@@ -325,7 +325,7 @@ impl Hypervisor for XenModel {
         *done = n;
         self.finish(HcKind::MmuUpdate, n, rc)
     }
-    fn mmuext_op(&mut self, ops: &[MmuextOp], done: &mut u32) -> i32 {
+    unsafe fn mmuext_op(&mut self, ops: &[MmuextOp], done: &mut u32) -> i32 {
         if let Some(r) = self.enter(HcKind::MmuextOp, ops.len()) {
             *done = 0;
             return r;
@@ -334,14 +334,14 @@ impl Hypervisor for XenModel {
         *done = n;
         self.finish(HcKind::MmuextOp, n, rc)
     }
-    fn update_va_mapping(&mut self, va: VirtAddr, val: u64, _flags: u32) -> i32 {
+    unsafe fn update_va_mapping(&mut self, va: VirtAddr, val: u64, _flags: u32) -> i32 {
         if let Some(r) = self.enter(HcKind::UpdateVaMapping, 1) {
             return r;
         }
-        let rc = self.do_update_va_mapping(va.0, val);
+        let rc = self.do_update_va_mapping(va.as_u32(), val);
         self.finish(HcKind::UpdateVaMapping, 0, rc)
     }
-    fn multicall(&mut self, calls: &mut [MulticallEntry]) -> i32 {
+    unsafe fn multicall(&mut self, calls: &mut [MulticallEntry]) -> i32 {
         if let Some(r) = self.enter(HcKind::Multicall, calls.len()) {
             return r;
         }
@@ -357,7 +357,7 @@ impl Hypervisor for XenModel {
     /// As the real guest does it: ONE `multicall` of an `mmu_update` entry and an
     /// `mmuext_op` entry; both run whatever the first returns (the trait's default, two
     /// separate hypercalls, skips the second after a failure: not what Xen does).
-    fn mmu_then_mmuext(
+    unsafe fn mmu_then_mmuext(
         &mut self,
         reqs: &[MmuUpdate],
         done: &mut u32,
@@ -400,27 +400,35 @@ impl Hypervisor for XenModel {
         0
     }
     fn p2m(&self, pfn: PhysFrame) -> Option<MachineFrame> {
-        self.p2m.get(pfn.0 as usize).map(|m| MachineFrame(*m))
+        self.p2m
+            .get(pfn.number() as usize)
+            .map(|m| MachineFrame::new(*m))
     }
     fn m2p(&self, mfn: MachineFrame) -> Option<PhysFrame> {
-        (mfn.0 < (M2P_END - HOLE_START) / 4)
-            .then(|| PhysFrame(self.m2p.get(mfn.0 as usize).copied().unwrap_or(INVALID_M2P)))
+        (mfn.number() < (M2P_END - HOLE_START) / 4).then(|| {
+            PhysFrame::new(
+                self.m2p
+                    .get(mfn.number() as usize)
+                    .copied()
+                    .unwrap_or(INVALID_M2P),
+            )
+        })
     }
     fn frame_ptr(&self, pfn: PhysFrame) -> *mut u8 {
         let mfn = *self
             .p2m
-            .get(pfn.0 as usize)
+            .get(pfn.number() as usize)
             .unwrap_or_else(|| panic!("frame_ptr of pfn {pfn} beyond nr_pages"));
         self.host(mfn)
     }
     unsafe fn read_virt(&self, va: VirtAddr, buf: &mut [u8]) -> Result<(), PageFault> {
         let mut done = 0;
         while done < buf.len() {
-            let cur = va.0.wrapping_add(done as u32);
-            let m = self.access(VirtAddr(cur), false)?;
+            let cur = va.as_u32().wrapping_add(done as u32);
+            let m = self.access(VirtAddr::new(cur), false)?;
             let off = (cur & 0xFFF) as usize;
             let n = (FB - off).min(buf.len() - done);
-            let mfn = m.mfn.0;
+            let mfn = m.mfn.number();
             if (M2P_BACKING_MFN..M2P_BACKING_MFN + 4096).contains(&mfn) {
                 // The read-only M2P, synthesised from the model's table.
                 for (k, b) in buf[done..done + n].iter_mut().enumerate() {
@@ -440,11 +448,11 @@ impl Hypervisor for XenModel {
     unsafe fn write_virt(&mut self, va: VirtAddr, data: &[u8]) -> Result<(), PageFault> {
         let mut done = 0;
         while done < data.len() {
-            let cur = va.0.wrapping_add(done as u32);
-            let m = self.access(VirtAddr(cur), true)?;
+            let cur = va.as_u32().wrapping_add(done as u32);
+            let m = self.access(VirtAddr::new(cur), true)?;
             let off = (cur & 0xFFF) as usize;
             let n = (FB - off).min(data.len() - done);
-            self.write_raw(m.mfn.0, off, &data[done..done + n]);
+            self.write_raw(m.mfn.number(), off, &data[done..done + n]);
             done += n;
         }
         Ok(())
@@ -453,6 +461,9 @@ impl Hypervisor for XenModel {
         self.clock.set(self.clock.get() + 1);
         self.clock.get()
     }
+}
+
+impl BackendLog for XenModel {
     fn log(&mut self, args: fmt::Arguments<'_>) {
         self.log.push(args.to_string());
     }

@@ -73,7 +73,7 @@ impl XenModel {
             let msg = format!(
                 "mfn {mfn:#x} (pfn {:?}, type {} count {}) changed at byte {off:#x} while it had no writable mapping (seen at {when}): \
                  {:#x} -> {:#x}; on Xen that write faults",
-                self.pfn(MachineFrame(mfn)),
+                self.pfn(MachineFrame::new(mfn)),
                 st.ty.name(),
                 st.count,
                 s[off],

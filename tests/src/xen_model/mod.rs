@@ -75,7 +75,7 @@ use backend_xen::abi::{
 };
 use backend_xen::abi::{DOMID_SELF, HYPERVISOR_VIRT_START_PAE, START_INFO_MAGIC, VIRT_BASE};
 use backend_xen::start_info::{validate, StartInfoError, XenBootFacts};
-use backend_xen::{Hypervisor, MixedResult, XenCounters, XenError, XenMmu, XenOptions};
+use backend_xen::{BackendLog, Hypervisor, MixedResult, XenCounters, XenError, XenMmu, XenOptions};
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::boot::{BootError, BootErrorKind, BootReport, BootState, Stage};
 use pvops_core::ioremap::IoremapError;
@@ -400,7 +400,7 @@ impl XenModel {
     }
     /// First machine frame of the domain's RAM.
     pub fn ram_base(&self) -> MachineFrame {
-        MachineFrame(self.ram_base)
+        MachineFrame::new(self.ram_base)
     }
     /// The builder's layout.
     pub fn layout(&self) -> BuilderLayout {
@@ -408,17 +408,18 @@ impl XenModel {
     }
     /// `p2m[pfn]`.
     pub fn mfn(&self, pfn: PhysFrame) -> MachineFrame {
-        MachineFrame(self.p2m[pfn.0 as usize])
+        MachineFrame::new(self.p2m[pfn.number() as usize])
     }
     /// The domain's pfn of `mfn`, if it is the domain's RAM.
     pub fn pfn(&self, mfn: MachineFrame) -> Option<PhysFrame> {
-        let raw = *self.m2p.get(mfn.0 as usize)?;
-        (raw < self.nr_pages && self.p2m[raw as usize] == mfn.0).then_some(PhysFrame(raw))
+        let raw = *self.m2p.get(mfn.number() as usize)?;
+        (raw < self.nr_pages && self.p2m[raw as usize] == mfn.number())
+            .then_some(PhysFrame::new(raw))
     }
     /// State of a machine frame (MMIO beyond memory reads as an `Io` frame).
     pub fn state_mfn(&self, mfn: MachineFrame) -> FrameState {
         self.frames
-            .get(mfn.0 as usize)
+            .get(mfn.number() as usize)
             .copied()
             .unwrap_or(FrameState::owned_by(Owner::Io))
     }
@@ -428,11 +429,11 @@ impl XenModel {
     }
     /// Changes a frame's owner (to stage foreign frames in tests).
     pub fn set_owner(&mut self, mfn: MachineFrame, owner: Owner) {
-        self.frames[mfn.0 as usize].owner = owner;
+        self.frames[mfn.number() as usize].owner = owner;
     }
     /// The live L3 (machine frame).
     pub fn cr3(&self) -> MachineFrame {
-        MachineFrame(self.cr3)
+        MachineFrame::new(self.cr3)
     }
     /// The live L3 as a pfn.
     pub fn cr3_pfn(&self) -> Option<PhysFrame> {
@@ -485,17 +486,17 @@ impl XenModel {
     }
     /// Entry `index` of machine frame `mfn`.
     pub fn entry_mfn(&self, mfn: MachineFrame, index: usize) -> u64 {
-        self.pte(mfn.0, index)
+        self.pte(mfn.number(), index)
     }
     /// Entry `index` of the frame behind `pfn`.
     pub fn entry(&self, pfn: PhysFrame, index: usize) -> u64 {
-        self.pte(self.p2m[pfn.0 as usize], index)
+        self.pte(self.p2m[pfn.number() as usize], index)
     }
     /// Machine frames of every validated page table.
     pub fn tables(&self) -> Vec<(MachineFrame, PageType)> {
         (0..self.frames.len())
             .filter(|m| self.frames[*m].ty.is_table() && self.frames[*m].count > 0)
-            .map(|m| (MachineFrame(m as u32), self.frames[m].ty))
+            .map(|m| (MachineFrame::new(m as u32), self.frames[m].ty))
             .collect()
     }
     /// Every writable entry of a validated L1 naming a page-table frame: `(l1, index,
@@ -507,11 +508,11 @@ impl XenModel {
                 continue;
             }
             for i in 0..512 {
-                let e = self.pte(l1.0, i);
+                let e = self.pte(l1.number(), i);
                 if e & (P | RW) == (P | RW)
-                    && self.state_mfn(MachineFrame(frame_of(e))).ty.is_table()
+                    && self.state_mfn(MachineFrame::new(frame_of(e))).ty.is_table()
                 {
-                    out.push((l1, i, MachineFrame(frame_of(e))));
+                    out.push((l1, i, MachineFrame::new(frame_of(e))));
                 }
             }
         }

@@ -220,7 +220,7 @@ pub fn boot_domain(dom: XenDomain, opts: impl Into<ModelOptions>) -> XenBootRun 
         state: Box::new(BootState::new()),
         layout,
         bootstrap_tables: FrameRange::EMPTY,
-        first_free: PhysFrame(0),
+        first_free: PhysFrame::new(0),
         before_boot: HvCounters::default(),
         stages: Vec::new(),
     };

@@ -4,7 +4,7 @@ use super::*;
 
 fn c_writable_map_of_pagetable<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     let f = env.fresh_ro()?;
-    let m = env.mfn(f)?.0;
+    let m = env.mfn(f)?.number();
     ok0(
         "PIN_L1_TABLE of an empty read-only frame",
         env.ext1(mmuext::PIN_L1_TABLE, m),
@@ -21,7 +21,7 @@ fn c_writable_map_of_pagetable<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i3
 
 fn c_unpin_unpinned<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     let f = env.fresh_ro()?;
-    let m = env.mfn(f)?.0;
+    let m = env.mfn(f)?.number();
     let ret = env.ext1(mmuext::UNPIN_TABLE, m);
     env.give_back(f)?;
     Ok(ret)
@@ -29,7 +29,7 @@ fn c_unpin_unpinned<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict>
 
 fn c_pin_pinned<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     let f = env.fresh_ro()?;
-    let m = env.mfn(f)?.0;
+    let m = env.mfn(f)?.number();
     ok0("first PIN_L1_TABLE", env.ext1(mmuext::PIN_L1_TABLE, m))?;
     let ret = env.ext1(mmuext::PIN_L1_TABLE, m);
     ok0(
@@ -47,7 +47,7 @@ fn c_pin_pinned<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
 
 fn c_pin_l1_mapped_writable<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     let f = env.fresh()?;
-    let m = env.mfn(f)?.0;
+    let m = env.mfn(f)?.number();
     let ret = env.ext1(mmuext::PIN_L1_TABLE, m);
     if ret == 0 {
         ok0(
@@ -67,7 +67,7 @@ fn c_pin_l1_mapped_writable<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, 
 
 fn c_pin_l3_slot3_absent<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     let f = env.fresh_ro()?;
-    let m = env.mfn(f)?.0;
+    let m = env.mfn(f)?.number();
     let ret = env.ext1(mmuext::PIN_L3_TABLE, m);
     env.give_back(f)?;
     Ok(ret)
@@ -76,10 +76,10 @@ fn c_pin_l3_slot3_absent<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Ver
 fn c_pin_l3_slot3_shared<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     let l2m = env.mfn(env.live_l2()?)?;
     let f = env.fresh()?;
-    env.poke(f, 3, l2m.start().0 | P)?;
+    env.poke(f, 3, l2m.start().as_u64() | P)?;
     let ro = env.map(f, false)?;
     ok0("making the new L3 read-only", ro)?;
-    let m = env.mfn(f)?.0;
+    let m = env.mfn(f)?.number();
     let ret = env.ext1(mmuext::PIN_L3_TABLE, m);
     env.give_back(f)?;
     Ok(ret)
@@ -89,7 +89,7 @@ fn c_new_baseptr_slot3_absent<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32
     // NEW_BASEPTR validates on the spot (no pin needed): an L3 without slot 3 fails and
     // the live table stays.
     let f = env.fresh_ro()?;
-    let m = env.mfn(f)?.0;
+    let m = env.mfn(f)?.number();
     let ret = env.ext1(mmuext::NEW_BASEPTR, m);
     env.give_back(f)?;
     Ok(ret)
@@ -97,14 +97,14 @@ fn c_new_baseptr_slot3_absent<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32
 
 fn c_live_l3_slot3_update<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     // The same value: a wrong success would change nothing.
-    let ma = env.mfn(env.cr3)?.start().0 + 3 * 8;
+    let ma = env.mfn(env.cr3)?.start().as_u64() + 3 * 8;
     let cur = env.entry(env.cr3, 3)?;
     Ok(env.mmu1(ma, cur & !(RW | US)))
 }
 
 fn c_xen_private_l2_slot<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     let l2 = env.live_l2()?;
-    let base = env.mfn(l2)?.start().0;
+    let base = env.mfn(l2)?.start().as_u64();
     let slot = env.first_xen_slot();
     let cur = env.entry(l2, slot)?;
     let ret = env.mmu1(base + slot as u64 * 8, cur);
@@ -117,7 +117,7 @@ fn c_xen_private_l2_slot<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Ver
 }
 
 fn c_pin_slot3_l2<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
-    let m = env.mfn(env.live_l2()?)?.0;
+    let m = env.mfn(env.live_l2()?)?.number();
     let ret = env.ext1(mmuext::PIN_L2_TABLE, m);
     if ret == 0 {
         ok0(
@@ -143,8 +143,8 @@ fn c_l3_entry_pcd<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
         }
     }
     let l2 = env.fresh_ro()?;
-    let ma = env.mfn(env.cr3)?.start().0;
-    let l2m = env.mfn(l2)?.start().0;
+    let ma = env.mfn(env.cr3)?.start().as_u64();
+    let l2m = env.mfn(l2)?.start().as_u64();
     let ret = env.mmu1(ma, l2m | P | PCD);
     ok0(
         "control: the same L3 entry with Present only",
@@ -158,9 +158,9 @@ fn c_l3_entry_pcd<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
 
 fn c_l2_entry_pse<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     let slot = env.free_l2_slot()?;
-    let ma = env.mfn(env.live_l2()?)?.start().0 + slot as u64 * 8;
+    let ma = env.mfn(env.live_l2()?)?.start().as_u64() + slot as u64 * 8;
     let l1 = env.fresh_ro()?;
-    let l1m = env.mfn(l1)?.start().0;
+    let l1m = env.mfn(l1)?.start().as_u64();
     let ret = env.mmu1(ma, l1m | RW_FLAGS | PSE);
     ok0(
         "control: the same L2 entry without PSE",
@@ -176,11 +176,11 @@ fn c_l2_entry_pse<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
 fn l1_entry_to<H: Hypervisor>(env: &mut Env<'_, H>, target: MachineFrame) -> Result<i32, Verdict> {
     let f = env.fresh()?;
     let ma = env.pte_ma(f)?;
-    let ret = env.mmu1(ma, target.start().0 | RO_FLAGS);
+    let ret = env.mmu1(ma, target.start().as_u64() | RO_FLAGS);
     if ret == 0 {
         ok0(
             "INVLPG_LOCAL",
-            env.ext1(mmuext::INVLPG_LOCAL, direct_va(f).0),
+            env.ext1(mmuext::INVLPG_LOCAL, direct_va(f).as_u32()),
         )?;
     }
     env.give_back(f)?;
@@ -202,7 +202,7 @@ fn c_l1_low_io_frame<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict
 
 fn c_uvm_pt_writable<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     let va = direct_va(env.cr3);
-    let m = env.mfn(env.cr3)?.start().0;
+    let m = env.mfn(env.cr3)?.start().as_u64();
     let ret = env.uvm(va, m | RW_FLAGS);
     ok0(
         "control: the same mapping read-only",
@@ -213,20 +213,20 @@ fn c_uvm_pt_writable<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict
 
 fn c_uvm_no_l1<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     // 4 MiB: user space, no L1 table in the kernel's table.
-    let va = VirtAddr(0x0040_0000);
+    let va = VirtAddr::new(0x0040_0000);
     if env.live_l1(va).is_ok() {
         return Err(Verdict::broken(
             "the address has no mapping",
             format_args!("{va} is mapped"),
         ));
     }
-    let m = env.mfn(env.cr3)?.start().0;
+    let m = env.mfn(env.cr3)?.start().as_u64();
     Ok(env.uvm(va, m | RO_FLAGS))
 }
 
 fn c_multicall_uvm<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
-    let va = direct_va(env.cr3).0;
-    let m = env.mfn(env.cr3)?.start().0;
+    let va = direct_va(env.cr3).as_u32();
+    let m = env.mfn(env.cr3)?.start().as_u64();
     let uvm = |val: u64| MulticallEntry {
         op: nr::UPDATE_VA_MAPPING as u32,
         result: 0x5A5A,
@@ -243,9 +243,12 @@ fn c_multicall_uvm<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> 
 
 fn c_multicall_mmu_update<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     let buf = env.fresh()?;
-    let buf_va = direct_va(buf).0;
+    let buf_va = direct_va(buf).as_u32();
     let (ok_ma, bad_ma) = (env.pte_ma(buf)?, env.pte_ma(env.cr3)?);
-    let (bm, rm) = (env.mfn(buf)?.start().0, env.mfn(env.cr3)?.start().0);
+    let (bm, rm) = (
+        env.mfn(buf)?.start().as_u64(),
+        env.mfn(env.cr3)?.start().as_u64(),
+    );
     // Two requests in guest memory: rewrite the buffer's own mapping (unchanged), then map
     // the live L3 writable (refused); `done` goes at byte 64.
     env.poke(buf, 0, ok_ma)?;
@@ -280,19 +283,22 @@ fn c_mmu_update_in_xen_frame<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32,
         ));
     }
     let hv = &*env.hv;
-    let word = |m| hv.m2p(MachineFrame(m)).map_or(u32::MAX, |p| p.0) as u64;
+    let word = |m| {
+        hv.m2p(MachineFrame::new(m))
+            .map_or(u32::MAX, |p| p.number()) as u64
+    };
     let val = word(0) | word(1) << 32;
-    Ok(env.mmu1(xen.start().0, val))
+    Ok(env.mmu1(xen.start().as_u64(), val))
 }
 
 fn c_unpin_xen_frame<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     let (xen, _) = env.xen_frame()?;
-    Ok(env.ext1(mmuext::UNPIN_TABLE, xen.0))
+    Ok(env.ext1(mmuext::UNPIN_TABLE, xen.number()))
 }
 
 fn c_mmu_update_bad_subcommand<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<i32, Verdict> {
     let f = env.fresh()?;
-    let ptr = env.mfn(f)?.start().0 | UNKNOWN_MMU_SUBCMD;
+    let ptr = env.mfn(f)?.start().as_u64() | UNKNOWN_MMU_SUBCMD;
     let ret = env.mmu1(ptr, 0);
     env.give_back(f)?;
     Ok(ret)

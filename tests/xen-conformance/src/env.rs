@@ -25,7 +25,10 @@ impl<'a, H: Hypervisor> Env<'a, H> {
     /// # Safety
     /// The cases issue raw hypercalls behind the backend's back: nothing else may use the
     /// hypercall layer or `alloc` while the environment lives, `cr3` must be the live L3,
-    /// and every frame `alloc` hands out must be direct-mapped and writable.
+    /// and every frame `alloc` hands out must be direct-mapped and writable. The caller also
+    /// vouches for every request made through the environment ([`Env::mmu1`], [`Env::ext1`],
+    /// [`Env::uvm`], [`Env::multicall`]): each is one Xen must refuse, or one that changes
+    /// only the case's own frames and is undone by the case (the case list is written so).
     pub unsafe fn new(
         hv: &'a mut H,
         alloc: &'a mut FrameAllocator,
@@ -61,16 +64,18 @@ impl<'a, H: Hypervisor> Env<'a, H> {
     }
     /// Entry `i` of table `t`, read through the direct map.
     pub fn entry(&self, t: PhysFrame, i: usize) -> Result<u64, Verdict> {
+        let i = index(i)?;
         let p = self.ptr(t)?;
         // SAFETY: frame_ptr gives 4096 readable bytes of a direct-mapped frame; i < 512.
-        Ok(unsafe { p.add(i % 512).read_volatile() })
+        Ok(unsafe { p.add(i.get()).read_volatile() })
     }
     /// Writes entry `i` of `t` directly (only for the case's own writable, untyped frames;
     /// the model reports any other direct write as a violation).
     pub fn poke(&mut self, t: PhysFrame, i: usize, v: u64) -> Result<(), Verdict> {
+        let i = index(i)?;
         let p = self.ptr(t)?;
         // SAFETY: as `entry`; the frame is the case's own and mapped writable.
-        unsafe { p.add(i % 512).write_volatile(v) };
+        unsafe { p.add(i.get()).write_volatile(v) };
         Ok(())
     }
     fn zero(&mut self, t: PhysFrame) -> Result<(), Verdict> {
@@ -104,7 +109,7 @@ impl<'a, H: Hypervisor> Env<'a, H> {
     /// Machine address of the live L1 entry that maps `pfn` in the direct map.
     pub fn pte_ma(&self, pfn: PhysFrame) -> Result<u64, Verdict> {
         let (l1, i) = self.live_l1(direct_va(pfn))?;
-        Ok(self.mfn(l1)?.start().0 + i as u64 * 8)
+        Ok(self.mfn(l1)?.start().as_u64() + i as u64 * 8)
     }
     /// The live L1 that maps `va` and the index of its entry (4 KiB pages only), found by
     /// pvops-core's one walker.
@@ -122,30 +127,37 @@ impl<'a, H: Hypervisor> Env<'a, H> {
                 format_args!("{va} is in a 2 MiB page"),
             ));
         }
-        Ok((self.table_of(w.entry.bits())?, va.l1_index()))
+        Ok((self.table_of(w.entry.bits())?, va.l1_index().get()))
     }
     /// One `mmu_update` request.
     pub fn mmu1(&mut self, ptr: u64, val: u64) -> i32 {
         let mut done = 0;
         self.calls += 1;
-        self.hv.mmu_update(&[MmuUpdate { ptr, val }], &mut done)
+        // SAFETY: Env::new's contract: the request is refused by Xen or touches only the
+        // case's own frames.
+        unsafe { self.hv.mmu_update(&[MmuUpdate { ptr, val }], &mut done) }
     }
     /// One `mmuext_op`.
     pub fn ext1(&mut self, cmd: u32, arg1: u32) -> i32 {
         let mut done = 0;
         self.calls += 1;
-        self.hv
-            .mmuext_op(&[MmuextOp { cmd, arg1, arg2: 0 }], &mut done)
+        // SAFETY: as `mmu1`.
+        unsafe {
+            self.hv
+                .mmuext_op(&[MmuextOp { cmd, arg1, arg2: 0 }], &mut done)
+        }
     }
     /// `update_va_mapping(va, val, UVMF_INVLPG)`.
     pub fn uvm(&mut self, va: VirtAddr, val: u64) -> i32 {
         self.calls += 1;
-        self.hv.update_va_mapping(va, val, UVMF_INVLPG)
+        // SAFETY: as `mmu1`.
+        unsafe { self.hv.update_va_mapping(va, val, UVMF_INVLPG) }
     }
     /// `multicall`.
     pub fn multicall(&mut self, calls: &mut [MulticallEntry]) -> i32 {
         self.calls += 1;
-        self.hv.multicall(calls)
+        // SAFETY: as `mmu1`, for each call of the batch; `calls` names live buffers.
+        unsafe { self.hv.multicall(calls) }
     }
     /// Remaps `pfn` in the direct map read-only or writable (one raw `mmu_update`, then an
     /// invlpg when it succeeded). Returns the `mmu_update` result.
@@ -153,11 +165,11 @@ impl<'a, H: Hypervisor> Env<'a, H> {
         let ma = self.pte_ma(pfn)?;
         let m = self.mfn(pfn)?;
         let flags = if writable { RW_FLAGS } else { RO_FLAGS };
-        let ret = self.mmu1(ma, m.start().0 | flags);
+        let ret = self.mmu1(ma, m.start().as_u64() | flags);
         if ret == 0 {
             ok0(
                 "INVLPG_LOCAL after a remap",
-                self.ext1(mmuext::INVLPG_LOCAL, direct_va(pfn).0),
+                self.ext1(mmuext::INVLPG_LOCAL, direct_va(pfn).as_u32()),
             )?;
         }
         Ok(ret)
@@ -227,12 +239,18 @@ impl<'a, H: Hypervisor> Env<'a, H> {
             ));
         }
         let superpage = e & PSE != 0;
-        let m = frame_of(e).0;
+        let m = frame_of(e).number();
         Ok((
-            MachineFrame(if superpage { m & !0x1FF } else { m }),
+            MachineFrame::new(if superpage { m & !0x1FF } else { m }),
             superpage,
         ))
     }
+}
+
+/// Entry index `i`, checked (< 512): a case never reads or writes outside a table frame.
+fn index(i: usize) -> Result<EntryIndex, Verdict> {
+    EntryIndex::new(i)
+        .ok_or_else(|| Verdict::broken("index a table", format_args!("entry {i} >= 512")))
 }
 
 /// The live tables as the walker reads them: through the direct map, links checked
@@ -243,7 +261,7 @@ impl<H: Hypervisor> walk::TableRead for EnvTables<'_, '_, H> {
     type Error = Verdict;
     fn entry(&self, slot: EntrySlot) -> Result<PageTableEntry, Verdict> {
         Ok(PageTableEntry::from_bits(
-            self.0.entry(slot.table, slot.index as usize)?,
+            self.0.entry(slot.table(), slot.index().get())?,
         ))
     }
     fn table(&self, e: PageTableEntry) -> Result<PhysFrame, Verdict> {

@@ -24,7 +24,7 @@ use backend_xen::abi::{
 };
 use backend_xen::Hypervisor;
 use core::fmt;
-use pvops_core::addr::{MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::addr::{EntryIndex, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::mem::FrameAllocator;
 use pvops_core::paging::{PteFlags, ADDRESS_MASK, KERNEL_RO, KERNEL_RW};
 use pvops_selftest::{CaseResult, Status, Tally, Verdict};
@@ -44,9 +44,9 @@ const RW_FLAGS: u64 = KERNEL_RW.bits();
 const RO_FLAGS: u64 = KERNEL_RO.bits();
 
 /// The local APIC page (0xFEE00000): MMIO inside the MSI range Xen denies even to dom0.
-pub const LAPIC_MFN: MachineFrame = MachineFrame(0xFEE00);
+pub const LAPIC_MFN: MachineFrame = MachineFrame::new(0xFEE00);
 /// A low-1-MiB frame (VGA text memory): I/O space, mappable only with I/O rights.
-pub const LOW_IO_MFN: MachineFrame = MachineFrame(0xB8);
+pub const LOW_IO_MFN: MachineFrame = MachineFrame::new(0xB8);
 /// An mmuext command number Xen does not know.
 pub const UNKNOWN_MMUEXT_CMD: u32 = 0x7F;
 /// An `mmu_update` sub-command (`ptr & 7`) Xen does not know.
@@ -156,11 +156,11 @@ fn want(step: &'static str, ret: i32, expect: Errno) -> Result<(), Verdict> {
 }
 
 fn frame_of(e: u64) -> MachineFrame {
-    MachineFrame(((e & ADDRESS_MASK) >> 12) as u32)
+    MachineFrame::new(((e & ADDRESS_MASK) >> 12) as u32)
 }
 
 fn direct_va(pfn: PhysFrame) -> VirtAddr {
-    VirtAddr(VIRT_BASE + pfn.0 * PAGE_SIZE as u32)
+    VirtAddr::new(VIRT_BASE + pfn.number() * PAGE_SIZE as u32)
 }
 
 /// Runs every case in `mode`, reporting each; stops at the first failure.
