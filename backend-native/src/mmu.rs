@@ -78,8 +78,19 @@ impl MmuOps for Native {
         slot: EntrySlot,
         entry: PageTableEntry,
     ) -> Result<(), NativeError> {
-        // SAFETY: page-table frames are reachable through the current mapping at PAGE_OFFSET.
+        // SAFETY: page-table frames are reachable through the current mapping at PAGE_OFFSET;
+        // the caller guarantees the target is not present (the split store is then safe).
         unsafe { store::set_entry(BASE, slot, entry) };
+        Ok(())
+    }
+    #[inline(always)]
+    unsafe fn set_pte_atomic(
+        &mut self,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+    ) -> Result<(), NativeError> {
+        // SAFETY: as set_pte; one 64-bit store.
+        unsafe { store::set_entry_whole(BASE, slot, entry) };
         Ok(())
     }
     #[inline(always)]
@@ -88,8 +99,8 @@ impl MmuOps for Native {
         slot: EntrySlot,
         entry: PageTableEntry,
     ) -> Result<(), NativeError> {
-        // SAFETY: as set_pte.
-        unsafe { store::set_entry(BASE, slot, entry) };
+        // SAFETY: as set_pte_atomic.
+        unsafe { store::set_entry_whole(BASE, slot, entry) };
         Ok(())
     }
     #[inline(always)]
@@ -98,14 +109,33 @@ impl MmuOps for Native {
         slot: EntrySlot,
         entry: PageTableEntry,
     ) -> Result<(), NativeError> {
-        // SAFETY: as set_pte. The CPU sees a live PDPT change only at the next cr3 load.
-        unsafe { store::set_entry(BASE, slot, entry) };
+        // SAFETY: as set_pte_atomic. The CPU sees a live PDPT change only at the next cr3 load.
+        unsafe { store::set_entry_whole(BASE, slot, entry) };
         Ok(())
     }
     #[inline(always)]
     unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), NativeError> {
         // SAFETY: as set_pte; the low half (Present) goes first.
-        unsafe { store::pae_clear(store::entry_ptr(BASE, slot)) };
+        unsafe { store::clear_entry(BASE, slot) };
+        Ok(())
+    }
+    #[inline(always)]
+    unsafe fn pmd_clear(&mut self, slot: EntrySlot) -> Result<(), NativeError> {
+        // SAFETY: as pte_clear.
+        unsafe { store::clear_entry(BASE, slot) };
+        Ok(())
+    }
+    #[inline(always)]
+    unsafe fn pud_clear(&mut self, slot: EntrySlot) -> Result<(), NativeError> {
+        // SAFETY: as pte_clear.
+        unsafe { store::clear_entry(BASE, slot) };
+        if slot.table() == self.read_cr3() {
+            // The CPU latched the PDPT entries at the last cr3 load: reload it so the cleared
+            // entry is seen (and the TLB entries it covered go).
+            // SAFETY: reloading cr3 with its own value keeps the address space the caller
+            // vouched for (nothing uses the cleared gigabyte).
+            unsafe { x86::controlregs::cr3_write(x86::controlregs::cr3()) };
+        }
         Ok(())
     }
     fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), NativeError> {

@@ -2,6 +2,7 @@
 //! order. Plain code (no privileged instruction), so host benches run exactly what the kernel
 //! runs; the kernel's `set_pte` is [`set_entry`] with the constant `PAGE_OFFSET`.
 
+use pvops_core::pae;
 use pvops_core::paging::{EntrySlot, PageTableEntry};
 
 /// Address of `slot`'s entry in a direct map whose physical 0 is at virtual `base`.
@@ -10,42 +11,57 @@ pub fn entry_ptr(base: usize, slot: EntrySlot) -> *mut u32 {
     (base + ((slot.table().number() as usize) << 12) + slot.index().byte_offset()) as *mut u32
 }
 
-/// The raw PAE store: the high half first, then the low half that holds Present, so the CPU
-/// never sees a present entry with a stale high half. Two explicit 32-bit stores: a
-/// `write_volatile::<u64>` stores the low half first at opt-level 0.
+/// The split PAE store ([`pvops_core::pae::store_split`]): the high half first, then the low
+/// half that holds Present. Only for an entry that is not present.
 ///
 /// # Safety
-/// `entry` must point at a page-table entry the caller may change.
+/// `entry` must point at a non-present page-table entry the caller may change.
 #[inline(always)]
 pub unsafe fn pae_store(entry: *mut u32, value: PageTableEntry) {
-    // SAFETY: the caller guarantees `entry` is a writable 8-byte entry.
-    unsafe {
-        core::ptr::write_volatile(entry.add(1), value.high());
-        core::ptr::write_volatile(entry, value.low());
-    }
+    // SAFETY: forwarded contract.
+    unsafe { pae::store_split(entry as *mut u64, value) }
 }
 
 /// Clears an entry: the low half (Present) first, then the high half.
 ///
 /// # Safety
-/// As [`pae_store`].
+/// `entry` must point at a page-table entry the caller may change.
 #[inline(always)]
 pub unsafe fn pae_clear(entry: *mut u32) {
-    // SAFETY: as pae_store.
-    unsafe {
-        core::ptr::write_volatile(entry, 0);
-        core::ptr::write_volatile(entry.add(1), 0);
-    }
+    // SAFETY: forwarded contract.
+    unsafe { pae::clear(entry as *mut u64) }
 }
 
-/// `set_pte`/`set_pmd`/`set_pud` of the native backend for a direct map at `base`.
+/// `set_pte` of the native backend for a direct map at `base` (split store).
 ///
 /// # Safety
-/// `slot.table` must be a page-table frame reachable at `base + pfn * 4096`.
+/// `slot.table()` must be a page-table frame reachable at `base + pfn * 4096` whose entry at
+/// `slot` is not present.
 #[inline(always)]
 pub unsafe fn set_entry(base: usize, slot: EntrySlot, value: PageTableEntry) {
     // SAFETY: forwarded contract.
     unsafe { pae_store(entry_ptr(base, slot), value) }
+}
+
+/// `set_pte_atomic`/`set_pmd`/`set_pud` of the native backend: one 64-bit store
+/// (`lock cmpxchg8b` on i686).
+///
+/// # Safety
+/// `slot.table()` must be a page-table frame reachable at `base + pfn * 4096`.
+#[inline(always)]
+pub unsafe fn set_entry_whole(base: usize, slot: EntrySlot, value: PageTableEntry) {
+    // SAFETY: forwarded contract; entries are 8-byte aligned in their frame.
+    unsafe { pae::store_whole(entry_ptr(base, slot) as *mut u64, value) }
+}
+
+/// `pte_clear`/`pmd_clear`/`pud_clear` of the native backend: low half first.
+///
+/// # Safety
+/// As [`set_entry_whole`].
+#[inline(always)]
+pub unsafe fn clear_entry(base: usize, slot: EntrySlot) {
+    // SAFETY: forwarded contract.
+    unsafe { pae_clear(entry_ptr(base, slot)) }
 }
 
 #[cfg(test)]
@@ -65,7 +81,12 @@ mod tests {
         unsafe { set_entry(base, slot, e) };
         assert_eq!(frames[512 + 3], e.bits());
         // SAFETY: as above.
-        unsafe { pae_clear(entry_ptr(base, slot)) };
+        unsafe { clear_entry(base, slot) };
         assert_eq!(frames[512 + 3], 0);
+        // SAFETY: as above.
+        unsafe { set_entry_whole(base, slot, e) };
+        assert_eq!(frames[512 + 3], e.bits());
+        assert_eq!(frames[512 + 2], 0, "the neighbours are untouched");
+        assert_eq!(frames[512 + 4], 0, "the neighbours are untouched");
     }
 }

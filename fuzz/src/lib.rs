@@ -195,6 +195,19 @@ impl MmuOps for XenOptionsOnly {
     unsafe fn pte_clear(&mut self, _: EntrySlot) -> Result<(), Self::Error> {
         unreachable!("options only")
     }
+    unsafe fn set_pte_atomic(
+        &mut self,
+        _: EntrySlot,
+        _: PageTableEntry,
+    ) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
+    unsafe fn pmd_clear(&mut self, _: EntrySlot) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
+    unsafe fn pud_clear(&mut self, _: EntrySlot) -> Result<(), Self::Error> {
+        unreachable!("options only")
+    }
     fn flush_tlb_single(&mut self, _: VirtAddr) -> Result<(), Self::Error> {
         unreachable!("options only")
     }

@@ -21,6 +21,7 @@ pub mod mapper;
 pub mod mem;
 pub mod ops;
 pub mod options;
+pub mod pae;
 pub mod paging;
 pub mod registry;
 pub mod space;

@@ -517,8 +517,8 @@ pub fn retire_table<P: Platform, A: FrameAlloc + ?Sized>(
     // SAFETY: the table maps nothing: unlinking it changes no mapping.
     let unlinked = unsafe {
         match parent {
-            Level::L2 => lazy.set_pmd(w.slot, PageTableEntry::EMPTY),
-            _ => lazy.set_pud(w.slot, PageTableEntry::EMPTY),
+            Level::L2 => lazy.pmd_clear(w.slot),
+            _ => lazy.pud_clear(w.slot),
         }
     };
     unlinked.map_err(MapError::Backend)?;

@@ -151,8 +151,28 @@ macro_rules! direct_mmu_hooks {
 /// which at boot is the Xen-provided table at `start_info.pt_base`, not the kernel's own.
 ///
 /// # Safety of the write operations
-/// The `set_*`/`write_cr3` operations change the address space the caller runs in; the caller
-/// guarantees the new entries keep the kernel's code, data and stack mapped as it relies on.
+/// The `set_*`/`*_clear`/`write_cr3` operations change the address space the caller runs in;
+/// the caller guarantees the new entries keep the kernel's code, data and stack mapped as it
+/// relies on.
+///
+/// # The PAE write primitives (Linux `arch/x86/include/asm/pgtable-3level.h`)
+/// A PAE entry is 64 bits wide; a 32-bit CPU stores it as two halves unless it uses
+/// `cmpxchg8b`, and a page walker may read it between them (see [`crate::pae`]). The rules:
+///
+/// | operation | target | store |
+/// |---|---|---|
+/// | [`MmuOps::set_pte`] | an L1 entry that is **not present** | high half, then the low half (Present) |
+/// | [`MmuOps::set_pte_atomic`] | any L1 entry (replacing a mapping) | one 64-bit store (`cmpxchg8b`) |
+/// | [`MmuOps::set_pmd`], [`MmuOps::set_pud`] | any L2 / L3 entry | one 64-bit store (`cmpxchg8b`) |
+/// | [`MmuOps::pte_clear`], [`MmuOps::pmd_clear`] | an L1 / L2 entry | the low half (Present) first, then the high half |
+/// | [`MmuOps::pud_clear`] | an L3 entry | low half first; on the live PDPT bare metal reloads cr3 |
+///
+/// The native backend does exactly these stores (`cargo xtask test` checks its i686 code);
+/// the Xen backend issues each as an `mmu_update` (Xen writes the entry whole, and refuses
+/// an invalid one), or as the same store into a table that is not live yet. The host
+/// simulator records the two halves of every store and fails an operation whose order lets a
+/// walker see a present entry that is neither the old nor the new one, and a `set_pte` over
+/// a present entry.
 pub trait MmuOps {
     /// The backend's error (Xen: a failed hypercall; native: [`core::convert::Infallible`]).
     type Error: fmt::Debug + fmt::Display;
@@ -194,30 +214,59 @@ pub trait MmuOps {
     /// memory again ([`MmuOps::release_pt`]). Unpinning a root that is not pinned is an error.
     fn unpin_root(&mut self, root: PhysFrame) -> Result<(), Self::Error>;
 
-    /// Writes an L1 entry (maps a 4 KiB page).
+    /// Writes an L1 entry that is **not present** now (maps a 4 KiB page): Linux `set_pte`. A
+    /// split store is allowed, high half first, then the low half holding Present. To
+    /// replace a present entry use [`MmuOps::set_pte_atomic`].
     ///
     /// # Safety
-    /// `slot.table` must be an L1 table frame; see the trait docs.
+    /// `slot.table()` must be an L1 table frame whose entry at `slot` is not present; see the
+    /// trait docs.
     unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry)
         -> Result<(), Self::Error>;
-    /// Writes an L2 entry (links an L1 table).
+    /// Writes an L1 entry whatever it holds now (e.g. replaces a present mapping): Linux
+    /// `set_pte_atomic`, one 64-bit store. The caller flushes the TLB when a present entry
+    /// changed.
     ///
     /// # Safety
-    /// `slot.table` must be an L2 table frame; a present entry must name an L1 table frame
+    /// `slot.table()` must be an L1 table frame; see the trait docs.
+    unsafe fn set_pte_atomic(
+        &mut self,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+    ) -> Result<(), Self::Error>;
+    /// Writes an L2 entry (links an L1 table): one 64-bit store.
+    ///
+    /// # Safety
+    /// `slot.table()` must be an L2 table frame; a present entry must name an L1 table frame
     /// announced with [`MmuOps::alloc_pt`].
     unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry)
         -> Result<(), Self::Error>;
-    /// Writes an L3 (PDPT) entry. On bare hardware the change is seen only after a cr3 reload.
+    /// Writes an L3 (PDPT) entry: one 64-bit store. On bare hardware the CPU sees a change to
+    /// the live PDPT only after a cr3 reload (it latched the four entries).
     ///
     /// # Safety
-    /// `slot.table` must be a PDPT frame; a present entry must name an announced L2 frame.
+    /// `slot.table()` must be a PDPT frame and `slot.index()` below 4; a present entry must
+    /// name an announced L2 frame.
     unsafe fn set_pud(&mut self, slot: EntrySlot, entry: PageTableEntry)
         -> Result<(), Self::Error>;
-    /// Clears an L1 entry (low half, holding Present, first).
+    /// Clears an L1 entry: the low half (holding Present) first. Linux `pte_clear`.
     ///
     /// # Safety
-    /// As [`MmuOps::set_pte`]; the caller flushes the TLB afterwards.
+    /// As [`MmuOps::set_pte_atomic`]; the caller flushes the TLB afterwards.
     unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), Self::Error>;
+    /// Clears an L2 entry: the low half (holding Present) first. Linux `pmd_clear`.
+    ///
+    /// # Safety
+    /// `slot.table()` must be an L2 table frame; the caller flushes the TLB afterwards.
+    unsafe fn pmd_clear(&mut self, slot: EntrySlot) -> Result<(), Self::Error>;
+    /// Clears an L3 (PDPT) entry: the low half first. When `slot.table()` is the live root,
+    /// bare metal reloads cr3 (the CPU latched the old entry); Xen flushes the TLB. Linux
+    /// `pud_clear`.
+    ///
+    /// # Safety
+    /// `slot.table()` must be a PDPT frame and `slot.index()` below 4; nothing may use the
+    /// 1 GiB the entry covered.
+    unsafe fn pud_clear(&mut self, slot: EntrySlot) -> Result<(), Self::Error>;
 
     /// Flushes one page's TLB entry.
     fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), Self::Error>;

@@ -177,6 +177,19 @@ mod tests {
         unsafe fn pte_clear(&mut self, _: EntrySlot) -> Result<(), Self::Error> {
             Ok(())
         }
+        unsafe fn set_pte_atomic(
+            &mut self,
+            _: EntrySlot,
+            _: PageTableEntry,
+        ) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        unsafe fn pmd_clear(&mut self, _: EntrySlot) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        unsafe fn pud_clear(&mut self, _: EntrySlot) -> Result<(), Self::Error> {
+            Ok(())
+        }
         fn flush_tlb_single(&mut self, _: VirtAddr) -> Result<(), Self::Error> {
             Ok(())
         }

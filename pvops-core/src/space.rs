@@ -260,7 +260,13 @@ impl AddressSpaces {
                 if mapper::read_entry(&*p, l2, j)? != want {
                     let slot = EntrySlot::new(l2, j);
                     // SAFETY: the space's kernel half becomes what the kernel's is.
-                    unsafe { p.set_pmd(slot, want) }.map_err(MapError::Backend)?;
+                    let r = unsafe {
+                        match want.is_present() {
+                            true => p.set_pmd(slot, want),
+                            false => p.pmd_clear(slot),
+                        }
+                    };
+                    r.map_err(MapError::Backend)?;
                 }
             }
         }
@@ -333,15 +339,14 @@ impl AddressSpaces {
                     let l1 = mapper::next_table(&*lazy, e)?;
                     let slot = EntrySlot::new(l2, j);
                     // SAFETY: the space is dead (not live, unpinned): nothing walks it.
-                    unsafe { lazy.set_pmd(slot, PageTableEntry::EMPTY) }
-                        .map_err(SpaceError::Backend)?;
+                    unsafe { lazy.pmd_clear(slot) }.map_err(SpaceError::Backend)?;
                     lazy.release_pt(l1, Level::L1)
                         .map_err(SpaceError::Backend)?;
                     alloc.free(l1).map_err(MapError::Alloc)?;
                 }
             }
             // SAFETY: as above.
-            unsafe { lazy.set_pud(l3, PageTableEntry::EMPTY) }.map_err(SpaceError::Backend)?;
+            unsafe { lazy.pud_clear(l3) }.map_err(SpaceError::Backend)?;
             lazy.release_pt(l2, Level::L2)
                 .map_err(SpaceError::Backend)?;
             alloc.free(l2).map_err(MapError::Alloc)?;
@@ -468,7 +473,7 @@ impl AddressSpaces {
                 let slot = EntrySlot::new(l2, va.l2_index());
                 // SAFETY: the L1 maps nothing (retire_table checks it next; a refusal there
                 // leaves the space without an empty L1 it may link again at sync).
-                unsafe { p.set_pmd(slot, PageTableEntry::EMPTY) }.map_err(SpaceError::Backend)?;
+                unsafe { p.pmd_clear(slot) }.map_err(SpaceError::Backend)?;
             }
         }
         let r = mapper::retire_table(p, alloc, self.kernel, va, Level::L1);

@@ -854,10 +854,12 @@ fn tlb_keeps_stale_translations_until_flushed() {
     unsafe { sim.read_virt(va, &mut buf) }.unwrap();
     assert_eq!(&buf, b"frame A!");
     assert!(sim.tlb_has(va));
-    // Remap to B without a flush: the CPU still uses A.
+    // Remap to B without a flush: the CPU still uses A. (A present entry is replaced with
+    // set_pte_atomic; set_pte would be refused.)
     let slot = mapper::l1_slot(&mut sim, &mut run.state.alloc, root, va, false).unwrap();
     // SAFETY: as above.
-    unsafe { sim.set_pte(slot, PageTableEntry::new(mb, pvops_core::paging::KERNEL_RW)) }.unwrap();
+    unsafe { sim.set_pte_atomic(slot, PageTableEntry::new(mb, pvops_core::paging::KERNEL_RW)) }
+        .unwrap();
     assert_eq!(sim.walk(va, Access::Read).unwrap().mfn, mb);
     // SAFETY: as above.
     unsafe { sim.read_virt(va, &mut buf) }.unwrap();
@@ -869,7 +871,7 @@ fn tlb_keeps_stale_translations_until_flushed() {
     // A read-only remap without a flush: the cached RW translation still allows a write
     // (as on hardware) ...
     // SAFETY: as above.
-    unsafe { sim.set_pte(slot, PageTableEntry::new(mb, KERNEL_RO)) }.unwrap();
+    unsafe { sim.set_pte_atomic(slot, PageTableEntry::new(mb, KERNEL_RO)) }.unwrap();
     // SAFETY: as above.
     unsafe { sim.write_virt(va, b"stale RW") }.unwrap();
     sim.flush_tlb_single(va).unwrap();
@@ -1445,4 +1447,174 @@ fn boot_refuses_inconsistent_boot_info() {
             Ok(_) => panic!("{name}: boot accepted the BootInfo\n{log}"),
         }
     }
+}
+
+// ----- issue 11 item 2: the PAE write primitives -----
+
+/// Issue 11 item 2: the simulated machine records the two 32-bit halves of every entry store
+/// and refuses (nothing written) an order that lets the walker see, between them, a present
+/// entry that is neither the old nor the new one: a clear that zeroes the high half first
+/// while Present is set, a split store over a present entry. One 64-bit store never tears.
+#[test]
+fn sim_refuses_a_store_in_the_wrong_half_order() {
+    use pvops_tests::sim::{HalfStore, StoreOrder};
+    let mut sim = SimConfig::new(32).build();
+    // An unused slot of the bootstrap page directory (beyond the 64 MiB it maps), holding
+    // 2 MiB entries whose frames lie above 4 GiB, so their high halves are not zero.
+    let slot = EntrySlot::new(sim.bootstrap_pd(), EntryIndex::new_const(100));
+    let huge = PteFlags::PRESENT | PteFlags::WRITABLE | PteFlags::HUGE;
+    let e1 = PageTableEntry::new(MachineFrame::new(0x10_0200), huge);
+    let e2 = PageTableEntry::new(MachineFrame::new(0x20_0400), huge);
+    assert_ne!(e1.high(), 0);
+    let at = |sim: &SimMachine| sim.entry(sim.bootstrap_pd(), 100);
+    // A split store on a non-present entry: (e1.high, 0) is not present, so fine.
+    sim.store_in_order(Level::L2, slot, e1, StoreOrder::HighThenLow)
+        .unwrap();
+    assert_eq!(at(&sim), e1);
+    let w = sim.writes().last().copied().unwrap();
+    assert_eq!(
+        w.stores,
+        [
+            Some(HalfStore::High(e1.high())),
+            Some(HalfStore::Low(e1.low()))
+        ]
+    );
+    // A clear, high half first: the walker would see (0, e1.low): present, frame 0x200.
+    let err = sim
+        .store_in_order(
+            Level::L2,
+            slot,
+            PageTableEntry::EMPTY,
+            StoreOrder::HighThenLow,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, SimError::TornEntry { seen, .. } if seen.is_present() && seen.high() == 0),
+        "{err}"
+    );
+    assert_eq!(at(&sim), e1, "a refused store writes nothing");
+    // Replacing a present entry with a split store: (e2.high, e1.low) is a third frame.
+    let err = sim
+        .store_in_order(Level::L2, slot, e2, StoreOrder::HighThenLow)
+        .unwrap_err();
+    assert!(matches!(err, SimError::TornEntry { .. }), "{err}");
+    // The same replacement as one 64-bit store, and the clear with the low half first.
+    sim.store_in_order(Level::L2, slot, e2, StoreOrder::Whole)
+        .unwrap();
+    assert_eq!(at(&sim), e2);
+    sim.store_in_order(
+        Level::L2,
+        slot,
+        PageTableEntry::EMPTY,
+        StoreOrder::LowThenHigh,
+    )
+    .unwrap();
+    assert_eq!(at(&sim), PageTableEntry::EMPTY);
+    let w = sim.writes().last().copied().unwrap();
+    assert_eq!(
+        w.stores,
+        [Some(HalfStore::Low(0)), Some(HalfStore::High(0))]
+    );
+}
+
+/// Issue 11 item 2: every primitive stores its halves in Linux's order, and the boot path,
+/// the exercise and the misuse cases keep each primitive's rule: `set_pte` only on a
+/// non-present entry, L2 entries cleared with `pmd_clear` (low half first) and never with
+/// `set_pmd(EMPTY)` (before, the exercise cleared its scratch L1's link that way: on bare
+/// metal a split high-first store).
+#[test]
+fn pae_primitives_store_halves_in_linux_order() {
+    use pvops_tests::sim::HalfStore;
+    let (sim, run) = boot_cfg(SimConfig::new(64));
+    run.expect_pass();
+    let c = sim.write_counts();
+    assert!(c.pte > 0 && c.pmd > 0 && c.pud > 0, "{c:?}");
+    assert!(c.clear > 0, "early_ioremap unmaps with pte_clear: {c:?}");
+    assert!(
+        c.pmd_clear > 0,
+        "the exercise unlinks its scratch L1 with pmd_clear: {c:?}"
+    );
+    for w in sim.writes() {
+        let split = |first: HalfStore, second: HalfStore| [Some(first), Some(second)];
+        let (hi, lo) = (
+            HalfStore::High(w.value.high()),
+            HalfStore::Low(w.value.low()),
+        );
+        let want = match w.op {
+            "set_pte" => split(hi, lo),
+            "set_pte_atomic" | "set_pmd" | "set_pud" => {
+                [Some(HalfStore::Whole(w.value.bits())), None]
+            }
+            "pte_clear" | "pmd_clear" | "pud_clear" => split(lo, hi),
+            other => panic!("unexpected op {other}"),
+        };
+        assert_eq!(w.stores, want, "{w:?}");
+        assert!(
+            w.op != "set_pmd" || w.value.is_present(),
+            "an L2 entry cleared with set_pmd instead of pmd_clear: {w:?}"
+        );
+    }
+}
+
+/// Issue 11 item 2: `set_pte` is for a non-present entry only (its split store could show
+/// the walker the old Present low half with the new high half); a present entry is replaced
+/// with `set_pte_atomic`. Before, the sim (and every backend) took either.
+#[test]
+fn set_pte_over_a_present_entry_is_refused() {
+    let (mut sim, mut run) = boot_cfg(SimConfig::new(32));
+    let root = run.expect_pass().root;
+    let va = VirtAddr::new(PAGE_OFFSET + 0x40_0000);
+    let slot = mapper::l1_slot(&mut sim, &mut run.state.alloc, root, va, false).unwrap();
+    let old = sim.entry(slot.table(), slot.index().get());
+    assert!(old.is_present());
+    let other = PageTableEntry::new(MachineFrame::new(0x0010_0000), KERNEL_RO);
+    // SAFETY: refused before any store.
+    let err = unsafe { sim.set_pte(slot, other) }.unwrap_err();
+    assert_eq!(
+        err,
+        SimError::PresentTarget {
+            op: "set_pte",
+            slot,
+            old
+        }
+    );
+    assert_eq!(sim.entry(slot.table(), slot.index().get()), old);
+    // SAFETY: puts the same entry back, as one 64-bit store.
+    unsafe { sim.set_pte_atomic(slot, old) }.unwrap();
+}
+
+/// Issue 11 item 2: `pud_clear` of the live PDPT reloads cr3 on bare metal (the CPU latched
+/// the four PDPT entries at the last load); of a PDPT that is not live, it does not.
+#[test]
+fn pud_clear_of_the_live_pdpt_reloads_cr3() {
+    let (mut sim, mut run) = boot_cfg(SimConfig::new(32));
+    let root = run.expect_pass().root;
+    let reloads = |sim: &SimMachine| {
+        sim.events()
+            .iter()
+            .filter(|e| matches!(e, SimEvent::Cr3Reload { .. }))
+            .count()
+    };
+    assert_eq!(reloads(&sim), 0);
+    // A root that is not live: no reload.
+    let other = mapper::new_root(&mut sim, &mut run.state.alloc).unwrap();
+    // SAFETY: `other` is not live; its slot 0 maps nothing.
+    unsafe {
+        sim.pud_clear(EntrySlot::pdpt(
+            other,
+            pvops_core::addr::PdptIndex::new_const(0),
+        ))
+    }
+    .unwrap();
+    assert_eq!(reloads(&sim), 0);
+    // Slot 0 of the live root (user space: nothing mapped there by the boot path).
+    let slot = EntrySlot::pdpt(root, pvops_core::addr::PdptIndex::new_const(0));
+    assert!(sim.entry(root, 0).is_present());
+    // SAFETY: nothing uses the first gigabyte.
+    unsafe { sim.pud_clear(slot) }.unwrap();
+    assert_eq!(reloads(&sim), 1);
+    assert_eq!(sim.entry(root, 0), PageTableEntry::EMPTY);
+    // The latched entry went with the reload: the walker sees the cleared slot.
+    let pf = sim.walk(VirtAddr::new(0x1000), Access::Read).unwrap_err();
+    assert_eq!(pf.error & PF_PRESENT, 0);
 }

@@ -236,6 +236,25 @@ impl<B: Platform> MmuOps for Rec<B> {
         let r = unsafe { self.inner.pte_clear(slot) };
         self.note(r, Level::L1, slot, PageTableEntry::EMPTY)
     }
+    unsafe fn set_pte_atomic(
+        &mut self,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+    ) -> Result<(), B::Error> {
+        // SAFETY: forwarded under the caller's contract.
+        let r = unsafe { self.inner.set_pte_atomic(slot, entry) };
+        self.note(r, Level::L1, slot, entry)
+    }
+    unsafe fn pmd_clear(&mut self, slot: EntrySlot) -> Result<(), B::Error> {
+        // SAFETY: forwarded under the caller's contract.
+        let r = unsafe { self.inner.pmd_clear(slot) };
+        self.note(r, Level::L2, slot, PageTableEntry::EMPTY)
+    }
+    unsafe fn pud_clear(&mut self, slot: EntrySlot) -> Result<(), B::Error> {
+        // SAFETY: forwarded under the caller's contract.
+        let r = unsafe { self.inner.pud_clear(slot) };
+        self.note(r, Level::L3, slot, PageTableEntry::EMPTY)
+    }
     fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), B::Error> {
         self.inner.flush_tlb_single(va)
     }

@@ -1233,3 +1233,70 @@ fn failing_any_entry_of_any_multicall_of_a_boot_is_a_clean_error() {
     }
     assert_eq!(injected, 2 * multicalls, "every entry of every multicall");
 }
+
+// ----- issue 11 item 2: the PAE primitives under Xen -----
+
+/// Issue 11 item 2: on a live table the Xen backend issues each PAE primitive as one
+/// `mmu_update` request (Xen validates it and writes the entry whole, so a split or torn
+/// entry never exists), and `pud_clear` of the live root adds a TLB flush (what bare metal's
+/// cr3 reload does). Xen's rules (the model's audit) hold afterwards.
+#[test]
+fn each_pae_primitive_is_one_mmu_update_on_a_live_table() {
+    use pvops_core::addr::PdptIndex;
+    use pvops_core::mapper::{self, MapError};
+    let mut run = default_boot(64);
+    run.expect_pass();
+    let mut mmu = run.mmu.take().expect("the boot passed");
+    let alloc = &mut run.state.alloc;
+    let root = mmu.read_cr3();
+    let va = mmu.layout().scratch_area;
+    let (fa, fb) = (alloc.alloc().unwrap(), alloc.alloc().unwrap());
+    let (ma, mb) = (
+        mmu.phys_to_machine(fa).unwrap(),
+        mmu.phys_to_machine(fb).unwrap(),
+    );
+    // SAFETY: the scratch area is unused after the boot.
+    unsafe { mapper::map_page(&mut mmu, alloc, root, va, ma, KERNEL_RW) }
+        .unwrap()
+        .flush(&mut mmu)
+        .unwrap();
+    let slot = mapper::l1_slot(&mut mmu, alloc, root, va, false).unwrap();
+    let requests = |m: &XenMmu<XenModel>| m.hypervisor().counters().mmu_update_entries;
+    let flushes = |m: &XenMmu<XenModel>| m.hypervisor().counters().mmuext_ops;
+
+    let n = requests(&mmu);
+    // SAFETY: replaces the scratch mapping (a present entry: the atomic primitive).
+    unsafe { mmu.set_pte_atomic(slot, PageTableEntry::new(mb, KERNEL_RW)) }.unwrap();
+    assert_eq!(requests(&mmu), n + 1);
+    assert_eq!(mapper::translate(&mmu, root, va).unwrap().frame(), Some(mb));
+    mmu.flush_tlb_single(va).unwrap();
+
+    let n = requests(&mmu);
+    // SAFETY: nothing uses the scratch page any more.
+    unsafe { mmu.pte_clear(slot) }.unwrap();
+    assert_eq!(requests(&mmu), n + 1);
+    assert!(matches!(
+        mapper::translate(&mmu, root, va),
+        Err(MapError::NotMapped(_))
+    ));
+    mmu.flush_tlb_single(va).unwrap();
+
+    let l2 =
+        mapper::next_table(&mmu, mapper::read_entry(&mmu, root, va.l3_index()).unwrap()).unwrap();
+    let n = requests(&mmu);
+    // SAFETY: the scratch L1 maps nothing any more.
+    unsafe { mmu.pmd_clear(EntrySlot::new(l2, va.l2_index())) }.unwrap();
+    assert_eq!(requests(&mmu), n + 1);
+    mmu.flush_tlb_all().unwrap();
+    mmu.release_pt(slot.table(), Level::L1).unwrap();
+
+    let (n, f) = (requests(&mmu), flushes(&mmu));
+    // SAFETY: the first gigabyte (user space) maps nothing.
+    unsafe { mmu.pud_clear(EntrySlot::pdpt(root, PdptIndex::new_const(0))) }.unwrap();
+    assert_eq!(requests(&mmu), n + 1);
+    assert_eq!(flushes(&mmu), f + 1, "pud_clear of the live root flushes");
+    assert!(!mapper::read_entry(&mmu, root, PdptIndex::new_const(0))
+        .unwrap()
+        .is_present());
+    assert_eq!(mmu.into_hypervisor().audit(), Vec::<String>::new());
+}

@@ -7,7 +7,7 @@ mod batch;
 mod error;
 mod tables;
 
-use tables::set_bit;
+use tables::{set_bit, Store};
 
 pub use error::{XenError, XenOp};
 
@@ -200,6 +200,23 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
     }
 }
 
+impl<H: Hypervisor + BackendLog> XenMmu<H> {
+    /// The backend's invariant: a page-table frame is never mapped writable, in any table
+    /// (live or being built), whatever the caller asked.
+    fn never_writable_table(&self, entry: PageTableEntry) -> PageTableEntry {
+        let table = entry.flags().contains(PteFlags::WRITABLE)
+            && entry.is_present()
+            && entry
+                .frame()
+                .and_then(|m| self.to_phys(m))
+                .is_some_and(|f| self.is_table(f));
+        match table {
+            true => entry.with_flags(entry.flags() - PteFlags::WRITABLE),
+            false => entry,
+        }
+    }
+}
+
 impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
     type Error = XenError;
     type Counters = XenCounters;
@@ -316,19 +333,16 @@ impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
         Ok(())
     }
     unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
-        // The backend's invariant: a page-table frame is never mapped writable, in any table
-        // (live or being built), whatever the caller asked.
-        let entry = match entry.flags().contains(PteFlags::WRITABLE) && entry.is_present() {
-            true if entry
-                .frame()
-                .and_then(|m| self.to_phys(m))
-                .is_some_and(|f| self.is_table(f)) =>
-            {
-                entry.with_flags(entry.flags() - PteFlags::WRITABLE)
-            }
-            _ => entry,
-        };
-        self.store(slot, entry)
+        let entry = self.never_writable_table(entry);
+        self.store(slot, entry, Store::Split)
+    }
+    unsafe fn set_pte_atomic(
+        &mut self,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+    ) -> Result<(), XenError> {
+        let entry = self.never_writable_table(entry);
+        self.store(slot, entry, Store::Whole)
     }
     unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
         self.link(slot, entry, Level::L1)
@@ -337,7 +351,19 @@ impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
         self.link(slot, entry, Level::L2)
     }
     unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), XenError> {
-        self.store(slot, PageTableEntry::EMPTY)
+        self.store(slot, PageTableEntry::EMPTY, Store::Clear)
+    }
+    unsafe fn pmd_clear(&mut self, slot: EntrySlot) -> Result<(), XenError> {
+        self.store(slot, PageTableEntry::EMPTY, Store::Clear)
+    }
+    unsafe fn pud_clear(&mut self, slot: EntrySlot) -> Result<(), XenError> {
+        self.store(slot, PageTableEntry::EMPTY, Store::Clear)?;
+        if slot.table() == self.cr3 {
+            // What bare metal does with a cr3 reload: no translation through the cleared
+            // entry survives.
+            self.flush_tlb_all()?;
+        }
+        Ok(())
     }
     fn flush_tlb_single(&mut self, va: VirtAddr) -> Result<(), XenError> {
         self.flush_op(MmuextOp {

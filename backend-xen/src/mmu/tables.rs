@@ -6,10 +6,22 @@ use super::{XenError, XenMmu, DETACHED_FRAMES, MAX_PINNED};
 use crate::abi::VIRT_BASE;
 use crate::hypervisor::{BackendLog, Hypervisor};
 use pvops_core::addr::{EntryIndex, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::pae;
 use pvops_core::paging::{
     EntrySlot, Level, PageTableEntry, PteFlags, ENTRIES, KERNEL_RO, KERNEL_RW, PDPT_ENTRIES,
 };
 use pvops_core::walk::{self, TableRead};
+
+/// How a primitive stores into a table that is not live yet (see [`pvops_core::pae`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Store {
+    /// `set_pte`: high half, then low half.
+    Split,
+    /// `set_pte_atomic`, `set_pmd`, `set_pud`, a present entry's flags: one 64-bit store.
+    Whole,
+    /// The clears: low half first.
+    Clear,
+}
 
 impl<H: Hypervisor + BackendLog> XenMmu<H> {
     /// How far the live table maps the 1:1 region from VIRT_BASE, page by page.
@@ -124,22 +136,32 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
             } else {
                 e.flags() - PteFlags::WRITABLE
             };
-            self.store(slot, e.with_flags(flags))?;
+            self.store(slot, e.with_flags(flags), Store::Whole)?;
         }
         Ok(())
     }
 
-    /// Writes one entry: a plain store into a detached table (Xen does not check tables that
-    /// are not typed as page tables yet), an `mmu_update` into anything live.
-    pub(super) fn store(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
+    /// Writes one entry: a store of the primitive's kind ([`Store`]) into a detached table
+    /// (Xen does not check tables that are not typed as page tables yet), an `mmu_update`
+    /// into anything live (Xen writes the entry whole, so every primitive keeps its
+    /// guarantee).
+    pub(super) fn store(
+        &mut self,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+        how: Store,
+    ) -> Result<(), XenError> {
         if self.is_detached(slot.table()) && slot.table() < self.reach {
-            let p = self.hv.frame_ptr(slot.table()) as *mut u32;
-            // SAFETY: a detached table frame is ours, reachable (checked) and mapped writable;
-            // the index is < 512. High half first, then the low half holding Present.
+            let p = self.hv.frame_ptr(slot.table()) as *mut u64;
+            // SAFETY: a detached table frame is ours, reachable (checked), mapped writable and
+            // page aligned; an EntryIndex is < 512.
             unsafe {
-                let e = p.add(slot.index().get() * 2);
-                core::ptr::write_volatile(e.add(1), entry.high());
-                core::ptr::write_volatile(e, entry.low());
+                let e = p.add(slot.index().get());
+                match how {
+                    Store::Split => pae::store_split(e, entry),
+                    Store::Whole => pae::store_whole(e, entry),
+                    Store::Clear => pae::clear(e),
+                }
             }
             return Ok(());
         }
@@ -193,7 +215,7 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
                 r?;
             }
         }
-        self.store(slot, entry)
+        self.store(slot, entry, Store::Whole)
     }
 
     /// Maps `pfn` read-only or writable in the live 1:1 region (value computed, not read

@@ -74,26 +74,70 @@ impl SimMachine {
         Ok(())
     }
 
-    pub(super) fn log_write(
+    /// Writes entry `slot` (of a table of `level`) with `new` in the half order `order`,
+    /// as the native backend's primitive does, and logs it. Refused, with nothing written:
+    /// a `set_pte` over a present entry, and any order that lets the walker see, between the
+    /// two halves, a present entry that is neither the old nor the new one.
+    pub(super) fn write_entry(
         &mut self,
         seq: u64,
+        op: &'static str,
         level: Level,
         slot: EntrySlot,
-        value: PageTableEntry,
-        clear: bool,
-    ) {
+        new: PageTableEntry,
+        order: StoreOrder,
+    ) -> Result<(), SimError> {
+        let mfn = self.need_table(op, slot, level)?;
+        let old = PageTableEntry::from_bits(self.load_entry(mfn, slot.index().get()).unwrap_or(0));
+        if op == "set_pte" && old.is_present() {
+            return Err(SimError::PresentTarget { op, slot, old });
+        }
+        let (hi, lo) = (HalfStore::High(new.high()), HalfStore::Low(new.low()));
+        let stores = match order {
+            StoreOrder::HighThenLow => [Some(hi), Some(lo)],
+            StoreOrder::LowThenHigh => [Some(lo), Some(hi)],
+            StoreOrder::Whole => [Some(HalfStore::Whole(new.bits())), None],
+        };
+        // What memory holds after the first store: the walker may read it.
+        let mut between = old.bits();
+        if let [Some(first), Some(_)] = stores {
+            between = apply(between, first);
+            let seen = PageTableEntry::from_bits(between);
+            if seen.is_present() && seen != old && seen != new {
+                return Err(SimError::TornEntry {
+                    op,
+                    slot,
+                    old,
+                    new,
+                    seen,
+                });
+            }
+        }
+        let mut bits = old.bits();
+        for st in stores.into_iter().flatten() {
+            bits = apply(bits, st);
+            self.store_entry(MachineFrame::new(mfn), slot.index().get(), bits);
+        }
         self.writes.push(PtWrite {
             seq,
+            op,
             level,
             slot,
-            value,
+            value: new,
+            stores,
         });
-        match (level, clear) {
-            (_, true) => self.counts.clear += 1,
-            (Level::L1, false) => self.counts.pte += 1,
-            (Level::L2, false) => self.counts.pmd += 1,
-            (Level::L3, false) => self.counts.pud += 1,
+        let c = &mut self.counts;
+        match op {
+            "set_pte" => c.pte += 1,
+            "set_pte_atomic" => c.pte_atomic += 1,
+            "set_pmd" => c.pmd += 1,
+            "set_pud" => c.pud += 1,
+            "pte_clear" => c.clear += 1,
+            "pmd_clear" => c.pmd_clear += 1,
+            "pud_clear" => c.pud_clear += 1,
+            _ => {}
         }
+        Ok(())
     }
 
     pub(super) fn linked_from(&self, frame: PhysFrame) -> Option<(PhysFrame, usize)> {
@@ -112,5 +156,14 @@ impl SimMachine {
                     .then_some((PhysFrame::new(pfn as u32), i))
             })
         })
+    }
+}
+
+/// An entry's bits after one store.
+fn apply(bits: u64, st: HalfStore) -> u64 {
+    match st {
+        HalfStore::Low(v) => (bits & !0xffff_ffff) | v as u64,
+        HalfStore::High(v) => (bits & 0xffff_ffff) | (v as u64) << 32,
+        HalfStore::Whole(v) => v,
     }
 }

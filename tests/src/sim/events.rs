@@ -76,6 +76,31 @@ pub enum SimError {
     },
     /// `pagetable_setup_done` twice.
     AlreadyRetired,
+    /// `set_pte` on an entry that is present: its split store could show the walker the old
+    /// low half (Present) with the new high half (use `set_pte_atomic`).
+    PresentTarget {
+        /// The operation.
+        op: &'static str,
+        /// The slot.
+        slot: EntrySlot,
+        /// The present entry found there.
+        old: PageTableEntry,
+    },
+    /// A store whose half order lets the walker see, between the two halves, a present entry
+    /// that is neither the old nor the new one (e.g. a clear that zeroes the high half while
+    /// Present is still set). Nothing was written.
+    TornEntry {
+        /// The operation.
+        op: &'static str,
+        /// The slot.
+        slot: EntrySlot,
+        /// The entry before.
+        old: PageTableEntry,
+        /// The entry asked for.
+        new: PageTableEntry,
+        /// What the walker could see between the halves.
+        seen: PageTableEntry,
+    },
 }
 
 impl fmt::Display for SimError {
@@ -138,23 +163,69 @@ impl fmt::Display for SimError {
                 )
             }
             Self::AlreadyRetired => write!(f, "sim: bootstrap table retired twice"),
+            Self::PresentTarget { op, slot, old } => write!(
+                f,
+                "sim: {op} over present pfn {}[{}] = {old:?} (a split store: use set_pte_atomic)",
+                slot.table(),
+                slot.index()
+            ),
+            Self::TornEntry {
+                op,
+                slot,
+                old,
+                new,
+                seen,
+            } => write!(
+                f,
+                "sim: {op} pfn {}[{}] {old:?} -> {new:?}: between its halves the walker sees {seen:?}",
+                slot.table(),
+                slot.index()
+            ),
         }
     }
 }
 
 impl std::error::Error for SimError {}
 
+/// The order in which a store writes the two 32-bit halves of a PAE entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOrder {
+    /// The high half, then the low half holding Present (`set_pte`).
+    HighThenLow,
+    /// One 64-bit store (`cmpxchg8b`: `set_pte_atomic`, `set_pmd`, `set_pud`).
+    Whole,
+    /// The low half first, then the high half (the clears).
+    LowThenHigh,
+}
+
+/// One store the simulated CPU made into a page-table entry, as the walker sees memory
+/// change: a 32-bit half or a whole 64-bit entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HalfStore {
+    /// The low 32 bits (holding Present).
+    Low(u32),
+    /// The high 32 bits.
+    High(u32),
+    /// All 64 bits at once.
+    Whole(u64),
+}
+
 /// One page-table entry written through the ops (the bootstrap stub's writes are not logged).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PtWrite {
     /// The page-table operation's number (shared with [`SimEvent`]s).
     pub seq: u64,
-    /// The level of the table written (`pte_clear` logs [`Level::L1`] and an empty entry).
+    /// The operation (`set_pte`, `set_pte_atomic`, `set_pmd`, `set_pud`, `pte_clear`,
+    /// `pmd_clear`, `pud_clear`).
+    pub op: &'static str,
+    /// The level of the table written (the clears log an empty entry).
     pub level: Level,
     /// Where.
     pub slot: EntrySlot,
     /// What.
     pub value: PageTableEntry,
+    /// The stores that made it, in order (one or two).
+    pub stores: [Option<HalfStore>; 2],
 }
 
 /// The page-table operations other than entry writes.
@@ -213,6 +284,12 @@ pub enum SimEvent {
         /// Operation number.
         seq: u64,
     },
+    /// cr3 reloaded with its own value (bare metal's `pud_clear` of the live PDPT): the four
+    /// PDPT entries are latched again and the non-global TLB goes.
+    Cr3Reload {
+        /// Operation number.
+        seq: u64,
+    },
 }
 
 impl SimEvent {
@@ -225,7 +302,8 @@ impl SimEvent {
             | SimEvent::SetupStart { seq, .. }
             | SimEvent::SetupDone { seq, .. }
             | SimEvent::FlushSingle { seq, .. }
-            | SimEvent::FlushAll { seq } => seq,
+            | SimEvent::FlushAll { seq }
+            | SimEvent::Cr3Reload { seq } => seq,
         }
     }
 }
@@ -241,6 +319,12 @@ pub struct WriteCounts {
     pub pud: u64,
     /// `pte_clear`.
     pub clear: u64,
+    /// `set_pte_atomic`.
+    pub pte_atomic: u64,
+    /// `pmd_clear`.
+    pub pmd_clear: u64,
+    /// `pud_clear`.
+    pub pud_clear: u64,
 }
 
 /// A memory access kind for the walker.

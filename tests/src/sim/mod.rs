@@ -444,6 +444,19 @@ impl SimMachine {
     pub fn writes(&self) -> &[PtWrite] {
         &self.writes
     }
+    /// Writes `new` into entry `slot` of a table of `level` in the half order `order`,
+    /// checked like every primitive's store (a torn intermediate is refused); logged as op
+    /// `raw`. For tests of the order check itself.
+    pub fn store_in_order(
+        &mut self,
+        level: Level,
+        slot: EntrySlot,
+        new: PageTableEntry,
+        order: StoreOrder,
+    ) -> Result<(), SimError> {
+        let seq = self.pt_op("raw")?;
+        self.write_entry(seq, "raw", level, slot, new, order)
+    }
     /// Entry writes by operation.
     pub fn write_counts(&self) -> WriteCounts {
         self.counts

@@ -51,35 +51,89 @@ impl MmuOps for SimMachine {
 
     unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), SimError> {
         let seq = self.pt_op("set_pte")?;
-        let mfn = self.need_table("set_pte", slot, Level::L1)?;
-        self.store_entry(MachineFrame::new(mfn), slot.index().get(), entry.bits());
-        self.log_write(seq, Level::L1, slot, entry, false);
-        Ok(())
+        self.write_entry(
+            seq,
+            "set_pte",
+            Level::L1,
+            slot,
+            entry,
+            StoreOrder::HighThenLow,
+        )
+    }
+
+    unsafe fn set_pte_atomic(
+        &mut self,
+        slot: EntrySlot,
+        entry: PageTableEntry,
+    ) -> Result<(), SimError> {
+        let seq = self.pt_op("set_pte_atomic")?;
+        self.write_entry(
+            seq,
+            "set_pte_atomic",
+            Level::L1,
+            slot,
+            entry,
+            StoreOrder::Whole,
+        )
     }
 
     unsafe fn set_pmd(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), SimError> {
         let seq = self.pt_op("set_pmd")?;
-        let mfn = self.need_table("set_pmd", slot, Level::L2)?;
+        self.need_table("set_pmd", slot, Level::L2)?;
         self.check_link("set_pmd", slot, entry, Level::L1)?;
-        self.store_entry(MachineFrame::new(mfn), slot.index().get(), entry.bits());
-        self.log_write(seq, Level::L2, slot, entry, false);
-        Ok(())
+        self.write_entry(seq, "set_pmd", Level::L2, slot, entry, StoreOrder::Whole)
     }
 
     unsafe fn set_pud(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), SimError> {
         let seq = self.pt_op("set_pud")?;
-        let mfn = self.need_table("set_pud", slot, Level::L3)?;
+        self.need_table("set_pud", slot, Level::L3)?;
         self.check_link("set_pud", slot, entry, Level::L2)?;
-        self.store_entry(MachineFrame::new(mfn), slot.index().get(), entry.bits());
-        self.log_write(seq, Level::L3, slot, entry, false);
-        Ok(())
+        self.write_entry(seq, "set_pud", Level::L3, slot, entry, StoreOrder::Whole)
     }
 
     unsafe fn pte_clear(&mut self, slot: EntrySlot) -> Result<(), SimError> {
         let seq = self.pt_op("pte_clear")?;
-        let mfn = self.need_table("pte_clear", slot, Level::L1)?;
-        self.store_entry(MachineFrame::new(mfn), slot.index().get(), 0);
-        self.log_write(seq, Level::L1, slot, PageTableEntry::EMPTY, true);
+        let e = PageTableEntry::EMPTY;
+        self.write_entry(
+            seq,
+            "pte_clear",
+            Level::L1,
+            slot,
+            e,
+            StoreOrder::LowThenHigh,
+        )
+    }
+
+    unsafe fn pmd_clear(&mut self, slot: EntrySlot) -> Result<(), SimError> {
+        let seq = self.pt_op("pmd_clear")?;
+        let e = PageTableEntry::EMPTY;
+        self.write_entry(
+            seq,
+            "pmd_clear",
+            Level::L2,
+            slot,
+            e,
+            StoreOrder::LowThenHigh,
+        )
+    }
+
+    unsafe fn pud_clear(&mut self, slot: EntrySlot) -> Result<(), SimError> {
+        let seq = self.pt_op("pud_clear")?;
+        let e = PageTableEntry::EMPTY;
+        self.write_entry(
+            seq,
+            "pud_clear",
+            Level::L3,
+            slot,
+            e,
+            StoreOrder::LowThenHigh,
+        )?;
+        if self.pfn_to_mfn(slot.table()) == Some(self.cr3.number()) {
+            // Bare metal reloads cr3: the PDPT entries are latched again, the TLB goes.
+            self.latch()?;
+            self.tlb.borrow_mut().retain(|_, e| e.global);
+            self.events.push(SimEvent::Cr3Reload { seq });
+        }
         Ok(())
     }
 

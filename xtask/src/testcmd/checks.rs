@@ -117,7 +117,35 @@ pub(super) fn codegen(elf: &Path) -> Res<()> {
                 c.raw.join("; ")
             )))
         }
-    })
+    })?;
+    step(
+        "codegen: native PAE primitives (cmpxchg8b for set_pte_atomic/set_pmd/set_pud, low half first for the clears)",
+        || {
+            let checks = kernel::primitive_checks(elf)?;
+            let mut failed = Vec::new();
+            for c in &checks {
+                let verdict = match &c.failure {
+                    None => "ok",
+                    Some(_) => "FAILED",
+                };
+                eprintln!(
+                    "    {verdict:<6} {}: {} ({} instructions: {})",
+                    c.name,
+                    c.rule,
+                    c.insns.len(),
+                    c.insns.join("; ")
+                );
+                if let Some(why) = &c.failure {
+                    failed.push(format!("{}: {why}", c.name));
+                }
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(HarnessError(failed.join("; ")))
+            }
+        },
+    )
 }
 
 /// The library crates `cargo package` verifies (in dependency order) and rustdoc checks.
