@@ -74,6 +74,14 @@ pub enum MultibootError {
         /// mod_end.
         end: u32,
     },
+    /// A module's string (its name and arguments) is unreadable or has no NUL within
+    /// [`CMDLINE_SCAN`] bytes.
+    BadModuleString {
+        /// The module's index.
+        index: usize,
+        /// Where the string starts.
+        addr: u32,
+    },
     /// The command line is refused (no NUL, or a byte that is not UTF-8).
     Cmdline(CmdlineError),
     /// A loader range could not be reserved.
@@ -105,6 +113,10 @@ impl fmt::Display for MultibootError {
             Self::BadModule { index, start, end } => write!(
                 f,
                 "multiboot module {index} ends at {end:#x} before its start {start:#x}"
+            ),
+            Self::BadModuleString { index, addr } => write!(
+                f,
+                "multiboot module {index}: its string at {addr:#x} has no NUL within {CMDLINE_SCAN} readable bytes"
             ),
             Self::Cmdline(e) => write!(f, "multiboot {e}"),
             Self::Reserve(e) => write!(f, "multiboot: {e}"),
@@ -241,6 +253,20 @@ pub fn parse<'a>(
                 return Err(MultibootError::BadModule { index, start, end });
             }
             reserve("multiboot module", start, (end - start) as u64)?;
+            // The module's string (0: none) lives in the loader's memory too.
+            let string = u32_at(e, 8);
+            if string != 0 {
+                let bad = MultibootError::BadModuleString {
+                    index,
+                    addr: string,
+                };
+                let raw = read(string, CMDLINE_SCAN).ok_or(bad)?;
+                let len = raw[..raw.len().min(CMDLINE_SCAN)]
+                    .iter()
+                    .position(|b| *b == 0)
+                    .ok_or(bad)?;
+                reserve("multiboot module string", string, len as u64 + 1)?;
+            }
             modules[index] = BootModule {
                 start: PhysAddr::new(start as u64),
                 len: (end - start) as u64,
@@ -392,6 +418,38 @@ mod tests {
         assert_eq!(
             parse_image(&mem).unwrap_err(),
             MultibootError::TooManyModules(MAX_MODULES as u32 + 1)
+        );
+    }
+
+    /// GRUB and QEMU pass a NUL-terminated string per module (`string` at offset 8 of its
+    /// entry) in memory of their own: the allocator must not hand it out either.
+    #[test]
+    fn module_strings_are_reserved() {
+        const STRING_AT: usize = 0x4000;
+        let mut mem = image(
+            &QEMU_MAP,
+            b"k\0",
+            &[(0x38_0000, 0x38_1388), (0x38_2000, 0x38_3000)],
+        );
+        mem[MODS_AT + 8..MODS_AT + 12].copy_from_slice(&(STRING_AT as u32).to_le_bytes());
+        mem[STRING_AT..STRING_AT + 13].copy_from_slice(b"/boot/m.bin\0\0");
+        // The second module has no string (0).
+        let (mb, _) = parse_image(&mem).unwrap();
+        let strings: Vec<_> = mb
+            .reserved
+            .iter()
+            .filter(|r| r.what == "multiboot module string")
+            .map(|r| (r.start.as_u64(), r.end))
+            .collect();
+        assert_eq!(strings, [(STRING_AT as u64, STRING_AT as u64 + 12)]);
+        // A string that never ends is refused, not reserved up to wherever.
+        mem[STRING_AT..].fill(b'x');
+        assert_eq!(
+            parse_image(&mem).unwrap_err(),
+            MultibootError::BadModuleString {
+                index: 0,
+                addr: STRING_AT as u32
+            }
         );
     }
 

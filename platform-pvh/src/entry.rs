@@ -10,7 +10,7 @@ use backend_xen::abi::{self, XenconsInterface};
 use backend_xen::console::{self, Console};
 use backend_xen::hypercall;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame, PAGE_SIZE};
 use pvops_core::boot::{current_stage, BootInfo, BootModule, IoremapProbe};
 use pvops_core::mem::Reservations;
@@ -43,8 +43,18 @@ pvops_pvh_entry:
 /// The fixmap slot of the console ring.
 const CONSOLE_FIXMAP_SLOT: usize = 0;
 
-/// Set once the hypercall page works: before that, an exit can only halt.
+/// Set once the hypercall page works (the console ring can be drained).
 static HYPERCALLS: AtomicBool = AtomicBool::new(false);
+
+/// How this vCPU enters Xen, known as soon as Xen's CPUID leaves are found (before the
+/// hypercall page): [`NO_XEN`], [`VMCALL`] or [`VMMCALL`].
+static XEN_CALL: AtomicU8 = AtomicU8::new(NO_XEN);
+/// No Xen CPUID leaves (yet): no way to end the domain but to halt.
+const NO_XEN: u8 = 0;
+/// Intel (and any vendor but AMD and Hygon): Xen's stubs hold `vmcall`.
+const VMCALL: u8 = 1;
+/// AMD and Hygon: `vmmcall`.
+const VMMCALL: u8 = 2;
 
 /// Why the hypercall page could not be set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +133,14 @@ fn setup_hypercall_page() -> Result<XenCpuid, HypercallPageError> {
         base += 0x100;
     }
     let (base, max) = found.ok_or(HypercallPageError::NotXen)?;
+    // Leaf 0's vendor picks the instruction Xen's stubs use, as Linux's
+    // xen_hypercall_setfunc does; exit() can use it before the page is filled.
+    let v = __cpuid(0);
+    let amd = matches!(
+        (v.ebx, v.edx, v.ecx),
+        (0x6874_7541, 0x6974_6e65, 0x444d_4163) | (0x6f67_7948, 0x6e65_476e, 0x656e_6975)
+    );
+    XEN_CALL.store(if amd { VMMCALL } else { VMCALL }, Ordering::Release);
     if max < base + 2 {
         return Err(HypercallPageError::NoHypercallLeaf { base, max });
     }
@@ -149,12 +167,48 @@ fn setup_hypercall_page() -> Result<XenCpuid, HypercallPageError> {
     })
 }
 
-/// Ends the domain: drains the console ring, then `SCHEDOP_shutdown` poweroff (PASS) or crash
-/// (FAIL). Without a hypercall page (a failure before it worked) it can only halt.
+/// Ends the domain: drains the console ring (once there is one), then `SCHEDOP_shutdown`
+/// poweroff (PASS) or crash (FAIL) issued with the instruction Xen's hypercall stubs use, so
+/// that a failure before the hypercall page works (no Xen CPUID leaves, an MSR Xen did not
+/// honour) also ends the domain rather than leaving it to a timeout. Without Xen's CPUID
+/// leaves it says so on port 0xe9 and halts.
 fn exit(pass: bool) -> ! {
     if HYPERCALLS.load(Ordering::Acquire) {
         console::drain();
-        hypercall::shutdown(pass);
+    }
+    let mut reason = if pass {
+        abi::SHUTDOWN_POWEROFF
+    } else {
+        abi::SHUTDOWN_CRASH
+    };
+    let reason_ptr = &raw mut reason as u32;
+    match XEN_CALL.load(Ordering::Acquire) {
+        // SAFETY: `sched_op(SCHEDOP_shutdown, &reason)` (eax = 29, ebx = 2, ecx = a live
+        // `struct sched_shutdown`), what the page's stub for hypercall 29 executes; it does not
+        // return for this domain's only vCPU.
+        VMCALL => unsafe {
+            core::arch::asm!(
+                "vmcall",
+                inout("eax") abi::nr::SCHED_OP as u32 => _,
+                in("ebx") abi::SCHEDOP_SHUTDOWN,
+                in("ecx") reason_ptr,
+            )
+        },
+        // SAFETY: as above, with AMD's instruction.
+        VMMCALL => unsafe {
+            core::arch::asm!(
+                "vmmcall",
+                inout("eax") abi::nr::SCHED_OP as u32 => _,
+                in("ebx") abi::SCHEDOP_SHUTDOWN,
+                in("ecx") reason_ptr,
+            )
+        },
+        _ => {
+            let _ = writeln!(
+                Console,
+                "xen-pvh: no Xen CPUID leaves, no hypercall to end the domain: halting"
+            );
+        }
     }
     loop {
         // SAFETY: halting with interrupts off parks the vCPU; `xl` or its timeout ends it.
