@@ -1,6 +1,8 @@
 //! Changing a page table through the ops trait: single pages with a `#[must_use]` TLB flush,
 //! batched ranges, new tables and roots, and the one helper that retires an empty table.
 //! Every read goes through [`crate::walk`] and sees the writes queued in lazy mode.
+//! (About 600 lines as one file on purpose: every routine here changes tables through the
+//! same private helpers, and a kernel author reads them side by side.)
 
 use crate::addr::{EntryIndex, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use crate::frame_alloc::{AllocError, FrameAlloc};

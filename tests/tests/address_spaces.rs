@@ -10,7 +10,7 @@ use pvops_core::mapper::{self, MapError};
 use pvops_core::mem::{AllocError, FrameAlloc, FrameAllocator};
 use pvops_core::options::BootOptions;
 use pvops_core::paging::{EntrySlot, Level, PteFlags, KERNEL_RW};
-use pvops_core::space::{AddressSpaces, SpaceError, Target};
+use pvops_core::space::{AddressSpaces, SpaceError, Target, MAX_SPACES};
 use pvops_core::{Counters, LazyMmu, MmuOps, Platform};
 use pvops_tests::xen_model::XenModel;
 use pvops_tests::xen_model::{boot_mib, ModelAccess, XenBootRun};
@@ -498,4 +498,26 @@ fn a_half_failed_early_ioremap_leaves_nothing_present() {
     let m = io.map(&mut sim, alloc, ma, len).unwrap();
     io.unmap(&mut sim, alloc, m).unwrap();
     let _ = MachineFrame::new(0);
+}
+
+/// At most `MAX_SPACES` spaces exist at once (a typed refusal beyond), and destroying them
+/// gives every table back.
+#[test]
+fn at_most_max_spaces_exist_at_once() {
+    let (mut s, mut state) = sim();
+    let alloc = &mut state.alloc;
+    let before = alloc.available();
+    let mut spaces = AddressSpaces::new(s.read_cr3(), &s.layout());
+    let ids: Vec<_> = (0..MAX_SPACES)
+        .map(|_| spaces.create(&mut s, alloc).unwrap())
+        .collect();
+    assert!(matches!(
+        spaces.create(&mut s, alloc),
+        Err(SpaceError::TooMany)
+    ));
+    assert_eq!(spaces.count(), MAX_SPACES);
+    for id in ids {
+        spaces.destroy(&mut s, alloc, id).unwrap();
+    }
+    assert_eq!(alloc.available(), before);
 }
