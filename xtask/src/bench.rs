@@ -26,6 +26,19 @@ pub fn json_number(text: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
+/// The key and value of a runtime-mapping line of `xen-model-cost`
+/// (`{"runtime":"map","pages":N,"hypercalls":H,...}`): `xen_model_hypercalls_map_n<N>`.
+fn runtime_key(line: &str) -> Option<(String, f64)> {
+    let what = ["map", "unmap"]
+        .into_iter()
+        .find(|w| line.contains(&format!("\"runtime\":\"{w}\"")))?;
+    let (n, h) = (
+        json_number(line, "pages")?,
+        json_number(line, "hypercalls")?,
+    );
+    Some((format!("xen_model_hypercalls_{what}_n{n}"), h))
+}
+
 /// Criterion's mean estimate (ns) of `group/bench`.
 fn criterion_mean(group: &str, bench: &str) -> Res<f64> {
     let path = root()
@@ -102,6 +115,11 @@ pub fn bench() -> Res<std::path::PathBuf> {
         )
     })?;
     for line in costs.lines() {
+        // Runtime mapping (issue 10): `xen_model_hypercalls_{map,unmap}_n<N>`.
+        if let Some((key, h)) = runtime_key(line) {
+            r.insert(key, Value::Num(h));
+            continue;
+        }
         let (Some(n), Some(h)) = (json_number(line, "ptes"), json_number(line, "hypercalls"))
         else {
             continue;
@@ -427,6 +445,26 @@ fn print_table(r: &BTreeMap<String, Value>) {
             "xen_model_hypercalls_per_1000_ptes_unbatched",
             "reference",
         ),
+        (
+            "Xen model: map 256 pages in one lazy section (hypercalls)",
+            "xen_model_hypercalls_map_n256",
+            "<= ceil(N/512)+4 = 5",
+        ),
+        (
+            "Xen model: unmap 256 pages + flush in one lazy section",
+            "xen_model_hypercalls_unmap_n256",
+            "<= 5",
+        ),
+        (
+            "Xen model: map 4096 pages in one lazy section (hypercalls)",
+            "xen_model_hypercalls_map_n4096",
+            "<= ceil(N/512)+4 = 12",
+        ),
+        (
+            "Xen model: unmap 4096 pages + flush in one lazy section",
+            "xen_model_hypercalls_unmap_n4096",
+            "<= 12",
+        ),
         ("", "", ""),
         (
             "Xen domU 512 MiB: direct map cycles (3 stages), batched",
@@ -544,7 +582,7 @@ fn write_json(path: &Path, r: &BTreeMap<String, Value>) -> Res<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{boot_stages, json_number};
+    use super::{boot_stages, json_number, runtime_key};
 
     /// Stage lines as a domU prints them, with a stage of the kernel's own after the boot path.
     #[test]
@@ -570,6 +608,22 @@ stage exercise ok cycles=2374736 hypercalls=0 mmu_update=0/0 mmuext_op=0/0 updat
                 "pagetable_setup_done"
             ]
         );
+    }
+
+    #[test]
+    fn runtime_mapping_lines_give_their_keys() {
+        let line =
+            r#"{"runtime":"unmap","pages":4096,"hypercalls":5,"mmu_update_calls":4,"bound":12}"#;
+        assert_eq!(
+            runtime_key(line),
+            Some(("xen_model_hypercalls_unmap_n4096".to_string(), 5.0))
+        );
+        let line = r#"{"runtime":"map","pages":256,"hypercalls":1,"bound":5}"#;
+        assert_eq!(
+            runtime_key(line),
+            Some(("xen_model_hypercalls_map_n256".to_string(), 1.0))
+        );
+        assert_eq!(runtime_key(r#"{"ptes":1024,"hypercalls":3}"#), None);
     }
 
     #[test]
