@@ -30,6 +30,8 @@ const EXT_QUEUE_CAPACITY: usize = 32;
 /// Frames whose "detached table" and "page table" states are tracked (1 GiB: any 32-bit
 /// lowmem).
 const DETACHED_FRAMES: usize = 1 << 18;
+/// Buckets of [`XenMmu`]'s machine-frame filter for page tables (a power of two).
+const TABLE_BUCKETS: usize = 1 << 13;
 /// Most roots pinned at once (the kernel's, its address spaces', Xen's bootstrap table).
 pub const MAX_PINNED: usize = 32;
 
@@ -62,6 +64,11 @@ pub struct XenMmu<H: Hypervisor + BackendLog> {
     /// Every page-table frame (announced with `alloc_pt`, or Xen's bootstrap table): never
     /// mapped writable anywhere.
     tables: [u64; DETACHED_FRAMES / 64],
+    /// How many page-table frames have a machine frame in each bucket (`mfn % TABLE_BUCKETS`;
+    /// saturating: a full bucket stays full). `set_pte` asks the M2P whether a writable
+    /// mapping targets a table only when its bucket is not empty: the direct map writes one
+    /// PTE per frame of RAM and almost none of them lands in a bucket a table uses.
+    table_buckets: [u8; TABLE_BUCKETS],
     /// The kernel's root while it is being built (from `pagetable_setup_start` until it goes
     /// live): its direct map must keep page tables read-only too.
     pending: Option<PhysFrame>,
@@ -134,6 +141,7 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
             detached: [0; DETACHED_FRAMES / 64],
             direct_stores: true,
             tables: [0; DETACHED_FRAMES / 64],
+            table_buckets: [0; TABLE_BUCKETS],
             pending: None,
             on_bootstrap: true,
             pinned: [PhysFrame::new(0); MAX_PINNED],
@@ -144,7 +152,7 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
         // The domain builder pinned pt_base; its frames are page tables.
         mmu.pinned[0] = facts.pt_base;
         for f in facts.bootstrap_tables.iter() {
-            set_bit(&mut mmu.tables, f, true);
+            mmu.mark_table(f, true);
         }
         mmu.configure(*opts);
         mmu.reach = mmu.measure_reach();
@@ -213,16 +221,47 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
 
     /// The backend's invariant: a page-table frame is never mapped writable, in any table
     /// (live or being built), whatever the caller asked.
+    /// The M2P lookup runs only for a frame whose filter bucket holds a table.
+    #[inline]
     fn never_writable_table(&self, entry: PageTableEntry) -> PageTableEntry {
         let table = entry.flags().contains(PteFlags::WRITABLE)
             && entry.is_present()
-            && entry
-                .frame()
-                .and_then(|m| self.to_phys(m))
-                .is_some_and(|f| self.is_table(f));
+            && entry.frame().is_some_and(|m| {
+                self.table_buckets[bucket(m)] != 0
+                    && self.to_phys(m).is_some_and(|f| self.is_table(f))
+            });
         match table {
             true => entry.with_flags(entry.flags() - PteFlags::WRITABLE),
             false => entry,
+        }
+    }
+}
+
+/// The filter bucket of a machine frame.
+fn bucket(mfn: MachineFrame) -> usize {
+    mfn.number() as usize % TABLE_BUCKETS
+}
+
+impl<H: Hypervisor + BackendLog> XenMmu<H> {
+    /// Records that `pfn` is (or no longer is) a page-table frame: the bitmap by pseudo-physical
+    /// frame and the machine-frame filter of `never_writable_table`. A frame without a machine
+    /// frame saturates every bucket (the filter then never skips the lookup).
+    fn mark_table(&mut self, pfn: PhysFrame, on: bool) {
+        let was = self.is_table(pfn);
+        set_bit(&mut self.tables, pfn, on);
+        if was == self.is_table(pfn) {
+            return;
+        }
+        match self.hv.p2m(pfn) {
+            Some(mfn) => {
+                let count = &mut self.table_buckets[bucket(mfn)];
+                *count = match (on, *count) {
+                    (_, u8::MAX) => u8::MAX,
+                    (true, c) => c + 1,
+                    (false, c) => c.saturating_sub(1),
+                };
+            }
+            None => self.table_buckets = [u8::MAX; TABLE_BUCKETS],
         }
     }
 }
@@ -397,7 +436,7 @@ impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
         self.lazy = true;
         let mut result = Ok(());
         for f in frames.iter() {
-            set_bit(&mut self.tables, f, false);
+            self.mark_table(f, false);
             result = self.set_writable(f, true);
             if result.is_err() {
                 break;
@@ -427,7 +466,7 @@ impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
     }
     fn alloc_pt(&mut self, frame: PhysFrame, _level: Level) -> Result<(), XenError> {
         self.configurable = false;
-        set_bit(&mut self.tables, frame, true);
+        self.mark_table(frame, true);
         // The kernel's root being built may map the frame writable already (its direct map
         // was written before the frame became a table): read-only there now.
         if let Some(root) = self.pending.filter(|r| *r != self.cr3) {
@@ -442,7 +481,7 @@ impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
         self.set_writable(frame, false)
     }
     fn release_pt(&mut self, frame: PhysFrame, _level: Level) -> Result<(), XenError> {
-        set_bit(&mut self.tables, frame, false);
+        self.mark_table(frame, false);
         if let Some(root) = self.pending.filter(|r| *r != self.cr3) {
             self.patch_direct_map(root, frame, true)?;
         }

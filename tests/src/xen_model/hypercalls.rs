@@ -407,6 +407,7 @@ impl Hypervisor for XenModel {
             .map(|m| MachineFrame::new(*m))
     }
     fn m2p(&self, mfn: MachineFrame) -> Option<PhysFrame> {
+        self.m2p_lookups.set(self.m2p_lookups.get() + 1);
         (mfn.number() < (M2P_END - HOLE_START) / 4).then(|| {
             PhysFrame::new(
                 self.m2p

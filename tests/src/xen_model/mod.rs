@@ -330,6 +330,8 @@ pub struct XenModel {
     log: Vec<String>,
     violations: Vec<String>,
     clock: Cell<u64>,
+    /// M2P lookups the guest made (`Hypervisor::m2p`).
+    m2p_lookups: Cell<u64>,
 }
 
 impl fmt::Debug for XenModel {
@@ -394,6 +396,7 @@ impl XenModel {
             log: Vec::new(),
             violations: Vec::new(),
             clock: Cell::new(0),
+            m2p_lookups: Cell::new(0),
         }
     }
 
@@ -447,6 +450,11 @@ impl XenModel {
     /// Hypercall counters.
     pub fn counters(&self) -> HvCounters {
         self.counters.get()
+    }
+    /// How many M2P lookups the guest has made (each one a load from Xen's read-only M2P
+    /// table, with a fault fixup, on the real machine).
+    pub fn m2p_lookups(&self) -> u64 {
+        self.m2p_lookups.get()
     }
     /// A handle on the counters that stays readable while the model is borrowed elsewhere.
     pub fn counters_handle(&self) -> Rc<Cell<HvCounters>> {
