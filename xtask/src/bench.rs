@@ -619,14 +619,10 @@ mod tests {
     /// its cycles.
     #[test]
     fn not_running_time_is_taken_out_of_the_direct_map() {
-        let stages = [
-            "banner",
-            "early_ioremap",
-            "pagetable_setup_start",
-            "build_direct_map",
-            "write_cr3",
-            "pagetable_setup_done",
-        ];
+        let stages: Vec<&str> =
+            "banner early_ioremap pagetable_setup_start build_direct_map write_cr3 pagetable_setup_done"
+                .split(' ')
+                .collect();
         let mut log: String = stages
             .iter()
             .map(|s| format!("stage {s} ok cycles=1\n"))
