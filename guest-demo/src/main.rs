@@ -10,6 +10,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod calibrate;
+mod difftest;
 mod probes;
 mod profile;
 mod selftest;
@@ -59,6 +60,18 @@ trait DemoBackend: Platform {
     fn clock_ns(&self) -> Option<u64> {
         None
     }
+    /// Runs the differential test's sequences (`demo.difftest=`), printing their records;
+    /// `Err` when a run broke. Xen PV only.
+    fn difftest(
+        &mut self,
+        alloc: &mut FrameAllocator,
+        req: &difftest::Request,
+        console: &mut dyn Write,
+    ) -> Result<(), Verdict> {
+        let _ = (alloc, req);
+        let _ = writeln!(console, "PVOPS-DIFFTEST: skipped (Xen PV only)");
+        Ok(())
+    }
     /// Runs the backend's own cases after the generic ones, reporting each; stops at the
     /// first failure. None on bare metal, where every refusal is pvops's own.
     fn backend_cases(
@@ -106,6 +119,27 @@ impl DemoBackend for XenMmu<RealXen> {
     }
     fn clock_ns(&self) -> Option<u64> {
         self.hypervisor().clock_ns()
+    }
+    fn difftest(
+        &mut self,
+        alloc: &mut FrameAllocator,
+        req: &difftest::Request,
+        console: &mut dyn Write,
+    ) -> Result<(), Verdict> {
+        let cr3 = self.read_cr3();
+        let start_info = self.start_info();
+        // SAFETY: as in `backend_cases`: the boot path is over, nothing else issues
+        // hypercalls or allocates while the sequences run; cr3 is the live L3.
+        let hv = unsafe { self.hypervisor_mut() };
+        let mode = conformance::mode_of(hv, start_info).ok_or_else(|| {
+            Verdict::broken(
+                "read start_info's flags",
+                format_args!("pfn {start_info} holds no start_info"),
+            )
+        })?;
+        // SAFETY: as above.
+        let mut env = unsafe { conformance::Env::new(hv, alloc, cr3) }?;
+        difftest::run(&mut env, mode, req, console)
     }
     /// Xen's refusals ([`conformance::cases`]), in the mode start_info's flags give.
     fn backend_cases(
@@ -204,6 +238,15 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
     }
     if misuse_stage(platform, &mut state.alloc, platform_name, console).is_none() {
         return Outcome::Fail;
+    }
+    if let Some(req) = difftest::requested(info.cmdline) {
+        if let Err(v) = platform.difftest(&mut state.alloc, &req, console) {
+            let _ = writeln!(
+                console,
+                "{TAG}: FAIL backend={name} platform={platform_name} stage=difftest: {v}"
+            );
+            return Outcome::Fail;
+        }
     }
     let _ = writeln!(
         console,

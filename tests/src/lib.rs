@@ -6,6 +6,7 @@
 //! path ([`pvops_core::boot::boot`]) on the simulated machine, then the exercise stage of
 //! `pvops-selftest` as guest-demo does ([`boot_and_exercise`]), and keeps the log.
 
+pub mod difftest;
 pub mod directmap_cost;
 pub mod frames;
 pub mod misuse_fixture;

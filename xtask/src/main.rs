@@ -5,6 +5,7 @@
 
 mod bench;
 mod demo;
+mod difftest;
 mod fixture;
 mod fuzz;
 mod miri;
@@ -29,6 +30,7 @@ Commands:
   bench    Benches, the codegen check and real boots; writes target/pvops-bench.json.
   miri     The raw-memory unit tests under Miri (installs the nightly miri component).
   fuzz     libFuzzer on the parsers of boot input (multiboot, start_info, hvm_start_info, ...).
+  difftest Random page-table operations on the real Xen, replayed on the model and compared.
   misuse-fixture  Re-record tests/fixtures/misuse-real.txt from real boots.
 
 Everything a command needs is installed on first use: the nightly rust-src component
@@ -84,7 +86,9 @@ the host tests (simulated PAE machine, model of Xen's rules, property tests, fau
 injection), Miri on the raw-memory tests, the codegen check of the native set_pte, and
 real boots: bare QEMU (32/128/512/2048 MiB, through GRUB 2 with a module, with a 1.5 KiB
 command line, the trap self-tests and the swapper regression), Xen dom0 fast path, Xen PV
-domUs (16/64/512/1024 MiB and both 2008 regressions) and PVH domUs in one dom0 boot, and
+domUs (16/64/512/1024 MiB and both 2008 regressions) and PVH domUs in one dom0 boot, the
+differential test (seeds 1-3 x 2000 operations as dom0, seed 4 as a PV domU, replayed on the
+model), the misuse fixture recorded from the boots, and
 the README's \"Use pvops in your kernel\" steps followed in a fresh directory outside the
 repository (cargo run through pvops-run: native and a Xen domU).
 Ends with `boots: N passed, M failed`. Installs what it needs (as `demo`). First run on a
@@ -124,6 +128,26 @@ Installs: g++ (apt-get, for libFuzzer) and cargo-fuzz (cargo install, ~1.5 minut
 missing; first build of the targets ~1.5 minutes, then seconds.
 Exit status: 0 no crash, 1 a target crashed, 2 harness error.";
 
+const HELP_DIFFTEST: &str = "\
+cargo xtask difftest [--seed S]... [--ops N] [--on xen|xen-dom0] [--verbose]
+
+The differential test against the real Xen: guest-demo (64 MiB) runs seeded random
+sequences of page-table operations, valid and invalid, through the raw hypercall layer
+(direct writes, remaps, mmu_update single and batched with random targets, frames, flags
+and sub-commands, pin/unpin at every level, NEW_BASEPTR, update_va_mapping, multicalls
+mixing them) on frames it allocated for the test, and prints a compact record per
+operation (result, digest of the entries it touched). The host replays each seed on the
+model of Xen's rules (tests/src/xen_model) and compares record by record; the first
+divergence is printed with the records around it. The log is kept in
+target/difftest/<mode>.log.
+--seed S   a seed (repeatable, up to 8; default 1 2 3)
+--ops N    operations per seed (default 2000)
+--on       xen-dom0 (default: guest-demo as Xen's dom0) or xen (a PV domU started by xl
+           from a Linux dom0)
+--verbose  also a full line per record from the guest (slow; to look at a divergence)
+Prints `difftest: <seeds> seeds, <ops> operations, <d> divergences`.
+Exit status: 0 no divergence, 1 a divergence, 2 harness error.";
+
 const HELP_FIXTURE: &str = "\
 cargo xtask misuse-fixture
 
@@ -148,6 +172,7 @@ fn main() -> ExitCode {
             "bench" => HELP_BENCH,
             "fuzz" => HELP_FUZZ,
             "misuse-fixture" => HELP_FIXTURE,
+            "difftest" => HELP_DIFFTEST,
             _ => USAGE,
         };
         println!("{help}");
@@ -163,6 +188,11 @@ fn main() -> ExitCode {
         Some("bench") => bench::bench().map(|_| Verdict::Pass),
         Some("miri") => miri::miri().map(|_| Verdict::Pass),
         Some("fuzz") => fuzz::cmd_fuzz(&args[1..]),
+        Some("difftest") => difftest::parse(&args[1..]).and_then(|a| {
+            let elf = cmd_build()?;
+            difftest::cmd_difftest(&elf, &a)
+                .map(|agreed| if agreed { Verdict::Pass } else { Verdict::Fail })
+        }),
         Some("misuse-fixture") => cmd_build()
             .and_then(|elf| fixture::cmd_refresh(&elf))
             .map(|_| Verdict::Pass),

@@ -24,16 +24,20 @@ impl SimMachine {
         self.store.page(mfn)
     }
 
+    /// Entry `index` of machine frame `mfn`; `None` for a frame that is not RAM or an index
+    /// of 512 or more (never wrapped into the frame).
     pub(super) fn load_entry(&self, mfn: u32, index: usize) -> Option<u64> {
+        let index = EntryIndex::new(index)?;
         let p = self.mframe(mfn)?;
-        // SAFETY: `p` is a live 4096-byte, 4096-aligned allocation; index < 512.
-        Some(unsafe { (p as *const u64).add(index % ENTRIES).read_volatile() })
+        // SAFETY: `p` is a live 4096-byte, 4096-aligned allocation; an EntryIndex is < 512.
+        Some(unsafe { (p as *const u64).add(index.get()).read_volatile() })
     }
 
     pub(super) fn store_entry(&self, mfn: MachineFrame, index: usize, bits: u64) {
+        let index = EntryIndex::new(index).expect("entry index < 512");
         let p = self.mframe(mfn.number()).expect("table frame is backed");
         // SAFETY: as in `load_entry`.
-        unsafe { (p as *mut u64).add(index % ENTRIES).write_volatile(bits) };
+        unsafe { (p as *mut u64).add(index.get()).write_volatile(bits) };
     }
 
     pub(super) fn pfn_to_mfn(&self, pfn: PhysFrame) -> Option<u32> {

@@ -97,7 +97,18 @@ impl XenModel {
                         false,
                         format!("l1 {:#x}[{i}]", m.number()),
                     ),
-                    PageType::L2 if !(st.pae_xen_l2 && i >= FIRST_XEN_L2_SLOT) => add(
+                    // An entry naming the L2 itself holds no reference; one naming
+                    // another L2 is a linear page table (an L2 reference).
+                    PageType::L2 if st.pae_xen_l2 && i >= FIRST_XEN_L2_SLOT => {}
+                    PageType::L2 if t == m.number() => {}
+                    PageType::L2 if self.state_mfn(MachineFrame::new(t)).ty == PageType::L2 => add(
+                        &mut out,
+                        t,
+                        PageType::L2,
+                        self.state_mfn(MachineFrame::new(t)).pae_xen_l2,
+                        format!("linear l2 {:#x}[{i}]", m.number()),
+                    ),
+                    PageType::L2 => add(
                         &mut out,
                         t,
                         PageType::L1,

@@ -60,6 +60,10 @@ pub struct FrameState {
     pub pinned: bool,
     /// `PGT_validated`.
     pub validated: bool,
+    /// Xen's `linear_pt_count`: > 0, the linear entries this L2 holds (entries naming
+    /// another validated L2, read-only); < 0, the linear entries naming this L2. A table
+    /// cannot be both (mm.c `inc_linear_entries` / `inc_linear_uses`).
+    pub linear: i32,
 }
 
 impl FrameState {
@@ -71,6 +75,7 @@ impl FrameState {
             count: 0,
             pinned: false,
             validated: false,
+            linear: 0,
         }
     }
 }

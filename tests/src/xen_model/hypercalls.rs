@@ -153,12 +153,14 @@ impl XenModel {
                 format!("Could not get page for normal update (ptr {ma:#x})")
             }));
         }
-        let val = if preserve_ad {
+        let s = self.frames[mfn as usize];
+        // PRESERVE_AD keeps the old A/D bits only in a page table (UPDATE_ENTRY); a write
+        // into any other frame is a plain write of `val` (paging_write_guest_entry).
+        let val = if preserve_ad && s.count > 0 && s.ty.is_table() {
             val | (self.pte(mfn, idx) & (A | D))
         } else {
             val
         };
-        let s = self.frames[mfn as usize];
         if s.count > 0 && s.ty.is_table() {
             self.snap_check(mfn, "a checked update of the table");
             match s.ty {

@@ -152,7 +152,9 @@ pub mod pte {
     pub const NX: u64 = 1 << 63;
     /// Machine-address bits.
     pub const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
-    /// Refused in a present L1e of a domU without I/O rights: the cache attributes.
+    /// Refused in a present L1e of a domU without I/O rights: the cache attributes. (Bit 62,
+    /// `_PAGE_GNTTAB` in mm.c's `L1_DISALLOW_MASK`, is 0 in a non-debug build: asm/page.h
+    /// `#ifdef NDEBUG #undef _PAGE_GNTTAB`; the differential test saw it accepted.)
     pub const L1_DISALLOW: u64 = PWT | PCD | PSE;
     /// Refused in a present L2e (`base_disallow_mask`: no superpages, no global).
     pub const L2_DISALLOW: u64 = PWT | PCD | PSE | G;
@@ -321,6 +323,8 @@ pub struct XenModel {
     entry_fault: Option<(u32, Errno)>,
     injected: Option<InjectedFault>,
     privileged: bool,
+    /// Where the last L2 validation failed (the entry's index), if it did.
+    l2_failed_at: Option<usize>,
     failures: Vec<HvFailure>,
     reason: Option<String>,
     log: Vec<String>,
@@ -387,6 +391,7 @@ impl XenModel {
             entry_fault: None,
             injected: None,
             privileged: false,
+            l2_failed_at: None,
             failures: Vec::new(),
             reason: None,
             log: Vec::new(),

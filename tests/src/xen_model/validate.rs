@@ -73,14 +73,19 @@ impl XenModel {
                     if e & P == 0 {
                         continue;
                     }
-                    if let Err(x) = self.get_l1e(e) {
-                        let _ = self.why(x, || {
-                            format!("Failure in alloc_l1_table: mfn {mfn:#x} slot {i}")
-                        });
-                        for j in 0..i {
-                            self.put_l1e(self.pte(mfn, j));
+                    match self.get_l1e(e) {
+                        Err(x) => {
+                            let _ = self.why(x, || {
+                                format!("Failure in alloc_l1_table: mfn {mfn:#x} slot {i}")
+                            });
+                            for j in 0..i {
+                                self.put_l1e(self.pte(mfn, j));
+                            }
+                            return Err(x);
                         }
-                        return Err(x);
+                        Ok(0) => {}
+                        // promote_l1_table writes the flipped flags into the table.
+                        Ok(flip) => self.xen_write(mfn, i, e ^ flip),
                     }
                 }
                 Ok(())
@@ -100,23 +105,21 @@ impl XenModel {
                         Err(self.why(Errno::EINVAL, || {
                             format!("Bad L2 flags {:#x}", e & L2_DISALLOW)
                         }))
-                    } else if !self.owned(t) {
-                        Err(self.why(Errno::EINVAL, || {
-                            format!("L2 entry names mfn {t:#x}, not the domain's")
-                        }))
                     } else {
-                        self.get_type(t, PageType::L1, false)
+                        self.get_l2e(e, mfn)
                     };
                     if let Err(x) = r {
                         let _ = self.why(x, || {
                             format!("Failure in alloc_l2_table: mfn {mfn:#x} slot {i}")
                         });
-                        for t in taken {
-                            self.put_type(t);
+                        self.l2_failed_at = Some(i);
+                        for e in taken {
+                            self.put_l2e(e, mfn);
                         }
                         return Err(x);
                     }
-                    taken.push(t);
+                    let _ = t;
+                    taken.push(e);
                 }
                 if pae {
                     self.write_xen_slots(mfn);
@@ -136,6 +139,7 @@ impl XenModel {
             }
         }
         let mut taken = Vec::new();
+        let mut adjusted = 0u8;
         let mut rc = Ok(());
         for i in 0..4 {
             let e = self.pte(mfn, i);
@@ -159,24 +163,40 @@ impl XenModel {
                 }));
                 break;
             }
+            self.l2_failed_at = None;
             if let Err(x) = self.get_type(t, PageType::L2, i == 3) {
+                // promote_l2_table, failing at an entry other than its first, leaves the
+                // L2 partially validated as `old_guest_table`; promote_l3_table, failing
+                // at slot i > 0, takes it over as slot i's partial reference, and the
+                // teardown (demote_l3_table) then unadjusts slot i as well.
+                if i > 0 && self.l2_failed_at.is_some_and(|j| j > 0) {
+                    adjusted |= 1 << i;
+                }
                 rc = Err(x);
                 break;
             }
-            taken.push(t);
-            self.xen_write(mfn, i, e | RW | US);
-        }
-        if rc.is_ok() {
-            let l2 = frame_of(self.pte(mfn, 3));
-            if self.frames[l2 as usize].count != 1 {
+            if i == 3 && self.frames[t as usize].count != 1 {
+                // pae_xen_mappings_check: before slot 3 is adjusted.
+                taken.push(t);
                 rc = Err(self.why(Errno::EINVAL, || {
-                    format!("PAE L3 3rd slot is shared (l2 mfn {l2:#x})")
+                    format!("PAE L3 3rd slot is shared (l2 mfn {t:#x})")
                 }));
+                break;
             }
+            taken.push(t);
+            // adjust_guest_l3e (compat): RW|US added.
+            self.xen_write(mfn, i, e | RW | US);
+            adjusted |= 1 << i;
         }
         if rc.is_err() {
             for t in taken {
                 self.put_type(t);
+            }
+            // promote_l3_table on a failure: `unadjust_guest_l3e` of every entry it had
+            // adjusted, which takes RW, US and A away (whatever the guest had written).
+            for i in (0..4).filter(|i| adjusted & 1 << i != 0) {
+                let e = self.pte(mfn, i);
+                self.xen_write(mfn, i, e & !(RW | US | A));
             }
         }
         rc
@@ -207,17 +227,18 @@ impl XenModel {
                     if pae && i >= FIRST_XEN_L2_SLOT {
                         break;
                     }
-                    let e = self.pte(mfn, i);
-                    if e & P != 0 && self.owned(frame_of(e)) {
-                        self.put_type(frame_of(e));
-                    }
+                    self.put_l2e(self.pte(mfn, i), mfn);
                 }
             }
             PageType::L3 => {
+                // demote_l3_table: each entry's reference dropped, then the entry
+                // `unadjust_guest_l3e`d: RW, US and A taken away (the differential test saw
+                // it; the guest's own bits go too).
                 for i in 0..4 {
                     let e = self.pte(mfn, i);
                     if e & P != 0 && self.owned(frame_of(e)) {
                         self.put_type(frame_of(e));
+                        self.xen_write(mfn, i, e & !(RW | US | A));
                     }
                 }
             }
@@ -225,17 +246,38 @@ impl XenModel {
         }
     }
 
-    /// `get_page_from_l1e`.
-    pub(super) fn get_l1e(&mut self, e: u64) -> R {
-        if e & L1_DISALLOW != 0 {
+    /// The L1 flags refused in a present entry (`l1_disallow_mask`): a domain with I/O
+    /// rights (dom0) may set the cache attributes.
+    pub(super) fn l1_disallow(&self) -> u64 {
+        if self.privileged {
+            L1_DISALLOW & !(PWT | PCD | PSE)
+        } else {
+            L1_DISALLOW
+        }
+    }
+
+    /// `get_page_from_l1e`: `Ok(flip)`, the flags Xen flips in the entry it stores (0 but
+    /// for I/O memory).
+    pub(super) fn get_l1e(&mut self, e: u64) -> Result<u64, Errno> {
+        let disallow = self.l1_disallow();
+        if e & disallow != 0 {
             return Err(self.why(Errno::EINVAL, || {
-                format!("Bad L1 flags {:#x}", e & L1_DISALLOW)
+                format!("Bad L1 flags {:#x}", e & disallow)
             }));
         }
         let t = frame_of(e);
         match self.frames.get(t as usize).map(|s| s.owner) {
-            // dom0 has I/O rights over the low 1 MiB (`dom_io`); no reference is taken.
-            Some(Owner::Io) if self.privileged && t < LOW_IO_MFNS => return Ok(()),
+            // dom0 has I/O rights over the low 1 MiB (`dom_io`); no reference is taken, and
+            // MMIO must not be mapped cacheable (mm.c get_page_from_l1e, `opt_mmio_relax`
+            // off): write-back becomes uncached (PWT|PCD flipped on), write-through and
+            // write-protect get PCD.
+            Some(Owner::Io) if self.privileged && t < LOW_IO_MFNS => {
+                return Ok(match e & (PWT | PCD | PSE) {
+                    0 => PWT | PCD,
+                    x if x == PWT || x == PWT | PSE => PCD | (e & PSE),
+                    _ => 0,
+                })
+            }
             None | Some(Owner::Io) => {
                 return Err(self.why(Errno::EPERM, || {
                     format!("d{DOMID} non-privileged attempt to map I/O space mfn {t:#x}")
@@ -255,7 +297,7 @@ impl XenModel {
                 format!("Could not get page type PGT_writable_page for mfn {t:#x}")
             }));
         }
-        Ok(())
+        Ok(0)
     }
 
     /// `put_page_from_l1e`.
@@ -267,17 +309,19 @@ impl XenModel {
 
     pub(super) fn mod_l1(&mut self, mfn: u32, idx: usize, new: u64) -> R {
         let old = self.pte(mfn, idx);
+        let mut new = new;
         if new & P != 0 {
-            if new & L1_DISALLOW != 0 {
+            let disallow = self.l1_disallow();
+            if new & disallow != 0 {
                 return Err(self.why(Errno::EINVAL, || {
-                    format!("Bad L1 flags {:#x}", new & L1_DISALLOW)
+                    format!("Bad L1 flags {:#x}", new & disallow)
                 }));
             }
             if (old ^ new) & !FASTPATH_WHITELIST == 0 {
                 self.xen_write(mfn, idx, new);
                 return Ok(());
             }
-            self.get_l1e(new)?;
+            new ^= self.get_l1e(new)?;
         }
         self.xen_write(mfn, idx, new);
         self.put_l1e(old);
@@ -301,19 +345,73 @@ impl XenModel {
                 self.xen_write(mfn, idx, new);
                 return Ok(());
             }
-            let t = frame_of(new);
-            if !self.owned(t) {
-                return Err(self.why(Errno::EINVAL, || {
-                    format!("L2 entry names mfn {t:#x}, not the domain's")
-                }));
-            }
-            self.get_type(t, PageType::L1, false)?;
+            self.get_l2e(new, mfn)?;
         }
         self.xen_write(mfn, idx, new);
-        if old & P != 0 && self.owned(frame_of(old)) {
-            self.put_type(frame_of(old));
-        }
+        self.put_l2e(old, mfn);
         Ok(())
+    }
+
+    /// `get_page_from_l2e` (flags checked by the caller): an L1 reference on the frame, or,
+    /// where that is refused with EINVAL, a linear page table (`get_l2_linear_pagetable`,
+    /// CONFIG_PV_LINEAR_PT=y in the Xen here): a read-only entry naming the L2 itself (no
+    /// reference) or another validated L2 of the domain (an L2 type reference), as long as
+    /// neither table is on the other side of a linear mapping already.
+    pub(super) fn get_l2e(&mut self, e: u64, l2: u32) -> R {
+        let t = frame_of(e);
+        let rc = if self.owned(t) {
+            self.get_type(t, PageType::L1, false)
+        } else {
+            Err(self.why(Errno::EINVAL, || {
+                format!("L2 entry names mfn {t:#x}, not the domain's")
+            }))
+        };
+        match rc {
+            Err(Errno::EINVAL) if self.get_l2_linear(e, l2) => {
+                self.reason = None;
+                Ok(())
+            }
+            rc => rc,
+        }
+    }
+
+    fn get_l2_linear(&mut self, e: u64, l2: u32) -> bool {
+        let t = frame_of(e);
+        if e & RW != 0 {
+            return false;
+        }
+        if t == l2 {
+            return true;
+        }
+        if !self.owned(t)
+            || self.frames[l2 as usize].linear < 0
+            || self.frames[t as usize].linear > 0
+        {
+            return false;
+        }
+        let st = self.frames[t as usize];
+        if st.ty != PageType::L2 || !st.validated || st.count == 0 {
+            return false;
+        }
+        self.frames[l2 as usize].linear += 1;
+        let f = &mut self.frames[t as usize];
+        f.linear -= 1;
+        f.count += 1;
+        true
+    }
+
+    /// `put_page_from_l2e`: nothing for an entry naming the L2 itself; a linear entry's
+    /// reference with its linear counts; otherwise the L1 reference.
+    pub(super) fn put_l2e(&mut self, e: u64, l2: u32) {
+        let t = frame_of(e);
+        if e & P == 0 || t == l2 || !self.owned(t) {
+            return;
+        }
+        if self.frames[t as usize].ty == PageType::L2 {
+            self.frames[l2 as usize].linear -= 1;
+            self.frames[t as usize].linear += 1;
+        }
+        self.put_type(t);
     }
 
     pub(super) fn mod_l3(&mut self, mfn: u32, idx: usize, new: u64) -> R {

@@ -55,7 +55,7 @@ impl<'a, H: Hypervisor> Env<'a, H> {
             .p2m(pfn)
             .ok_or_else(|| Verdict::broken("p2m lookup", format_args!("pfn {pfn} has no mfn")))
     }
-    fn ptr(&self, t: PhysFrame) -> Result<*mut u64, Verdict> {
+    pub(crate) fn ptr(&self, t: PhysFrame) -> Result<*mut u64, Verdict> {
         // Frames the cases touch are the allocator's and the live tables': all direct-mapped.
         self.mfn(t)?;
         Ok(self.hv.frame_ptr(t) as *mut u64)

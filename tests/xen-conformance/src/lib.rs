@@ -30,6 +30,7 @@ use pvops_core::paging::{PteFlags, ADDRESS_MASK, KERNEL_RO, KERNEL_RW};
 use pvops_selftest::{CaseResult, Status, Tally, Verdict};
 
 mod cases;
+pub mod difftest;
 mod env;
 
 pub use cases::cases;

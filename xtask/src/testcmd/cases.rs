@@ -24,6 +24,9 @@ pub(super) struct BootCase {
     module: bool,
     /// The run of the misuse fixture this PASS records ([`crate::fixture::RUNS`]).
     fixture: Option<&'static str>,
+    /// The boot runs the differential test (`demo.difftest=`): its records are replayed on
+    /// the model and must agree.
+    difftest: bool,
 }
 
 /// Logs of the passing boots the misuse fixture is recorded from: (run, log).
@@ -49,11 +52,18 @@ impl BootCase {
             requires: None,
             module: false,
             fixture: None,
+            difftest: false,
         }
     }
     /// Its PASS log records run `run` of the misuse fixture.
     pub(super) fn recording(mut self, run: &'static str) -> Self {
         self.fixture = Some(run);
+        self
+    }
+    /// Its log holds differential-test records to replay on the model (see
+    /// [`BootCase::difftest`]).
+    pub(super) fn comparing_with_the_model(mut self) -> Self {
+        self.difftest = true;
         self
     }
     /// Native: boot through `bootloader` with `modules`.
@@ -94,13 +104,21 @@ impl BootCase {
                 if want_pass { "PASS" } else { "FAIL" }
             ));
         }
-        let line = self
+        let mut line = self
             .check(&b.log, mode)
             .map(|l| format!("{l} [{}, {:.1}s]", b.ending, b.seconds))?;
         if let (Some(run), true) = (self.fixture, want_pass) {
             if let Ok(mut logs) = FIXTURE_LOGS.lock() {
                 logs.push((run.to_string(), b.log.clone()));
             }
+        }
+        if self.difftest {
+            let name = format!("test-{}", mode.name());
+            let o = crate::difftest::compare(&name, &b.log).map_err(|e| e.to_string())?;
+            if !o.agreed {
+                return Err(format!("{} (log in target/difftest/{name}.log)", o.summary));
+            }
+            line = format!("{} [{line}]", o.summary);
         }
         if !self.module {
             return Ok(line);

@@ -192,6 +192,13 @@ fn xen_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) {
             let dom0_cases = [
                 BootCase::new("xen dom0 default", 64, "", Expect::Pass).recording("xen-dom0"),
                 BootCase::new(
+                    "xen dom0 difftest (3 seeds x 2000 operations, replayed on the model)",
+                    crate::difftest::MEMORY_MIB,
+                    &crate::difftest::cmdline(&crate::difftest::Args::default()),
+                    Expect::Pass,
+                )
+                .comparing_with_the_model(),
+                BootCase::new(
                     "xen dom0 pvops.early_ioremap=swapper",
                     64,
                     "pvops.early_ioremap=swapper",
@@ -219,6 +226,19 @@ fn xen_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) {
                 (
                     Mode::Xen,
                     BootCase::new("xen domU 64 MiB", 64, "", Expect::Pass).recording("xen-domU"),
+                ),
+                (
+                    Mode::Xen,
+                    BootCase::new(
+                        "xen domU difftest (1 seed x 2000 operations, replayed on the model)",
+                        crate::difftest::MEMORY_MIB,
+                        &crate::difftest::cmdline(&crate::difftest::Args {
+                            seeds: vec![4],
+                            ..Default::default()
+                        }),
+                        Expect::Pass,
+                    )
+                    .comparing_with_the_model(),
                 ),
                 (
                     Mode::Xen,
