@@ -35,6 +35,7 @@ pub const LAYOUT: MemoryLayout = MemoryLayout {
     ioremap_window: VirtAddr::new(0xFF80_0000),
     scratch_area: VirtAddr::new(0xF880_0000),
     lowmem_formula: "Linux 32-bit lowmem: 4 GiB - 0xC0000000 - 128 MiB vmalloc reserve",
+    hypervisor_start: None,
 };
 /// Bytes the bootstrap table maps (2 MiB pages, from physical 0).
 pub const BOOTSTRAP_MAPPED: u64 = 64 * 1024 * 1024;

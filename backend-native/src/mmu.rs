@@ -39,6 +39,7 @@ impl Native {
 const BASE: usize = PAGE_OFFSET as usize;
 
 impl MmuOps for Native {
+    pvops_core::direct_mmu_hooks!();
     type Error = NativeError;
     type Counters = crate::counters::NoHypercalls;
     const NAME: &'static str = "native";

@@ -162,6 +162,8 @@ pub fn check_allocator(map: &MemoryMap, first_free: PhysFrame) {
 pub struct XenOptionsOnly(pub XenOptions);
 
 impl MmuOps for XenOptionsOnly {
+    pvops_core::direct_mmu_hooks!();
+
     type Error = core::convert::Infallible;
     type Counters = XenCounters;
     const NAME: &'static str = "xen-options";

@@ -9,6 +9,7 @@
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod address_spaces;
 mod calibrate;
 mod difftest;
 mod probes;
@@ -248,6 +249,22 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
             return Outcome::Fail;
         }
     }
+    // After the demo's other stages (the differential test replays its sequences on a model
+    // booted through `exercise` only, so nothing of this stage may precede it).
+    let (spaces, sp) = measure(platform, Stage::Kernel(&address_spaces::STAGE), |p| {
+        address_spaces::run(p, &mut state.alloc)
+    });
+    let spaces = match spaces {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(
+                console,
+                "{TAG}: FAIL backend={name} platform={platform_name} stage=address_spaces: {e}"
+            );
+            return Outcome::Fail;
+        }
+    };
+    let _ = writeln!(console, "stage address_spaces ok {sp} {spaces}");
     let _ = writeln!(
         console,
         "{TAG}: PASS backend={name} platform={platform_name} lowmem_mapped_mib={} lowmem_not_mapped_mib={} ptes={} l1_tables={} reused_frames={}",
@@ -282,7 +299,10 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         platform_name,
         platform.batch_option(),
         &r,
-        &ex,
+        OwnStages {
+            exercise: &ex,
+            spaces: (&sp, &spaces),
+        },
         &cal,
     );
     Outcome::Pass
@@ -397,6 +417,12 @@ fn misuse_stage<P: DemoBackend>(
     Some(tally)
 }
 
+/// The figures of the demo's own stages for the stats line.
+struct OwnStages<'a, C> {
+    exercise: &'a StageFigures<C>,
+    spaces: (&'a StageFigures<C>, &'a address_spaces::Done),
+}
+
 /// One line `PVOPS-STATS: {...}`: a flat JSON object of numbers (and the backend's and the
 /// platform's names), over the boot path's stages, the exercise and the calibration loops.
 fn print_stats<C: Counters>(
@@ -405,9 +431,10 @@ fn print_stats<C: Counters>(
     platform: &str,
     batch: u32,
     r: &BootReport<C>,
-    exercise: &StageFigures<C>,
+    own: OwnStages<'_, C>,
     cal: &calibrate::Calibration,
 ) -> core::fmt::Result {
+    let OwnStages { exercise, spaces } = own;
     let stages = BOOT_STAGES
         .iter()
         .map(|s| (s.name(), r.stage(*s).unwrap_or_default()))
@@ -429,6 +456,17 @@ fn print_stats<C: Counters>(
         f.counters.write_json(name, out)?;
         write!(out, ",\"{name}_notrun_ns\":{}", f.notrun_ns)?;
     }
+    // The address_spaces stage: its figures as every stage's (not in boot_cycles and
+    // hypercalls, which stay the boot path's and the exercise's), then what it did.
+    let (f, d) = spaces;
+    let name = address_spaces::STAGE.name();
+    write!(out, ",\"{name}_cycles\":{}", f.cycles)?;
+    f.counters.write_json(name, out)?;
+    write!(
+        out,
+        ",\"{name}_notrun_ns\":{},\"{name}_spaces\":{},\"{name}_round_trips\":{},\"{name}_map_rounds\":{},\"{name}_frames_leaked\":{}",
+        f.notrun_ns, d.spaces, d.round_trips, d.map_rounds, d.frames_leaked
+    )?;
     if let Some(p) = &cal.profile {
         write!(
             out,

@@ -5,10 +5,15 @@
 //! (Linux 37cc8d7f963b): under Xen the CPU first runs on Xen's table at `start_info.pt_base`,
 //! not on the kernel's static table. [`TableSource::KernelTable`] reproduces the 2008 bug for
 //! regression tests: the window is then installed into a table the CPU is not using.
+//!
+//! A window has one owner: an instance maps only into slots whose PTEs are all absent, so
+//! a second instance over the same window takes other slots or gets
+//! [`IoremapError::SlotTaken`], never the first one's pages; a mapping that fails halfway
+//! is cleared again, so nothing of it stays present.
 
 use crate::addr::{EntryIndex, MachineAddr, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::frame_alloc::FrameAlloc;
 use crate::mapper::{l1_slot, read_entry, MapError};
-use crate::mem::FrameAllocator;
 use crate::ops::LazyMmu;
 use crate::ops::{MmuOps, Platform};
 use crate::paging::{EntrySlot, PageTableEntry, KERNEL_RW};
@@ -51,6 +56,12 @@ pub enum IoremapError<E> {
     },
     /// Every slot is in use.
     NoFreeSlot,
+    /// Every slot this instance has free holds a present PTE: another instance (or other
+    /// code) maps there. Nothing was changed.
+    SlotTaken {
+        /// The first present page found.
+        va: VirtAddr,
+    },
     /// The mapping is not (or no longer) in the window.
     NotMapped {
         /// Its virtual address.
@@ -76,6 +87,12 @@ impl<E: fmt::Display> fmt::Display for IoremapError<E> {
                 "early_ioremap of {len:#x} bytes exceeds a slot ({max:#x})"
             ),
             Self::NoFreeSlot => write!(f, "early_ioremap: all {IOREMAP_SLOTS} slots in use"),
+            Self::SlotTaken { va } => {
+                write!(
+                    f,
+                    "early_ioremap: {va} is mapped by another owner of the window"
+                )
+            }
             Self::NotMapped { va } => write!(f, "early_iounmap of {va}: not mapped"),
             Self::WindowCrossesTable { va } => {
                 write!(f, "early_ioremap: {va} lies past the window's L1 table")
@@ -160,11 +177,12 @@ impl EarlyIoremap {
         VirtAddr::new(self.window.as_u32() + (slot * IOREMAP_SLOT_PAGES) as u32 * PAGE_SIZE as u32)
     }
 
-    /// Maps `len` bytes at machine address `addr` read/write into a free slot.
-    pub fn map<P: Platform>(
+    /// Maps `len` bytes at machine address `addr` read/write into a free slot whose PTEs
+    /// are all absent.
+    pub fn map<P: Platform, A: FrameAlloc + ?Sized>(
         &mut self,
         p: &mut P,
-        alloc: &mut FrameAllocator,
+        alloc: &mut A,
         addr: MachineAddr,
         len: u64,
     ) -> Result<IoMapping, IoremapError<P::Error>> {
@@ -182,57 +200,73 @@ impl EarlyIoremap {
             });
         }
         let pages = span.div_ceil(PAGE_SIZE) as usize;
-        let slot = self
-            .pages_in_use
-            .iter()
-            .position(|p| *p == 0)
-            .ok_or(IoremapError::NoFreeSlot)?;
+        if self.pages_in_use.iter().all(|p| *p != 0) {
+            return Err(IoremapError::NoFreeSlot);
+        }
         let root = self.root(p);
-        let base = self.slot_va(slot);
-        // The window is 2 MiB aligned and its slots fill 512 KiB: one L1 holds every entry of
-        // a slot. Walk (and link) it once, outside lazy mode, then batch the PTE writes and
-        // their invlpgs (one multicall under Xen).
-        let first = l1_slot(p, alloc, root, base, true)?;
-        // Every page's slot and frame are checked before anything is written.
-        let mut todo = [(
-            VirtAddr::new(0),
-            EntrySlot::new(first.table(), first.index()),
-            PageTableEntry::EMPTY,
-            false,
-        ); IOREMAP_SLOT_PAGES];
-        for (i, t) in todo.iter_mut().enumerate().take(pages) {
-            let va = VirtAddr::new(base.as_u32() + (i as u32) * PAGE_SIZE as u32);
-            let index = EntryIndex::new(first.index().get() + i)
-                .ok_or(IoremapError::WindowCrossesTable { va })?;
-            let mfn = addr
-                .checked_add(i as u64 * PAGE_SIZE)
-                .and_then(MachineAddr::frame)
-                .ok_or(IoremapError::Overflow { addr, len })?;
-            // The slot is free in this instance's bookkeeping, but another instance over the
-            // same window may have left its entry present: that one is replaced whole.
-            let present = read_entry(p, first.table(), index)?.is_present();
-            *t = (
-                va,
-                EntrySlot::new(first.table(), index),
-                PageTableEntry::new(mfn, KERNEL_RW),
-                present,
-            );
+        // The window is 2 MiB aligned and its slots fill 512 KiB: one L1 holds every entry
+        // of every slot. Walk (and link) it once, outside lazy mode.
+        let l1 = l1_slot(p, alloc, root, self.window, true)?.table();
+        let mut taken = None;
+        let mut found = None;
+        'slots: for slot in (0..IOREMAP_SLOTS).filter(|s| self.pages_in_use[*s] == 0) {
+            let base = self.slot_va(slot);
+            // Every page's slot and frame are checked before anything is written.
+            let mut todo = [(
+                VirtAddr::new(0),
+                EntrySlot::new(l1, base.l1_index()),
+                PageTableEntry::EMPTY,
+            ); IOREMAP_SLOT_PAGES];
+            for (i, t) in todo.iter_mut().enumerate().take(pages) {
+                let va = VirtAddr::new(base.as_u32() + (i as u32) * PAGE_SIZE as u32);
+                let index = EntryIndex::new(base.l1_index().get() + i)
+                    .ok_or(IoremapError::WindowCrossesTable { va })?;
+                let mfn = addr
+                    .checked_add(i as u64 * PAGE_SIZE)
+                    .and_then(MachineAddr::frame)
+                    .ok_or(IoremapError::Overflow { addr, len })?;
+                if read_entry(p, l1, index)?.is_present() {
+                    taken.get_or_insert(va);
+                    continue 'slots;
+                }
+                *t = (
+                    va,
+                    EntrySlot::new(l1, index),
+                    PageTableEntry::new(mfn, KERNEL_RW),
+                );
+            }
+            found = Some((slot, todo));
+            break;
         }
-        let mut lazy = LazyMmu::enter(p);
-        for (va, l1, entry, present) in todo.into_iter().take(pages) {
-            // SAFETY: the window belongs to early_ioremap and this slot is free; a present
-            // entry (another instance's) is replaced with one 64-bit store, never split.
-            let r = match present {
-                false => unsafe { lazy.set_pte(l1, entry) },
-                true => unsafe { lazy.set_pte_atomic(l1, entry) },
-            };
-            r.map_err(MapError::Backend)?;
-            lazy.flush_tlb_single(va).map_err(MapError::Backend)?;
+        let Some((slot, todo)) = found else {
+            return Err(IoremapError::SlotTaken {
+                va: taken.unwrap_or(self.window),
+            });
+        };
+        // Batch the PTE writes and their invlpgs (one multicall under Xen).
+        let written = (|| {
+            let mut lazy = LazyMmu::enter(&mut *p);
+            for (va, l1, entry) in todo.into_iter().take(pages) {
+                // SAFETY: the window belongs to early_ioremap and this slot is free (its
+                // PTEs were checked absent).
+                unsafe { lazy.set_pte(l1, entry) }?;
+                lazy.flush_tlb_single(va)?;
+            }
+            lazy.finish()
+        })();
+        if let Err(e) = written {
+            // Nothing of a failed mapping stays present: clear every page of the slot
+            // (errors here cannot be better reported than the first one).
+            for (va, l1, _) in todo.into_iter().take(pages) {
+                // SAFETY: the slot is ours and its mapping failed; nobody uses it.
+                let _ = unsafe { p.pte_clear(l1) };
+                let _ = p.flush_tlb_single(va);
+            }
+            return Err(IoremapError::Map(MapError::Backend(e)));
         }
-        lazy.finish().map_err(MapError::Backend)?;
         self.pages_in_use[slot] = pages as u8;
         Ok(IoMapping {
-            va: VirtAddr::new(base.as_u32() + addr.frame_offset() as u32),
+            va: VirtAddr::new(self.slot_va(slot).as_u32() + addr.frame_offset() as u32),
             len,
             slot: slot as u8,
             pages: pages as u8,
@@ -240,10 +274,10 @@ impl EarlyIoremap {
     }
 
     /// Unmaps a mapping made by [`EarlyIoremap::map`].
-    pub fn unmap<P: Platform>(
+    pub fn unmap<P: Platform, A: FrameAlloc + ?Sized>(
         &mut self,
         p: &mut P,
-        alloc: &mut FrameAllocator,
+        alloc: &mut A,
         m: IoMapping,
     ) -> Result<(), IoremapError<P::Error>> {
         let slot = m.slot as usize;

@@ -14,6 +14,7 @@ pub mod addr;
 pub mod boot;
 pub mod boot_input;
 pub mod cmdline;
+pub mod frame_alloc;
 pub mod handoff;
 pub mod ioremap;
 pub mod mapper;
@@ -23,7 +24,9 @@ pub mod options;
 pub mod pae;
 pub mod paging;
 pub mod registry;
+pub mod space;
 pub mod trap;
+pub mod walk;
 
 pub use linkme;
 

@@ -1,9 +1,15 @@
-//! Walking and changing a page table through the ops trait, with a `#[must_use]` TLB flush.
+//! Changing a page table through the ops trait: single pages with a `#[must_use]` TLB flush,
+//! batched ranges, new tables and roots, and the one helper that retires an empty table.
+//! Every read goes through [`crate::walk`] and sees the writes queued in lazy mode.
+//! (About 600 lines as one file on purpose: every routine here changes tables through the
+//! same private helpers, and a kernel author reads them side by side.)
 
-use crate::addr::{EntryIndex, MachineFrame, PdptIndex, PhysFrame, VirtAddr, PAGE_SIZE};
-use crate::mem::{AllocError, FrameAllocator};
+use crate::addr::{EntryIndex, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use crate::frame_alloc::{AllocError, FrameAlloc};
+use crate::ops::LazyMmu;
 use crate::ops::{MmuOps, Platform};
-use crate::paging::{EntrySlot, Level, PageTableEntry, PteFlags, PDPT_FLAGS, TABLE_FLAGS};
+use crate::paging::{EntrySlot, Level, PageTableEntry, PteFlags, ENTRIES, PDPT_FLAGS, TABLE_FLAGS};
+use crate::walk::{self, TableRead, Walked};
 use core::fmt;
 
 /// Why a walk or mapping change failed.
@@ -28,8 +34,22 @@ pub enum MapError<E> {
     /// The PDPT entry for the address is empty in the live table: bare hardware would not see
     /// a new one before a cr3 reload (the kernel's root has all four from the start).
     LivePdptEntry(VirtAddr),
+    /// A table still maps something: it cannot be retired.
+    TableInUse {
+        /// The table.
+        table: PhysFrame,
+        /// The first present entry.
+        index: EntryIndex,
+    },
     /// A present entry names an address beyond what a [`MachineFrame`] numbers.
     BadEntry(PageTableEntry),
+    /// A range that wraps past 4 GiB or covers no page.
+    BadRange {
+        /// Its start.
+        va: VirtAddr,
+        /// Its length in pages.
+        pages: usize,
+    },
 }
 
 impl<E: fmt::Display> fmt::Display for MapError<E> {
@@ -44,7 +64,13 @@ impl<E: fmt::Display> fmt::Display for MapError<E> {
             Self::NotMapped(v) => write!(f, "{v} is not mapped"),
             Self::NoMachineFrame(p) => write!(f, "pfn {p} has no machine frame"),
             Self::LivePdptEntry(v) => write!(f, "{v}: no PDPT entry in the live table"),
+            Self::TableInUse { table, index } => {
+                write!(f, "table pfn {table} still maps entry {index}")
+            }
             Self::BadEntry(e) => write!(f, "entry {e:?} names an address beyond 16 TiB"),
+            Self::BadRange { va, pages } => {
+                write!(f, "range of {pages} pages at {va} is empty or wraps")
+            }
         }
     }
 }
@@ -78,18 +104,69 @@ impl TlbFlush {
     pub fn ignore(self) {}
 }
 
+/// A TLB flush owed after [`unmap_range`]: one full flush above [`RANGE_FLUSH_PAGES`]
+/// pages, one `invlpg` per page up to it (queued with the updates in lazy mode: one
+/// batched hypercall under Xen).
+#[must_use = "unmapped pages stay stale in the TLB until they are flushed"]
+#[derive(Debug)]
+pub struct TlbFlushRange {
+    start: VirtAddr,
+    pages: usize,
+}
+
+/// Most pages [`TlbFlushRange::flush`] flushes one by one (Linux's
+/// `tlb_single_page_flush_ceiling` is 33); above it flushes the whole TLB.
+pub const RANGE_FLUSH_PAGES: usize = 32;
+
+impl TlbFlushRange {
+    /// The first page and the number of pages the flush is for.
+    pub fn range(&self) -> (VirtAddr, usize) {
+        (self.start, self.pages)
+    }
+    /// Flushes the range.
+    pub fn flush<B: MmuOps>(self, backend: &mut B) -> Result<(), B::Error> {
+        if self.pages > RANGE_FLUSH_PAGES {
+            return backend.flush_tlb_all();
+        }
+        for i in 0..self.pages {
+            backend.flush_tlb_single(self.start.wrapping_add((i as u32) << 12))?;
+        }
+        Ok(())
+    }
+    /// Skips the flush (a full flush or a cr3 load follows).
+    pub fn ignore(self) {}
+}
+
+/// The tables of a [`Platform`] as the walker reads them: through [`Platform::frame_ptr`],
+/// with the writes queued in lazy mode ([`MmuOps::queued_entry`]) taking precedence.
+pub struct Tables<'a, P: Platform>(pub &'a P);
+
+impl<P: Platform> TableRead for Tables<'_, P> {
+    type Error = MapError<P::Error>;
+    fn entry(&self, slot: EntrySlot) -> Result<PageTableEntry, Self::Error> {
+        read_entry(self.0, slot.table(), slot.index())
+    }
+    fn table(&self, entry: PageTableEntry) -> Result<PhysFrame, Self::Error> {
+        next_table(self.0, entry)
+    }
+}
+
 /// Reads entry `index` of table `table` (an [`EntryIndex`] is below 512: the read stays in
-/// the frame; a PDPT index converts with `.into()`).
+/// the frame; a PDPT index converts with `.into()`): the value a write queued in lazy mode
+/// will give it, else what memory holds.
 pub fn read_entry<P: Platform>(
     p: &P,
     table: PhysFrame,
     index: impl Into<EntryIndex>,
 ) -> Result<PageTableEntry, MapError<P::Error>> {
+    let index = index.into();
+    if let Some(e) = p.queued_entry(EntrySlot::new(table, index)) {
+        return Ok(e);
+    }
     let ptr = p.frame_ptr(table).ok_or(MapError::Unreachable(table))?;
-    let index = index.into().get();
     // SAFETY: frame_ptr promises 4096 readable bytes; an EntryIndex is < 512, so the read
     // stays inside.
-    let bits = unsafe { core::ptr::read_volatile((ptr as *const u64).add(index)) };
+    let bits = unsafe { core::ptr::read_volatile((ptr as *const u64).add(index.get())) };
     Ok(PageTableEntry::from_bits(bits))
 }
 
@@ -120,10 +197,17 @@ pub fn next_table<P: Platform>(p: &P, e: PageTableEntry) -> Result<PhysFrame, Ma
     p.machine_to_phys(mfn).ok_or(MapError::ForeignFrame(mfn))
 }
 
+/// The slot `i` entries after `first` in the same table.
+fn slot_after<E>(first: EntrySlot, i: usize, va: VirtAddr) -> Result<EntrySlot, MapError<E>> {
+    EntryIndex::new(first.index().get() + i)
+        .map(|x| EntrySlot::new(first.table(), x))
+        .ok_or(MapError::BadRange { va, pages: i + 1 })
+}
+
 /// Allocates, zeroes and announces a new table of `level`; returns it and the entry that links it.
-pub fn new_table<P: Platform>(
+pub fn new_table<P: Platform, A: FrameAlloc + ?Sized>(
     p: &mut P,
-    alloc: &mut FrameAllocator,
+    alloc: &mut A,
     level: Level,
 ) -> Result<(PhysFrame, PageTableEntry), MapError<P::Error>> {
     let frame = alloc.alloc_table()?;
@@ -153,13 +237,13 @@ pub fn new_table<P: Platform>(
 /// A new, not yet live, root table (PDPT) with all four L2s linked, as Linux PAE builds
 /// them: a PDPT entry of a live table cannot change without a cr3 reload on bare hardware,
 /// so a root made here never needs a new one once it is live.
-pub fn new_root<P: Platform>(
+pub fn new_root<P: Platform, A: FrameAlloc + ?Sized>(
     p: &mut P,
-    alloc: &mut FrameAllocator,
+    alloc: &mut A,
 ) -> Result<PhysFrame, MapError<P::Error>> {
-    let mut lazy = crate::ops::LazyMmu::enter(p);
+    let mut lazy = LazyMmu::enter(p);
     let (root, _) = new_table(&mut *lazy, alloc, Level::L3)?;
-    for i in PdptIndex::all() {
+    for i in crate::addr::PdptIndex::all() {
         let (_, link) = new_table(&mut *lazy, alloc, Level::L2)?;
         let slot = EntrySlot::pdpt(root, i);
         // SAFETY: the root is not live; this links a fresh, zeroed, announced L2.
@@ -169,54 +253,59 @@ pub fn new_root<P: Platform>(
     Ok(root)
 }
 
+/// Walks the table rooted at `root` for `va` with the one walker, reading through the
+/// backend (queued lazy writes included).
+pub fn walk<P: Platform>(
+    p: &P,
+    root: PhysFrame,
+    va: VirtAddr,
+) -> Result<Walked, MapError<P::Error>> {
+    walk::walk_to(&Tables(p), root, va)
+}
+
 /// Finds the L1 slot that maps `va` in the table rooted at `root`, creating missing L2/L1
 /// tables when `create` is set.
-pub fn l1_slot<P: Platform>(
+pub fn l1_slot<P: Platform, A: FrameAlloc + ?Sized>(
     p: &mut P,
-    alloc: &mut FrameAllocator,
+    alloc: &mut A,
     root: PhysFrame,
     va: VirtAddr,
     create: bool,
 ) -> Result<EntrySlot, MapError<P::Error>> {
-    let l3 = EntrySlot::pdpt(root, va.l3_index());
-    let mut l3e = read_entry(p, root, va.l3_index())?;
-    if !l3e.is_present() {
-        if !create {
-            return Err(MapError::NotMapped(va));
+    // At most two tables are missing (an L2, then an L1): each pass links one and walks
+    // again, reading the link even if lazy mode still queues it.
+    for _ in 0..3 {
+        let w = walk(p, root, va)?;
+        match w.level {
+            Level::L1 => return Ok(w.slot),
+            Level::L2 if w.is_huge() => return Err(MapError::HugePage(va)),
+            _ if w.entry.is_present() => return Err(MapError::HugePage(va)),
+            _ if !create => return Err(MapError::NotMapped(va)),
+            Level::L3 => {
+                if root == p.read_cr3() {
+                    return Err(MapError::LivePdptEntry(va));
+                }
+                let (_, entry) = new_table(p, alloc, Level::L2)?;
+                // SAFETY: links a fresh, zeroed, announced L2; nothing mapped changes.
+                unsafe { p.set_pud(w.slot, entry) }.map_err(MapError::Backend)?;
+            }
+            Level::L2 => {
+                let (_, entry) = new_table(p, alloc, Level::L1)?;
+                // SAFETY: links a fresh, zeroed, announced L1; nothing mapped changes.
+                unsafe { p.set_pmd(w.slot, entry) }.map_err(MapError::Backend)?;
+            }
         }
-        if root == p.read_cr3() {
-            return Err(MapError::LivePdptEntry(va));
-        }
-        let (_, entry) = new_table(p, alloc, Level::L2)?;
-        // SAFETY: links a fresh, zeroed, announced L2; nothing mapped changes.
-        unsafe { p.set_pud(l3, entry) }.map_err(MapError::Backend)?;
-        l3e = entry;
     }
-    let l2 = next_table(p, l3e)?;
-    let mut l2e = read_entry(p, l2, va.l2_index())?;
-    if l2e.is_present() && l2e.flags().contains(PteFlags::HUGE) {
-        return Err(MapError::HugePage(va));
-    }
-    if !l2e.is_present() {
-        if !create {
-            return Err(MapError::NotMapped(va));
-        }
-        let (_, entry) = new_table(p, alloc, Level::L1)?;
-        let slot = EntrySlot::new(l2, va.l2_index());
-        // SAFETY: links a fresh, zeroed, announced L1; nothing mapped changes.
-        unsafe { p.set_pmd(slot, entry) }.map_err(MapError::Backend)?;
-        l2e = entry;
-    }
-    Ok(EntrySlot::new(next_table(p, l2e)?, va.l1_index()))
+    Err(MapError::NotMapped(va))
 }
 
 /// Maps the page at `va` to `frame` in the table rooted at `root`.
 ///
 /// # Safety
 /// `va` must not be in use by anything the kernel relies on (see [`MmuOps`]).
-pub unsafe fn map_page<P: Platform>(
+pub unsafe fn map_page<P: Platform, A: FrameAlloc + ?Sized>(
     p: &mut P,
-    alloc: &mut FrameAllocator,
+    alloc: &mut A,
     root: PhysFrame,
     va: VirtAddr,
     frame: MachineFrame,
@@ -237,43 +326,209 @@ pub unsafe fn map_page<P: Platform>(
 /// Nothing may use `va` any more.
 pub unsafe fn unmap_page<P: Platform>(
     p: &mut P,
-    alloc: &mut FrameAllocator,
     root: PhysFrame,
     va: VirtAddr,
 ) -> Result<(MachineFrame, TlbFlush), MapError<P::Error>> {
-    let slot = l1_slot(p, alloc, root, va, false)?;
-    let old = read_entry(p, slot.table(), slot.index())?;
-    if !old.is_present() {
-        return Err(MapError::NotMapped(va));
+    let w = walk(p, root, va)?;
+    if !w.is_page() {
+        return Err(match w.is_huge() {
+            true => MapError::HugePage(va),
+            false => MapError::NotMapped(va),
+        });
     }
+    let frame = w.entry.frame().ok_or(MapError::BadEntry(w.entry))?;
     // SAFETY: the caller gave up `va`.
-    unsafe { p.pte_clear(slot) }.map_err(MapError::Backend)?;
-    let frame = old.frame().ok_or(MapError::BadEntry(old))?;
+    unsafe { p.pte_clear(w.slot) }.map_err(MapError::Backend)?;
     Ok((frame, TlbFlush(va.page_base())))
 }
 
-/// Translates `va` through the table rooted at `root` (software walk).
+/// Translates `va` through the table rooted at `root` (software walk; queued lazy writes
+/// included): the L1 entry, or the L2 entry of a 2 MiB page.
 pub fn translate<P: Platform>(
     p: &P,
     root: PhysFrame,
     va: VirtAddr,
 ) -> Result<PageTableEntry, MapError<P::Error>> {
-    let l3e = read_entry(p, root, va.l3_index())?;
-    if !l3e.is_present() {
+    let w = walk(p, root, va)?;
+    if w.is_page() || w.is_huge() {
+        Ok(w.entry)
+    } else {
+        Err(MapError::NotMapped(va))
+    }
+}
+
+/// The pages of `[va, va + pages)` chunk by chunk, each inside one L1 table:
+/// `(first page index, first va, pages in the chunk)`.
+fn chunks(va: VirtAddr, pages: usize) -> impl Iterator<Item = (usize, VirtAddr, usize)> {
+    let mut done = 0;
+    core::iter::from_fn(move || {
+        if done >= pages {
+            return None;
+        }
+        let at = va.wrapping_add((done as u32) << 12);
+        let n = (ENTRIES - at.l1_index().get()).min(pages - done);
+        let chunk = (done, at, n);
+        done += n;
+        Some(chunk)
+    })
+}
+
+fn check_range<E>(va: VirtAddr, pages: usize) -> Result<(), MapError<E>> {
+    let end = (va.as_u32() as u64) + ((pages as u64) << 12);
+    if pages == 0 || va.page_offset() != 0 || end > 1 << 32 {
+        return Err(MapError::BadRange { va, pages });
+    }
+    Ok(())
+}
+
+/// Maps `pages` pages from `va` (page aligned) in the table rooted at `root`, page `i` to
+/// `frame(i)` with `flags`, in one lazy section (nested in the caller's if one is open): under
+/// Xen, N pages of a fresh area cost ceil(N/1024) batched `mmu_update`s plus the L1 tables'
+/// links, each new L1 filled while it is still private (plain stores) and linked after.
+/// Every page must be unmapped; a chunk with a mapped page is refused before any of its
+/// pages is written ([`MapError::AlreadyMapped`]; chunks before it stay mapped). No TLB
+/// flush is owed: the pages were not present.
+///
+/// # Safety
+/// The range must not be in use by anything the kernel relies on.
+pub unsafe fn map_range<P: Platform, A: FrameAlloc + ?Sized>(
+    p: &mut P,
+    alloc: &mut A,
+    root: PhysFrame,
+    va: VirtAddr,
+    pages: usize,
+    flags: PteFlags,
+    mut frame: impl FnMut(usize) -> MachineFrame,
+) -> Result<(), MapError<P::Error>> {
+    check_range(va, pages)?;
+    let mut lazy = LazyMmu::enter(p);
+    for (first, at, n) in chunks(va, pages) {
+        let w = walk::walk_down_to(&Tables(&*lazy), root, at, Level::L2)?;
+        if w.level == Level::L2 && !w.entry.is_present() {
+            // A fresh L1: filled before it is linked, so nothing reads a half-made table.
+            let (l1, link) = new_table(&mut *lazy, alloc, Level::L1)?;
+            let first_slot = EntrySlot::new(l1, at.l1_index());
+            for i in 0..n {
+                let slot = slot_after(first_slot, i, at)?;
+                let e = PageTableEntry::new(frame(first + i), flags);
+                // SAFETY: a private, announced L1 not linked anywhere yet.
+                unsafe { lazy.set_pte(slot, e) }.map_err(MapError::Backend)?;
+            }
+            // SAFETY: links the L1 just filled where nothing was mapped.
+            unsafe { lazy.set_pmd(w.slot, link) }.map_err(MapError::Backend)?;
+            continue;
+        }
+        let slot = l1_slot(&mut *lazy, alloc, root, at, true)?;
+        for i in 0..n {
+            let s = slot_after(slot, i, at)?;
+            if read_entry(&*lazy, s.table(), s.index())?.is_present() {
+                return Err(MapError::AlreadyMapped(at.wrapping_add((i as u32) << 12)));
+            }
+        }
+        for i in 0..n {
+            let s = slot_after(slot, i, at)?;
+            let e = PageTableEntry::new(frame(first + i), flags);
+            // SAFETY: the caller owns the range; the entry was not present.
+            unsafe { lazy.set_pte(s, e) }.map_err(MapError::Backend)?;
+        }
+    }
+    lazy.finish().map_err(MapError::Backend)
+}
+
+/// Unmaps `pages` mapped pages from `va` in the table rooted at `root`, in one lazy section;
+/// `unmapped(i, frame)` hears what page `i` mapped. A chunk with an unmapped page is refused
+/// before any of its pages is cleared. The L1 tables stay (retire them with
+/// [`retire_table`]). Returns the flush owed: flush it inside the same lazy section and the
+/// clears and the flush go out together (one multicall under Xen).
+///
+/// # Safety
+/// Nothing may use the range any more.
+pub unsafe fn unmap_range<P: Platform>(
+    p: &mut P,
+    root: PhysFrame,
+    va: VirtAddr,
+    pages: usize,
+    mut unmapped: impl FnMut(usize, MachineFrame),
+) -> Result<TlbFlushRange, MapError<P::Error>> {
+    check_range(va, pages)?;
+    let mut lazy = LazyMmu::enter(p);
+    for (first, at, n) in chunks(va, pages) {
+        let w = walk::walk_to(&Tables(&*lazy), root, at)?;
+        if w.level != Level::L1 {
+            return Err(MapError::NotMapped(at));
+        }
+        for i in 0..n {
+            let s = slot_after(w.slot, i, at)?;
+            let e = read_entry(&*lazy, s.table(), s.index())?;
+            if !e.is_present() {
+                return Err(MapError::NotMapped(at.wrapping_add((i as u32) << 12)));
+            }
+            e.frame().ok_or(MapError::BadEntry(e))?;
+        }
+        for i in 0..n {
+            let s = slot_after(w.slot, i, at)?;
+            let old = read_entry(&*lazy, s.table(), s.index())?;
+            // SAFETY: the caller gave up the range.
+            unsafe { lazy.pte_clear(s) }.map_err(MapError::Backend)?;
+            if let Some(f) = old.frame() {
+                unmapped(first + i, f);
+            }
+        }
+    }
+    lazy.finish().map_err(MapError::Backend)?;
+    Ok(TlbFlushRange { start: va, pages })
+}
+
+/// Retires the empty table of `level` ([`Level::L1`] or [`Level::L2`]) that the table
+/// rooted at `root` uses for `va`: unlinks it, flushes the TLB (the paging-structure
+/// caches may hold the link), gives it back to the backend ([`MmuOps::release_pt`]: under
+/// Xen it is mapped writable again) and to the allocator. This order is the one Xen
+/// accepts. Refuses a table that still maps something ([`MapError::TableInUse`]) and an
+/// L2 of the live root (bare hardware would not see the PDPT change before a cr3 reload).
+/// Returns the table's frame.
+pub fn retire_table<P: Platform, A: FrameAlloc + ?Sized>(
+    p: &mut P,
+    alloc: &mut A,
+    root: PhysFrame,
+    va: VirtAddr,
+    level: Level,
+) -> Result<PhysFrame, MapError<P::Error>> {
+    let parent = match level {
+        Level::L1 => Level::L2,
+        _ => Level::L3,
+    };
+    if parent == Level::L3 && root == p.read_cr3() {
+        return Err(MapError::LivePdptEntry(va));
+    }
+    let w = walk::walk_down_to(&Tables(&*p), root, va, parent)?;
+    if w.level != parent || !w.entry.is_present() {
         return Err(MapError::NotMapped(va));
     }
-    let l2e = read_entry(p, next_table(p, l3e)?, va.l2_index())?;
-    if !l2e.is_present() {
-        return Err(MapError::NotMapped(va));
+    if w.is_huge() {
+        return Err(MapError::HugePage(va));
     }
-    if l2e.flags().contains(PteFlags::HUGE) {
-        return Ok(l2e);
+    let table = next_table(p, w.entry)?;
+    for i in EntryIndex::all() {
+        if read_entry(p, table, i)?.is_present() {
+            return Err(MapError::TableInUse { table, index: i });
+        }
     }
-    let l1e = read_entry(p, next_table(p, l2e)?, va.l1_index())?;
-    if !l1e.is_present() {
-        return Err(MapError::NotMapped(va));
-    }
-    Ok(l1e)
+    // One lazy section: under Xen the unlink, the flush and the remap go out as one batch,
+    // in this order.
+    let mut lazy = LazyMmu::enter(p);
+    // SAFETY: the table maps nothing: unlinking it changes no mapping.
+    let unlinked = unsafe {
+        match parent {
+            Level::L2 => lazy.pmd_clear(w.slot),
+            _ => lazy.pud_clear(w.slot),
+        }
+    };
+    unlinked.map_err(MapError::Backend)?;
+    lazy.flush_tlb_all().map_err(MapError::Backend)?;
+    lazy.release_pt(table, level).map_err(MapError::Backend)?;
+    lazy.finish().map_err(MapError::Backend)?;
+    alloc.free(table)?;
+    Ok(table)
 }
 
 /// What [`map_linear`] did.
@@ -286,58 +541,50 @@ pub struct LinearMap {
 }
 
 /// Most bytes one [`map_linear`] call covers: the 512 L1 tables of one 1 GiB L2 span.
-pub const LINEAR_MAX_BYTES: u64 = (crate::paging::ENTRIES as u64) * crate::paging::L2_SPAN as u64;
+pub const LINEAR_MAX_BYTES: u64 = (ENTRIES as u64) * crate::paging::L2_SPAN as u64;
 
-/// Maps every frame of `ranges` at `base + pa` with 4 KiB pages in the table rooted at `root`
-/// (whose L3 entries for the span must be present), with `flags(frame)`.
+/// Maps every frame of `ranges` at `base + pa` with 4 KiB pages and `flags` in the table
+/// rooted at `root` (whose L3 entries for the span must be present). A backend that keeps
+/// page tables read-only (Xen) maps the page-table frames among them read-only itself.
 ///
-/// All L1 tables are allocated (or found) before any page is mapped, so a frame that becomes a
-/// page table is never mapped writable first (Xen); then every PTE is written in lazy mode
-/// and never read back (a queued write is not in memory yet). Frames at or above
-/// [`LINEAR_MAX_BYTES`] are skipped.
-pub fn map_linear<P: Platform>(
+/// All L1 tables are allocated (or found) before any page is mapped; then every PTE is
+/// written in lazy mode. Frames at or above [`LINEAR_MAX_BYTES`] are skipped.
+pub fn map_linear<P: Platform, A: FrameAlloc + ?Sized>(
     p: &mut P,
-    alloc: &mut FrameAllocator,
+    alloc: &mut A,
     root: PhysFrame,
     base: VirtAddr,
     ranges: &[crate::addr::FrameRange],
-    flags: impl Fn(PhysFrame, &FrameAllocator) -> PteFlags,
+    flags: PteFlags,
 ) -> Result<LinearMap, MapError<P::Error>> {
     const CHUNK_FRAMES: u32 = crate::paging::L2_SPAN / PAGE_SIZE as u32;
-    let chunks = crate::paging::ENTRIES;
-    let mut l1s = [None::<PhysFrame>; crate::paging::ENTRIES];
+    let mut l1s = [None::<PhysFrame>; ENTRIES];
     for r in ranges {
-        let last = r.end.number().div_ceil(CHUNK_FRAMES).min(chunks as u32);
+        let last = r.end.number().div_ceil(CHUNK_FRAMES).min(ENTRIES as u32);
         for c in (r.start.number() / CHUNK_FRAMES)..last {
             l1s[c as usize] = Some(PhysFrame::new(0));
         }
     }
-    let mut lazy = crate::ops::LazyMmu::enter(p);
+    let mut lazy = LazyMmu::enter(p);
     let mut done = LinearMap::default();
     for (chunk, t) in l1s.iter_mut().enumerate() {
         if t.is_none() {
             continue;
         }
-        let va = VirtAddr::new(
-            base.as_u32()
-                .wrapping_add(chunk as u32 * crate::paging::L2_SPAN),
-        );
-        let l3e = read_entry(&*lazy, root, va.l3_index())?;
-        if !l3e.is_present() {
+        let va = base.wrapping_add(chunk as u32 * crate::paging::L2_SPAN);
+        let w = walk::walk_down_to(&Tables(&*lazy), root, va, Level::L2)?;
+        if w.level != Level::L2 {
             return Err(MapError::NotMapped(va));
         }
-        let l2 = next_table(&*lazy, l3e)?;
-        let existing = read_entry(&*lazy, l2, va.l2_index())?;
-        let frame = if existing.is_present() {
-            if existing.flags().contains(PteFlags::HUGE) {
-                return Err(MapError::HugePage(va));
-            }
-            next_table(&*lazy, existing)?
+        if w.is_huge() {
+            return Err(MapError::HugePage(va));
+        }
+        let frame = if w.entry.is_present() {
+            next_table(&*lazy, w.entry)?
         } else {
             let (l1, link) = new_table(&mut *lazy, alloc, Level::L1)?;
-            let slot = EntrySlot::new(l2, va.l2_index());
             // SAFETY: links a fresh, zeroed, announced L1 where nothing was mapped.
-            unsafe { lazy.set_pmd(slot, link) }.map_err(MapError::Backend)?;
+            unsafe { lazy.set_pmd(w.slot, link) }.map_err(MapError::Backend)?;
             l1
         };
         *t = Some(frame);
@@ -348,11 +595,11 @@ pub fn map_linear<P: Platform>(
             let Some(Some(l1)) = l1s.get((f.number() / CHUNK_FRAMES) as usize).copied() else {
                 continue;
             };
-            let va = VirtAddr::new(base.as_u32().wrapping_add(f.number() << 12));
+            let va = base.wrapping_add(f.number() << 12);
             let mfn = lazy.phys_to_machine(f).ok_or(MapError::NoMachineFrame(f))?;
             let slot = EntrySlot::new(l1, va.l1_index());
             // SAFETY: the caller owns the span; the slot is in an L1 found or made above.
-            unsafe { lazy.set_pte(slot, PageTableEntry::new(mfn, flags(f, alloc))) }
+            unsafe { lazy.set_pte(slot, PageTableEntry::new(mfn, flags)) }
                 .map_err(MapError::Backend)?;
             done.ptes += 1;
         }

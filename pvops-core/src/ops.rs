@@ -24,6 +24,10 @@ pub struct MemoryLayout {
     pub scratch_area: VirtAddr,
     /// How `lowmem_limit` was derived, for the `lowmem:` log line.
     pub lowmem_formula: &'static str,
+    /// Where the hypervisor's part of the address space starts (Xen PV: the hole at
+    /// `XENMEM_machphys_mapping`'s `v_start`; the kernel owns nothing from there up), or
+    /// `None` when the kernel owns everything up to 4 GiB.
+    pub hypervisor_start: Option<VirtAddr>,
 }
 
 impl MemoryLayout {
@@ -106,6 +110,38 @@ macro_rules! counters {
     };
 }
 
+/// The [`MmuOps`] hooks of a backend that writes page tables itself, without a hypervisor
+/// (bare metal, a simulator): nothing to pin, nothing ever queued, no flush that can fail
+/// (so no error to keep). Expands inside `impl MmuOps for ...`:
+///
+/// ```ignore
+/// impl MmuOps for MyBackend {
+///     pvops_core::direct_mmu_hooks!();
+///     // ... the rest
+/// }
+/// ```
+#[macro_export]
+macro_rules! direct_mmu_hooks {
+    () => {
+        fn pin_root(&mut self, _root: $crate::addr::PhysFrame) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn unpin_root(&mut self, _root: $crate::addr::PhysFrame) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        fn is_lazy(&self) -> bool {
+            false
+        }
+        fn queued_entry(
+            &self,
+            _slot: $crate::paging::EntrySlot,
+        ) -> Option<$crate::paging::PageTableEntry> {
+            None
+        }
+        fn defer_error(&mut self, _e: Self::Error) {}
+    };
+}
+
 /// The paravirt MMU operations (Linux `pv_mmu_ops`).
 ///
 /// # What `read_cr3` returns
@@ -158,12 +194,25 @@ pub trait MmuOps {
     /// The pseudo-physical frame of the live top-level table (see the trait docs).
     fn read_cr3(&self) -> PhysFrame;
     /// Makes `root` (a PDPT) the live table. Native: loads cr3, which latches the four PDPT
-    /// entries. Xen: pins the table (after making every frame of it read-only) and installs it
-    /// with `MMUEXT_NEW_BASEPTR`.
+    /// entries. Xen: makes every frame of the table read-only and installs it with
+    /// `MMUEXT_NEW_BASEPTR` only (Xen validates it on the spot; pinning is
+    /// [`MmuOps::pin_root`], done once per root, as Linux pins a pgd when an mm is first
+    /// used). The first switch away from Xen's bootstrap table also unpins it.
     ///
     /// # Safety
     /// `root` must map the running kernel (code, data, stack) at the same virtual addresses.
     unsafe fn write_cr3(&mut self, root: PhysFrame) -> Result<(), Self::Error>;
+
+    /// Pins `root` as a top-level table (Xen: its frames go read-only, then
+    /// `MMUEXT_PIN_L3_TABLE`, so switching to it never re-validates it). Once per root:
+    /// pinning a pinned root is an error (Xen's `-EINVAL`; the Xen backend refuses it with a
+    /// typed error before asking). Bare metal has nothing to pin.
+    /// (Required, like every hook below that a wrapper must forward: a default would let a
+    /// forwarding wrapper drop it silently.)
+    fn pin_root(&mut self, root: PhysFrame) -> Result<(), Self::Error>;
+    /// Unpins `root` (not the live one) when it dies, so its frames can become ordinary
+    /// memory again ([`MmuOps::release_pt`]). Unpinning a root that is not pinned is an error.
+    fn unpin_root(&mut self, root: PhysFrame) -> Result<(), Self::Error>;
 
     /// Writes an L1 entry that is **not present** now (maps a 4 KiB page): Linux `set_pte`. A
     /// split store is allowed, high half first, then the low half holding Present. To
@@ -254,9 +303,13 @@ pub trait MmuOps {
     /// What the backend has issued so far (see [`Counters`]).
     fn counters(&self) -> Self::Counters;
 
-    /// Enters lazy (batched) mode: page-table updates may be queued until a flush.
+    /// Enters lazy (batched) mode: page-table updates may be queued until a flush. Use
+    /// [`LazyMmu`], which nests; this is the backend's hook.
     fn enter_lazy_mmu(&mut self) {}
-    /// Issues every queued update. The error names the failing update.
+    /// True while in lazy mode.
+    fn is_lazy(&self) -> bool;
+    /// Issues every queued update. The error names the failing update; see
+    /// [`LazyMmu`] for the state a failed flush leaves.
     fn flush_lazy_mmu(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
@@ -264,6 +317,15 @@ pub trait MmuOps {
     fn leave_lazy_mmu(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
+    /// The value `slot` will hold once the writes queued in lazy mode are issued, if a
+    /// queued write targets it (the newest one wins); `None` when nothing queued touches it.
+    /// Every core routine that reads a page table asks this first, so lazy mode reads its
+    /// own writes (Linux flushes before such reads instead: `arch_flush_lazy_mmu_mode`).
+    fn queued_entry(&self, slot: EntrySlot) -> Option<PageTableEntry>;
+    /// Keeps an error of a flush that had no caller to report to (a [`LazyMmu`] dropped on
+    /// an early return); the backend reports it from its next operation. A backend whose
+    /// flush can fail must keep it: an error is never dropped silently.
+    fn defer_error(&mut self, e: Self::Error);
 }
 
 /// Memory access and timing a boot path needs besides [`MmuOps`].
@@ -319,25 +381,49 @@ pub unsafe fn hardware_write_virt(va: VirtAddr, data: &[u8]) {
 }
 
 /// A guard for lazy (batched) MMU mode: queued updates are issued at [`LazyMmu::finish`],
-/// which reports the first failing update. A guard dropped without `finish` (an early return
-/// on another error) still issues them, but an error there cannot be reported.
+/// which reports the first failing update.
+///
+/// # Rules
+/// - Guards nest: a guard entered while the backend is already lazy (e.g. on a `LazyMmu`
+///   of an outer section) neither enters nor leaves; only the outermost guard flushes.
+/// - Reads see queued writes: the core's walks ask [`MmuOps::queued_entry`] first.
+/// - A failed flush empties the queue: the updates before the failing one were applied,
+///   the failing one and those after it were not (the error names the failing one). The
+///   tables then hold a prefix of what was asked; the caller decides whether to retry or
+///   undo. Nothing stays queued to be issued later by surprise.
+/// - A guard dropped without `finish` (an early return on another error) still issues the
+///   queue; an error there goes to [`MmuOps::defer_error`], and the backend reports it from
+///   its next operation.
 pub struct LazyMmu<'a, B: MmuOps> {
     backend: &'a mut B,
     finished: bool,
+    outer: bool,
 }
 
 impl<'a, B: MmuOps> LazyMmu<'a, B> {
-    /// Enters lazy mode on `backend`.
+    /// Enters lazy mode on `backend` (or joins the section already open).
     pub fn enter(backend: &'a mut B) -> Self {
-        backend.enter_lazy_mmu();
+        let outer = backend.is_lazy();
+        if !outer {
+            backend.enter_lazy_mmu();
+        }
         LazyMmu {
             backend,
             finished: false,
+            outer,
         }
     }
-    /// Issues the queued updates and leaves lazy mode.
+    /// True when this guard joined an outer lazy section (it will not flush).
+    pub fn is_nested(&self) -> bool {
+        self.outer
+    }
+    /// Issues the queued updates and leaves lazy mode (a nested guard: nothing; the
+    /// outermost one flushes).
     pub fn finish(mut self) -> Result<(), B::Error> {
         self.finished = true;
+        if self.outer {
+            return Ok(());
+        }
         self.backend.leave_lazy_mmu()
     }
 }
@@ -355,9 +441,10 @@ impl<B: MmuOps> core::ops::DerefMut for LazyMmu<'_, B> {
 }
 impl<B: MmuOps> Drop for LazyMmu<'_, B> {
     fn drop(&mut self) {
-        if !self.finished {
-            // Only reached on an early-return path that already carries an error.
-            let _ = self.backend.leave_lazy_mmu();
+        if !self.finished && !self.outer {
+            if let Err(e) = self.backend.leave_lazy_mmu() {
+                self.backend.defer_error(e);
+            }
         }
     }
 }

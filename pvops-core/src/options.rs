@@ -144,6 +144,8 @@ mod tests {
     }
 
     impl MmuOps for Opts {
+        crate::direct_mmu_hooks!();
+
         type Error = core::convert::Infallible;
         type Counters = NoCalls;
         const NAME: &'static str = "opts";

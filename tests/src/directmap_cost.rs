@@ -8,7 +8,7 @@ use backend_xen::{XenMmu, XenOptions};
 use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame};
 use pvops_core::mapper::{map_linear, new_root};
 use pvops_core::mem::{FrameAllocator, MemoryMap, RegionKind};
-use pvops_core::paging::{KERNEL_RO, KERNEL_RW};
+use pvops_core::paging::KERNEL_RW;
 use pvops_core::MmuOps;
 
 /// The PTE counts measured: 4 MiB, 256 MiB, and 512 MiB (the domU of `cargo xtask bench`).
@@ -68,7 +68,7 @@ impl DirectMapJob {
         for f in facts.bootstrap_tables.iter() {
             alloc.mark_table(f, true).map_err(|e| e.to_string())?;
         }
-        let root = new_root(&mut mmu, &mut alloc).map_err(|e| e.to_string())?;
+        let root = new_root(&mut mmu, &mut *alloc).map_err(|e| e.to_string())?;
         let lowmem = mmu.layout().lowmem_limit;
         if ptes as u64 * 4096 > lowmem {
             return Err(format!(
@@ -87,25 +87,26 @@ impl DirectMapJob {
     /// Maps frames `0..ptes` where the kernel's direct map lies (the backend's
     /// `layout().page_offset`: 0xC0000000, L3 slot 3, under Xen), page-table frames read-only
     /// as the boot path maps them, then makes the table live (`write_cr3`: its frames
-    /// read-only, pin, switch), which is where Xen first checks it.
+    /// read-only, pin, then the switch), which is where Xen first checks it.
     pub fn run(mut self) -> Result<DirectMapCost, String> {
         let before = self.mmu.counters();
         let range = [FrameRange {
             start: PhysFrame::new(0),
             end: PhysFrame::new(self.ptes),
         }];
-        let flags =
-            |f: PhysFrame, a: &FrameAllocator| if a.is_table(f) { KERNEL_RO } else { KERNEL_RW };
+        // The backend maps page-table frames read-only itself (its invariant).
+        let flags = KERNEL_RW;
         let base = self.mmu.layout().page_offset;
         let done = map_linear(
             &mut self.mmu,
-            &mut self.alloc,
+            &mut *self.alloc,
             self.root,
             base,
             &range,
             flags,
         )
         .map_err(|e| e.to_string())?;
+        self.mmu.pin_root(self.root).map_err(|e| e.to_string())?;
         // SAFETY: the model runs no code; the new table only has to validate.
         unsafe { self.mmu.write_cr3(self.root) }.map_err(|e| e.to_string())?;
         Ok(DirectMapCost {

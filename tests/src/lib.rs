@@ -10,6 +10,7 @@ pub mod difftest;
 pub mod directmap_cost;
 pub mod frames;
 pub mod misuse_fixture;
+pub mod runtime_map_cost;
 pub mod sim;
 pub mod xen_model;
 

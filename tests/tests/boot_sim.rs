@@ -678,7 +678,7 @@ fn early_ioremap_follows_cr3_to_another_table() {
     unsafe { sim.write_cr3(b) }.unwrap();
     assert_eq!(io.root(&sim), b);
     let m = io
-        .map(&mut sim, &mut alloc, probe, MULTIBOOT_INFO_LEN as u64)
+        .map(&mut sim, &mut *alloc, probe, MULTIBOOT_INFO_LEN as u64)
         .unwrap();
     assert_eq!(m.addr(), window);
     let in_b =
@@ -695,7 +695,7 @@ fn early_ioremap_follows_cr3_to_another_table() {
     // SAFETY: the window maps the probe.
     unsafe { sim.read_virt(m.addr(), &mut buf) }.unwrap();
     assert_eq!(buf, mbi);
-    io.unmap(&mut sim, &mut alloc, m).unwrap();
+    io.unmap(&mut sim, &mut *alloc, m).unwrap();
     // SAFETY: unmapped and flushed: reading must fault.
     let pf = unsafe { sim.read_virt(window, &mut buf) }.unwrap_err();
     assert_eq!(pf.addr, window);
@@ -703,14 +703,14 @@ fn early_ioremap_follows_cr3_to_another_table() {
     // The 2.6.25-rc1 behaviour: a window fixed on A, which is not live, maps nothing visible.
     let mut stale = EarlyIoremap::new(window, TableSource::KernelTable(a));
     let m = stale
-        .map(&mut sim, &mut alloc, probe, MULTIBOOT_INFO_LEN as u64)
+        .map(&mut sim, &mut *alloc, probe, MULTIBOOT_INFO_LEN as u64)
         .unwrap();
     assert!(mapper::translate(&sim, a, window).is_ok());
     // SAFETY: the CPU walks B, where the window is empty.
     let pf = unsafe { sim.read_virt(m.addr(), &mut buf) }.unwrap_err();
     assert_eq!((pf.addr, pf.error & PF_PRESENT), (window, 0));
 
-    stale.unmap(&mut sim, &mut alloc, m).unwrap();
+    stale.unmap(&mut sim, &mut *alloc, m).unwrap();
 
     // Back on A, the same LiveCr3 window follows again.
     // SAFETY: A is the bootstrap table.
@@ -719,7 +719,7 @@ fn early_ioremap_follows_cr3_to_another_table() {
     let m = io
         .map(
             &mut sim,
-            &mut alloc,
+            &mut *alloc,
             MachineAddr::new(probe.as_u64() + 0x100),
             16,
         )
@@ -738,7 +738,7 @@ fn early_ioremap_follows_cr3_to_another_table() {
         &mut want,
     );
     assert_eq!(buf[..16], want);
-    io.unmap(&mut sim, &mut alloc, m).unwrap();
+    io.unmap(&mut sim, &mut *alloc, m).unwrap();
 }
 
 // ----- 6. PDPT entries are latched by cr3 loads -----
@@ -1140,12 +1140,22 @@ fn failing_any_page_table_operation_fails_the_boot_cleanly() {
             .map(|s| s.to_string())
             .collect();
         assert_run_eq!(run, done, expect, "op #{k}: stages before the failing one");
-        assert_run_eq!(
-            run,
-            sim.pt_ops(),
-            k,
-            "op #{k}: the boot stops at the failing op"
-        );
+        if matches!(err.kind, BootErrorKind::Ioremap(_)) {
+            // A half-made early_ioremap mapping is cleared again (issue 10; tested on its
+            // own in address_spaces.rs): those clears may follow the failing op.
+            assert_run!(
+                run,
+                sim.pt_ops() >= k,
+                "op #{k}: ops before the failing one"
+            );
+        } else {
+            assert_run_eq!(
+                run,
+                sim.pt_ops(),
+                k,
+                "op #{k}: the boot stops at the failing op"
+            );
+        }
         let msg = err.to_string();
         assert_run!(
             run,
@@ -1246,7 +1256,7 @@ fn sim_refuses_page_table_misuse() {
     .unwrap();
     sim.release_pt(plain, Level::L1).unwrap();
     assert_eq!(sim.table_level(plain), None);
-    let (k, _) = new_table(&mut sim, &mut alloc, Level::L3).unwrap();
+    let (k, _) = new_table(&mut sim, &mut *alloc, Level::L3).unwrap();
     assert!(matches!(
         sim.pagetable_setup_done(k),
         Err(SimError::NotLive { .. })

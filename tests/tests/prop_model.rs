@@ -179,6 +179,22 @@ impl<B: Platform> Rec<B> {
 }
 
 impl<B: Platform> MmuOps for Rec<B> {
+    fn pin_root(&mut self, root: PhysFrame) -> Result<(), B::Error> {
+        self.inner.pin_root(root)
+    }
+    fn unpin_root(&mut self, root: PhysFrame) -> Result<(), B::Error> {
+        self.inner.unpin_root(root)
+    }
+    fn is_lazy(&self) -> bool {
+        self.inner.is_lazy()
+    }
+    fn queued_entry(&self, slot: EntrySlot) -> Option<PageTableEntry> {
+        self.inner.queued_entry(slot)
+    }
+    fn defer_error(&mut self, e: B::Error) {
+        self.inner.defer_error(e)
+    }
+
     type Error = B::Error;
     type Counters = B::Counters;
     const NAME: &'static str = B::NAME;
@@ -813,7 +829,7 @@ impl<B: Backend> Harness<B> {
             .remove(&page)
             .ok_or("unmap of an unmapped page")?;
         // SAFETY: nothing uses the page any more.
-        let (mfn, flush) = unsafe { unmap_page(&mut self.p, &mut self.state.alloc, self.root, va) }
+        let (mfn, flush) = unsafe { unmap_page(&mut self.p, self.root, va) }
             .map_err(fail(format_args!("unmap_page {va}")))?;
         flush.flush(&mut self.p).map_err(fail("flush"))?;
         if mfn != self.mfn(want.frame)? {

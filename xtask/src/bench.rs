@@ -102,6 +102,16 @@ pub fn bench() -> Res<std::path::PathBuf> {
         )
     })?;
     for line in costs.lines() {
+        // Runtime mapping (issue 10): `xen_model_hypercalls_{map,unmap}_n<N>`.
+        if let (Some(n), Some(h)) = (json_number(line, "pages"), json_number(line, "hypercalls")) {
+            let what = if line.contains("\"runtime\":\"unmap\"") {
+                "unmap"
+            } else {
+                "map"
+            };
+            r.insert(format!("xen_model_hypercalls_{what}_n{n}"), Value::Num(h));
+            continue;
+        }
         let (Some(n), Some(h)) = (json_number(line, "ptes"), json_number(line, "hypercalls"))
         else {
             continue;
@@ -454,6 +464,26 @@ fn print_table(r: &BTreeMap<String, Value>) {
             "Xen model, N=131072: hypercalls per 1000 PTEs (batch=1)",
             "xen_model_hypercalls_per_1000_ptes_unbatched",
             "reference",
+        ),
+        (
+            "Xen model: map 256 pages in one lazy section (hypercalls)",
+            "xen_model_hypercalls_map_n256",
+            "<= ceil(N/512)+4 = 5",
+        ),
+        (
+            "Xen model: unmap 256 pages + flush in one lazy section",
+            "xen_model_hypercalls_unmap_n256",
+            "<= 5",
+        ),
+        (
+            "Xen model: map 4096 pages in one lazy section (hypercalls)",
+            "xen_model_hypercalls_map_n4096",
+            "<= ceil(N/512)+4 = 12",
+        ),
+        (
+            "Xen model: unmap 4096 pages + flush in one lazy section",
+            "xen_model_hypercalls_unmap_n4096",
+            "<= 12",
         ),
         ("", "", ""),
         (

@@ -143,11 +143,14 @@ fn own_mapping<P: Platform>(
     }
 
     // SAFETY: nothing uses `va` any more.
-    let (_, flush) = unsafe { mapper::unmap_page(p, alloc, root, va) }?;
+    let (_, flush) = unsafe { mapper::unmap_page(p, root, va) }?;
     flush.flush(p).map_err(OwnError::Backend)?;
     if mapper::translate(p, root, va).is_ok() {
         return Err(OwnError::StillMapped(va));
     }
+    // The L1 the mapping needed goes back too: pvops's one retire helper (unlink, flush,
+    // release, free), refused if the table still mapped anything.
+    mapper::retire_table(p, alloc, root, va, pvops_core::paging::Level::L1)?;
     alloc.free(frame).map_err(MapError::Alloc)?;
     let _ = writeln!(
         console,

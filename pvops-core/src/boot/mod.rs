@@ -20,7 +20,7 @@ use crate::ioremap::{EarlyIoremap, TableSource};
 use crate::mapper::{self, MapError};
 use crate::ops::{Counters, Platform};
 use crate::options::{BootOptions, IoremapWalk};
-use crate::paging::{Level, KERNEL_RO, KERNEL_RW};
+use crate::paging::{Level, KERNEL_RW};
 use core::fmt;
 use core::fmt::Write;
 
@@ -337,6 +337,8 @@ impl<'a, P: Platform> Boot<'a, P> {
             true,
         )?
         .table();
+        // A backend with read-only page tables (Xen) maps the page-table frames among these
+        // read-only itself: that is its invariant (`alloc_pt`), not this loop's.
         let ro = P::READ_ONLY_PAGE_TABLES;
         let done = mapper::map_linear(
             self.p,
@@ -344,13 +346,7 @@ impl<'a, P: Platform> Boot<'a, P> {
             root,
             layout.page_offset,
             &ranges[..n],
-            |f, alloc| {
-                if ro && alloc.is_table(f) {
-                    KERNEL_RO
-                } else {
-                    KERNEL_RW
-                }
-            },
+            KERNEL_RW,
         )?;
         let (ptes, tables) = (done.ptes, done.tables + 1);
         self.report.direct_map_ptes = ptes;
@@ -369,6 +365,9 @@ impl<'a, P: Platform> Boot<'a, P> {
     fn write_cr3(&mut self) -> Res<(), P::Error> {
         let root = self.report.root;
         let before = self.p.read_cr3();
+        // Pinned once, here, for the kernel's whole life (Xen: read-only, then PIN_L3_TABLE);
+        // every later switch to it is write_cr3 alone.
+        self.p.pin_root(root).map_err(BootErrorKind::Backend)?;
         // SAFETY: the kernel's table maps the kernel image and all lowmem at the same
         // virtual addresses as the bootstrap table.
         unsafe { self.p.write_cr3(root) }.map_err(BootErrorKind::Backend)?;
@@ -396,24 +395,28 @@ impl<'a, P: Platform> Boot<'a, P> {
     }
 
     fn setup_done(&mut self) -> Res<(), P::Error> {
+        // The early window's L1 hangs off the bootstrap table, which is no longer live: it is
+        // retired (unlinked, flushed, released, freed) before the backend retires that table.
+        if self.early_window_l1.take().is_some() {
+            let window = self.p.layout().ioremap_window;
+            let retired = mapper::retire_table(
+                self.p,
+                &mut self.state.alloc,
+                self.report.bootstrap_root,
+                window,
+                Level::L1,
+            )?;
+            let _ = writeln!(
+                self.log,
+                "pagetable_setup_done: early_ioremap's l1 pfn {retired} in the bootstrap table retired"
+            );
+        }
         let released = self
             .p
             .pagetable_setup_done(self.report.root)
             .map_err(BootErrorKind::Backend)?;
-        // The early window's L1 hung off the bootstrap table and goes with it (freed first, so
-        // the bootstrap frames stay on top of the allocator's free list).
-        if let Some(l1) = self.early_window_l1.take() {
-            self.p
-                .release_pt(l1, Level::L1)
-                .map_err(BootErrorKind::Backend)?;
-            self.state.alloc.free(l1)?;
-            let _ = writeln!(
-                self.log,
-                "pagetable_setup_done: early_ioremap's l1 pfn {l1} in the bootstrap table freed"
-            );
-        }
         for f in released.iter() {
-            self.state.alloc.free(f)?;
+            self.state.alloc.donate(f)?;
         }
         self.report.reused = released;
         let _ = writeln!(
@@ -432,7 +435,7 @@ impl<'a, P: Platform> Boot<'a, P> {
 /// `early_ioremap` stage runs it on the bootstrap table; a kernel may run it again later.
 pub fn check_probe<P: Platform>(
     p: &mut P,
-    alloc: &mut crate::mem::FrameAllocator,
+    alloc: &mut (impl crate::frame_alloc::FrameAlloc + ?Sized),
     info: &BootInfo<'_>,
     source: TableSource,
     log: &mut dyn Write,

@@ -14,10 +14,10 @@ use pvops_core::addr::FrameRange;
 use pvops_core::addr::{PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::boot::{check_probe, BootErrorKind, BootInfo};
 use pvops_core::ioremap::TableSource;
-use pvops_core::mapper::{self, read_entry, MapError};
+use pvops_core::mapper::{self, MapError};
 use pvops_core::mem::FrameAllocator;
 use pvops_core::ops::Platform;
-use pvops_core::paging::{EntrySlot, Level, KERNEL_RW};
+use pvops_core::paging::{Level, KERNEL_RW};
 
 /// The stage's name in `stage exercise ok ...` and in a fault's `stage=exercise`.
 pub static STAGE: pvops_core::boot::KernelStage = pvops_core::boot::KernelStage::new("exercise");
@@ -127,7 +127,7 @@ fn map_scratch<P: Platform>(
         }
     }
     // SAFETY: nothing uses `va` any more.
-    let (unmapped, flush) = unsafe { mapper::unmap_page(p, alloc, root, va) }?;
+    let (unmapped, flush) = unsafe { mapper::unmap_page(p, root, va) }?;
     flush.flush(p).map_err(BootErrorKind::Backend)?;
     debug_assert_eq!(unmapped, mfn);
     match mapper::translate(p, root, va) {
@@ -139,16 +139,8 @@ fn map_scratch<P: Platform>(
         }
         Err(e) => return Err(e.into()),
     }
-    // Retire the scratch L1: unlink, flush, then give the frame back.
-    let l3e = read_entry(p, root, va.l3_index())?;
-    let l2 = mapper::next_table(p, l3e)?;
-    let l1 = mapper::next_table(p, read_entry(p, l2, va.l2_index())?)?;
-    // SAFETY: the L1 maps nothing any more.
-    unsafe { p.pmd_clear(EntrySlot::new(l2, va.l2_index())) }.map_err(BootErrorKind::Backend)?;
-    p.flush_tlb_all().map_err(BootErrorKind::Backend)?;
-    p.release_pt(l1, Level::L1)
-        .map_err(BootErrorKind::Backend)?;
-    alloc.free(l1)?;
+    // Retire the scratch L1: the one helper (unlink, flush, release, free).
+    let l1 = mapper::retire_table(p, alloc, root, va, Level::L1)?;
     alloc.free(frame)?;
     let _ = writeln!(
         log,

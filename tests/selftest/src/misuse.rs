@@ -33,8 +33,9 @@ use pvops_core::paging::{EntrySlot, Level, PageTableEntry, KERNEL_RW};
 pub fn alloc_error_name(e: &AllocError) -> &'static str {
     match e {
         AllocError::Exhausted { .. } => "AllocError::Exhausted",
-        AllocError::FreeListFull { .. } => "AllocError::FreeListFull",
         AllocError::DoubleFree { .. } => "AllocError::DoubleFree",
+        AllocError::NotAllocated { .. } => "AllocError::NotAllocated",
+        AllocError::InUse { .. } => "AllocError::InUse",
         AllocError::UntrackableTable { .. } => "AllocError::UntrackableTable",
     }
 }
@@ -61,6 +62,8 @@ pub fn map_error_verdict<E: fmt::Display>(e: &MapError<E>) -> Verdict {
         MapError::NotMapped(_) => "MapError::NotMapped",
         MapError::NoMachineFrame(_) => "MapError::NoMachineFrame",
         MapError::LivePdptEntry(_) => "MapError::LivePdptEntry",
+        MapError::TableInUse { .. } => "MapError::TableInUse",
+        MapError::BadRange { .. } => "MapError::BadRange",
         MapError::BadEntry(_) => "MapError::BadEntry",
     })
 }
@@ -72,6 +75,7 @@ pub fn ioremap_error_verdict<E: fmt::Display>(e: &IoremapError<E>) -> Verdict {
         IoremapError::Overflow { .. } => "IoremapError::Overflow",
         IoremapError::TooLarge { .. } => "IoremapError::TooLarge",
         IoremapError::NoFreeSlot => "IoremapError::NoFreeSlot",
+        IoremapError::SlotTaken { .. } => "IoremapError::SlotTaken",
         IoremapError::NotMapped { .. } => "IoremapError::NotMapped",
         IoremapError::WindowCrossesTable { .. } => "IoremapError::WindowCrossesTable",
         IoremapError::Map(m) => return map_error_verdict(m),
@@ -93,7 +97,7 @@ struct Case<P: Platform> {
 /// precondition cannot exist after a boot) is reported, never counted.
 pub const GENERIC_CASES: [(&str, &str); 6] = [
     ("ioremap_all_slots_busy", "IoremapError::NoFreeSlot"),
-    ("ioremap_unmap_twice", "IoremapError::NotMapped"),
+    ("ioremap_second_owner", "IoremapError::SlotTaken"),
     ("ioremap_unmap_foreign_mapping", "IoremapError::NotMapped"),
     ("map_page_already_mapped", "MapError::AlreadyMapped"),
     ("unmap_page_not_mapped", "MapError::NotMapped"),
@@ -145,7 +149,7 @@ fn generic_cases<P: Platform>() -> [Case<P>; GENERIC_CASES.len()] {
         &GENERIC_CASES,
         [
             ioremap_all_slots_busy,
-            ioremap_unmap_twice,
+            ioremap_second_owner,
             ioremap_unmap_foreign_mapping,
             map_page_already_mapped,
             unmap_page_not_mapped,
@@ -333,34 +337,37 @@ fn ioremap_all_slots_busy<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) ->
     })
 }
 
-fn ioremap_unmap_twice<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
+fn ioremap_second_owner<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
     with_frame(p, alloc, |p, alloc, ma| {
-        // Two handles on the same slot: the first unmap clears it, the second finds it
-        // empty in the live table.
-        let (mut a, mut b) = (window_io(p), window_io(p));
-        let ma_a = match a.map(p, alloc, ma, 64) {
-            Ok(m) => m,
-            Err(e) => return Verdict::broken("early_ioremap", format_args!("{e}")),
-        };
-        let ma_b = match b.map(p, alloc, ma, 64) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = a.unmap(p, alloc, ma_a);
-                return Verdict::broken("early_ioremap of the same slot", format_args!("{e}"));
+        // One instance holds every slot of the window; a second instance over the same
+        // window must not map over them (it used to: both mapped at the window base).
+        let mut owner = window_io(p);
+        let mut maps: [Option<IoMapping>; IOREMAP_SLOTS] = [const { None }; IOREMAP_SLOTS];
+        let mut setup = Ok(());
+        for m in maps.iter_mut() {
+            match owner.map(p, alloc, ma, 64) {
+                Ok(x) => *m = Some(x),
+                Err(e) => {
+                    setup = Err(Verdict::broken("early_ioremap", format_args!("{e}")));
+                    break;
+                }
             }
+        }
+        let v = match setup {
+            Ok(()) => {
+                let mut second = window_io(p);
+                let r = second.map(p, alloc, ma, 64);
+                ioremap_verdict(p, alloc, &mut second, r)
+            }
+            Err(b) => b,
         };
-        if ma_a.addr() != ma_b.addr() {
-            let _ = a.unmap(p, alloc, ma_a);
-            let _ = b.unmap(p, alloc, ma_b);
-            return Verdict::broken("two handles on one slot", format_args!("different slots"));
+        let mut cleanup = Ok(());
+        for m in maps.iter_mut().filter_map(Option::take) {
+            if let Err(e) = owner.unmap(p, alloc, m) {
+                cleanup = Err(Verdict::broken("early_iounmap", format_args!("{e}")));
+            }
         }
-        if let Err(e) = a.unmap(p, alloc, ma_a) {
-            return Verdict::broken("first early_iounmap", format_args!("{e}"));
-        }
-        match b.unmap(p, alloc, ma_b) {
-            Err(e) => ioremap_error_verdict(&e),
-            Ok(()) => Verdict::Accepted,
-        }
+        after_cleanup(v, cleanup)
     })
 }
 
@@ -372,24 +379,22 @@ fn ioremap_unmap_foreign_mapping<P: Platform>(p: &mut P, alloc: &mut FrameAlloca
             Ok(m) => m,
             Err(e) => return Verdict::broken("early_ioremap", format_args!("{e}")),
         };
+        let va = m.addr().page_base();
         let v = match other.unmap(p, alloc, m) {
             Err(e) => ioremap_error_verdict(&e),
             Ok(()) => return Verdict::Accepted,
         };
-        // The refused unmap consumed the handle: clear the slot through a third instance
-        // (same slot, same size), then check that the window page is empty again.
-        let mut sweep = window_io(p);
-        let cleanup = match sweep.map(p, alloc, ma, 64) {
-            Ok(m2) => sweep
-                .unmap(p, alloc, m2)
-                .map_err(|e| Verdict::broken("early_iounmap of the slot", format_args!("{e}"))),
-            Err(e) => Err(Verdict::broken(
-                "early_ioremap of the slot again",
-                format_args!("{e}"),
-            )),
-        };
+        // The refused unmap consumed the handle: clear the page with the mapper, then check
+        // that the window page is empty again.
         let root = p.read_cr3();
-        let cleanup = cleanup.and_then(|()| match mapper::translate(p, root, owner.window()) {
+        // SAFETY: the page is the case's own early_ioremap mapping, used by nothing.
+        let cleanup = match unsafe { mapper::unmap_page(p, root, va) } {
+            Ok((_, flush)) => flush
+                .flush(p)
+                .map_err(|e| Verdict::broken("flush", format_args!("{e}"))),
+            Err(e) => Err(Verdict::broken("unmap the slot", format_args!("{e}"))),
+        };
+        let cleanup = cleanup.and_then(|()| match mapper::translate(p, root, va) {
             Err(MapError::NotMapped(_)) => Ok(()),
             _ => Err(Verdict::broken(
                 "window slot 0 empty again",
@@ -455,21 +460,19 @@ fn l2_entry<P: Platform>(
     root: PhysFrame,
     va: VirtAddr,
 ) -> Result<(EntrySlot, PageTableEntry), Verdict> {
-    let walk = |e: MapError<P::Error>| Verdict::broken("walk the live table", format_args!("{e}"));
-    let l3e = mapper::read_entry(p, root, va.l3_index()).map_err(walk)?;
-    if !l3e.is_present() {
+    let w = pvops_core::walk::walk_down_to(&mapper::Tables(p), root, va, Level::L2)
+        .map_err(|e| Verdict::broken("walk the live table", format_args!("{e}")))?;
+    if w.level != Level::L2 {
         return Err(Verdict::broken(
             "walk the live table",
             format_args!("no PDPT entry for {va}"),
         ));
     }
-    let l2 = mapper::next_table(p, l3e).map_err(walk)?;
-    let e = mapper::read_entry(p, l2, va.l2_index()).map_err(walk)?;
-    Ok((EntrySlot::new(l2, va.l2_index()), e))
+    Ok((w.slot, w.entry))
 }
 
 /// Unmaps scratch `va` (if mapped) and, unless it existed before, retires its L1 as the
-/// boot path's exercise does: unlink, flush, release, free.
+/// boot path's exercise does ([`mapper::retire_table`]).
 fn undo_scratch<P: Platform>(
     p: &mut P,
     alloc: &mut FrameAllocator,
@@ -479,7 +482,7 @@ fn undo_scratch<P: Platform>(
 ) -> Result<(), Verdict> {
     if mapper::translate(p, root, va).is_ok() {
         // SAFETY: the case mapped `va` and nothing uses it any more.
-        let (_, flush) = unsafe { mapper::unmap_page(p, alloc, root, va) }
+        let (_, flush) = unsafe { mapper::unmap_page(p, root, va) }
             .map_err(|e| Verdict::broken("unmap_page", format_args!("{e}")))?;
         flush
             .flush(p)
@@ -488,22 +491,13 @@ fn undo_scratch<P: Platform>(
     if had_l1 {
         return Ok(());
     }
-    let (slot, e) = l2_entry(p, root, va)?;
+    let (_, e) = l2_entry(p, root, va)?;
     if !e.is_present() {
         return Ok(());
     }
-    let l1 = mapper::next_table(p, e)
-        .map_err(|e| Verdict::broken("find the scratch L1", format_args!("{e}")))?;
-    // SAFETY: the L1 maps nothing any more (the case's page is unmapped).
-    unsafe { p.pmd_clear(slot) }
-        .map_err(|e| Verdict::broken("unlink the scratch L1", format_args!("{e}")))?;
-    p.flush_tlb_all()
-        .map_err(|e| Verdict::broken("flush_tlb_all", format_args!("{e}")))?;
-    p.release_pt(l1, Level::L1)
-        .map_err(|e| Verdict::broken("release_pt of the scratch L1", format_args!("{e}")))?;
-    alloc
-        .free(l1)
-        .map_err(|e| Verdict::broken("free the scratch L1", format_args!("{e}")))
+    mapper::retire_table(p, alloc, root, va, Level::L1)
+        .map(|_| ())
+        .map_err(|e| Verdict::broken("retire the scratch L1", format_args!("{e}")))
 }
 
 fn map_page_already_mapped<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
@@ -522,12 +516,12 @@ fn map_page_already_mapped<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -
 }
 
 fn unmap_page_not_mapped<P: Platform>(p: &mut P, alloc: &mut FrameAllocator) -> Verdict {
-    with_scratch_mapping(p, alloc, |p, alloc, va, _| {
+    with_scratch_mapping(p, alloc, |p, _, va, _| {
         // The next page: same L1 (so the walk succeeds), empty entry.
         let next = VirtAddr::new(va.as_u32() + PAGE_SIZE as u32);
         let root = p.read_cr3();
         // SAFETY: `next` is an unused scratch page; a wrong success unmaps nothing anyone uses.
-        match unsafe { mapper::unmap_page(p, alloc, root, next) } {
+        match unsafe { mapper::unmap_page(p, root, next) } {
             Err(e) => map_error_verdict(&e),
             Ok((_, flush)) => match flush.flush(p) {
                 Ok(()) => Verdict::Accepted,

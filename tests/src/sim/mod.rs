@@ -55,6 +55,7 @@ pub const NATIVE_LAYOUT: MemoryLayout = MemoryLayout {
     ioremap_window: VirtAddr::new(IOREMAP_WINDOW),
     scratch_area: VirtAddr::new(SCRATCH_AREA),
     lowmem_formula: "Linux 32-bit lowmem: 4 GiB - 0xC0000000 - 128 MiB vmalloc reserve",
+    hypervisor_start: None,
 };
 /// How much the bootstrap table maps (from pa 0, identity and at `page_offset`).
 pub const BOOTSTRAP_MAP_BYTES: u64 = 64 * MIB;

@@ -3,6 +3,8 @@
 use super::*;
 
 impl MmuOps for SimMachine {
+    pvops_core::direct_mmu_hooks!();
+
     type Error = SimError;
     type Counters = backend_native::counters::NoHypercalls;
     fn counters(&self) -> Self::Counters {

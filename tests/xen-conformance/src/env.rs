@@ -2,6 +2,8 @@
 //! with the helpers the cases build their preconditions from.
 
 use super::*;
+use pvops_core::paging::{EntrySlot, Level, PageTableEntry};
+use pvops_core::walk;
 
 /// What a case works with: the raw hypercall layer of a booted guest (hypercalls, p2m/m2p,
 /// the direct map), the boot path's frame allocator and the live L3.
@@ -109,17 +111,23 @@ impl<'a, H: Hypervisor> Env<'a, H> {
         let (l1, i) = self.live_l1(direct_va(pfn))?;
         Ok(self.mfn(l1)?.start().as_u64() + i as u64 * 8)
     }
-    /// The live L1 that maps `va` and the index of its entry (4 KiB pages only).
+    /// The live L1 that maps `va` and the index of its entry (4 KiB pages only), found by
+    /// pvops-core's one walker.
     pub fn live_l1(&self, va: VirtAddr) -> Result<(PhysFrame, usize), Verdict> {
-        let l2 = self.table_of(self.entry(self.cr3, va.l3_index().get())?)?;
-        let l2e = self.entry(l2, va.l2_index().get())?;
-        if l2e & PSE != 0 {
+        let w = walk::walk_down_to(&EnvTables(self), self.cr3, va, Level::L2)?;
+        if w.level != Level::L2 {
+            return Err(Verdict::broken(
+                "find a 4 KiB mapping",
+                format_args!("no PDPT entry for {va}"),
+            ));
+        }
+        if w.is_huge() {
             return Err(Verdict::broken(
                 "find a 4 KiB mapping",
                 format_args!("{va} is in a 2 MiB page"),
             ));
         }
-        Ok((self.table_of(l2e)?, va.l1_index().get()))
+        Ok((self.table_of(w.entry.bits())?, va.l1_index().get()))
     }
     /// One `mmu_update` request.
     pub fn mmu1(&mut self, ptr: u64, val: u64) -> i32 {
@@ -243,4 +251,20 @@ impl<'a, H: Hypervisor> Env<'a, H> {
 fn index(i: usize) -> Result<EntryIndex, Verdict> {
     EntryIndex::new(i)
         .ok_or_else(|| Verdict::broken("index a table", format_args!("entry {i} >= 512")))
+}
+
+/// The live tables as the walker reads them: through the direct map, links checked
+/// against the p2m.
+struct EnvTables<'e, 'a, H: Hypervisor>(&'e Env<'a, H>);
+
+impl<H: Hypervisor> walk::TableRead for EnvTables<'_, '_, H> {
+    type Error = Verdict;
+    fn entry(&self, slot: EntrySlot) -> Result<PageTableEntry, Verdict> {
+        Ok(PageTableEntry::from_bits(
+            self.0.entry(slot.table(), slot.index().get())?,
+        ))
+    }
+    fn table(&self, e: PageTableEntry) -> Result<PhysFrame, Verdict> {
+        self.0.table_of(e.bits())
+    }
 }

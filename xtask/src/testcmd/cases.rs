@@ -144,6 +144,7 @@ impl BootCase {
         }
         match (find_result(log, TAG, mode), &self.expect) {
             (Some(GuestLine::Pass(l)), Expect::Pass) => {
+                let spaces = check_address_spaces(log)?;
                 let m = check_misuse(log, backend)?;
                 let r = check_reserved(
                     log,
@@ -151,10 +152,10 @@ impl BootCase {
                     self.modules.len() + usize::from(self.module),
                 )?;
                 if self.modules.is_empty() {
-                    return Ok(format!("{l} [{m}] [{r}]"));
+                    return Ok(format!("{l} [{m}] [{r}] [{spaces}]"));
                 }
                 let mods = check_modules(log, &self.modules)?;
-                Ok(format!("{l} [{m}] [{r}] [{mods}]"))
+                Ok(format!("{l} [{m}] [{r}] [{spaces}] [{mods}]"))
             }
             (Some(GuestLine::Fail(l)), Expect::Fail(needles))
                 if needles.iter().all(|n| l.contains(n)) =>
@@ -217,6 +218,23 @@ fn check_reserved(log: &str, platform: &str, modules: usize) -> Result<String, S
         ));
     }
     Ok(format!("{} ranges reserved", seen.len()))
+}
+
+/// A PASS must have gone through the address_spaces stage whole (issue 10): its line ends
+/// with `round_trips=10 map_rounds=50 frames_leaked=0`. Returns the line.
+fn check_address_spaces(log: &str) -> Result<String, String> {
+    const WANT: &str = "round_trips=10 map_rounds=50 frames_leaked=0";
+    let line = log
+        .lines()
+        .find_map(|l| {
+            l.find("stage address_spaces ok ")
+                .map(|at| l[at..].trim_end())
+        })
+        .ok_or("no `stage address_spaces ok` line")?;
+    if !line.ends_with(WANT) {
+        return Err(format!("`{line}` does not end with `{WANT}`"));
+    }
+    Ok(line.to_string())
 }
 
 /// pvops's own refusals of bad operations on the live table a PASS must show (every

@@ -1,0 +1,256 @@
+//! The `address_spaces` stage: what a kernel with processes does with pvops's MMU layer,
+//! on the real machine.
+//!
+//! 1. A second address space ([`AddressSpaces::create`]) with a private page; 10 round
+//!    trips kernel root -> space -> kernel root, the private page read back in the space
+//!    each time (and absent from the kernel's root); the space destroyed.
+//! 2. 50 rounds of a 1 MiB buffer (256 fresh frames) mapped in one lazy section
+//!    ([`AddressSpaces::map_kernel_range`]), written and read back through the mapping,
+//!    unmapped with its TLB flush in one lazy section, the frames freed; the L1 it needed
+//!    retired at the end.
+//! 3. Every frame back: the allocator's free frames before and after are equal.
+
+use core::fmt;
+use pvops_core::addr::{MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
+use pvops_core::boot::KernelStage;
+use pvops_core::mapper::{self, MapError};
+use pvops_core::mem::{AllocError, FrameAllocator};
+use pvops_core::paging::{Level, KERNEL_RW};
+use pvops_core::space::{AddressSpaces, SpaceError, Target};
+use pvops_core::walk;
+use pvops_core::{LazyMmu, PageFault, Platform};
+
+/// The stage's name in `stage address_spaces ok ...` and in `stage=address_spaces`.
+pub static STAGE: KernelStage = KernelStage::new("address_spaces");
+
+/// Round trips between the kernel's root and the second space.
+pub const ROUND_TRIPS: u32 = 10;
+/// Rounds of map / write / read / unmap of the buffer.
+pub const MAP_ROUNDS: u32 = 50;
+/// Pages of the buffer (1 MiB).
+pub const BUFFER_PAGES: usize = 256;
+/// The second space's private page (below the kernel half).
+const PRIVATE_VA: VirtAddr = VirtAddr::new(0x4000_0000);
+/// Bytes compared per page.
+const CHECK: usize = 16;
+
+/// What the stage did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Done {
+    /// Most address spaces alive at once, the kernel's root included.
+    pub spaces: usize,
+    /// Round trips made.
+    pub round_trips: u32,
+    /// Buffer rounds made.
+    pub map_rounds: u32,
+    /// Frames the allocator had free before minus after.
+    pub frames_leaked: i64,
+}
+
+impl fmt::Display for Done {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "spaces={} round_trips={} map_rounds={} frames_leaked={}",
+            self.spaces, self.round_trips, self.map_rounds, self.frames_leaked
+        )
+    }
+}
+
+/// Why the stage failed.
+pub enum StageError<E> {
+    /// An address-space operation.
+    Space(SpaceError<E>),
+    /// The allocator.
+    Alloc(AllocError),
+    /// A page fault reading or writing a mapping.
+    Fault(PageFault),
+    /// A byte read back differs.
+    Mismatch {
+        /// Where.
+        what: &'static str,
+        /// Which round.
+        round: u32,
+        /// Byte offset (page * 4096 + offset in the page for the buffer).
+        offset: usize,
+    },
+    /// The private page is mapped in the kernel's root.
+    Leaks(VirtAddr),
+    /// Frames not given back.
+    Leaked(i64),
+}
+
+impl<E: fmt::Display> fmt::Display for StageError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Space(e) => write!(f, "{e}"),
+            Self::Alloc(e) => write!(f, "{e}"),
+            Self::Fault(pf) => write!(f, "{pf}"),
+            Self::Mismatch {
+                what,
+                round,
+                offset,
+            } => write!(f, "{what}: round {round}: byte {offset} differs"),
+            Self::Leaks(va) => write!(f, "the second space's {va} is mapped in the kernel's root"),
+            Self::Leaked(n) => write!(f, "{n} frames not given back"),
+        }
+    }
+}
+
+impl<E> From<SpaceError<E>> for StageError<E> {
+    fn from(e: SpaceError<E>) -> Self {
+        StageError::Space(e)
+    }
+}
+impl<E> From<MapError<E>> for StageError<E> {
+    fn from(e: MapError<E>) -> Self {
+        StageError::Space(SpaceError::Map(e))
+    }
+}
+impl<E> From<AllocError> for StageError<E> {
+    fn from(e: AllocError) -> Self {
+        StageError::Alloc(e)
+    }
+}
+
+fn backend<E>(e: E) -> StageError<E> {
+    StageError::Space(SpaceError::Backend(e))
+}
+
+fn pattern(round: u32, page: usize, i: usize) -> u8 {
+    (round as usize * 131 + page * 7 + i * 13 + 1) as u8
+}
+
+fn mfn_of<P: Platform>(p: &P, f: PhysFrame) -> Result<MachineFrame, StageError<P::Error>> {
+    p.phys_to_machine(f)
+        .ok_or(StageError::from(MapError::NoMachineFrame(f)))
+}
+
+/// Runs the stage on the booted kernel (its live root is the boot path's).
+pub fn run<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+) -> Result<Done, StageError<P::Error>> {
+    let before = alloc.available();
+    let mut spaces = AddressSpaces::new(p.read_cr3(), &p.layout());
+    let mut done = Done::default();
+    round_trips(p, alloc, &mut spaces, &mut done)?;
+    buffer_rounds(p, alloc, &spaces, &mut done)?;
+    done.frames_leaked = before as i64 - alloc.available() as i64;
+    if done.frames_leaked != 0 {
+        return Err(StageError::Leaked(done.frames_leaked));
+    }
+    Ok(done)
+}
+
+fn round_trips<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    spaces: &mut AddressSpaces,
+    done: &mut Done,
+) -> Result<(), StageError<P::Error>> {
+    let id = spaces.create(p, alloc)?;
+    done.spaces = 1 + spaces.count();
+    let frame = alloc.alloc()?;
+    let ptr = p
+        .frame_ptr(frame)
+        .ok_or(StageError::from(MapError::Unreachable(frame)))?;
+    for i in 0..PAGE_SIZE as usize {
+        // SAFETY: our fresh frame, reachable through the direct map.
+        unsafe { ptr.add(i).write_volatile(pattern(0, 0, i)) };
+    }
+    let mfn = mfn_of(p, frame)?;
+    // SAFETY: the space is new; PRIVATE_VA is its own. Not live: the switch loads cr3.
+    unsafe { spaces.map_page(p, alloc, id, PRIVATE_VA, mfn, KERNEL_RW) }?.ignore();
+    for round in 0..ROUND_TRIPS {
+        spaces.switch_to(p, Target::Space(id))?;
+        let mut got = [0u8; CHECK];
+        // SAFETY: the live space maps PRIVATE_VA to our frame.
+        unsafe { p.read_virt(PRIVATE_VA, &mut got) }.map_err(StageError::Fault)?;
+        spaces.switch_to(p, Target::Kernel)?;
+        if let Some(offset) = (0..CHECK).find(|i| got[*i] != pattern(0, 0, *i)) {
+            return Err(StageError::Mismatch {
+                what: "private page of the second space",
+                round,
+                offset,
+            });
+        }
+        if mapper::translate(p, spaces.kernel_root(), PRIVATE_VA).is_ok() {
+            return Err(StageError::Leaks(PRIVATE_VA));
+        }
+        done.round_trips += 1;
+    }
+    // SAFETY: the space is not live; nothing uses its private page.
+    unsafe { spaces.unmap_page(p, id, PRIVATE_VA) }?.1.ignore();
+    spaces.destroy(p, alloc, id)?;
+    alloc.free(frame)?;
+    Ok(())
+}
+
+fn buffer_rounds<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    spaces: &AddressSpaces,
+    done: &mut Done,
+) -> Result<(), StageError<P::Error>> {
+    // The upper half of the scratch area: one L1, made by the first round if missing.
+    let va =
+        VirtAddr::new(p.layout().scratch_area.as_u32() + (BUFFER_PAGES as u32) * PAGE_SIZE as u32);
+    let root = spaces.kernel_root();
+    let had_l1 = walk::walk_down_to(&mapper::Tables(&*p), root, va, Level::L2)
+        .map(|w| w.level == Level::L2 && w.entry.is_present())?;
+    let mut frames = [PhysFrame::new(0); BUFFER_PAGES];
+    let mut mfns = [MachineFrame::new(0); BUFFER_PAGES];
+    for round in 0..MAP_ROUNDS {
+        for (f, m) in frames.iter_mut().zip(mfns.iter_mut()) {
+            *f = alloc.alloc()?;
+            *m = mfn_of(p, *f)?;
+        }
+        {
+            let mut lazy = LazyMmu::enter(&mut *p);
+            // SAFETY: the upper scratch half is this stage's.
+            unsafe {
+                spaces.map_kernel_range(&mut *lazy, alloc, va, BUFFER_PAGES, KERNEL_RW, |i| mfns[i])
+            }?;
+            lazy.finish().map_err(backend)?;
+        }
+        for (page, frame) in frames.iter().enumerate() {
+            let at = VirtAddr::new(va.as_u32() + (page as u32) * PAGE_SIZE as u32);
+            let mut data = [0u8; CHECK];
+            for (i, d) in data.iter_mut().enumerate() {
+                *d = pattern(round, page, i);
+            }
+            // SAFETY: `at` maps our fresh frame (just mapped, not present before).
+            unsafe { p.write_virt(at, &data) }.map_err(StageError::Fault)?;
+            let direct = p
+                .frame_ptr(*frame)
+                .ok_or(StageError::from(MapError::Unreachable(*frame)))?;
+            for (i, want) in data.iter().enumerate() {
+                // SAFETY: frame_ptr gives 4096 readable bytes of our frame.
+                if unsafe { direct.add(i).read_volatile() } != *want {
+                    return Err(StageError::Mismatch {
+                        what: "1 MiB buffer",
+                        round,
+                        offset: page * PAGE_SIZE as usize + i,
+                    });
+                }
+            }
+        }
+        {
+            let mut lazy = LazyMmu::enter(&mut *p);
+            // SAFETY: nothing uses the buffer any more.
+            let flush =
+                unsafe { spaces.unmap_kernel_range(&mut *lazy, va, BUFFER_PAGES, |_, _| {}) }?;
+            flush.flush(&mut *lazy).map_err(backend)?;
+            lazy.finish().map_err(backend)?;
+        }
+        for f in frames {
+            alloc.free(f)?;
+        }
+        done.map_rounds += 1;
+    }
+    if !had_l1 {
+        spaces.retire_kernel_table(p, alloc, va)?;
+    }
+    Ok(())
+}
