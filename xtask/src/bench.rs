@@ -26,6 +26,19 @@ pub fn json_number(text: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
+/// The key and value of a runtime-mapping line of `xen-model-cost`
+/// (`{"runtime":"map","pages":N,"hypercalls":H,...}`): `xen_model_hypercalls_map_n<N>`.
+fn runtime_key(line: &str) -> Option<(String, f64)> {
+    let what = ["map", "unmap"]
+        .into_iter()
+        .find(|w| line.contains(&format!("\"runtime\":\"{w}\"")))?;
+    let (n, h) = (
+        json_number(line, "pages")?,
+        json_number(line, "hypercalls")?,
+    );
+    Some((format!("xen_model_hypercalls_{what}_n{n}"), h))
+}
+
 /// Criterion's mean estimate (ns) of `group/bench`.
 fn criterion_mean(group: &str, bench: &str) -> Res<f64> {
     let path = root()
@@ -103,13 +116,8 @@ pub fn bench() -> Res<std::path::PathBuf> {
     })?;
     for line in costs.lines() {
         // Runtime mapping (issue 10): `xen_model_hypercalls_{map,unmap}_n<N>`.
-        if let (Some(n), Some(h)) = (json_number(line, "pages"), json_number(line, "hypercalls")) {
-            let what = if line.contains("\"runtime\":\"unmap\"") {
-                "unmap"
-            } else {
-                "map"
-            };
-            r.insert(format!("xen_model_hypercalls_{what}_n{n}"), Value::Num(h));
+        if let Some((key, h)) = runtime_key(line) {
+            r.insert(key, Value::Num(h));
             continue;
         }
         let (Some(n), Some(h)) = (json_number(line, "ptes"), json_number(line, "hypercalls"))
@@ -642,7 +650,7 @@ fn write_json(path: &Path, r: &BTreeMap<String, Value>) -> Res<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{boot_stages, json_number, GuestFigures};
+    use super::{boot_stages, json_number, runtime_key, GuestFigures};
 
     /// The Xen figures take the vCPU's not-running time out of the stages' cycles, converted
     /// with the guest's own cycles per microsecond; a guest without a runstate (0 ns) keeps
@@ -707,6 +715,22 @@ stage exercise ok cycles=2374736 hypercalls=0 mmu_update=0/0 mmuext_op=0/0 updat
                 "pagetable_setup_done"
             ]
         );
+    }
+
+    #[test]
+    fn runtime_mapping_lines_give_their_keys() {
+        let line =
+            r#"{"runtime":"unmap","pages":4096,"hypercalls":5,"mmu_update_calls":4,"bound":12}"#;
+        assert_eq!(
+            runtime_key(line),
+            Some(("xen_model_hypercalls_unmap_n4096".to_string(), 5.0))
+        );
+        let line = r#"{"runtime":"map","pages":256,"hypercalls":1,"bound":5}"#;
+        assert_eq!(
+            runtime_key(line),
+            Some(("xen_model_hypercalls_map_n256".to_string(), 1.0))
+        );
+        assert_eq!(runtime_key(r#"{"ptes":1024,"hypercalls":3}"#), None);
     }
 
     #[test]

@@ -259,6 +259,16 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
 }
 
 impl<H: Hypervisor + BackendLog> XenMmu<H> {
+    /// Makes every detached frame of the tree rooted at `root` read-only, queued (issued with
+    /// the pin or the switch that follows).
+    fn attach_root(&mut self, root: PhysFrame) -> Result<(), XenError> {
+        let was_lazy = self.lazy;
+        self.lazy = true;
+        let attached = self.attach(root, Level::L3);
+        self.lazy = was_lazy;
+        attached
+    }
+
     /// The backend's invariant: a page-table frame is never mapped writable, in any table
     /// (live or being built), whatever the caller asked.
     fn never_writable_table(&self, entry: PageTableEntry) -> PageTableEntry {
@@ -299,11 +309,7 @@ impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
         // unpin of pt_base in the same batch: Linux 2b5407811db7 unpins right after its cr3
         // write, or the frames keep their page-table types and cannot be reused. No pin
         // here: that is `pin_root`, once per root.
-        let was_lazy = self.lazy;
-        self.lazy = true;
-        let attached = self.attach(root, Level::L3);
-        self.lazy = was_lazy;
-        attached?;
+        self.attach_root(root)?;
         let mfn = self.mfn(root)?.number();
         let pt_mfn = self.mfn(self.pt_base)?.number();
         // Only the first switch leaves Xen's bootstrap table: pt_base's frame may be reused
@@ -354,11 +360,7 @@ impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
             return Err(XenError::TooManyPinned { pfn: root });
         }
         // Read-only first (queued), then the pin, in one batch (a multicall when both).
-        let was_lazy = self.lazy;
-        self.lazy = true;
-        let attached = self.attach(root, Level::L3);
-        self.lazy = was_lazy;
-        attached?;
+        self.attach_root(root)?;
         let mfn = self.mfn(root)?.number();
         self.queue_ext(MmuextOp {
             cmd: mmuext::PIN_L3_TABLE,
