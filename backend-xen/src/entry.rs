@@ -83,14 +83,6 @@ unsafe extern "C" {
 
 static DOM0: AtomicBool = AtomicBool::new(false);
 
-/// The kernel's one `XenMmu`, set up in place by the entry (about 49 KiB: never on the boot
-/// stack, where a debug build's copies of a by-value one overflowed it).
-struct MmuSlot(core::cell::UnsafeCell<XenMmu<RealXen>>);
-// SAFETY: one vCPU; only `pvops_xen_main` takes the reference, once (MMU_TAKEN).
-unsafe impl Sync for MmuSlot {}
-static MMU: MmuSlot = MmuSlot(core::cell::UnsafeCell::new(XenMmu::empty(RealXen::unset())));
-static MMU_TAKEN: AtomicBool = AtomicBool::new(false);
-
 /// Ends the domain: drains the console, then (dom0) writes QEMU's debug-exit port with I/O
 /// privilege from PHYSDEVOP_set_iopl, or (domU) SCHEDOP_shutdown poweroff/crash.
 fn exit(pass: bool) -> ! {
@@ -280,28 +272,24 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
     );
     // SAFETY: mfn_list is start_info's p2m list (validated to lie in our region).
     let hv = unsafe { RealXen::new(si_ref.mfn_list, si_ref.nr_pages, &machphys) };
-    if MMU_TAKEN.swap(true, Ordering::AcqRel) {
-        fatal(format_args!("the Xen entry ran twice"));
-    }
-    // SAFETY: the flag above makes this the only reference to MMU, ever; one vCPU.
-    let mmu: &'static mut XenMmu<RealXen> = unsafe { &mut *MMU.0.get() };
-    if let Err(e) = mmu.init(hv, &facts, &crate::XenOptions::DEFAULT) {
-        fatal(format_args!("{e}"));
-    }
+    let mut mmu = match XenMmu::new(hv, &facts, &crate::XenOptions::default()) {
+        Ok(m) => m,
+        Err(e) => fatal(format_args!("{e}")),
+    };
     let pool = crate::pool::EARLY_TABLE_POOL.frames(VIRT_BASE as usize);
-    let info = boot_info(mmu, &facts, kernel_image, pool);
+    let info = boot_info(&mmu, &facts, kernel_image, pool);
     let _ = writeln!(
         Console,
         "xen: Xen's bootstrap table maps pfn 0..{} ({} KiB); lowmem limit {} MiB",
         mmu.reach(),
         mmu.reach().number() * 4,
-        pvops_core::MmuOps::layout(mmu).lowmem_limit >> 20,
+        pvops_core::MmuOps::layout(&mmu).lowmem_limit >> 20,
     );
     let Some(main) = XEN_KERNEL.first() else {
         fatal(format_args!("no kernel registered for the Xen backend"))
     };
     let outcome = main(Handoff {
-        platform: &mut *mmu,
+        platform: &mut mmu,
         info: &info,
         console: &mut Console,
     });

@@ -145,19 +145,6 @@ impl RealXen {
 }
 
 impl RealXen {
-    /// A `RealXen` that knows no domain yet (no p2m or M2P entries, no runstate area): the
-    /// placeholder of a static [`crate::XenMmu::empty`] until the entry calls
-    /// [`crate::XenMmu::init`] with the real one.
-    pub const fn unset() -> RealXen {
-        RealXen {
-            p2m: core::ptr::null(),
-            nr_pages: 0,
-            m2p: core::ptr::null(),
-            m2p_entries: 0,
-            runstate: false,
-        }
-    }
-
     /// Xen's system time (ns, from vCPU 0's creation) as of this call, from
     /// `VCPUOP_get_runstate_info`: a clock independent of the TSC Xen gives the domU, to
     /// calibrate it against. `None` if Xen refused.

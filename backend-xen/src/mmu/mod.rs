@@ -101,78 +101,9 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
     /// Sets up the backend on Xen's bootstrap table (`read_cr3` = `pt_base` until the switch).
     /// Asks Xen where the hypervisor hole starts (`XENMEM_machphys_mapping`) and places the
     /// early_ioremap window and the scratch area right below it.
-    ///
-    /// `XenMmu` is large (the update queue and two frame bitmaps, about 80 KiB), returned by
-    /// value here: fine on a host. A kernel keeps it in a static made with [`XenMmu::empty`]
-    /// and sets it up in place with [`XenMmu::init`]: a debug build copies a by-value return
-    /// several times on the boot stack (155 + 149 KiB of frames overflowed 256 KiB).
-    pub fn new(hv: H, facts: &XenBootFacts<'_>, opts: &XenOptions) -> Result<Self, XenError> {
-        let mut mmu = Self::empty(hv);
-        mmu.setup(facts, opts)?;
-        Ok(mmu)
-    }
-
-    /// A backend over `hv` that knows no domain yet (every operation would find no frames):
-    /// a constant, for a static that [`XenMmu::init`] then sets up in place.
-    pub const fn empty(hv: H) -> Self {
-        XenMmu {
-            hv,
-            layout: MemoryLayout {
-                page_offset: VirtAddr::new(VIRT_BASE),
-                lowmem_limit: 0,
-                ioremap_window: VirtAddr::new(0),
-                scratch_area: VirtAddr::new(0),
-                lowmem_formula: "",
-                hypervisor_start: None,
-            },
-            nr_pages: 0,
-            start_info: PhysFrame::new(0),
-            cr3: PhysFrame::new(0),
-            pt_base: PhysFrame::new(0),
-            bootstrap: FrameRange::EMPTY,
-            reach: PhysFrame::new(0),
-            options: XenOptions::DEFAULT,
-            configurable: true,
-            skip_unpin: false,
-            batch: QUEUE_CAPACITY,
-            lazy: false,
-            queue: [MmuUpdate { ptr: 0, val: 0 }; QUEUE_CAPACITY],
-            queued: 0,
-            ext_queue: [MmuextOp {
-                cmd: 0,
-                arg1: 0,
-                arg2: 0,
-            }; EXT_QUEUE_CAPACITY],
-            ext_queued: 0,
-            detached: [0; DETACHED_FRAMES / 64],
-            direct_stores: true,
-            tables: [0; DETACHED_FRAMES / 64],
-            pending: None,
-            on_bootstrap: true,
-            pinned: [PhysFrame::new(0); MAX_PINNED],
-            npinned: 0,
-            deferred: None,
-            stats: XenCounters::ZERO,
-        }
-    }
-
-    /// [`XenMmu::new`] in place: `self` (an [`XenMmu::empty`], or one to start over) becomes
-    /// the backend for the domain `facts` describes, over `hv`, without being moved.
-    pub fn init(
-        &mut self,
-        hv: H,
-        facts: &XenBootFacts<'_>,
-        opts: &XenOptions,
-    ) -> Result<(), XenError> {
-        self.hv = hv;
-        self.setup(facts, opts)
-    }
-
-    /// Every field but `hv` for the domain `facts` describes, assigned in place (no value of
-    /// `XenMmu` is built, so nothing large lands on the stack).
-    fn setup(&mut self, facts: &XenBootFacts<'_>, opts: &XenOptions) -> Result<(), XenError> {
+    pub fn new(mut hv: H, facts: &XenBootFacts<'_>, opts: &XenOptions) -> Result<Self, XenError> {
         let mut mm = MachphysMapping::default();
-        let ret = self.hv.machphys_mapping(&mut mm);
+        let ret = hv.machphys_mapping(&mut mm);
         if let Some(errno) = Errno::from_ret(ret) {
             return Err(XenError::Hypercall {
                 op: XenOp::MachphysMapping,
@@ -181,32 +112,43 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
                 arg: 0,
             });
         }
-        self.layout = layout_below_hole(mm.v_start)?;
-        self.nr_pages = facts.nr_pages;
-        self.start_info = facts.start_info;
-        self.cr3 = facts.pt_base;
-        self.pt_base = facts.pt_base;
-        self.bootstrap = facts.bootstrap_tables;
-        self.reach = PhysFrame::new(facts.nr_pages);
-        self.configurable = true;
-        self.lazy = false;
-        self.queued = 0;
-        self.ext_queued = 0;
-        self.detached.fill(0);
-        self.tables.fill(0);
-        self.pending = None;
-        self.on_bootstrap = true;
-        self.deferred = None;
-        self.stats = XenCounters::ZERO;
+        let layout = layout_below_hole(mm.v_start)?;
+        let mut mmu = XenMmu {
+            hv,
+            layout,
+            nr_pages: facts.nr_pages,
+            start_info: facts.start_info,
+            cr3: facts.pt_base,
+            pt_base: facts.pt_base,
+            bootstrap: facts.bootstrap_tables,
+            reach: PhysFrame::new(facts.nr_pages),
+            options: *opts,
+            configurable: true,
+            skip_unpin: false,
+            batch: QUEUE_CAPACITY,
+            lazy: false,
+            queue: [MmuUpdate::default(); QUEUE_CAPACITY],
+            queued: 0,
+            ext_queue: [MmuextOp::default(); EXT_QUEUE_CAPACITY],
+            ext_queued: 0,
+            detached: [0; DETACHED_FRAMES / 64],
+            direct_stores: true,
+            tables: [0; DETACHED_FRAMES / 64],
+            pending: None,
+            on_bootstrap: true,
+            pinned: [PhysFrame::new(0); MAX_PINNED],
+            npinned: 1,
+            deferred: None,
+            stats: XenCounters::default(),
+        };
         // The domain builder pinned pt_base; its frames are page tables.
-        self.pinned[0] = facts.pt_base;
-        self.npinned = 1;
+        mmu.pinned[0] = facts.pt_base;
         for f in facts.bootstrap_tables.iter() {
-            set_bit(&mut self.tables, f, true);
+            set_bit(&mut mmu.tables, f, true);
         }
-        self.configure(*opts);
-        self.reach = self.measure_reach();
-        Ok(())
+        mmu.configure(*opts);
+        mmu.reach = mmu.measure_reach();
+        Ok(mmu)
     }
 
     /// Frames reachable now (through Xen's bootstrap mapping before the switch).

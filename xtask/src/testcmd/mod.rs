@@ -46,13 +46,10 @@ pub(crate) fn cmd_test() -> Res<Verdict> {
         kernel::build("examples/minimal-kernel", "minimal-kernel")
     })?;
 
-    let debug_elf = step("build guest-demo (debug, no --release)", || {
-        kernel::build_debug("guest-demo", "guest-demo", "guest-demo-debug")
-    })?;
     checks::codegen(&elf)?;
     let mut tally = Tally::default();
     native_boots(&elf, &minimal_elf, &mut tally)?;
-    xen_boots(&elf, &minimal_elf, &debug_elf, &mut tally);
+    xen_boots(&elf, &minimal_elf, &mut tally);
     let logs = cases::FIXTURE_LOGS
         .lock()
         .map(|l| l.clone())
@@ -186,9 +183,9 @@ fn minimal_kernel(mode: Mode, elf: &Path, switch: &str, tally: &mut Tally) {
     tally.record(&format!("minimal-kernel {name} {switch} (refused)"), r);
 }
 
-/// guest-demo's (release and debug) and minimal-kernel's boots as Xen dom0, then the PV and PVH domUs in one dom0
+/// guest-demo's and minimal-kernel's boots as Xen dom0, then the PV and PVH domUs in one dom0
 /// boot. A missing Xen harness is one failed case.
-fn xen_boots(elf: &Path, minimal_elf: &Path, debug_elf: &Path, tally: &mut Tally) {
+fn xen_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) {
     match harness::xen_env() {
         Err(e) => tally.record("xen harness", Err(e.to_string())),
         Ok(_) => {
@@ -218,14 +215,6 @@ fn xen_boots(elf: &Path, minimal_elf: &Path, debug_elf: &Path, tally: &mut Tally
                 for c in &dom0_cases {
                     tally.record(&c.name, boot_case(Mode::XenDom0, elf, c));
                 }
-                Ok(())
-            });
-            // A debug build used to overflow the 256 KiB boot stack (XenMmu, then 49 KiB,
-            // returned and moved by value: 155 + 149 KiB of frames) and crash in the entry.
-            let _ = step("guest-demo debug build as Xen dom0 (fast path)", || {
-                let r = boot_one(Mode::XenDom0, debug_elf, 64)
-                    .and_then(|b| expect_pass(&b, crate::TAG, Mode::XenDom0));
-                tally.record("xen dom0 guest-demo debug build", r);
                 Ok(())
             });
             let _ = step("minimal-kernel as Xen dom0 (fast path)", || {
