@@ -2,6 +2,11 @@
 //! Xen model, and real boots (native and Xen domUs at 512 MiB, batched and with
 //! `pvops.batch=1`, in one run), printed as one table and written to
 //! `target/pvops-bench.json`.
+//!
+//! One file (over 600 lines) because every figure is read from the same boots' logs by the
+//! same `GuestFigures` and printed by the same table: the collection, the figures and the
+//! table rows change together whenever a figure is added; most of the length is the table's
+//! row list and the unit tests of the parsers.
 
 use crate::harness::{self, Boot, Exit, Guest, Mode};
 use crate::kernel;
