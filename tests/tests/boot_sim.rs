@@ -1618,3 +1618,35 @@ fn pud_clear_of_the_live_pdpt_reloads_cr3() {
     let pf = sim.walk(VirtAddr::new(0x1000), Access::Read).unwrap_err();
     assert_eq!(pf.error & PF_PRESENT, 0);
 }
+
+/// The smallest boot the simulated machine allows (8 MiB), then walks of the table it
+/// leaves: the mapper's and the simulated MMU's translation of the direct map agree with
+/// the p2m, reads through it see memory, and an address beyond it faults. With the walk
+/// tests above that build no direct map, this is what `cargo xtask miri --full` runs under
+/// Miri (a bigger boot takes many minutes there).
+#[test]
+fn smallest_boot_and_walks_of_its_table() {
+    let (sim, mut run) = boot_cfg(SimConfig::new(8));
+    let root = run.expect_pass().root;
+    assert_eq!(sim.read_cr3(), root);
+    for pfn in [0x100, 0x101, 0x7ff] {
+        let va = direct_va(pfn);
+        let e = mapper::translate(&sim, root, va).unwrap();
+        assert_eq!(e.frame().unwrap().number(), p2m(&sim, pfn), "pfn {pfn:#x}");
+        let t = sim.walk_root(root, va, Access::Read).unwrap();
+        assert_eq!(t.mfn.number(), p2m(&sim, pfn), "pfn {pfn:#x} (MMU walk)");
+        let mut via_va = [0u8; 8];
+        // SAFETY: reads only, of the direct map.
+        unsafe { sim.read_virt(va, &mut via_va) }.unwrap();
+        let mut via_pa = [0u8; 8];
+        sim.read_phys(PhysAddr::new(pfn as u64 * FRAME), &mut via_pa);
+        assert_eq!(via_va, via_pa);
+    }
+    let beyond = direct_va(0x800);
+    assert!(mapper::translate(&sim, root, beyond).is_err());
+    let mut b = [0u8; 1];
+    // SAFETY: reads only.
+    assert!(unsafe { sim.read_virt(beyond, &mut b) }.is_err());
+    let f = run.state.alloc.alloc().unwrap();
+    run.state.alloc.free(f).unwrap();
+}
