@@ -332,6 +332,9 @@ pub struct XenModel {
     clock: Cell<u64>,
     /// M2P lookups the guest made (`Hypervisor::m2p`).
     m2p_lookups: Cell<u64>,
+    /// Not-running time charged per hypercall (`steal_per_hypercall`), and the total so far.
+    steal_ns: Option<u64>,
+    stolen_ns: Cell<u64>,
 }
 
 impl fmt::Debug for XenModel {
@@ -397,6 +400,8 @@ impl XenModel {
             violations: Vec::new(),
             clock: Cell::new(0),
             m2p_lookups: Cell::new(0),
+            steal_ns: None,
+            stolen_ns: Cell::new(0),
         }
     }
 
@@ -483,6 +488,13 @@ impl XenModel {
     /// a multicall, nothing is injected.
     pub fn fail_multicall_entry(&mut self, k: u64, entry: u32, errno: Errno) {
         self.fail_at = Some((k, Some(entry), errno));
+    }
+    /// Makes the vCPU lose `ns` nanoseconds to others at every `mmu_update`, `mmuext_op` and
+    /// `multicall` (the hypercalls `XenCounters::hypercalls` counts), reported by
+    /// `not_running_ns` as Xen's runstate area would; without it the model has no runstate
+    /// (`None`), like a guest that registered none.
+    pub fn steal_per_hypercall(&mut self, ns: u64) {
+        self.steal_ns = Some(ns);
     }
     /// Treats the domain as the privileged dom0 (`SIF_INITDOMAIN`): it may map the low
     /// 1 MiB (`dom_io` frames), which a domU may not.
