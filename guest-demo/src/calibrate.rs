@@ -24,6 +24,8 @@ pub struct Calibration {
     /// Cycles per microsecond of the platform's clock over the whole kernel run, where the
     /// backend has an independent clock (Xen's system time); filled in by the caller.
     pub cycles_per_us: Option<u64>,
+    /// The store phase's profile ([`crate::profile`]), where it ran; filled in by the caller.
+    pub profile: Option<crate::profile::StoreProfile>,
 }
 
 /// Rounds of each loop; the figures are the fastest round (the host is shared: a slow round
@@ -52,6 +54,7 @@ pub fn run<P: Platform>(p: &P) -> Calibration {
         store_cycles,
         notrun_ns,
         cycles_per_us: None,
+        profile: None,
     }
 }
 

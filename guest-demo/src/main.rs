@@ -13,6 +13,7 @@ mod address_spaces;
 mod calibrate;
 mod difftest;
 mod probes;
+mod profile;
 mod selftest;
 
 use backend_xen::{Hypervisor, RealXen, XenMmu};
@@ -278,6 +279,20 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         let cycles = platform.cycles().wrapping_sub(clock_start.0);
         cal.cycles_per_us = (cycles * 1000).checked_div(ns1.saturating_sub(ns0));
     }
+    // The store phase's profile; not with `pvops.batch=1`, where every write into a table is
+    // a hypercall (the profile's loops would make a million of them).
+    cal.profile = if platform.batch_option() == 1 {
+        None
+    } else {
+        let ptes = r.direct_map_ptes;
+        match profile::run(platform, &mut state.alloc, ptes, r.direct_map_tables) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let _ = writeln!(console, "profile: skipped: {e}");
+                None
+            }
+        }
+    };
     let _ = print_stats(
         console,
         name,
@@ -452,6 +467,21 @@ fn print_stats<C: Counters>(
         ",\"{name}_notrun_ns\":{},\"{name}_spaces\":{},\"{name}_round_trips\":{},\"{name}_map_rounds\":{},\"{name}_frames_leaked\":{}",
         f.notrun_ns, d.spaces, d.round_trips, d.map_rounds, d.frames_leaked
     )?;
+    if let Some(p) = &cal.profile {
+        write!(
+            out,
+            ",\"profile_ptes\":{},\"profile_loop_cycles\":{},\"profile_p2m_cycles\":{},\"profile_is_table_cycles\":{},\"profile_set_pte_cycles\":{},\"profile_raw_store_cycles\":{},\"profile_body_cycles\":{},\"profile_tables\":{},\"profile_zero_cycles\":{}",
+            p.ptes,
+            p.loop_cycles,
+            p.p2m_cycles,
+            p.is_table_cycles,
+            p.set_pte_cycles,
+            p.raw_store_cycles,
+            p.body_cycles,
+            p.tables,
+            p.zero_cycles
+        )?;
+    }
     writeln!(
         out,
         ",\"calibrate_alu_cycles\":{},\"calibrate_alu_iterations\":{},\"calibrate_store_cycles\":{},\"calibrate_stores\":{},\"calibrate_notrun_ns\":{}{}}}",

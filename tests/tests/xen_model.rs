@@ -921,6 +921,29 @@ fn unpinning_the_live_table_is_not_refused() {
 
 // ----- 4. lazy batching -----
 
+/// Each stage's `notrun_ns` is what the runstate area said across that stage: the model
+/// charges 1000 ns of not-running time per hypercall, so every boot-path stage must report
+/// 1000 times its own hypercall count (time put in the wrong stage, or counted twice, shows
+/// here); with no runstate area (the model's default) every stage reports 0.
+#[test]
+fn stage_not_running_time_is_the_runstate_difference_across_the_stage() {
+    let mut dom = DomainConfig::new(64).build();
+    dom.model.steal_per_hypercall(1000);
+    let mut run = boot_domain(dom, BootOptions::default());
+    let r = run.expect_pass();
+    let mut total = 0;
+    for s in pvops_core::boot::BOOT_STAGES {
+        let f = r.stage(s).expect("a boot-path stage");
+        assert_eq!(f.notrun_ns, 1000 * f.counters.hypercalls(), "{}", s.name());
+        total += f.notrun_ns;
+    }
+    assert!(total >= 3000, "the boot path makes hypercalls: {total} ns");
+    let r = default_boot(64).expect_pass();
+    for s in pvops_core::boot::BOOT_STAGES {
+        assert_eq!(r.stage(s).expect("a boot-path stage").notrun_ns, 0);
+    }
+}
+
 #[test]
 fn direct_map_of_1024_mib_is_batched() {
     let mut run = default_boot(1024);

@@ -2,6 +2,11 @@
 //! Xen model, and real boots (native and Xen domUs at 512 MiB, batched and with
 //! `pvops.batch=1`, in one run), printed as one table and written to
 //! `target/pvops-bench.json`.
+//!
+//! One file (over 600 lines) because every figure is read from the same boots' logs by the
+//! same `GuestFigures` and printed by the same table: the collection, the figures and the
+//! table rows change together whenever a figure is added; most of the length is the table's
+//! row list and the unit tests of the parsers.
 
 use crate::harness::{self, Boot, Exit, Guest, Mode};
 use crate::kernel;
@@ -270,6 +275,31 @@ pub fn bench() -> Res<std::path::PathBuf> {
         Value::Num(xen_store / nat_store / stores),
     );
 
+    // The store phase's profile (guest-demo's profile.rs): each part of the per-PTE work
+    // timed in its own loop over as many frames as the direct map has PTEs, per PTE, on both
+    // backends; then the stage's cycles per PTE that the loops do not account for.
+    for (g, who) in [(&nat, "native"), (&batched, "xen")] {
+        let n = g.get("profile_ptes")?;
+        for part in PROFILE_PARTS {
+            r.insert(
+                format!("{who}_profile_{part}_cycles_per_pte"),
+                Value::Num(g.get(&format!("profile_{part}_cycles"))? / n),
+            );
+        }
+        r.insert(
+            format!("{who}_profile_zero_cycles_per_table"),
+            Value::Num(g.get("profile_zero_cycles")? / g.get("profile_tables")?),
+        );
+    }
+    for part in PROFILE_PARTS {
+        let k = |who: &str| format!("{who}_profile_{part}_cycles_per_pte");
+        let ratio = match (r.get(&k("xen")), r.get(&k("native"))) {
+            (Some(Value::Num(x)), Some(Value::Num(n))) => x / n,
+            _ => continue,
+        };
+        r.insert(format!("xen_vs_native_profile_{part}"), Value::Num(ratio));
+    }
+
     print_table(&r);
     let path = root.join("target/pvops-bench.json");
     write_json(&path, &r)?;
@@ -304,6 +334,9 @@ fn fastest<'a>(
 
 /// The model's hypercalls per 1000 PTEs are reported at this size (the 512 MiB domU's).
 const MODEL_PER_1000_AT: f64 = 131072.0;
+/// The parts of the store phase's profile, as `profile_<part>_cycles` in `PVOPS-STATS`.
+const PROFILE_PARTS: [&str; 6] = ["loop", "p2m", "is_table", "raw_store", "set_pte", "body"];
+
 /// The last stage of the boot path (README: "Guest output").
 const LAST_BOOT_STAGE: &str = "pagetable_setup_done";
 /// The first of the stages that make the direct map live under Xen: its tables are filled
@@ -522,6 +555,46 @@ fn print_table(r: &BTreeMap<String, Value>) {
             "<= 2 or explained",
         ),
         (
+            "profile per PTE, native: map_linear's body (p2m, is_table, set_pte)",
+            "native_profile_body_cycles_per_pte",
+            "",
+        ),
+        (
+            "profile per PTE, Xen: map_linear's body (p2m, is_table, set_pte)",
+            "xen_profile_body_cycles_per_pte",
+            "",
+        ),
+        (
+            "profile: Xen / native, the body",
+            "xen_vs_native_profile_body",
+            "<= 2 or explained",
+        ),
+        (
+            "profile: Xen / native, set_pte into a detached table",
+            "xen_vs_native_profile_set_pte",
+            "",
+        ),
+        (
+            "profile: Xen / native, two raw stores into that table",
+            "xen_vs_native_profile_raw_store",
+            "",
+        ),
+        (
+            "profile: Xen / native, p2m lookup",
+            "xen_vs_native_profile_p2m",
+            "",
+        ),
+        (
+            "profile per table, native: zeroing a frame",
+            "native_profile_zero_cycles_per_table",
+            "",
+        ),
+        (
+            "profile per table, Xen: zeroing a frame",
+            "xen_profile_zero_cycles_per_table",
+            "",
+        ),
+        (
             "calibration: Xen / native, fixed arithmetic loop",
             "xen_vs_native_alu_loop",
             "",
@@ -582,7 +655,46 @@ fn write_json(path: &Path, r: &BTreeMap<String, Value>) -> Res<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{boot_stages, json_number, runtime_key};
+    use super::{boot_stages, json_number, runtime_key, GuestFigures};
+
+    /// The Xen figures take the vCPU's not-running time out of the stages' cycles, converted
+    /// with the guest's own cycles per microsecond; a guest without a runstate (0 ns) keeps
+    /// its cycles.
+    #[test]
+    fn not_running_time_is_taken_out_of_the_direct_map() {
+        let stages: Vec<&str> =
+            "banner early_ioremap pagetable_setup_start build_direct_map write_cr3 pagetable_setup_done"
+                .split(' ')
+                .collect();
+        let mut log: String = stages
+            .iter()
+            .map(|s| format!("stage {s} ok cycles=1\n"))
+            .collect();
+        log.push_str("PVOPS-STATS: {\"backend\":\"xen\",\"ptes\":131072,\"boot_cycles\":9");
+        for (i, s) in stages.iter().enumerate() {
+            // build_direct_map 40M cycles and 5 ms not running, write_cr3 100M and 10 ms, ...
+            let (cycles, notrun) = [(1, 0), (2, 0), (3, 0), (40, 5), (100, 10), (7, 1)][i];
+            log.push_str(&format!(
+                ",\"{s}_cycles\":{},\"{s}_notrun_ns\":{},\"{s}_hypercalls\":{i}",
+                cycles * 1_000_000,
+                notrun * 1_000_000
+            ));
+        }
+        log.push_str(",\"cycles_per_us\":2600}\n");
+        let g = GuestFigures::of(&log, "test").unwrap();
+        assert_eq!(
+            g.direct_map(),
+            ["build_direct_map", "write_cr3", "pagetable_setup_done"]
+        );
+        // (40 + 100 + 7) M cycles - (5 + 10 + 1) ms at 2600 cycles per us.
+        assert_eq!(g.running(g.direct_map()).unwrap(), 105_400_000.0);
+        assert_eq!(
+            g.sum(g.direct_map(), "hypercalls").unwrap(),
+            3.0 + 4.0 + 5.0
+        );
+        // Stages the vCPU ran through whole keep their cycles.
+        assert_eq!(g.running(&["banner", "early_ioremap"]).unwrap(), 3e6);
+    }
 
     /// Stage lines as a domU prints them, with a stage of the kernel's own after the boot path.
     #[test]

@@ -334,6 +334,7 @@ impl<H: Hypervisor + BackendLog> MmuOps for XenMmu<H> {
         self.set_pinned(root, false);
         Ok(())
     }
+    #[inline]
     unsafe fn set_pte(&mut self, slot: EntrySlot, entry: PageTableEntry) -> Result<(), XenError> {
         let entry = self.never_writable_table(entry);
         self.store(slot, entry, Store::Split)

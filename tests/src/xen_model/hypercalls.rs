@@ -25,6 +25,11 @@ impl XenModel {
         }
         self.counters.set(c);
         self.clock.set(self.clock.get() + 200 + 4 * n);
+        if let (Some(ns), HcKind::MmuUpdate | HcKind::MmuextOp | HcKind::Multicall) =
+            (self.steal_ns, kind)
+        {
+            self.stolen_ns.set(self.stolen_ns.get() + ns);
+        }
         self.reason = None;
         self.entry_fault = None;
         if let Some((k, entry, errno)) = self.fail_at {
@@ -462,6 +467,9 @@ impl Hypervisor for XenModel {
     fn cycles(&self) -> u64 {
         self.clock.set(self.clock.get() + 1);
         self.clock.get()
+    }
+    fn not_running_ns(&self) -> Option<u64> {
+        self.steal_ns.map(|_| self.stolen_ns.get())
     }
 }
 

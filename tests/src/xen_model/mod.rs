@@ -330,6 +330,9 @@ pub struct XenModel {
     log: Vec<String>,
     violations: Vec<String>,
     clock: Cell<u64>,
+    /// Not-running time charged per hypercall (`steal_per_hypercall`), and the total so far.
+    steal_ns: Option<u64>,
+    stolen_ns: Cell<u64>,
 }
 
 impl fmt::Debug for XenModel {
@@ -394,6 +397,8 @@ impl XenModel {
             log: Vec::new(),
             violations: Vec::new(),
             clock: Cell::new(0),
+            steal_ns: None,
+            stolen_ns: Cell::new(0),
         }
     }
 
@@ -475,6 +480,13 @@ impl XenModel {
     /// a multicall, nothing is injected.
     pub fn fail_multicall_entry(&mut self, k: u64, entry: u32, errno: Errno) {
         self.fail_at = Some((k, Some(entry), errno));
+    }
+    /// Makes the vCPU lose `ns` nanoseconds to others at every `mmu_update`, `mmuext_op` and
+    /// `multicall` (the hypercalls `XenCounters::hypercalls` counts), reported by
+    /// `not_running_ns` as Xen's runstate area would; without it the model has no runstate
+    /// (`None`), like a guest that registered none.
+    pub fn steal_per_hypercall(&mut self, ns: u64) {
+        self.steal_ns = Some(ns);
     }
     /// Treats the domain as the privileged dom0 (`SIF_INITDOMAIN`): it may map the low
     /// 1 MiB (`dom_io` frames), which a domU may not.
