@@ -1550,3 +1550,47 @@ fn bit_62_is_allowed_in_an_l1_entry() {
     env.give_back(f).unwrap();
     booted_clean(&mut run, "bit 62");
 }
+
+#[test]
+fn xens_private_slots_map_only_the_m2p_that_exists() {
+    // A slot-3 L2 gets Xen's private slots; once it is a plain frame again and its slot
+    // 428 (the one 2 MiB page of M2P this machine needs) is cleared, it validates as a
+    // plain L2, as on the real Xen (the model used to fill 8 slots).
+    let mut run = default_boot(16);
+    run.expect_pass();
+    let mut env = run.conformance_env();
+    let live = env.cr3;
+    let old_l2 = env.live_l2().unwrap();
+    let (l3, l2) = (env.fresh().unwrap(), env.fresh().unwrap());
+    for i in 0..FIRST_XEN_L2_SLOT {
+        let e = env.entry(old_l2, i).unwrap();
+        env.poke(l2, i, e).unwrap();
+    }
+    for i in 0..3 {
+        let e = env.entry(live, i).unwrap();
+        env.poke(l3, i, e & !(RW | US)).unwrap();
+    }
+    env.poke(l3, 3, env.mfn(l2).unwrap().start().as_u64() | P)
+        .unwrap();
+    assert_eq!(env.map(l2, false).unwrap(), 0);
+    assert_eq!(env.map(l3, false).unwrap(), 0);
+    let (l3m, l2m) = (env.mfn(l3).unwrap(), env.mfn(l2).unwrap());
+    assert_eq!(env.ext1(PIN3, l3m.number()), 0);
+    let private: Vec<usize> = (FIRST_XEN_L2_SLOT..512)
+        .filter(|i| env.entry(l2, *i).unwrap() & P != 0)
+        .collect();
+    assert_eq!(private, [FIRST_XEN_L2_SLOT], "one M2P superpage");
+    assert_eq!(env.ext1(UNPIN, l3m.number()), 0);
+    // The copy's L2 entries name the kernel's L1s: clear them, then slot 428.
+    for i in 0..=FIRST_XEN_L2_SLOT {
+        assert_eq!(env.mmu1(l2m.start().as_u64() + i as u64 * 8, 0), 0);
+    }
+    assert_eq!(env.ext1(PIN2, l2m.number()), 0, "a plain L2 now");
+    assert_eq!(env.ext1(UNPIN, l2m.number()), 0);
+    for i in 0..3 {
+        assert_eq!(env.mmu1(l3m.start().as_u64() + i as u64 * 8, 0), 0);
+    }
+    env.give_back(l3).unwrap();
+    env.give_back(l2).unwrap();
+    booted_clean(&mut run, "private slots");
+}

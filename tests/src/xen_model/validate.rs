@@ -204,10 +204,17 @@ impl XenModel {
 
     /// Xen's private slots of a slot-3 L2: the read-only M2P as 2 MiB pages, the rest empty.
     pub(super) fn write_xen_slots(&mut self, mfn: u32) {
+        // As `init_xen_pae_l2_slots` (pv/mm.c) copies them from compat_idle_pg_table_l2:
+        // the read-only M2P only as far as machine memory exists, in 2 MiB pages without US
+        // (the differential test read slot 428 back as P|PSE and slots 429.. empty on the
+        // real machine; 8 slots here made a former slot-3 L2 fail a later plain-L2
+        // validation there the real Xen passed).
+        let machine_frames = self.frames.len() as u64;
+        let m2p_slots = (machine_frames * 4).div_ceil(1 << 21) as usize;
+        let max_slots = ((M2P_END - HOLE_START) >> 21) as usize;
         for (k, i) in (FIRST_XEN_L2_SLOT..512).enumerate() {
-            let m2p_slots = ((M2P_END - HOLE_START) >> 21) as usize;
-            let v = if k < 8.min(m2p_slots) {
-                (((M2P_BACKING_MFN + k as u32 * 512) as u64) << 12) | P | US | A | PSE
+            let v = if k < m2p_slots.min(max_slots) {
+                (((M2P_BACKING_MFN + k as u32 * 512) as u64) << 12) | P | A | PSE
             } else {
                 0
             };

@@ -519,6 +519,15 @@ impl<H: Hypervisor> Run<'_, '_, H> {
                 let _ = write!(self.detail, " s{k}[{i}]={}", Norm(n));
             }
         }
+        if self.verbose {
+            // Xen's private slots, shown (not digested) in a verbose run.
+            for i in PRIVATE..512 {
+                let e = self.env.entry(f, i)?;
+                if e != 0 {
+                    let _ = write!(self.detail, " s{k}[{i}]~{}", Norm(self.norm(e)));
+                }
+            }
+        }
         let dm = self.dm_entry(k)?;
         self.hash_entry(dm);
         Ok(())
