@@ -9,6 +9,9 @@
 //! stops at the first case that does not behave as expected (the machine may no longer be in
 //! a known state). A backend's own refusals (Xen's, through the raw hypercall layer) are in
 //! `pvops-xen-conformance`.
+//!
+//! One file (about 640 lines) on purpose: it is the one case list, and each case is its own
+//! set-up, provocation and clean-up, read best next to the others it shares helpers with.
 
 use crate::verdict::{CaseResult, Status, Tally, Text, Verdict};
 use core::fmt;

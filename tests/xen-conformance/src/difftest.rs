@@ -27,6 +27,10 @@
 //! a function of the seed and of what the records already say, so the same seed on the
 //! real Xen and on the model gives the same operations until the first record that
 //! differs.
+//!
+//! One file (about 1,300 lines) on purpose: the generator, the operations, the sandbox set-up
+//! and clean-up and the record format are one protocol that the guest and the host replay
+//! must run identically; a change to one part changes the records of the others.
 
 use super::*;
 use core::fmt::Write;
