@@ -685,6 +685,31 @@ fn booted_clean(run: &mut XenBootRun, what: &str) {
     assert_eq!(run.model().violations(), &[] as &[String], "{what}");
 }
 
+/// A copy of the kernel's live table in two fresh frames, mapped read-only and not pinned:
+/// the L2 takes the live slot-3 L2's entries below Xen's slots, the L3 the live L3's slots
+/// 0..2 without RW and US (which Xen refuses in a PAE L3) and, in slot 3, the copy's L2.
+/// Returns (L3, L2).
+fn copy_of_the_kernel_table(
+    env: &mut pvops_xen_conformance::Env<'_, XenModel>,
+) -> (PhysFrame, PhysFrame) {
+    let live = env.cr3;
+    let old_l2 = env.live_l2().unwrap();
+    let (l3, l2) = (env.fresh().unwrap(), env.fresh().unwrap());
+    for i in 0..FIRST_XEN_L2_SLOT {
+        let e = env.entry(old_l2, i).unwrap();
+        env.poke(l2, i, e).unwrap();
+    }
+    for i in 0..3 {
+        let e = env.entry(live, i).unwrap();
+        env.poke(l3, i, e & !(RW | pte::US)).unwrap();
+    }
+    let l2m = env.mfn(l2).unwrap();
+    env.poke(l3, 3, l2m.start().as_u64() | P).unwrap();
+    assert_eq!(env.map(l2, false).unwrap(), 0, "the copy's L2 read-only");
+    assert_eq!(env.map(l3, false).unwrap(), 0, "the copy's L3 read-only");
+    (l3, l2)
+}
+
 #[test]
 fn an_l1_entry_naming_another_domains_ram_is_refused() {
     let mut run = default_boot(16);
@@ -735,22 +760,8 @@ fn new_baseptr_needs_no_pin() {
     let mut run = default_boot(16);
     run.expect_pass();
     let mut env = run.conformance_env();
-    let live = env.cr3;
-    let live_m = env.mfn(live).unwrap().number();
-    let old_l2 = env.live_l2().unwrap();
-    let (l3, l2) = (env.fresh().unwrap(), env.fresh().unwrap());
-    for i in 0..FIRST_XEN_L2_SLOT {
-        let e = env.entry(old_l2, i).unwrap();
-        env.poke(l2, i, e).unwrap();
-    }
-    for i in 0..3 {
-        let e = env.entry(live, i).unwrap();
-        env.poke(l3, i, e & !(RW | pte::US)).unwrap();
-    }
-    let l2m = env.mfn(l2).unwrap();
-    env.poke(l3, 3, l2m.start().as_u64() | P).unwrap();
-    assert_eq!(env.map(l2, false).unwrap(), 0, "the copy's L2 read-only");
-    assert_eq!(env.map(l3, false).unwrap(), 0, "the copy's L3 read-only");
+    let live_m = env.mfn(env.cr3).unwrap().number();
+    let (l3, l2) = copy_of_the_kernel_table(&mut env);
     let ret = env.ext1(mmuext::NEW_BASEPTR, env.mfn(l3).unwrap().number());
     assert_eq!(
         ret, 0,
@@ -1459,21 +1470,7 @@ fn an_l3_that_loses_its_type_takes_rw_us_a_from_its_entries() {
     let mut run = default_boot(16);
     run.expect_pass();
     let mut env = run.conformance_env();
-    let live = env.cr3;
-    let old_l2 = env.live_l2().unwrap();
-    let (l3, l2) = (env.fresh().unwrap(), env.fresh().unwrap());
-    for i in 0..FIRST_XEN_L2_SLOT {
-        let e = env.entry(old_l2, i).unwrap();
-        env.poke(l2, i, e).unwrap();
-    }
-    for i in 0..3 {
-        let e = env.entry(live, i).unwrap();
-        env.poke(l3, i, e & !(RW | US)).unwrap();
-    }
-    env.poke(l3, 3, env.mfn(l2).unwrap().start().as_u64() | P)
-        .unwrap();
-    assert_eq!(env.map(l2, false).unwrap(), 0);
-    assert_eq!(env.map(l3, false).unwrap(), 0);
+    let (l3, l2) = copy_of_the_kernel_table(&mut env);
     let l3m = env.mfn(l3).unwrap();
     assert_eq!(env.ext1(PIN3, l3m.number()), 0);
     assert_eq!(env.entry(l3, 3).unwrap() & (RW | US), RW | US, "adjusted");
@@ -1559,21 +1556,7 @@ fn xens_private_slots_map_only_the_m2p_that_exists() {
     let mut run = default_boot(16);
     run.expect_pass();
     let mut env = run.conformance_env();
-    let live = env.cr3;
-    let old_l2 = env.live_l2().unwrap();
-    let (l3, l2) = (env.fresh().unwrap(), env.fresh().unwrap());
-    for i in 0..FIRST_XEN_L2_SLOT {
-        let e = env.entry(old_l2, i).unwrap();
-        env.poke(l2, i, e).unwrap();
-    }
-    for i in 0..3 {
-        let e = env.entry(live, i).unwrap();
-        env.poke(l3, i, e & !(RW | US)).unwrap();
-    }
-    env.poke(l3, 3, env.mfn(l2).unwrap().start().as_u64() | P)
-        .unwrap();
-    assert_eq!(env.map(l2, false).unwrap(), 0);
-    assert_eq!(env.map(l3, false).unwrap(), 0);
+    let (l3, l2) = copy_of_the_kernel_table(&mut env);
     let (l3m, l2m) = (env.mfn(l3).unwrap(), env.mfn(l2).unwrap());
     assert_eq!(env.ext1(PIN3, l3m.number()), 0);
     let private: Vec<usize> = (FIRST_XEN_L2_SLOT..512)
