@@ -388,16 +388,8 @@ mod tests {
     extern crate std;
     use super::*;
     use crate::addr::PhysAddr;
+    use crate::mem::tests::map;
     use crate::mem::{RawRegion, RegionKind};
-
-    fn map() -> MemoryMap {
-        let mut m = MemoryMap::new();
-        m.add(PhysAddr::new(0x10_0000), 0x70_0000, RegionKind::Usable)
-            .unwrap();
-        m.add(PhysAddr::new(0), 0x9_f000, RegionKind::Usable)
-            .unwrap();
-        m
-    }
 
     #[test]
     fn allocator_bump_limit_and_lifo() {

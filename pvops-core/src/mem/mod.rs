@@ -307,17 +307,27 @@ impl MemoryMap {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     extern crate std;
     use super::*;
 
-    fn map() -> MemoryMap {
+    /// The test map: usable RAM at 0..0x9f000 and 0x100000..0x800000 (also the frame
+    /// allocator's tests' map).
+    pub(crate) fn map() -> MemoryMap {
         let mut m = MemoryMap::new();
         m.add(PhysAddr::new(0x10_0000), 0x70_0000, RegionKind::Usable)
             .unwrap();
         m.add(PhysAddr::new(0), 0x9_f000, RegionKind::Usable)
             .unwrap();
         m
+    }
+
+    /// The map's regions as (start, end, kind).
+    fn spans(m: &MemoryMap) -> std::vec::Vec<(u64, u64, RegionKind)> {
+        m.regions()
+            .iter()
+            .map(|r| (r.start.as_u64(), r.end(), r.kind))
+            .collect()
     }
 
     #[test]
@@ -354,11 +364,7 @@ mod tests {
         m.reserve(PhysAddr::new(0x20_0800), 0x1000).unwrap();
         // Straddling the end of the low region into the (absent) hole: only the RAM part.
         m.reserve(PhysAddr::new(0x9_e000), 0x4000).unwrap();
-        let got: std::vec::Vec<_> = m
-            .regions()
-            .iter()
-            .map(|r| (r.start.as_u64(), r.end(), r.kind))
-            .collect();
+        let got = spans(&m);
         use RegionKind::{BootData, Usable};
         assert_eq!(
             got,
@@ -462,11 +468,7 @@ mod tests {
             raw(0x20_0000, 0x10_0000, U),
         ])
         .unwrap();
-        let got: std::vec::Vec<(u64, u64, RegionKind)> = m
-            .regions()
-            .iter()
-            .map(|r| (r.start.as_u64(), r.end(), r.kind))
-            .collect();
+        let got = spans(&m);
         assert_eq!(
             got,
             [
