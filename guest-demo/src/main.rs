@@ -179,6 +179,21 @@ impl DemoBackend for XenMmu<RealXen> {
     }
 }
 
+/// Prints guest-demo's FAIL line for a failed stage:
+/// `PVOPS-DEMO: FAIL backend=<backend> platform=<platform> stage=<stage>: <why>`.
+fn fail_line(
+    console: &mut dyn Write,
+    backend: &str,
+    platform: &str,
+    stage: &str,
+    why: &dyn core::fmt::Display,
+) {
+    let _ = writeln!(
+        console,
+        "{TAG}: FAIL backend={backend} platform={platform} stage={stage}: {why}"
+    );
+}
+
 fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
     let Handoff {
         platform,
@@ -190,18 +205,18 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
     let opts = match BootOptions::parse(info.cmdline, platform) {
         Ok(o) => o,
         Err(e) => {
-            let _ = writeln!(
-                console,
-                "{TAG}: FAIL backend={name} platform={platform_name} stage=banner: {e}"
-            );
+            fail_line(console, name, platform_name, "banner", &e);
             return Outcome::Fail;
         }
     };
     let clock_start = (platform.cycles(), platform.clock_ns());
     let Some(state) = take_boot_state() else {
-        let _ = writeln!(
+        fail_line(
             console,
-            "{TAG}: FAIL backend={name} platform={platform_name} stage=entry: kernel main entered twice"
+            name,
+            platform_name,
+            "entry",
+            &"kernel main entered twice",
         );
         return Outcome::Fail;
     };
@@ -223,18 +238,12 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
         exercise::run(p, &mut state.alloc, info, r.reused, console)
     });
     if let Err(e) = done {
-        let _ = writeln!(
-            console,
-            "{TAG}: FAIL backend={name} platform={platform_name} stage=exercise: {e}"
-        );
+        fail_line(console, name, platform_name, "exercise", &e);
         return Outcome::Fail;
     }
     let _ = writeln!(console, "stage exercise ok {ex}");
     if let Err(e) = print_modules(platform, &mut state.alloc, info, console) {
-        let _ = writeln!(
-            console,
-            "{TAG}: FAIL backend={name} platform={platform_name} stage=exercise: {e}"
-        );
+        fail_line(console, name, platform_name, "exercise", &e);
         return Outcome::Fail;
     }
     if misuse_stage(platform, &mut state.alloc, platform_name, console).is_none() {
@@ -242,10 +251,7 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
     }
     if let Some(req) = difftest::requested(info.cmdline) {
         if let Err(v) = platform.difftest(&mut state.alloc, &req, console) {
-            let _ = writeln!(
-                console,
-                "{TAG}: FAIL backend={name} platform={platform_name} stage=difftest: {v}"
-            );
+            fail_line(console, name, platform_name, "difftest", &v);
             return Outcome::Fail;
         }
     }
@@ -257,10 +263,7 @@ fn demo_main<P: DemoBackend>(h: Handoff<'_, P>) -> Outcome {
     let spaces = match spaces {
         Ok(d) => d,
         Err(e) => {
-            let _ = writeln!(
-                console,
-                "{TAG}: FAIL backend={name} platform={platform_name} stage=address_spaces: {e}"
-            );
+            fail_line(console, name, platform_name, "address_spaces", &e);
             return Outcome::Fail;
         }
     };
@@ -399,10 +402,7 @@ fn misuse_stage<P: DemoBackend>(
     });
     let name = <P as MmuOps>::NAME;
     if let Some(r) = failure {
-        let _ = writeln!(
-            console,
-            "{TAG}: FAIL backend={name} platform={platform_name} stage=misuse: {r}"
-        );
+        fail_line(console, name, platform_name, "misuse", &r);
         return None;
     }
     let _ = writeln!(
