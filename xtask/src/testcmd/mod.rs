@@ -318,6 +318,27 @@ fn xen_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) {
                         Expect::Fail(vec!["stage=early_ioremap", "page fault cr2=0xff8"]),
                     ),
                 ),
+                (
+                    Mode::XenPvh,
+                    BootCase::new(
+                        "xen PVH domU interrupts on (no 8259 to mask)",
+                        64,
+                        "demo.selftest=irq",
+                        Expect::Pass,
+                    )
+                    .requiring("selftest irq: interrupts enabled for"),
+                ),
+                (
+                    // Before, the nested report went to COM1 (absent) and halted: Xen powered
+                    // the domain off, a PASS exit with no result line.
+                    Mode::XenPvh,
+                    BootCase::new(
+                        "xen PVH domU fault inside the fault printer",
+                        64,
+                        "demo.selftest=fault_in_printer",
+                        Expect::Fail(vec!["fault inside the fault printer: page fault"]),
+                    ),
+                ),
             ];
             let guests: Vec<(Mode, Guest)> =
                 domu_cases.iter().map(|(m, c)| (*m, c.guest(elf))).collect();
