@@ -20,8 +20,8 @@ pub(super) struct BootCase {
     /// its `mem: reserved .. module` range and the guest's `module <i>:` line, compared with
     /// the file by [`check_modules`].
     modules: Vec<PathBuf>,
-    /// A line the log must also hold (e.g. a self-test's).
-    requires: Option<&'static str>,
+    /// Lines the log must also hold (e.g. a self-test's), each a substring of one line.
+    requires: Vec<&'static str>,
     /// The run of the misuse fixture this PASS records ([`crate::fixture::RUNS`]).
     fixture: Option<&'static str>,
     /// The boot runs the differential test (`demo.difftest=`): its records are replayed on
@@ -49,7 +49,7 @@ impl BootCase {
             expect,
             bootloader: native::Bootloader::Qemu,
             modules: Vec::new(),
-            requires: None,
+            requires: Vec::new(),
             fixture: None,
             difftest: false,
         }
@@ -71,9 +71,9 @@ impl BootCase {
         self.modules = modules.to_vec();
         self
     }
-    /// The log must also hold a line containing `line`.
+    /// The log must also hold a line containing `line` (each call adds one).
     pub(super) fn requiring(mut self, line: &'static str) -> Self {
-        self.requires = Some(line);
+        self.requires.push(line);
         self
     }
     /// A Xen domU case booted with [`TEST_MODULE`] as its xl `ramdisk` (start_info
@@ -126,7 +126,7 @@ impl BootCase {
 
     fn check(&self, log: &str, mode: Mode) -> Result<String, String> {
         let backend = mode.backend();
-        if let Some(want) = self.requires {
+        for want in &self.requires {
             if !log.lines().any(|l| l.contains(want)) {
                 return Err(format!("no `{want}` line"));
             }
