@@ -6,7 +6,7 @@
 //! ```text
 //! PVOPS-DIFFTEST: begin seed=<s> ops=<n> mode=<dom0|domU>
 //! DT <first record, hex> <result>.<digest> ...        (8 records a line)
-//! PVOPS-DIFFTEST: end seed=<s> ops=<n> refused=<r> skipped=<k> cleanup=ok
+//! PVOPS-DIFFTEST: end seed=<s> ops=<n> refused=<r> skipped=<k> held=<h> cleanup=ok
 //! ```
 //!
 //! With `demo.difftest_verbose` each record also gets a `DTV <index> <op> = <result>
@@ -97,8 +97,8 @@ pub fn run<H: Hypervisor>(
             Ok(s) => {
                 let _ = writeln!(
                     console,
-                    "PVOPS-DIFFTEST: end seed={seed} ops={} refused={} skipped={} cleanup=ok",
-                    s.ops, s.refused, s.skipped
+                    "PVOPS-DIFFTEST: end seed={seed} ops={} refused={} skipped={} held={} cleanup=ok",
+                    s.ops, s.refused, s.skipped, s.held
                 );
             }
             Err(v) => {

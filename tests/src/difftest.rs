@@ -112,7 +112,7 @@ pub struct Replay {
     pub result: Result<Summary, Verdict>,
     /// The model's audit and violations afterwards (empty when consistent).
     pub problems: Vec<String>,
-    /// Frames the allocator lost.
+    /// Frames the allocator lost (the frames Xen holds, [`Summary::held`], among them).
     pub leaked: i64,
     /// Why the model refused what it refused, per record (a debug Xen's messages).
     pub reasons: Vec<Vec<String>>,

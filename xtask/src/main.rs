@@ -87,8 +87,8 @@ injection), Miri on the raw-memory tests, the codegen check of the native set_pt
 real boots: bare QEMU (32/128/512/2048 MiB, through GRUB 2 with a module, with a 1.5 KiB
 command line, the trap self-tests and the swapper regression), Xen dom0 fast path, Xen PV
 domUs (16/64/512/1024 MiB and both 2008 regressions) and PVH domUs in one dom0 boot, the
-differential test (seeds 1-3 x 2000 operations as dom0, seed 4 as a PV domU, replayed on the
-model), the misuse fixture recorded from the boots, and
+differential test (seeds 1-3 x 2000 operations and seed 16 x 4000 as dom0, seed 4 as a PV
+domU, replayed on the model), the misuse fixture recorded from the boots, and
 the README's \"Use pvops in your kernel\" steps followed in a fresh directory outside the
 repository (cargo run through pvops-run: native and a Xen domU).
 Ends with `boots: N passed, M failed`. Installs what it needs (as `demo`). First run on a

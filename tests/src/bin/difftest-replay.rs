@@ -63,12 +63,24 @@ fn main() -> ExitCode {
             eprintln!("difftest seed={}: the model's run broke: {v}", g.seed);
             broken = true;
         }
-        if !r.problems.is_empty() || r.leaked != 0 {
+        let model_held = r.result.as_ref().map_or(0, |s| s.held);
+        if !r.problems.is_empty() || r.leaked != i64::from(model_held) {
             eprintln!(
-                "difftest seed={}: the model is inconsistent afterwards (leaked {}): {:?}",
-                g.seed, r.leaked, r.problems
+                "difftest seed={}: the model is inconsistent afterwards (leaked {}, held by Xen {}): {:?}",
+                g.seed, r.leaked, model_held, r.problems
             );
             broken = true;
+        }
+        let guest_held = end
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("held="))
+            .and_then(|v| v.parse::<u32>().ok());
+        if let Some(h) = guest_held.filter(|h| *h != model_held) {
+            println!(
+                "seed {} ({}): after the cleanup the real Xen held {h} sandbox frame(s), the model {model_held}",
+                g.seed, g.mode
+            );
+            divergences += 1;
         }
         ops += g.tokens.len() as u64;
         let refused = r

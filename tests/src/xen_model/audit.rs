@@ -134,6 +134,17 @@ impl XenModel {
         }
         add(&mut out, self.cr3, PageType::L3, false, "cr3".into());
         for (m, st) in self.frames.iter().enumerate() {
+            for _ in 0..st.leaked {
+                add(
+                    &mut out,
+                    m as u32,
+                    st.ty,
+                    st.pae_xen_l2,
+                    "leaked by Xen".into(),
+                );
+            }
+        }
+        for (m, st) in self.frames.iter().enumerate() {
             let (n, ty, pae) = exp
                 .get(&(m as u32))
                 .copied()

@@ -64,6 +64,8 @@ pub struct FrameState {
     /// another validated L2, read-only); < 0, the linear entries naming this L2. A table
     /// cannot be both (mm.c `inc_linear_entries` / `inc_linear_uses`).
     pub linear: i32,
+    /// Type references Xen took and can never drop (see `XenModel::held_by_xen`).
+    pub leaked: u32,
 }
 
 impl FrameState {
@@ -76,6 +78,7 @@ impl FrameState {
             pinned: false,
             validated: false,
             linear: 0,
+            leaked: 0,
         }
     }
 }

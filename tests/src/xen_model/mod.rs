@@ -469,6 +469,18 @@ impl XenModel {
     pub fn log_lines(&self) -> &[String] {
         &self.log
     }
+    /// Frames on which Xen holds type references that nothing can drop, with how many: an
+    /// L2 refused as the shared slot-3 L2 of an L3 being validated keeps the reference
+    /// taken on it (Xen 4.17.5 `promote_l3_table`, see docs/DIFFTEST.md #10). Such a frame
+    /// can never be mapped writable again.
+    pub fn held_by_xen(&self) -> Vec<(MachineFrame, u32)> {
+        self.frames
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.leaked > 0)
+            .map(|(m, s)| (MachineFrame::new(m as u32), s.leaked))
+            .collect()
+    }
     /// Every hypercall the rules refused, in order.
     pub fn failures(&self) -> &[HvFailure] {
         &self.failures

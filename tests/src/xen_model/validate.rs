@@ -176,8 +176,12 @@ impl XenModel {
                 break;
             }
             if i == 3 && self.frames[t as usize].count != 1 {
-                // pae_xen_mappings_check: before slot 3 is adjusted.
-                taken.push(t);
+                // pae_xen_mappings_check (mm.c L1383-1411), before slot 3 is adjusted. The
+                // type reference get_page_and_type_from_mfn took on the L2 (L1549) is never
+                // dropped: the failure path records 3 validated slots (L1597) and
+                // demote_l3_table starts below them (L1912). Xen leaks it; the L2 keeps
+                // its type for good (the differential test found it, seed 16).
+                self.frames[t as usize].leaked += 1;
                 rc = Err(self.why(Errno::EINVAL, || {
                     format!("PAE L3 3rd slot is shared (l2 mfn {t:#x})")
                 }));

@@ -206,12 +206,27 @@ impl<'a, H: Hypervisor> Env<'a, H> {
     }
     /// Maps `pfn` writable again, zeroes it and gives it back to the allocator.
     pub fn give_back(&mut self, pfn: PhysFrame) -> Result<(), Verdict> {
+        match self.give_back_unless_held(pfn)? {
+            true => Ok(()),
+            false => ok0("make the frame writable again", -Errno::EBUSY.0),
+        }
+    }
+    /// [`give_back`](Env::give_back), except for a frame Xen refuses to map writable with
+    /// EBUSY because it still holds a page-table type reference on it that no operation can
+    /// drop (the shared slot-3 L2 of a refused L3, docs/DIFFTEST.md #10): that frame stays
+    /// read-only and out of the allocator (a writable mapping of it is impossible, so it
+    /// must not be handed out again), `Ok(false)`.
+    pub fn give_back_unless_held(&mut self, pfn: PhysFrame) -> Result<bool, Verdict> {
         let ret = self.map(pfn, true)?;
+        if Errno::from_ret(ret) == Some(Errno::EBUSY) {
+            return Ok(false);
+        }
         ok0("make the frame writable again", ret)?;
         self.zero(pfn)?;
         self.alloc
             .free(pfn)
-            .map_err(|e| Verdict::broken("free the frame", format_args!("{e}")))
+            .map_err(|e| Verdict::broken("free the frame", format_args!("{e}")))?;
+        Ok(true)
     }
     /// The highest guest slot of the live slot-3 L2 that is empty (the scratch area's, after
     /// a boot: it maps nothing).

@@ -17,8 +17,8 @@ pub(super) struct BootCase {
     bootloader: native::Bootloader,
     /// Native only: files passed as multiboot modules (the module lines are checked).
     modules: Vec<PathBuf>,
-    /// A line the log must also hold (e.g. a self-test's).
-    requires: Option<&'static str>,
+    /// Lines the log must also hold (e.g. a self-test's), each a substring of one line.
+    requires: Vec<&'static str>,
     /// Xen domUs: boot with [`TEST_MODULE`] as the xl `ramdisk` and require its
     /// `mem: reserved module` line.
     module: bool,
@@ -49,7 +49,7 @@ impl BootCase {
             expect,
             bootloader: native::Bootloader::Qemu,
             modules: Vec::new(),
-            requires: None,
+            requires: Vec::new(),
             module: false,
             fixture: None,
             difftest: false,
@@ -72,9 +72,9 @@ impl BootCase {
         self.modules = modules.to_vec();
         self
     }
-    /// The log must also hold a line containing `line`.
+    /// The log must also hold a line containing `line` (each call adds one).
     pub(super) fn requiring(mut self, line: &'static str) -> Self {
-        self.requires = Some(line);
+        self.requires.push(line);
         self
     }
     /// The same case, booted with a module (see [`BootCase::module`]).
@@ -137,7 +137,7 @@ impl BootCase {
 
     fn check(&self, log: &str, mode: Mode) -> Result<String, String> {
         let backend = mode.backend();
-        if let Some(want) = self.requires {
+        for want in &self.requires {
             if !log.lines().any(|l| l.contains(want)) {
                 return Err(format!("no `{want}` line"));
             }

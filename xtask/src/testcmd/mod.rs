@@ -199,6 +199,18 @@ fn xen_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) {
                 )
                 .comparing_with_the_model(),
                 BootCase::new(
+                    "xen dom0 difftest seed 16 x 4000 (Xen keeps the type reference of a refused shared slot-3 L2: held=1)",
+                    crate::difftest::MEMORY_MIB,
+                    &crate::difftest::cmdline(&crate::difftest::Args {
+                        seeds: vec![16],
+                        ops: 4000,
+                        ..Default::default()
+                    }),
+                    Expect::Pass,
+                )
+                .requiring("PVOPS-DIFFTEST: end seed=16 ops=4000 refused=1596 skipped=709 held=1 cleanup=ok")
+                .comparing_with_the_model(),
+                BootCase::new(
                     "xen dom0 pvops.early_ioremap=swapper",
                     64,
                     "pvops.early_ioremap=swapper",
