@@ -4,7 +4,7 @@
 //! printed under the real Xen (`PVOPS-DIFFTEST` blocks of `DT` lines, see
 //! `cargo xtask difftest`).
 
-use crate::xen_model::{boot_mib, XenBootRun};
+use crate::xen_model::{boot_domain, DomainConfig, XenBootRun};
 use pvops_core::options::BootOptions;
 use pvops_selftest::Verdict;
 use pvops_xen_conformance::difftest::{self, Record, Summary};
@@ -93,7 +93,12 @@ pub fn parse_log(log: &str) -> Result<Vec<GuestRun>, String> {
 
 /// A booted model domain for a replay: `mib` MiB, dom0's I/O rights when `dom0`.
 pub fn model_domain(mib: u32, dom0: bool) -> XenBootRun {
-    let mut run = boot_mib(mib, BootOptions::default());
+    model_domain_of(&DomainConfig::new(mib), dom0)
+}
+
+/// [`model_domain`] built as `cfg` says (its image size, say).
+pub fn model_domain_of(cfg: &DomainConfig, dom0: bool) -> XenBootRun {
+    let mut run = boot_domain(cfg.build(), BootOptions::default());
     run.expect_pass();
     run.model().set_privileged(dom0);
     run
@@ -120,7 +125,13 @@ pub fn replay(seed: u64, ops: u32, mib: u32, dom0: bool) -> Replay {
 
 /// [`replay`], with each record's entries in `detail` when `verbose`.
 pub fn replay_verbose(seed: u64, ops: u32, mib: u32, dom0: bool, verbose: bool) -> Replay {
-    let mut run = model_domain(mib, dom0);
+    replay_on(&DomainConfig::new(mib), seed, ops, dom0, verbose)
+}
+
+/// [`replay_verbose`] on a model domain built as `cfg` says. The records must not depend
+/// on the domain's layout (e.g. its image size: the real guest's is not the model's).
+pub fn replay_on(cfg: &DomainConfig, seed: u64, ops: u32, dom0: bool, verbose: bool) -> Replay {
+    let mut run = model_domain_of(cfg, dom0);
     let free = run.state.alloc.available() as i64;
     let counters = run.model().counters_handle();
     let mut records = Vec::new();

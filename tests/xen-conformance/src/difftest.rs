@@ -16,17 +16,21 @@
 //! slot 3 (Xen must refuse it).
 //!
 //! A record holds what the operation was (frames named by their role: `s3` = sandbox frame
-//! 3, `L3`/`L2` = the live tables, `kL1` = the kernel L1 mapping sandbox frame 0, `img` =
-//! the kernel's first frame, `xen` = a frame of Xen's M2P, `apic`, `lowio`), what Xen
-//! returned (each return value, `done` counts, each multicall entry's result) and a digest
-//! of every entry it touched, read back afterwards with machine frames replaced by those
-//! role names (so the real machine and the model, whose frame numbers differ, compare
-//! equal) and the Accessed/Dirty bits left out (the CPU sets them on its walks; the model
-//! has no CPU). Entries 428..511 of a frame are left out of a frame's digest (a slot-3 L2's
+//! 3, `L3`/`L2` = the live tables, `kL1` = the kernel L1 of the direct map's first 2 MiB
+//! (slot 0 of the live L2), `img` = the kernel's first frame, `xen` = a frame of Xen's M2P,
+//! `apic`, `lowio`), what Xen returned (each return value, `done` counts, each multicall
+//! entry's result) and a digest of every entry it touched, read back afterwards with
+//! machine frames replaced by those role names (so the real machine and the model, whose
+//! frame numbers differ, compare equal) and the Accessed/Dirty bits left out (the CPU sets
+//! them on its walks; the model has no CPU). Entries 428..511 of a frame are left out of a frame's digest (a slot-3 L2's
 //! Xen-private slots, which Xen fills with its own mappings). The sequence of operations is
 //! a function of the seed and of what the records already say, so the same seed on the
 //! real Xen and on the model gives the same operations until the first record that
-//! differs.
+//! differs. No name may depend on where the kernel's image ends or where the allocator put
+//! the sandbox (the real guest and the model's domain differ there): `kL1` is the L1 in
+//! slot 0 because a copy of the kernel's L2 names it at that slot whatever the layout (it
+//! was the L1 of sandbox frame 0, whose slot moved with the image: a guest-demo 2 MiB
+//! larger diverged at seed 1's record 0x1b).
 //!
 //! One file (about 1,300 lines) on purpose: the generator, the operations, the sandbox set-up
 //! and clean-up and the record format are one protocol that the guest and the host replay
@@ -448,7 +452,7 @@ fn setup<H: Hypervisor>(env: &mut Env<'_, H>) -> Result<Sandbox, Verdict> {
         live_l3: env.mfn(env.cr3)?,
         live_l2,
         live_l2_m: env.mfn(live_l2)?,
-        kernel_l1: env.mfn(dm[0].0)?,
+        kernel_l1: env.mfn(env.live_l1(direct_va(PhysFrame::new(0)))?.0)?,
         image: env.mfn(PhysFrame::new(0))?,
         xen,
         scratch_slot: env.free_l2_slot()?,
