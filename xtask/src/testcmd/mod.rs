@@ -198,7 +198,9 @@ fn xen_boots(elf: &Path, debug_elf: &Path, minimal_elf: &Path, tally: &mut Tally
         Ok(_) => {
             let dom0_cases = [
                 BootCase::new("xen dom0 default", 64, "", Expect::Pass).recording("xen-dom0"),
-                // Before XenMmu was set up in place, Xen killed this one (stack overflow).
+                // Before XenMmu was set up in place, this one overflowed its boot stack. (Not
+                // also a domU below: its 8.7 MB ELF in dom0's initramfs made the unpacking
+                // fail, `Initramfs unpacking failed: write error`.)
                 BootCase::new("xen dom0 debug build", 64, "", Expect::Pass).booting(debug_elf),
                 BootCase::new(
                     "xen dom0 difftest (3 seeds x 2000 operations, replayed on the model)",
@@ -309,11 +311,6 @@ fn xen_boots(elf: &Path, debug_elf: &Path, minimal_elf: &Path, tally: &mut Tally
                 (
                     Mode::XenPvh,
                     BootCase::new("xen PVH domU 64 MiB", 64, "", Expect::Pass).recording("xen-pvh"),
-                ),
-                (
-                    Mode::XenPvh,
-                    BootCase::new("xen PVH domU debug build", 64, "", Expect::Pass)
-                        .booting(debug_elf),
                 ),
                 (
                     Mode::XenPvh,
