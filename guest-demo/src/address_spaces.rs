@@ -1,9 +1,11 @@
 //! The `address_spaces` stage: what a kernel with processes does with pvops's MMU layer,
 //! on the real machine.
 //!
-//! 1. A second address space ([`AddressSpaces::create`]) with a private page; 10 round
-//!    trips kernel root -> space -> kernel root, the private page read back in the space
-//!    each time (and absent from the kernel's root); the space destroyed.
+//! 1. A second address space ([`AddressSpaces::create`]) with a private page, and a
+//!    copy-on-write duplicate of it ([`AddressSpaces::duplicate`], Linux's fork: the page
+//!    read-only in both, the same frame); 10 round trips kernel root -> space -> duplicate
+//!    -> kernel root, the private page read back in both each time (and absent from the
+//!    kernel's root); both destroyed.
 //! 2. 50 rounds of a 1 MiB buffer (256 fresh frames) mapped in one lazy section
 //!    ([`AddressSpaces::map_kernel_range`]), written and read back through the mapping,
 //!    unmapped with its TLB flush in one lazy section, the frames freed; the L1 it needed
@@ -15,8 +17,8 @@ use pvops_core::addr::{MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::boot::KernelStage;
 use pvops_core::mapper::{self, MapError};
 use pvops_core::mem::{AllocError, FrameAllocator};
-use pvops_core::paging::{Level, KERNEL_RW};
-use pvops_core::space::{AddressSpaces, SpaceError, Target};
+use pvops_core::paging::{Level, PteFlags, KERNEL_RW};
+use pvops_core::space::{AddressSpaces, Duplicate, SpaceError, Target};
 use pvops_core::walk;
 use pvops_core::{LazyMmu, PageFault, Platform};
 
@@ -76,6 +78,9 @@ pub enum StageError<E> {
     },
     /// The private page is mapped in the kernel's root.
     Leaks(VirtAddr),
+    /// After a copy-on-write duplicate the page is writable, or names another frame, in
+    /// one of the two spaces.
+    NotCopyOnWrite(VirtAddr),
     /// Frames not given back.
     Leaked(i64),
 }
@@ -92,6 +97,10 @@ impl<E: fmt::Display> fmt::Display for StageError<E> {
                 offset,
             } => write!(f, "{what}: round {round}: byte {offset} differs"),
             Self::Leaks(va) => write!(f, "the second space's {va} is mapped in the kernel's root"),
+            Self::NotCopyOnWrite(va) => write!(
+                f,
+                "{va} is writable or names another frame after a copy-on-write duplicate"
+            ),
             Self::Leaked(n) => write!(f, "{n} frames not given back"),
         }
     }
@@ -150,7 +159,6 @@ fn round_trips<P: Platform>(
     done: &mut Done,
 ) -> Result<(), StageError<P::Error>> {
     let id = spaces.create(p, alloc)?;
-    done.spaces = 1 + spaces.count();
     let frame = alloc.alloc()?;
     let ptr = p
         .frame_ptr(frame)
@@ -162,27 +170,45 @@ fn round_trips<P: Platform>(
     let mfn = mfn_of(p, frame)?;
     // SAFETY: the space is new; PRIVATE_VA is its own. Not live: the switch loads cr3.
     unsafe { spaces.map_page(p, alloc, id, PRIVATE_VA, mfn, KERNEL_RW) }?.ignore();
-    for round in 0..ROUND_TRIPS {
-        spaces.switch_to(p, Target::Space(id))?;
-        let mut got = [0u8; CHECK];
-        // SAFETY: the live space maps PRIVATE_VA to our frame.
-        unsafe { p.read_virt(PRIVATE_VA, &mut got) }.map_err(StageError::Fault)?;
-        spaces.switch_to(p, Target::Kernel)?;
-        if let Some(offset) = (0..CHECK).find(|i| got[*i] != pattern(0, 0, *i)) {
-            return Err(StageError::Mismatch {
-                what: "private page of the second space",
-                round,
-                offset,
-            });
+    // SAFETY: the frame is freed below only after both spaces unmapped it.
+    let (child, flush) = unsafe { spaces.duplicate(p, alloc, id, Duplicate::CopyOnWrite) }?;
+    flush.flush(p).map_err(backend)?;
+    done.spaces = 1 + spaces.count();
+    for t in [id, child] {
+        let e = spaces.translate(p, Target::Space(t), PRIVATE_VA)?;
+        if e.flags().contains(PteFlags::WRITABLE) || e.frame() != Some(mfn) {
+            return Err(StageError::NotCopyOnWrite(PRIVATE_VA));
         }
+    }
+    for round in 0..ROUND_TRIPS {
+        for (t, what) in [
+            (id, "private page of the second space"),
+            (child, "private page of its copy-on-write duplicate"),
+        ] {
+            spaces.switch_to(p, Target::Space(t))?;
+            let mut got = [0u8; CHECK];
+            // SAFETY: the live space maps PRIVATE_VA to our frame (read-only).
+            unsafe { p.read_virt(PRIVATE_VA, &mut got) }.map_err(StageError::Fault)?;
+            if let Some(offset) = (0..CHECK).find(|i| got[*i] != pattern(0, 0, *i)) {
+                spaces.switch_to(p, Target::Kernel)?;
+                return Err(StageError::Mismatch {
+                    what,
+                    round,
+                    offset,
+                });
+            }
+        }
+        spaces.switch_to(p, Target::Kernel)?;
         if mapper::translate(p, spaces.kernel_root(), PRIVATE_VA).is_ok() {
             return Err(StageError::Leaks(PRIVATE_VA));
         }
         done.round_trips += 1;
     }
-    // SAFETY: the space is not live; nothing uses its private page.
-    unsafe { spaces.unmap_page(p, id, PRIVATE_VA) }?.1.ignore();
-    spaces.destroy(p, alloc, id)?;
+    for t in [id, child] {
+        // SAFETY: the space is not live; nothing uses its private page.
+        unsafe { spaces.unmap_page(p, t, PRIVATE_VA) }?.1.ignore();
+        spaces.destroy(p, alloc, t)?;
+    }
     alloc.free(frame)?;
     Ok(())
 }

@@ -137,6 +137,36 @@ impl TlbFlushRange {
     pub fn ignore(self) {}
 }
 
+/// A whole-TLB flush owed after entries of the live root lost rights (e.g. the source of a
+/// copy-on-write [`crate::space::AddressSpaces::duplicate`]); [`TlbFlushAll::is_needed`] is
+/// false when no live entry changed, and then [`TlbFlushAll::flush`] does nothing.
+#[must_use = "write-protected pages stay writable in the TLB until it is flushed"]
+#[derive(Debug)]
+pub struct TlbFlushAll {
+    needed: bool,
+}
+
+impl TlbFlushAll {
+    /// A flush token; `needed` says whether a live entry changed.
+    pub fn new(needed: bool) -> TlbFlushAll {
+        TlbFlushAll { needed }
+    }
+    /// Whether a live entry changed (the flush does something).
+    pub fn is_needed(&self) -> bool {
+        self.needed
+    }
+    /// Flushes the whole TLB if a live entry changed.
+    pub fn flush<B: MmuOps>(self, backend: &mut B) -> Result<(), B::Error> {
+        if self.needed {
+            backend.flush_tlb_all()
+        } else {
+            Ok(())
+        }
+    }
+    /// Skips the flush (a cr3 load follows).
+    pub fn ignore(self) {}
+}
+
 /// The tables of a [`Platform`] as the walker reads them: through [`Platform::frame_ptr`],
 /// with the writes queued in lazy mode ([`MmuOps::queued_entry`]) taking precedence.
 pub struct Tables<'a, P: Platform>(pub &'a P);

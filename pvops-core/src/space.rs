@@ -1,6 +1,6 @@
 //! Address spaces: roots that map the kernel half as the kernel's own root does, plus
-//! private mappings of their own; switching between them and the kernel's root in any
-//! order, and destroying them with every table frame given back.
+//! private mappings of their own; duplicating one (fork), switching between them and the
+//! kernel's root in any order, and destroying them with every table frame given back.
 //!
 //! # The kernel half
 //! Each space has its own L2 for every kernel slot of the PDPT (from
@@ -15,6 +15,10 @@
 //! changes the kernel half through [`crate::mapper`] on the kernel root directly calls
 //! `sync_kernel` itself before the change is needed in another space.
 //!
+//! # Fork
+//! [`AddressSpaces::duplicate`] is Linux's `dup_mmap`: the copy gets its own L1s for the
+//! private half, mapping the same frames, shared or copy-on-write ([`Duplicate`]).
+//!
 //! # Pinning
 //! A space's root is pinned ([`crate::ops::MmuOps::pin_root`]) when it is first switched to and
 //! unpinned when it is destroyed; a switch is [`crate::ops::MmuOps::write_cr3`] only. The kernel's root
@@ -22,7 +26,7 @@
 
 use crate::addr::{EntryIndex, MachineFrame, PdptIndex, PhysFrame, VirtAddr};
 use crate::frame_alloc::FrameAlloc;
-use crate::mapper::{self, MapError, TlbFlush, TlbFlushRange};
+use crate::mapper::{self, MapError, TlbFlush, TlbFlushAll, TlbFlushRange};
 use crate::ops::{LazyMmu, MemoryLayout, Platform};
 use crate::paging::{EntrySlot, Level, PageTableEntry, PteFlags, ENTRIES, PDPT_ENTRIES};
 use core::fmt;
@@ -51,6 +55,17 @@ pub enum Target {
     Kernel,
     /// A space.
     Space(SpaceId),
+}
+
+/// What [`AddressSpaces::duplicate`] does with the source's writable private mappings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Duplicate {
+    /// The copy maps the same frames with the same flags: the two spaces share the memory.
+    Shared,
+    /// As Linux's fork (`dup_mmap`, `copy_pte_range`): every writable private entry becomes
+    /// read-only in the source and in the copy, so the first write in either faults and the
+    /// kernel's fault handler can give the writer its own copy of the page.
+    CopyOnWrite,
 }
 
 /// Why an address-space operation failed.
@@ -248,6 +263,102 @@ impl AddressSpaces {
         }
         lazy.finish().map_err(MapError::Backend)?;
         Ok(root)
+    }
+
+    /// Duplicates space `src` (Linux's `dup_mmap` at fork): a new space whose private half
+    /// maps every page `src` maps privately, to the same frames, through its own L1 tables
+    /// (each filled while private, then linked: under Xen the whole copy is a few batched
+    /// `mmu_update`s). With [`Duplicate::CopyOnWrite`] the writable entries become read-only
+    /// in both; the returned flush is owed when `src` is live or a changed entry is global
+    /// (flush it before anything relies on the read-only entries). The copy is not live and not pinned yet, like
+    /// [`AddressSpaces::create`]'s.
+    ///
+    /// On an error the copy is destroyed; with [`Duplicate::CopyOnWrite`] the entries of
+    /// `src` already write-protected stay read-only (the flush is then done here).
+    ///
+    /// # Safety
+    /// Every frame `src` maps privately is mapped in both spaces afterwards: the caller
+    /// accounts for that (a frame may go back to an allocator only when no space maps it).
+    pub unsafe fn duplicate<P: Platform, A: FrameAlloc + ?Sized>(
+        &mut self,
+        p: &mut P,
+        alloc: &mut A,
+        src: SpaceId,
+        mode: Duplicate,
+    ) -> Res<(SpaceId, TlbFlushAll), P::Error> {
+        let src_root = self.root(Target::Space(src))?;
+        let copy = self.create(p, alloc)?;
+        let dst_root = self.root(Target::Space(copy))?;
+        let live = p.read_cr3() == src_root;
+        // (write-protected any entry, any of them global: a cr3 load does not flush those)
+        let mut protected = (false, false);
+        let r = self.copy_private_half(p, alloc, src_root, dst_root, mode, &mut protected);
+        let flush = TlbFlushAll::new((live && protected.0) || protected.1);
+        match r {
+            Ok(()) => Ok((copy, flush)),
+            Err(e) => {
+                let _ = flush.flush(p);
+                let _ = self.destroy(p, alloc, copy);
+                Err(e)
+            }
+        }
+    }
+
+    fn copy_private_half<P: Platform, A: FrameAlloc + ?Sized>(
+        &self,
+        p: &mut P,
+        alloc: &mut A,
+        src_root: PhysFrame,
+        dst_root: PhysFrame,
+        mode: Duplicate,
+        protected: &mut (bool, bool),
+    ) -> Res<(), P::Error> {
+        let mut lazy = LazyMmu::enter(p);
+        for i in PdptIndex::all().take(self.first_kernel_slot) {
+            let src_l2 = Self::l2_of(&*lazy, src_root, i)?;
+            let dst_l2 = Self::l2_of(&*lazy, dst_root, i)?;
+            for j in EntryIndex::all() {
+                let e = mapper::read_entry(&*lazy, src_l2, j)?;
+                if !e.is_present() {
+                    continue;
+                }
+                let src_l1 = mapper::next_table(&*lazy, e)?;
+                let (l1, link) = mapper::new_table(&mut *lazy, alloc, Level::L1)?;
+                let filled = (|| {
+                    for k in EntryIndex::all() {
+                        let pte = mapper::read_entry(&*lazy, src_l1, k)?;
+                        if !pte.is_present() {
+                            continue;
+                        }
+                        let mut flags = pte.flags();
+                        if mode == Duplicate::CopyOnWrite && flags.contains(PteFlags::WRITABLE) {
+                            flags.remove(PteFlags::WRITABLE);
+                            let slot = EntrySlot::new(src_l1, k);
+                            // SAFETY: the same frame with fewer rights (a write now faults);
+                            // the flush is owed to the caller.
+                            unsafe { lazy.set_pte_atomic(slot, pte.with_flags(flags)) }
+                                .map_err(MapError::Backend)?;
+                            protected.0 = true;
+                            protected.1 |= flags.contains(PteFlags::GLOBAL);
+                        }
+                        // SAFETY: a private, announced L1 not linked anywhere yet; entry k
+                        // is empty (fresh table).
+                        unsafe { lazy.set_pte(EntrySlot::new(l1, k), pte.with_flags(flags)) }
+                            .map_err(MapError::Backend)?;
+                    }
+                    Ok::<(), MapError<P::Error>>(())
+                })();
+                if let Err(e) = filled {
+                    let _ = lazy.release_pt(l1, Level::L1);
+                    let _ = alloc.free(l1);
+                    return Err(e.into());
+                }
+                // SAFETY: links the L1 just filled where the fresh copy maps nothing.
+                unsafe { lazy.set_pmd(EntrySlot::new(dst_l2, j), link) }
+                    .map_err(SpaceError::Backend)?;
+            }
+        }
+        lazy.finish().map_err(SpaceError::Backend)
     }
 
     /// Copies the kernel root's kernel-half L2 entries into `root`'s where they differ.

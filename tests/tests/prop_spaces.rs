@@ -1,5 +1,6 @@
 //! Property test of address spaces (issue 10): the same random sequence of create / switch /
-//! destroy / map / unmap / translate, inside and outside lazy mode, on the simulated machine
+//! destroy / duplicate (shared and copy-on-write) / map / unmap / translate, inside and
+//! outside lazy mode, on the simulated machine
 //! and on the model of Xen's rules under the real `XenMmu`, each after a whole boot.
 //!
 //! Checked: every translation agrees with a mirror (which frame of the test's own each page
@@ -15,8 +16,8 @@ use pvops_core::addr::{MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
 use pvops_core::mapper;
 use pvops_core::mem::FrameAllocator;
 use pvops_core::options::BootOptions;
-use pvops_core::paging::KERNEL_RW;
-use pvops_core::space::{AddressSpaces, SpaceError, SpaceId, Target};
+use pvops_core::paging::{PteFlags, KERNEL_RW};
+use pvops_core::space::{AddressSpaces, Duplicate, SpaceError, SpaceId, Target};
 use pvops_core::{LazyMmu, Platform};
 use pvops_tests::boot_default;
 use pvops_tests::xen_model::{boot_mib, ModelAccess, XenModel};
@@ -54,6 +55,11 @@ enum Op {
     },
     /// Unmap every kernel-half page the test mapped.
     KernelUnmap,
+    /// Duplicate a space (`AddressSpaces::duplicate`), copy-on-write or shared.
+    Duplicate {
+        space: u8,
+        cow: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -67,6 +73,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..KERNEL_PAGES, 1..6u8, any::<bool>())
             .prop_map(|(page, pages, lazy)| Op::KernelMap { page, pages, lazy }),
         1 => Just(Op::KernelUnmap),
+        1 => (any::<u8>(), any::<bool>()).prop_map(|(space, cow)| Op::Duplicate { space, cow }),
     ]
 }
 
@@ -164,7 +171,7 @@ where
                     self.alive.remove(i);
                     for page in pages {
                         let k = self.user.remove(&(id.index(), page)).unwrap();
-                        self.alloc.free(self.frames[k]).unwrap();
+                        self.release(k);
                     }
                 }
                 self.note(format!("destroy #{i}"), &r);
@@ -219,7 +226,7 @@ where
                 match &r {
                     Ok((_, flush)) => {
                         let k = self.user.remove(&(id.index(), page)).expect("mirror");
-                        self.alloc.free(self.frames[k]).unwrap();
+                        self.release(k);
                         let _ = flush;
                     }
                     Err(_) => assert!(!self.user.contains_key(&(id.index(), page))),
@@ -274,6 +281,42 @@ where
                 self.trace
                     .push(format!("kernel map {page}+{pages} lazy={lazy}"));
             }
+            Op::Duplicate { space, cow } => {
+                let Some((i, id)) = self.space(space) else {
+                    return;
+                };
+                let mode = if cow {
+                    Duplicate::CopyOnWrite
+                } else {
+                    Duplicate::Shared
+                };
+                // SAFETY: the mirror counts every space that maps a frame (`release`).
+                let r = unsafe { self.spaces.duplicate(self.p, self.alloc, id, mode) };
+                let ok = r.is_ok();
+                if let Ok((copy, flush)) = r {
+                    flush.flush(self.p).unwrap();
+                    self.alive.push(copy);
+                    let pages: Vec<(u8, usize)> = self
+                        .user
+                        .iter()
+                        .filter(|((s, _), _)| *s == id.index())
+                        .map(|((_, p), k)| (*p, *k))
+                        .collect();
+                    for (page, k) in pages {
+                        self.user.insert((copy.index(), page), k);
+                        if cow {
+                            for t in [id, copy] {
+                                let e = self
+                                    .spaces
+                                    .translate(&*self.p, Target::Space(t), user_va(page))
+                                    .unwrap();
+                                assert!(!e.flags().contains(PteFlags::WRITABLE), "cow: read-only");
+                            }
+                        }
+                    }
+                }
+                self.trace.push(format!("duplicate #{i} cow={cow}: {ok}"));
+            }
             Op::KernelUnmap => {
                 let pages: Vec<(u8, usize)> = self.kernel.iter().map(|(p, k)| (*p, *k)).collect();
                 let mut lz = LazyMmu::enter(&mut *self.p);
@@ -293,6 +336,13 @@ where
             }
         }
         self.check();
+    }
+
+    /// Gives frame `k` back once no space maps it any more (duplicates share frames).
+    fn release(&mut self, k: usize) {
+        if !self.user.values().any(|v| *v == k) {
+            self.alloc.free(self.frames[k]).unwrap();
+        }
     }
 
     /// Every page of every root translates as the mirror says.
@@ -337,7 +387,7 @@ where
                 .1
                 .ignore();
             let k = self.user.remove(&(s, page)).unwrap();
-            self.alloc.free(self.frames[k]).unwrap();
+            self.release(k);
         }
         for id in std::mem::take(&mut self.alive) {
             self.spaces.destroy(self.p, self.alloc, id).unwrap();

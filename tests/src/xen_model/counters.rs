@@ -51,7 +51,7 @@ pub struct InjectedFault {
     pub seq: u64,
     /// Its kind.
     pub kind: HcKind,
-    /// The multicall entry that failed (`None`: the whole hypercall).
+    /// The multicall entry or batch request that failed (`None`: the whole hypercall).
     pub entry: Option<u32>,
     /// The errno returned.
     pub errno: Errno,

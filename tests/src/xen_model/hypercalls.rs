@@ -32,6 +32,15 @@ impl XenModel {
         }
         self.reason = None;
         self.entry_fault = None;
+        self.request_fault = None;
+        if let Some((k, request, errno)) = self.fail_request_at {
+            if k == c.total {
+                self.fail_request_at = None;
+                if matches!(kind, HcKind::MmuUpdate | HcKind::MmuextOp) {
+                    self.request_fault = Some((request, errno));
+                }
+            }
+        }
         if let Some((k, entry, errno)) = self.fail_at {
             if k == c.total {
                 self.fail_at = None;
@@ -117,8 +126,32 @@ impl XenModel {
         }
     }
 
+    /// The failure injected at request `i` of this batch, if any (`fail_batch_request`).
+    fn injected_request(&mut self, kind: HcKind, i: usize) -> Option<Errno> {
+        match self.request_fault {
+            Some((j, errno)) if j as usize == i => {
+                self.request_fault = None;
+                let seq = self.counters.get().total;
+                self.injected = Some(InjectedFault {
+                    seq,
+                    kind,
+                    entry: Some(j),
+                    errno,
+                });
+                self.log.push(format!(
+                    "model: injected {errno} into request {j} of hypercall #{seq} ({kind:?})"
+                ));
+                Some(errno)
+            }
+            _ => None,
+        }
+    }
+
     pub(super) fn do_mmu_update(&mut self, reqs: &[MmuUpdate]) -> (u32, R) {
         for (i, r) in reqs.iter().enumerate() {
+            if let Some(errno) = self.injected_request(HcKind::MmuUpdate, i) {
+                return (i as u32, Err(errno));
+            }
             let ma = r.ptr & !7;
             let rc = match r.ptr & 7 {
                 0 => self.pt_update(ma, r.val, false),
@@ -177,6 +210,9 @@ impl XenModel {
 
     pub(super) fn do_mmuext(&mut self, ops: &[MmuextOp]) -> (u32, R) {
         for (i, op) in ops.iter().enumerate() {
+            if let Some(errno) = self.injected_request(HcKind::MmuextOp, i) {
+                return (i as u32, Err(errno));
+            }
             let m = op.arg1;
             let rc = match op.cmd {
                 mmuext::PIN_L1_TABLE => self.pin(m, PageType::L1),

@@ -321,6 +321,10 @@ pub struct XenModel {
     fail_at: Option<(u64, Option<u32>, Errno)>,
     /// An injected failure of one entry of the multicall now running: (entry, errno).
     entry_fault: Option<(u32, Errno)>,
+    /// A failure to inject at request `.0` of the current `mmu_update`/`mmuext_op` batch.
+    request_fault: Option<(u32, Errno)>,
+    /// (hypercall, request, errno) asked for by `fail_batch_request`, not fired yet.
+    fail_request_at: Option<(u64, u32, Errno)>,
     injected: Option<InjectedFault>,
     privileged: bool,
     /// Where the last L2 validation failed (the entry's index), if it did.
@@ -391,6 +395,8 @@ impl XenModel {
             counters: Rc::new(Cell::new(HvCounters::default())),
             fail_at: None,
             entry_fault: None,
+            request_fault: None,
+            fail_request_at: None,
             injected: None,
             privileged: false,
             l2_failed_at: None,
@@ -493,6 +499,20 @@ impl XenModel {
     /// doing anything.
     pub fn fail_hypercall(&mut self, k: u64, errno: Errno) {
         self.fail_at = Some((k, None, errno));
+    }
+    /// Cancels a failure asked for by [`XenModel::fail_hypercall`],
+    /// [`XenModel::fail_multicall_entry`] or [`XenModel::fail_batch_request`] that has not
+    /// fired yet.
+    pub fn cancel_failure(&mut self) {
+        self.fail_at = None;
+        self.fail_request_at = None;
+    }
+    /// Makes request `request` (0-based) of the `k`-th hypercall, if that is an
+    /// `mmu_update` or `mmuext_op` batch, fail with `-errno`: the requests before it are
+    /// applied and counted in `done`, it and the ones after it are not, as Xen stops a batch
+    /// at its first failing request. Otherwise nothing is injected.
+    pub fn fail_batch_request(&mut self, k: u64, request: u32, errno: Errno) {
+        self.fail_request_at = Some((k, request, errno));
     }
     /// Makes entry `entry` (0-based) of the `k`-th hypercall, if that is a multicall, return
     /// `-errno` without doing anything; the multicall's other entries run as usual (as on
