@@ -192,8 +192,13 @@ extern "C" fn pvops_native_main(magic: u32, mbi: u32) -> ! {
     crate::pic::remap_and_mask();
     Serial::init();
     set_fatal_handler(fatal);
-    crate::idt::install(crate::PLATFORM_BARE.name);
-    crate::tss::install();
+    crate::install_traps(crate::TrapPlatform {
+        name: crate::PLATFORM_BARE.name,
+        last_words: |args| {
+            let _ = Serial.write_fmt(args);
+        },
+        fail: || exit(EXIT_FAIL),
+    });
     let read = |addr: u32, len: usize| -> Option<&'static [u8]> {
         // What the bootstrap mapping holds from `addr` on, at most `len` bytes.
         let len = (len as u64).min(BOOTSTRAP_MAPPED.checked_sub(addr as u64)?) as usize;

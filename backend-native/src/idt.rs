@@ -1,9 +1,8 @@
 //! An IDT for the 32 CPU exceptions: each one prints vector, error code, cr2 and eip as a
 //! FAIL line and ends the run (no triple fault). Vector 8 (double fault) is a task gate to
-//! its own stack (see `tss`); a fault while a fault is being reported ends the run at once.
+//! its own stack (see `tss`); a fault while a fault is being reported ends the run at once,
+//! through the entry's own console and exit ([`TrapPlatform`]).
 
-use crate::serial::Serial;
-use core::fmt::Write;
 use core::sync::atomic::{AtomicU8, Ordering};
 use pvops_core::boot::current_stage;
 use pvops_core::registry::{fatal, kernel_tag};
@@ -19,13 +18,28 @@ struct Idt(core::cell::UnsafeCell<[u64; 32]>);
 unsafe impl Sync for Idt {}
 static IDT: Idt = Idt(core::cell::UnsafeCell::new([0; 32]));
 
+/// What the trap handling needs from the entry that runs the native MMU in ring 0 (bare
+/// metal, Xen PVH) for the one case it cannot hand to the kernel's fatal handler: a fault
+/// inside the fault printer.
+#[derive(Clone, Copy)]
+pub struct TrapPlatform {
+    /// The `platform=` of that case's FAIL line.
+    pub name: &'static str,
+    /// Writes that line to the entry's plainest console (and waits until it is out, where
+    /// the console needs a reader).
+    pub last_words: fn(core::fmt::Arguments<'_>),
+    /// Ends the run as a FAIL through the entry's exit protocol. It must not fault: it also
+    /// ends a run whose last line faulted.
+    pub fail: fn() -> !,
+}
+
 /// Fills and loads the IDT: each of the 32 CPU exceptions ends the run through
 /// `pvops_core::registry::fatal` (the running entry's fatal handler) with a FAIL line naming
-/// the vector, cr2 for a page fault, and eip. For any entry that runs the native MMU in ring 0;
-/// `platform` is the `platform=` of the one line a fault inside the fault printer gets.
-pub fn install(platform: &'static str) {
+/// the vector, cr2 for a page fault, and eip; a fault inside that handler ends it through
+/// `platform`.
+pub(crate) fn install(platform: TrapPlatform) {
     // SAFETY: written once here, before anything can trap; read only by `report`.
-    unsafe { *PLATFORM.0.get() = platform };
+    unsafe { *PLATFORM.0.get() = Some(platform) };
     // SAFETY: the stub table is 32 addresses emitted by `trap_stubs!` above.
     let stubs = unsafe { &pvops_native_trap_stubs };
     // SAFETY: single CPU, called once before anything can trap through the IDT.
@@ -50,35 +64,39 @@ pub(crate) fn set_gate(vector: usize, gate: u64) {
     unsafe { core::ptr::write_volatile(&raw mut (*IDT.0.get())[vector], gate) };
 }
 
-/// The `platform=` of the line a nested fault prints (the entry's, given to `install`).
-struct PlatformName(core::cell::UnsafeCell<&'static str>);
+/// The entry's [`TrapPlatform`], given to `install`.
+struct PlatformCell(core::cell::UnsafeCell<Option<TrapPlatform>>);
 // SAFETY: single CPU; written once by `install` before any trap can read it.
-unsafe impl Sync for PlatformName {}
-static PLATFORM: PlatformName = PlatformName(core::cell::UnsafeCell::new("bare"));
+unsafe impl Sync for PlatformCell {}
+static PLATFORM: PlatformCell = PlatformCell(core::cell::UnsafeCell::new(None));
 
 /// How many fault reports have started (0 = none).
 static REPORTS: AtomicU8 = AtomicU8::new(0);
 
 /// Ends the run with a fault's report. The first report goes through the kernel's fatal
-/// handler; a fault inside that printer gets one line straight to COM1 (integers only), and
-/// a fault in that line ends the run without a word: never a recursion.
+/// handler; a fault inside that printer gets one line through the entry's `last_words`
+/// (integers only) and its `fail`, and a fault in that line ends the run through `fail`
+/// without a word: never a recursion.
 pub(crate) fn report(args: core::fmt::Arguments<'_>) -> ! {
-    match REPORTS.fetch_add(1, Ordering::AcqRel) {
-        0 => fatal(args),
-        1 => {
-            let _ = writeln!(
-                Serial,
-                "{}: FAIL backend=native platform={} stage={}: fault inside the fault printer: {}",
-                kernel_tag(),
-                // SAFETY: written once by `install`, before the first trap.
-                unsafe { *PLATFORM.0.get() },
-                current_stage().name(),
-                args
-            );
-            crate::entry::exit(crate::EXIT_FAIL)
-        }
-        _ => crate::entry::exit(crate::EXIT_FAIL),
+    let n = REPORTS.fetch_add(1, Ordering::AcqRel);
+    if n == 0 {
+        fatal(args)
     }
+    // SAFETY: written once by `install`, before the first trap.
+    let Some(platform) = (unsafe { *PLATFORM.0.get() }) else {
+        // No entry installed the IDT: nothing can have trapped through it.
+        crate::entry::exit(crate::EXIT_FAIL)
+    };
+    if n == 1 {
+        (platform.last_words)(format_args!(
+            "{}: FAIL backend=native platform={} stage={}: fault inside the fault printer: {}\n",
+            kernel_tag(),
+            platform.name,
+            current_stage().name(),
+            args
+        ));
+    }
+    (platform.fail)()
 }
 
 extern "C" fn pvops_native_trap(f: &TrapFrame) -> ! {

@@ -63,8 +63,20 @@ cfg_if::cfg_if! {
         mod tss;
         pub mod serial;
         pub use entry::{bootstrap_tables, kernel_image};
-        pub use idt::install as install_idt;
+        pub use idt::TrapPlatform;
         pub use mmu::Native;
+
+        /// The trap handling of every entry that runs the native MMU in ring 0 (bare metal,
+        /// Xen PVH): the IDT, whose 32 exception gates end the run with a FAIL line through
+        /// the kernel's fatal handler, and the double-fault task (vector 8 a task gate to its
+        /// own TSS, stack and cr3, which follows every `write_cr3`), so that a fault whose
+        /// frame cannot be pushed still prints instead of ending in a triple fault. A fault
+        /// inside the fault printer ends through `platform`. Call once at entry, interrupts
+        /// off, before anything can trap. (The 8259s are bare metal's alone: see [`pic`].)
+        pub fn install_traps(platform: TrapPlatform) {
+            idt::install(platform);
+            tss::install();
+        }
 
 
         /// The kernel main(s) registered for the native backend (one expected): a

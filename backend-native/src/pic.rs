@@ -6,6 +6,10 @@
 //! `sti`, and looks like a double fault. Like Linux's `init_8259A`, the pair is moved to
 //! vectors 0x20-0x2F and every line is masked; a kernel that wants an interrupt unmasks it
 //! (and installs its gate) itself.
+//!
+//! Bare metal only: a Xen PVH domU has no 8259 and no PIT (`xl` gives it only an emulated
+//! local APIC, `XEN_X86_EMU_LAPIC`, whose interrupt lines start masked); Xen drops its
+//! writes to these ports, so the PVH entry does not program them.
 
 use x86::io::outb;
 

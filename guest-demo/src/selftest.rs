@@ -1,14 +1,17 @@
 //! `demo.selftest=<name>`: re-creates, after the boot path, what a real kernel does to the
-//! trap handling of bare metal (native only; under Xen the line says it was skipped):
+//! trap handling of the native backend in ring 0 (bare metal and Xen PVH; under Xen PV the
+//! line says it was skipped):
 //!
-//! - `irq`: runs with interrupts enabled for about 400 M cycles (several PIT ticks). The
-//!   8259s must be masked: the BIOS leaves IRQ0 at vector 8, where it looked like a double
-//!   fault. Prints `selftest irq: ...` and the run goes on.
+//! - `irq`: runs with interrupts enabled for about 400 M cycles (several PIT ticks on bare
+//!   metal). The 8259s must be masked: the BIOS leaves IRQ0 at vector 8, where it looked like
+//!   a double fault. (A PVH domU has no 8259 and no PIT: nothing may arrive either.) Prints
+//!   `selftest irq: ...` and the run goes on.
 //! - `double_fault`: a push with esp in unmapped memory: the page fault cannot be delivered
 //!   on that stack, so the CPU raises a double fault, which must run on its own stack and
 //!   print (`double fault` in the FAIL line) instead of resetting the machine.
 //! - `fault_in_printer`: the fault printer itself faults (a fatal handler that reads
-//!   unmapped memory): the run must end with `fault inside the fault printer`, not recurse.
+//!   unmapped memory): the run must end with `fault inside the fault printer` through the
+//!   entry's own exit, not recurse (nor, under PVH, halt: Xen powers a halted domain off).
 
 use core::fmt::Write;
 

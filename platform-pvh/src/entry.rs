@@ -5,7 +5,7 @@
 
 use crate::start_info::{self, PvhStartInfo, INFO_LEN};
 use crate::PLATFORM_XEN_PVH;
-use backend_native::{fixmap, run_native_kernel, BOOTSTRAP_MAPPED, PAGE_OFFSET};
+use backend_native::{fixmap, run_native_kernel, TrapPlatform, BOOTSTRAP_MAPPED, PAGE_OFFSET};
 use backend_xen::abi::{self, XenconsInterface};
 use backend_xen::console::{self, Console};
 use backend_xen::hypercall;
@@ -167,15 +167,26 @@ fn setup_hypercall_page() -> Result<XenCpuid, HypercallPageError> {
     })
 }
 
-/// Ends the domain: drains the console ring (once there is one), then `SCHEDOP_shutdown`
-/// poweroff (PASS) or crash (FAIL) issued with the instruction Xen's hypercall stubs use, so
-/// that a failure before the hypercall page works (no Xen CPUID leaves, an MSR Xen did not
-/// honour) also ends the domain rather than leaving it to a timeout. Without Xen's CPUID
-/// leaves it says so on port 0xe9 and halts.
+/// Ends the domain: drains the console ring (once there is one), then [`shutdown`].
 fn exit(pass: bool) -> ! {
+    drain();
+    shutdown(pass)
+}
+
+/// Waits (bounded) until xenconsoled has read the console ring, once there is one.
+fn drain() {
     if HYPERCALLS.load(Ordering::Acquire) {
         console::drain();
     }
+}
+
+/// `SCHEDOP_shutdown` poweroff (PASS) or crash (FAIL) issued with the instruction Xen's
+/// hypercall stubs use, so that a failure before the hypercall page works (no Xen CPUID
+/// leaves, an MSR Xen did not honour) also ends the domain rather than leaving it to a
+/// timeout. Reads one static and writes only its own stack: it also ends a run whose
+/// console faulted.
+/// Without Xen's CPUID leaves it says so on port 0xe9 and halts.
+fn shutdown(pass: bool) -> ! {
     let mut reason = if pass {
         abi::SHUTDOWN_POWEROFF
     } else {
@@ -211,7 +222,10 @@ fn exit(pass: bool) -> ! {
         }
     }
     loop {
-        // SAFETY: halting with interrupts off parks the vCPU; `xl` or its timeout ends it.
+        // SAFETY: halting with interrupts off parks the vCPU. Under Xen this is not reached
+        // (the shutdown does not return); without Xen, only the harness's timeout ends it.
+        // (Xen itself would take `cli; hlt` on its only vCPU for a poweroff: hvm_hlt ->
+        // hvm_vcpu_down, "All CPUs offline -- powering off", i.e. a PASS.)
         unsafe { core::arch::asm!("cli; hlt") };
     }
 }
@@ -254,7 +268,17 @@ fn setup_console_ring() -> Result<(u64, u32, usize), &'static str> {
 extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
     console::use_debug_port();
     set_fatal_handler(fatal);
-    backend_native::install_idt(PLATFORM_XEN_PVH.name);
+    // The IDT and the double-fault task, as on bare metal (a triple fault would end the
+    // domain with Xen's triple-fault action, a reboot, and no word). No 8259 set-up: a PVH
+    // domU has none (see backend_native::pic).
+    backend_native::install_traps(TrapPlatform {
+        name: PLATFORM_XEN_PVH.name,
+        last_words: |args| {
+            let _ = Console.write_fmt(args);
+            drain();
+        },
+        fail: || shutdown(false),
+    });
     let _ = writeln!(
         Console,
         "xen-pvh: entered at XEN_ELFNOTE_PHYS32_ENTRY (paging off), hvm_start_info pa={start_info_pa:#x}; native bootstrap table on; earliest console: port 0xe9"

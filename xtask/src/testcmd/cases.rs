@@ -15,13 +15,13 @@ pub(super) struct BootCase {
     expect: Expect,
     /// Native only: who loads the image.
     bootloader: native::Bootloader,
-    /// Native only: files passed as multiboot modules (the module lines are checked).
+    /// Files passed as modules: native multiboot modules (through `bootloader`), or a Xen
+    /// domU's one xl `ramdisk` ([`BootCase::with_module`]). Whatever the loader, each needs
+    /// its `mem: reserved .. module` range and the guest's `module <i>:` line, compared with
+    /// the file by [`check_modules`].
     modules: Vec<PathBuf>,
     /// Lines the log must also hold (e.g. a self-test's), each a substring of one line.
     requires: Vec<&'static str>,
-    /// Xen domUs: boot with [`TEST_MODULE`] as the xl `ramdisk` and require its
-    /// `mem: reserved module` line.
-    module: bool,
     /// The run of the misuse fixture this PASS records ([`crate::fixture::RUNS`]).
     fixture: Option<&'static str>,
     /// The boot runs the differential test (`demo.difftest=`): its records are replayed on
@@ -50,7 +50,6 @@ impl BootCase {
             bootloader: native::Bootloader::Qemu,
             modules: Vec::new(),
             requires: Vec::new(),
-            module: false,
             fixture: None,
             difftest: false,
         }
@@ -77,17 +76,19 @@ impl BootCase {
         self.requires.push(line);
         self
     }
-    /// The same case, booted with a module (see [`BootCase::module`]).
+    /// A Xen domU case booted with [`TEST_MODULE`] as its xl `ramdisk` (start_info
+    /// `mod_start`/`mod_len` under PV, `hvm_start_info`'s module list under PVH).
     pub(super) fn with_module(mut self) -> Self {
-        self.module = true;
+        self.modules = vec![util::root().join(TEST_MODULE)];
         self
     }
-    /// The guest this case boots.
+    /// The guest this case boots through [`harness`] (a native case with modules boots
+    /// through [`native::boot_with`] instead): a domU's module is its ramdisk.
     pub(super) fn guest(&self, elf: &Path) -> Guest {
         Guest {
             memory_mib: Some(self.memory),
             cmdline: self.cmdline.clone(),
-            ramdisk: self.module.then(|| util::root().join(TEST_MODULE)),
+            ramdisk: self.modules.first().cloned(),
             ..Guest::new(elf)
         }
     }
@@ -120,19 +121,7 @@ impl BootCase {
             }
             line = format!("{} [{line}]", o.summary);
         }
-        if !self.module {
-            return Ok(line);
-        }
-        match b
-            .log
-            .lines()
-            .find(|l| l.contains("mem: reserved module pa="))
-        {
-            Some(m) => Ok(format!("{line} [{}]", m.trim())),
-            None => Err(format!(
-                "{line}: no `mem: reserved module pa=..` line for the ramdisk"
-            )),
-        }
+        Ok(line)
     }
 
     fn check(&self, log: &str, mode: Mode) -> Result<String, String> {
@@ -146,11 +135,7 @@ impl BootCase {
             (Some(GuestLine::Pass(l)), Expect::Pass) => {
                 let spaces = check_address_spaces(log)?;
                 let m = check_misuse(log, backend)?;
-                let r = check_reserved(
-                    log,
-                    mode.platform(),
-                    self.modules.len() + usize::from(self.module),
-                )?;
+                let r = check_reserved(log, mode.platform(), self.modules.len())?;
                 if self.modules.is_empty() {
                     return Ok(format!("{l} [{m}] [{r}] [{spaces}]"));
                 }
@@ -306,8 +291,9 @@ pub(super) fn test_module_bytes() -> Vec<u8> {
         .collect()
 }
 
-/// The module the test boots a PVH domU with (xl `ramdisk`), under the checkout.
-pub(super) const TEST_MODULE: &str = "target/pvh-test-module.bin";
+/// The module file every module case boots with ([`test_module_bytes`]; native: a multiboot
+/// module, Xen domUs: the xl `ramdisk`), under the checkout.
+pub(super) const TEST_MODULE: &str = "target/test-module.bin";
 
 /// The tag of the example kernel's result lines.
 pub(super) const MINIMAL_TAG: &str = "MINIMAL-KERNEL";
@@ -387,4 +373,79 @@ pub(super) fn boot_one(mode: Mode, elf: &Path, memory: u32) -> Result<Boot, Stri
     harness::boot(mode, &[guest], false)
         .map_err(|e| e.to_string())
         .and_then(|mut v| v.remove(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Xen PV domU's console log, booted by `xl create` with [`test_module_bytes`] as its
+    /// `ramdisk` (a real run of this harness).
+    const PV_DOMU_WITH_MODULE: &str = include_str!("testdata/xen-domu-module.log");
+
+    /// The case of that boot, its module written to a file of its own.
+    fn pv_module_case(name: &str) -> BootCase {
+        let file = std::env::temp_dir().join(format!("pvops-{}-{name}.bin", std::process::id()));
+        std::fs::write(&file, test_module_bytes()).expect("write the module file");
+        let mut c = BootCase::new(name, 64, "", Expect::Pass).with_module();
+        c.modules = vec![file];
+        c
+    }
+
+    #[test]
+    fn a_domu_modules_head_is_compared_with_the_file() {
+        let c = pv_module_case("ok");
+        let line = c
+            .check(PV_DOMU_WITH_MODULE, Mode::Xen)
+            .expect("the real log passes");
+        assert!(
+            line.contains("module 0: 5000 bytes, head 193e3ab51f37d0bf39b8eeb4d33cb85f"),
+            "{line}"
+        );
+        // One byte of the head the guest read, changed: the case fails (it passed when only
+        // the `mem: reserved module` range of a domU was checked).
+        let c = pv_module_case("head");
+        let wrong = PV_DOMU_WITH_MODULE.replace(
+            "head 193e3ab51f37d0bf39b8eeb4d33cb85f",
+            "head 193e3ab51f37d0bf39b8eeb4d33cb85e",
+        );
+        assert_ne!(wrong, PV_DOMU_WITH_MODULE);
+        let e = c.check(&wrong, Mode::Xen).expect_err("a wrong head");
+        assert!(e.contains("the file says"), "{e}");
+        // The module line missing altogether.
+        let c = pv_module_case("none");
+        let none: String = PV_DOMU_WITH_MODULE
+            .lines()
+            .filter(|l| !l.starts_with("module 0:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = c.check(&none, Mode::Xen).expect_err("no module line");
+        assert!(e.contains("no `module 0: ...` line"), "{e}");
+        // The module's reserved range missing.
+        let c = pv_module_case("range");
+        let unreserved: String = PV_DOMU_WITH_MODULE
+            .lines()
+            .filter(|l| !l.starts_with("mem: reserved module "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = c
+            .check(&unreserved, Mode::Xen)
+            .expect_err("no module range");
+        assert!(
+            e.contains("0 reserved module ranges, 1 modules passed"),
+            "{e}"
+        );
+        for name in ["ok", "head", "none", "range"] {
+            let _ = std::fs::remove_file(pv_module_case(name).modules[0].as_path());
+        }
+    }
+
+    #[test]
+    fn a_case_with_a_module_boots_it_as_the_domus_ramdisk() {
+        let c = BootCase::new("m", 64, "", Expect::Pass).with_module();
+        let g = c.guest(Path::new("k.elf"));
+        assert_eq!(g.ramdisk, Some(util::root().join(TEST_MODULE)));
+        let g = BootCase::new("n", 64, "", Expect::Pass).guest(Path::new("k.elf"));
+        assert_eq!(g.ramdisk, None);
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::cpio::{pad4, CpioTree};
@@ -117,14 +117,11 @@ pub(super) fn xl_quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-pub(super) fn xl_config(index: usize, s: &DomuSpec) -> String {
-    let ramdisk = if s.ramdisk.is_some() {
-        format!("ramdisk = \"/job/{index}/ramdisk\"\n")
-    } else {
-        String::new()
-    };
+/// The xl config of one domU whose kernel (and ramdisk) dom0 finds at these paths.
+pub(super) fn xl_config(s: &DomuSpec, kernel: &str, ramdisk: Option<&str>) -> String {
+    let ramdisk = ramdisk.map_or(String::new(), |r| format!("ramdisk = \"{r}\"\n"));
     format!(
-        "name = {}\ntype = \"{}\"\nkernel = \"/job/{index}/kernel\"\n{ramdisk}memory = {}\nvcpus = {}\n\
+        "name = {}\ntype = \"{}\"\nkernel = \"{kernel}\"\n{ramdisk}memory = {}\nvcpus = {}\n\
          cmdline = {}\non_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\n",
         xl_quote(&s.name),
         s.kind.xl_type(),
@@ -160,12 +157,21 @@ pub(super) fn write_job_initrd(
         0o644,
     );
     let mut run = String::new();
+    // Each file once, however many domUs boot it: dom0 unpacks the whole archive into its
+    // 256 MiB, and fourteen copies of guest-demo (46 MB) made the unpacking fail ("Initramfs
+    // unpacking failed: write error").
+    let mut files = JobFiles::default();
     for (i, s) in specs.iter().enumerate() {
-        job.file(&format!("job/{i}/kernel"), read_file(&s.elf)?, 0o644);
-        if let Some(r) = &s.ramdisk {
-            job.file(&format!("job/{i}/ramdisk"), read_file(r)?, 0o644);
-        }
-        job.file(&format!("job/{i}/cfg"), xl_config(i, s).into_bytes(), 0o644);
+        let kernel = files.add(&mut job, &s.elf)?;
+        let ramdisk = match &s.ramdisk {
+            Some(r) => Some(files.add(&mut job, r)?),
+            None => None,
+        };
+        job.file(
+            &format!("job/{i}/cfg"),
+            xl_config(s, &kernel, ramdisk.as_deref()).into_bytes(),
+            0o644,
+        );
         run.push_str(&format!("run_domu {i} {}\n", s.name));
     }
     job.file("job/run.sh", run.into_bytes(), 0o644);
@@ -173,6 +179,29 @@ pub(super) fn write_job_initrd(
     pad4(&mut data);
     data.extend_from_slice(&job.to_newc());
     write_file(out, &data)
+}
+
+/// The files of a job's archive (kernels, ramdisks), each stored once as `job/file<n>`.
+#[derive(Default)]
+struct JobFiles(Vec<PathBuf>);
+
+impl JobFiles {
+    /// Where dom0 finds `path`, put into `job` the first time it is named.
+    fn add(&mut self, job: &mut CpioTree, path: &Path) -> Result<String, String> {
+        let n = match self.0.iter().position(|p| p == path) {
+            Some(n) => n,
+            None => {
+                job.file(
+                    &format!("job/file{}", self.0.len()),
+                    read_file(path)?,
+                    0o644,
+                );
+                self.0.push(path.to_path_buf());
+                self.0.len() - 1
+            }
+        };
+        Ok(format!("/job/file{n}"))
+    }
 }
 
 /// QEMU `-m` for a domU run: xl runs the domUs one after another, so the largest one counts
@@ -202,6 +231,41 @@ pub(super) fn domu_qemu_args(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_many_domus_boot_is_in_the_archive_once() {
+        let dir = std::env::temp_dir().join(format!("xtask-jobfiles-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.elf"), dir.join("b.bin"));
+        std::fs::write(&a, vec![0xa5u8; 3000]).unwrap();
+        std::fs::write(&b, b"ramdisk").unwrap();
+        let (mut job, mut files) = (CpioTree::default(), JobFiles::default());
+        let names: Vec<String> = [&a, &b, &a, &a, &b]
+            .iter()
+            .map(|p| files.add(&mut job, p).unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "/job/file0",
+                "/job/file1",
+                "/job/file0",
+                "/job/file0",
+                "/job/file1"
+            ]
+        );
+        let archive = job.to_newc();
+        let count = |needle: &[u8]| {
+            archive
+                .windows(needle.len())
+                .filter(|w| w == &needle)
+                .count()
+        };
+        assert_eq!(count(b"job/file0\0"), 1);
+        assert_eq!(count(b"job/file1\0"), 1);
+        assert!(archive.len() < 2 * 3000, "{} bytes", archive.len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn xl_strings_are_quoted() {
