@@ -3,9 +3,11 @@
 //!
 //! 1. A second address space ([`AddressSpaces::create`]) with a private page, and a
 //!    copy-on-write duplicate of it ([`AddressSpaces::duplicate`], Linux's fork: the page
-//!    read-only in both, the same frame); 10 round trips kernel root -> space -> duplicate
-//!    -> kernel root, the private page read back in both each time (and absent from the
-//!    kernel's root); both destroyed.
+//!    read-only in both, the same frame); the copy-on-write break a write fault would make
+//!    (the duplicate's page remapped to its own copy, [`AddressSpaces::remap_page`], the
+//!    source's made writable again, [`AddressSpaces::protect_range`]); 10 round trips
+//!    kernel root -> space -> duplicate -> kernel root, each page read back in its space
+//!    (and absent from the kernel's root); both destroyed.
 //! 2. 50 rounds of a 1 MiB buffer (256 fresh frames) mapped in one lazy section
 //!    ([`AddressSpaces::map_kernel_range`]), written and read back through the mapping,
 //!    unmapped with its TLB flush in one lazy section, the frames freed; the L1 it needed
@@ -180,16 +182,45 @@ fn round_trips<P: Platform>(
             return Err(StageError::NotCopyOnWrite(PRIVATE_VA));
         }
     }
+    // The copy-on-write break a fault handler makes for a write in the duplicate: its own
+    // copy of the page (here with other bytes), mapped writable in its place; the source,
+    // the page's only user again, gets its write right back. Both spaces have run (pinned:
+    // under Xen each change is a checked update, not a store into a private table), and
+    // the source is live.
+    spaces.switch_to(p, Target::Space(child))?;
+    spaces.switch_to(p, Target::Space(id))?;
+    let copy = alloc.alloc()?;
+    let copy_ptr = p
+        .frame_ptr(copy)
+        .ok_or(StageError::from(MapError::Unreachable(copy)))?;
+    for i in 0..PAGE_SIZE as usize {
+        // SAFETY: our fresh frame, reachable through the direct map.
+        unsafe { copy_ptr.add(i).write_volatile(pattern(1, 0, i)) };
+    }
+    let copy_mfn = mfn_of(p, copy)?;
+    // SAFETY: the duplicate is not live (a cr3 load flushes); its page maps its own copy.
+    unsafe { spaces.remap_page(p, child, PRIVATE_VA, copy_mfn, KERNEL_RW) }?
+        .1
+        .ignore();
+    // SAFETY: the source is the only user of `frame` again.
+    unsafe { spaces.protect_range(p, id, PRIVATE_VA, 1, KERNEL_RW) }?
+        .flush(p)
+        .map_err(backend)?;
+    spaces.switch_to(p, Target::Kernel)?;
     for round in 0..ROUND_TRIPS {
-        for (t, what) in [
-            (id, "private page of the second space"),
-            (child, "private page of its copy-on-write duplicate"),
+        for (t, version, what) in [
+            (id, 0, "private page of the second space"),
+            (
+                child,
+                1,
+                "private page of its duplicate after the copy-on-write break",
+            ),
         ] {
             spaces.switch_to(p, Target::Space(t))?;
             let mut got = [0u8; CHECK];
-            // SAFETY: the live space maps PRIVATE_VA to our frame (read-only).
+            // SAFETY: the live space maps PRIVATE_VA to a frame of ours.
             unsafe { p.read_virt(PRIVATE_VA, &mut got) }.map_err(StageError::Fault)?;
-            if let Some(offset) = (0..CHECK).find(|i| got[*i] != pattern(0, 0, *i)) {
+            if let Some(offset) = (0..CHECK).find(|i| got[*i] != pattern(version, 0, *i)) {
                 spaces.switch_to(p, Target::Kernel)?;
                 return Err(StageError::Mismatch {
                     what,
@@ -210,6 +241,7 @@ fn round_trips<P: Platform>(
         spaces.destroy(p, alloc, t)?;
     }
     alloc.free(frame)?;
+    alloc.free(copy)?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
-//! Changing a page table through the ops trait: single pages with a `#[must_use]` TLB flush,
-//! batched ranges, new tables and roots, and the one helper that retires an empty table.
+//! Changing a page table through the ops trait: single pages with a `#[must_use]` TLB flush
+//! (map, unmap, remap), batched ranges (map, unmap, protect), new tables and roots, and the
+//! one helper that retires an empty table.
 //! Every read goes through [`crate::walk`] and sees the writes queued in lazy mode.
 //! (About 600 lines as one file on purpose: every routine here changes tables through the
 //! same private helpers, and a kernel author reads them side by side.)
@@ -370,6 +371,87 @@ pub unsafe fn unmap_page<P: Platform>(
     // SAFETY: the caller gave up `va`.
     unsafe { p.pte_clear(w.slot) }.map_err(MapError::Backend)?;
     Ok((frame, TlbFlush(va.page_base())))
+}
+
+/// Replaces the mapping of the mapped page at `va` in the table rooted at `root` with
+/// `frame` and `flags`, in one 64-bit store ([`MmuOps::set_pte_atomic`]; under Xen one
+/// `mmu_update`, batched in lazy mode): what a fault handler does to break copy-on-write
+/// (give the writer its own copy) or to upgrade a page's rights. Returns the frame it mapped
+/// and the flush owed.
+///
+/// # Safety
+/// Nothing may rely on the old mapping any more, and the new one must not expose anything
+/// the kernel relies on.
+pub unsafe fn remap_page<P: Platform>(
+    p: &mut P,
+    root: PhysFrame,
+    va: VirtAddr,
+    frame: MachineFrame,
+    flags: PteFlags,
+) -> Result<(MachineFrame, TlbFlush), MapError<P::Error>> {
+    let w = walk(p, root, va)?;
+    if !w.is_page() {
+        return Err(match w.is_huge() {
+            true => MapError::HugePage(va),
+            false => MapError::NotMapped(va),
+        });
+    }
+    let old = w.entry.frame().ok_or(MapError::BadEntry(w.entry))?;
+    let new = PageTableEntry::new(frame, flags | PteFlags::PRESENT);
+    // SAFETY: the caller gave up the old mapping and vouches for the new one; the slot is an
+    // L1 entry found by the walk.
+    unsafe { p.set_pte_atomic(w.slot, new) }.map_err(MapError::Backend)?;
+    Ok((old, TlbFlush(va.page_base())))
+}
+
+/// Gives `pages` mapped pages from `va` (page aligned) in the table rooted at `root` the
+/// rights `flags`, each keeping its frame (Linux's `mprotect` of present pages), in one lazy
+/// section: under Xen the changed entries go out in batched `mmu_update`s. A chunk (the
+/// pages of one L1) with an unmapped page is refused before any of its pages changes
+/// ([`MapError::NotMapped`]; chunks before it keep their new rights). Entries that already
+/// have `flags` are not written. Returns the flush owed.
+///
+/// # Safety
+/// The new rights must not expose anything the kernel relies on (e.g. `USER` on kernel
+/// pages, `WRITABLE` on a page the kernel keeps read-only for a reason).
+pub unsafe fn protect_range<P: Platform>(
+    p: &mut P,
+    root: PhysFrame,
+    va: VirtAddr,
+    pages: usize,
+    flags: PteFlags,
+) -> Result<TlbFlushRange, MapError<P::Error>> {
+    check_range(va, pages)?;
+    let flags = flags | PteFlags::PRESENT;
+    let mut lazy = LazyMmu::enter(p);
+    for (_, at, n) in chunks(va, pages) {
+        let w = walk::walk_to(&Tables(&*lazy), root, at)?;
+        if w.level != Level::L1 {
+            return Err(match w.is_huge() {
+                true => MapError::HugePage(at),
+                false => MapError::NotMapped(at),
+            });
+        }
+        for i in 0..n {
+            let s = slot_after(w.slot, i, at)?;
+            let e = read_entry(&*lazy, s.table(), s.index())?;
+            if !e.is_present() {
+                return Err(MapError::NotMapped(at.wrapping_add((i as u32) << 12)));
+            }
+            e.frame().ok_or(MapError::BadEntry(e))?;
+        }
+        for i in 0..n {
+            let s = slot_after(w.slot, i, at)?;
+            let e = read_entry(&*lazy, s.table(), s.index())?;
+            if e.flags() == flags {
+                continue;
+            }
+            // SAFETY: the same frame with the rights the caller vouches for.
+            unsafe { lazy.set_pte_atomic(s, e.with_flags(flags)) }.map_err(MapError::Backend)?;
+        }
+    }
+    lazy.finish().map_err(MapError::Backend)?;
+    Ok(TlbFlushRange { start: va, pages })
 }
 
 /// Translates `va` through the table rooted at `root` (software walk; queued lazy writes

@@ -520,6 +520,46 @@ impl AddressSpaces {
         Ok(unsafe { mapper::unmap_page(p, root, va) }?)
     }
 
+    /// [`mapper::remap_page`] of a private page of space `id`: the page at `va` maps
+    /// `frame` with `flags` instead (e.g. a copy-on-write break), in one store. Returns the
+    /// frame it mapped and the flush owed (needed when the space is live).
+    ///
+    /// # Safety
+    /// As [`mapper::remap_page`].
+    pub unsafe fn remap_page<P: Platform>(
+        &self,
+        p: &mut P,
+        id: SpaceId,
+        va: VirtAddr,
+        frame: MachineFrame,
+        flags: PteFlags,
+    ) -> Res<(MachineFrame, TlbFlush), P::Error> {
+        self.user_va(va)?;
+        let root = self.root(Target::Space(id))?;
+        // SAFETY: forwarded.
+        Ok(unsafe { mapper::remap_page(p, root, va, frame, flags) }?)
+    }
+
+    /// [`mapper::protect_range`] of private pages of space `id` (mprotect).
+    ///
+    /// # Safety
+    /// As [`mapper::protect_range`].
+    pub unsafe fn protect_range<P: Platform>(
+        &self,
+        p: &mut P,
+        id: SpaceId,
+        va: VirtAddr,
+        pages: usize,
+        flags: PteFlags,
+    ) -> Res<TlbFlushRange, P::Error> {
+        self.user_va(va)?;
+        let last = va.wrapping_add((pages.max(1) as u32 - 1) << 12);
+        self.user_va(last)?;
+        let root = self.root(Target::Space(id))?;
+        // SAFETY: forwarded.
+        Ok(unsafe { mapper::protect_range(p, root, va, pages, flags) }?)
+    }
+
     /// Translates `va` in `target` (software walk).
     pub fn translate<P: Platform>(
         &self,

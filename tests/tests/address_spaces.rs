@@ -778,3 +778,153 @@ fn duplicate_refuses_an_unknown_space_and_a_full_set() {
         spaces.destroy(&mut s, alloc, id).unwrap();
     }
 }
+
+// ----- after a fork: the copy-on-write break (remap_page) and mprotect (protect_range) -----
+
+/// What a fault handler does after a copy-on-write duplicate: the child's write gets its own
+/// copy of the page (`remap_page`), the parent, left the only user, gets its write right
+/// back (`protect_range`); each sees its own bytes. Then the refusals.
+fn break_copy_on_write<P: Platform>(p: &mut P, alloc: &mut FrameAllocator)
+where
+    P::Error: core::fmt::Debug,
+{
+    let before = alloc.available();
+    let mut spaces = AddressSpaces::new(p.read_cr3(), &p.layout());
+    let (a, frames) = fork_source(p, alloc, &mut spaces);
+    spaces.switch_to(p, Target::Space(a)).unwrap();
+    // SAFETY: the test frees each frame once, after every space unmapped it.
+    let (child, flush) = unsafe { spaces.duplicate(p, alloc, a, Duplicate::CopyOnWrite) }.unwrap();
+    flush.flush(p).unwrap();
+    let va = VirtAddr::new(FORK_PAGES[0].0);
+    // The child's copy: the old page's bytes, then its own write.
+    let g = alloc.alloc().unwrap();
+    let (src, dst) = (p.frame_ptr(frames[0]).unwrap(), p.frame_ptr(g).unwrap());
+    // SAFETY: two distinct frames of the test's, direct-mapped.
+    unsafe {
+        core::ptr::copy_nonoverlapping(src, dst, PAGE_SIZE as usize);
+        dst.write(0xc1);
+    }
+    let gm = p.phys_to_machine(g).unwrap();
+    // SAFETY: the child's page now maps the child's own copy.
+    let (old, flush) = unsafe { spaces.remap_page(p, child, va, gm, KERNEL_RW) }.unwrap();
+    flush.flush(p).unwrap();
+    assert_eq!(
+        old,
+        p.phys_to_machine(frames[0]).unwrap(),
+        "the frame it mapped"
+    );
+    // SAFETY: the parent is the page's only user again.
+    unsafe { spaces.protect_range(p, a, va, 1, KERNEL_RW) }
+        .unwrap()
+        .flush(p)
+        .unwrap();
+    for (id, frame, tag) in [(a, frames[0], 0xa1), (child, g, 0xc1)] {
+        let e = entry_in(p, &spaces, id, va.as_u32());
+        assert_eq!(e.frame(), p.phys_to_machine(frame));
+        assert!(e.flags().contains(PteFlags::WRITABLE));
+        spaces.switch_to(p, Target::Space(id)).unwrap();
+        assert_eq!(read_byte(p, va), tag);
+        assert_eq!(
+            read_byte(p, va.wrapping_add(1)),
+            0xa1,
+            "the rest of the copy"
+        );
+    }
+    // Refusals, nothing changed by them: a range with an unmapped page (its chunk),
+    // the kernel half, an unmapped page.
+    let second = VirtAddr::new(FORK_PAGES[1].0);
+    // SAFETY: refused before any change.
+    let r = unsafe { spaces.protect_range(p, a, second, 2, KERNEL_RW) };
+    assert!(
+        matches!(r, Err(SpaceError::Map(MapError::NotMapped(v))) if v.as_u32() == 0x4000_2000),
+        "{r:?}"
+    );
+    let e = entry_in(p, &spaces, a, second.as_u32());
+    assert!(!e.flags().contains(PteFlags::WRITABLE), "unchanged");
+    let kernel = p.layout().page_offset;
+    // SAFETY: refused.
+    let r = unsafe { spaces.protect_range(p, a, kernel, 1, KERNEL_RW) };
+    assert!(matches!(r, Err(SpaceError::KernelHalf(_))), "{r:?}");
+    // SAFETY: refused.
+    let r = unsafe { spaces.remap_page(p, a, VirtAddr::new(0x4000_5000), gm, KERNEL_RW) };
+    assert!(
+        matches!(r, Err(SpaceError::Map(MapError::NotMapped(_)))),
+        "{r:?}"
+    );
+    spaces.switch_to(p, Target::Kernel).unwrap();
+    for id in [a, child] {
+        for (va, _, _) in FORK_PAGES {
+            // SAFETY: not live, nothing uses it.
+            unsafe { spaces.unmap_page(p, id, VirtAddr::new(va)) }
+                .unwrap()
+                .1
+                .ignore();
+        }
+        spaces.destroy(p, alloc, id).unwrap();
+    }
+    for f in frames.into_iter().chain([g]) {
+        alloc.free(f).unwrap();
+    }
+    assert_eq!(alloc.available(), before, "every frame back");
+}
+
+#[test]
+fn a_copy_on_write_break_and_mprotect_after_a_fork() {
+    let (mut s, mut state) = sim();
+    break_copy_on_write(&mut s, &mut state.alloc);
+    let mut run = xen();
+    let mmu = run.mmu.as_mut().unwrap();
+    break_copy_on_write(mmu, &mut run.state.alloc);
+    check_model(run.mmu.as_mut().unwrap());
+}
+
+#[test]
+fn protecting_a_range_is_batched_under_xen() {
+    // 1024 kernel pages mapped writable, then made read-only and writable again with
+    // protect_range: each way a few batched hypercalls (measured), not one per page.
+    let mut run = xen();
+    let mmu = run.mmu.as_mut().unwrap();
+    let alloc = &mut run.state.alloc;
+    let root = mmu.read_cr3();
+    let va = mmu.layout().scratch_area;
+    const N: usize = 1024;
+    let frames: Vec<PhysFrame> = (0..N).map(|_| alloc.alloc().unwrap()).collect();
+    let mfns: Vec<MachineFrame> = frames
+        .iter()
+        .map(|f| mmu.phys_to_machine(*f).unwrap())
+        .collect();
+    // SAFETY: the scratch area is the test's.
+    unsafe { mapper::map_range(mmu, alloc, root, va, N, KERNEL_RW, |i| mfns[i]) }.unwrap();
+    let ro = KERNEL_RW.difference(PteFlags::WRITABLE);
+    let mut costs = Vec::new();
+    for flags in [ro, KERNEL_RW] {
+        let calls = mmu.counters().hypercalls();
+        {
+            let mut lazy = LazyMmu::enter(&mut *mmu);
+            // SAFETY: as above.
+            unsafe { mapper::protect_range(&mut *lazy, root, va, N, flags) }
+                .unwrap()
+                .flush(&mut *lazy)
+                .unwrap();
+            lazy.finish().unwrap();
+        }
+        costs.push(mmu.counters().hypercalls() - calls);
+        for i in [0, 511, 512, N - 1] {
+            let at = va.wrapping_add((i as u32) << 12);
+            let e = mapper::translate(mmu, root, at).unwrap();
+            assert_eq!(e.flags(), flags | PteFlags::PRESENT, "page {i}");
+            assert_eq!(e.frame(), Some(mfns[i]));
+        }
+    }
+    eprintln!("protect_range of {N} pages: {costs:?} hypercalls");
+    assert!(costs.iter().all(|c| *c <= 4), "{costs:?}");
+    // SAFETY: as above.
+    unsafe { mapper::unmap_range(mmu, root, va, N, |_, _| {}) }
+        .unwrap()
+        .flush(mmu)
+        .unwrap();
+    for f in frames {
+        alloc.free(f).unwrap();
+    }
+    check_model(run.mmu.as_mut().unwrap());
+}

@@ -27,6 +27,8 @@ pub(super) struct BootCase {
     /// The boot runs the differential test (`demo.difftest=`): its records are replayed on
     /// the model and must agree.
     difftest: bool,
+    /// The image to boot instead of the release guest-demo (its debug build).
+    image: Option<PathBuf>,
 }
 
 /// Logs of the passing boots the misuse fixture is recorded from: (run, log).
@@ -52,7 +54,17 @@ impl BootCase {
             requires: Vec::new(),
             fixture: None,
             difftest: false,
+            image: None,
         }
+    }
+    /// Boots `elf` (e.g. guest-demo's debug build) instead of the ELF the boot is given.
+    pub(super) fn booting(mut self, elf: &Path) -> Self {
+        self.image = Some(elf.to_path_buf());
+        self
+    }
+    /// The ELF this case boots: its own image, else `elf`.
+    fn elf<'a>(&'a self, elf: &'a Path) -> &'a Path {
+        self.image.as_deref().unwrap_or(elf)
     }
     /// Its PASS log records run `run` of the misuse fixture.
     pub(super) fn recording(mut self, run: &'static str) -> Self {
@@ -89,7 +101,7 @@ impl BootCase {
             memory_mib: Some(self.memory),
             cmdline: self.cmdline.clone(),
             ramdisk: self.modules.first().cloned(),
-            ..Guest::new(elf)
+            ..Guest::new(self.elf(elf))
         }
     }
 
@@ -369,7 +381,7 @@ pub(super) fn expect_refusal(
 pub(super) fn boot_case(mode: Mode, elf: &Path, c: &BootCase) -> Result<String, String> {
     if mode == Mode::Native && (c.bootloader != native::Bootloader::Qemu || !c.modules.is_empty()) {
         let b = native::NativeBoot {
-            elf,
+            elf: c.elf(elf),
             memory_mib: c.memory,
             cmdline: &c.cmdline,
             cpus: 1,
