@@ -183,8 +183,7 @@ fn drain() {
 /// hypercall stubs use, so that a failure before the hypercall page works (no Xen CPUID
 /// leaves, an MSR Xen did not honour) also ends the domain rather than leaving it to a
 /// timeout. Reads one static and writes only its own stack: it also ends a run whose
-/// console faulted.
-/// Without Xen's CPUID leaves it says so on port 0xe9 and halts.
+/// console faulted. Without Xen's CPUID leaves it says so on port 0xe9 and halts.
 fn shutdown(pass: bool) -> ! {
     let mut reason = if pass {
         abi::SHUTDOWN_POWEROFF
@@ -268,8 +267,10 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
     console::use_debug_port();
     set_fatal_handler(fatal);
     // The IDT and the double-fault task, as on bare metal (a triple fault would end the
-    // domain with Xen's triple-fault action, a reboot, and no word). No 8259 set-up: a PVH
-    // domU has none (see backend_native::pic).
+    // domain with Xen's triple-fault action, a reboot, and no word). Xen intercepts the task
+    // switch and emulates it (hvm_task_switch); QEMU's TCG, when it runs Xen itself, switches
+    // tasks without that intercept and the domain spins (README, demo.selftest=double_fault).
+    // No 8259 set-up: a PVH domU has none (see backend_native::pic).
     backend_native::install_traps(TrapPlatform {
         name: PLATFORM_XEN_PVH.name,
         last_words: |args| {
