@@ -6,6 +6,7 @@ use crate::console::{self, Console};
 use crate::hypercall;
 use crate::real::{self, RealXen};
 use crate::{boot_info, XenMmu, XEN_KERNEL};
+use core::cell::UnsafeCell;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 use pvops_core::addr::{FrameRange, PhysFrame, PAGE_SIZE};
@@ -82,6 +83,26 @@ unsafe extern "C" {
 }
 
 static DOM0: AtomicBool = AtomicBool::new(false);
+
+/// The domain's one `XenMmu` (about 90 KiB, in the image), handed out once by [`take_mmu`]
+/// and set up in place: never on the 256 KiB boot stack, where an unoptimised build's copies
+/// of a by-value `XenMmu` did not fit.
+struct MmuCell(UnsafeCell<XenMmu<RealXen>>, AtomicBool);
+// SAFETY: one vCPU, and `take_mmu` hands out the only reference, once.
+unsafe impl Sync for MmuCell {}
+static MMU: MmuCell = MmuCell(
+    UnsafeCell::new(XenMmu::empty(RealXen::unset())),
+    AtomicBool::new(false),
+);
+
+/// The domain's `XenMmu` ([`XenMmu::empty`] until set up); `None` after the first call.
+fn take_mmu() -> Option<&'static mut XenMmu<RealXen>> {
+    if MMU.1.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    // SAFETY: the flag makes this the only reference ever made to MMU's content.
+    Some(unsafe { &mut *MMU.0.get() })
+}
 
 /// Ends the domain: drains the console, then (dom0) writes QEMU's debug-exit port with I/O
 /// privilege from PHYSDEVOP_set_iopl, or (domU) SCHEDOP_shutdown poweroff/crash.
@@ -272,24 +293,26 @@ extern "C" fn pvops_xen_main(si: *const StartInfo, esp: u32) -> ! {
     );
     // SAFETY: mfn_list is start_info's p2m list (validated to lie in our region).
     let hv = unsafe { RealXen::new(si_ref.mfn_list, si_ref.nr_pages, &machphys) };
-    let mut mmu = match XenMmu::new(hv, &facts, &crate::XenOptions::default()) {
-        Ok(m) => m,
-        Err(e) => fatal(format_args!("{e}")),
+    let Some(mmu) = take_mmu() else {
+        fatal(format_args!("the Xen entry ran twice"))
     };
+    if let Err(e) = mmu.init(hv, &facts, &crate::XenOptions::DEFAULT) {
+        fatal(format_args!("{e}"));
+    }
     let pool = crate::pool::EARLY_TABLE_POOL.frames(VIRT_BASE as usize);
-    let info = boot_info(&mmu, &facts, kernel_image, pool);
+    let info = boot_info(mmu, &facts, kernel_image, pool);
     let _ = writeln!(
         Console,
         "xen: Xen's bootstrap table maps pfn 0..{} ({} KiB); lowmem limit {} MiB",
         mmu.reach(),
         mmu.reach().number() * 4,
-        pvops_core::MmuOps::layout(&mmu).lowmem_limit >> 20,
+        pvops_core::MmuOps::layout(mmu).lowmem_limit >> 20,
     );
     let Some(main) = XEN_KERNEL.first() else {
         fatal(format_args!("no kernel registered for the Xen backend"))
     };
     let outcome = main(Handoff {
-        platform: &mut mmu,
+        platform: &mut *mmu,
         info: &info,
         console: &mut Console,
     });

@@ -21,6 +21,13 @@ pub struct XenOptions {
 }
 
 impl XenOptions {
+    /// The defaults (`XenOptions::default()`), as a constant.
+    pub const DEFAULT: XenOptions = XenOptions {
+        batch: 0,
+        #[cfg(feature = "bug-skip-unpin")]
+        skip_unpin: false,
+    };
+
     /// Whether the bootstrap table stays pinned (always false without `bug-skip-unpin`).
     pub fn skip_unpin(&self) -> bool {
         #[cfg(feature = "bug-skip-unpin")]

@@ -145,6 +145,18 @@ impl RealXen {
 }
 
 impl RealXen {
+    /// A `RealXen` that knows no domain (no p2m or M2P entry, no runstate area): the
+    /// placeholder in the entry's static `XenMmu` until the entry sets it up in place.
+    pub(crate) const fn unset() -> RealXen {
+        RealXen {
+            p2m: core::ptr::null(),
+            nr_pages: 0,
+            m2p: core::ptr::null(),
+            m2p_entries: 0,
+            runstate: false,
+        }
+    }
+
     /// Xen's system time (ns, from vCPU 0's creation) as of this call, from
     /// `VCPUOP_get_runstate_info`: a clock independent of the TSC Xen gives the domU, to
     /// calibrate it against. `None` if Xen refused.

@@ -100,6 +100,8 @@ macro_rules! counters {
         }
 
         impl $name {
+            /// All counts zero, as a constant (for a value built in a `const`).
+            pub const ZERO: Self = Self { $( $field: 0, )* };
             /// What happened between `earlier` and `self`, field by field.
             pub fn since(&self, earlier: &Self) -> Self {
                 Self {

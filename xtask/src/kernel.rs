@@ -14,26 +14,37 @@ pub fn build(dir: &str, bin: &str) -> Res<PathBuf> {
 
 /// [`build`] with cargo `features` switched on, copied to `target/<out>.elf`.
 pub fn build_with(dir: &str, bin: &str, features: &[&str], out: &str) -> Res<PathBuf> {
+    build_profile(dir, bin, features, out, true)
+}
+
+/// The unoptimised (`cargo build` without `--release`, the dev profile) kernel in `dir`,
+/// copied to `target/<out>.elf`: what a kernel author's plain `cargo run` boots.
+pub fn build_debug(dir: &str, bin: &str, out: &str) -> Res<PathBuf> {
+    build_profile(dir, bin, &[], out, false)
+}
+
+fn build_profile(
+    dir: &str,
+    bin: &str,
+    features: &[&str],
+    out: &str,
+    release: bool,
+) -> Res<PathBuf> {
     let root = root();
     let crate_dir = root.join(dir);
     let target_json = root.join(TARGET_JSON);
     let target_dir = root.join("target/kernel");
     run(cmd("rustup")
-        .args([
-            "run",
-            "nightly",
-            "cargo",
-            "build",
-            "--release",
-            "--quiet",
-            "--target",
-        ])
+        .args(["run", "nightly", "cargo", "build", "--quiet"])
+        .args(release.then_some("--release"))
+        .arg("--target")
         .arg(&target_json)
         .arg("--target-dir")
         .arg(&target_dir)
         .args(features.iter().flat_map(|f| ["--features", f]))
         .current_dir(&crate_dir))?;
-    let built = target_dir.join("i686-pvops/release").join(bin);
+    let profile = if release { "release" } else { "debug" };
+    let built = target_dir.join("i686-pvops").join(profile).join(bin);
     let out = root.join("target").join(format!("{out}.elf"));
     std::fs::copy(&built, &out)
         .map_err(|e| format!("copy {} -> {}: {e}", built.display(), out.display()))?;

@@ -108,35 +108,51 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
     /// Sets up the backend on Xen's bootstrap table (`read_cr3` = `pt_base` until the switch).
     /// Asks Xen where the hypervisor hole starts (`XENMEM_machphys_mapping`) and places the
     /// early_ioremap window and the scratch area right below it.
-    pub fn new(mut hv: H, facts: &XenBootFacts<'_>, opts: &XenOptions) -> Result<Self, XenError> {
-        let mut mm = MachphysMapping::default();
-        let ret = hv.machphys_mapping(&mut mm);
-        if let Some(errno) = Errno::from_ret(ret) {
-            return Err(XenError::Hypercall {
-                op: XenOp::MachphysMapping,
-                errno,
-                index: 0,
-                arg: 0,
-            });
-        }
-        let layout = layout_below_hole(mm.v_start)?;
-        let mut mmu = XenMmu {
+    ///
+    /// `XenMmu` is large (about 88 KiB: the update queue and the frame bitmaps), and this
+    /// returns it by value: fine on a host. A kernel's `XenMmu` is not made here but set up in
+    /// place, in a static of backend-xen's entry: an unoptimised build copies a by-value
+    /// `XenMmu` several times through the stack (this function's frame and its caller's were
+    /// 266 + 272 KiB in a debug guest-demo, more than the 256 KiB boot stack: Xen killed the
+    /// domain without a word).
+    pub fn new(hv: H, facts: &XenBootFacts<'_>, opts: &XenOptions) -> Result<Self, XenError> {
+        let mut mmu = Self::empty(hv);
+        mmu.set_up(facts, opts)?;
+        Ok(mmu)
+    }
+
+    /// A backend over `hv` that knows no domain yet (no frame, nothing pinned), as a
+    /// constant: the initialiser of a static `XenMmu`, which [`XenMmu::init`] then sets up
+    /// in place (what backend-xen's entry does).
+    pub const fn empty(hv: H) -> Self {
+        XenMmu {
             hv,
-            layout,
-            nr_pages: facts.nr_pages,
-            start_info: facts.start_info,
-            cr3: facts.pt_base,
-            pt_base: facts.pt_base,
-            bootstrap: facts.bootstrap_tables,
-            reach: PhysFrame::new(facts.nr_pages),
-            options: *opts,
+            layout: MemoryLayout {
+                page_offset: VirtAddr::new(VIRT_BASE),
+                lowmem_limit: 0,
+                ioremap_window: VirtAddr::new(0),
+                scratch_area: VirtAddr::new(0),
+                lowmem_formula: "",
+                hypervisor_start: None,
+            },
+            nr_pages: 0,
+            start_info: PhysFrame::new(0),
+            cr3: PhysFrame::new(0),
+            pt_base: PhysFrame::new(0),
+            bootstrap: FrameRange::EMPTY,
+            reach: PhysFrame::new(0),
+            options: XenOptions::DEFAULT,
             configurable: true,
             skip_unpin: false,
             batch: QUEUE_CAPACITY,
             lazy: false,
-            queue: [MmuUpdate::default(); QUEUE_CAPACITY],
+            queue: [MmuUpdate { ptr: 0, val: 0 }; QUEUE_CAPACITY],
             queued: 0,
-            ext_queue: [MmuextOp::default(); EXT_QUEUE_CAPACITY],
+            ext_queue: [MmuextOp {
+                cmd: 0,
+                arg1: 0,
+                arg2: 0,
+            }; EXT_QUEUE_CAPACITY],
             ext_queued: 0,
             detached: [0; DETACHED_FRAMES / 64],
             direct_stores: true,
@@ -145,18 +161,65 @@ impl<H: Hypervisor + BackendLog> XenMmu<H> {
             pending: None,
             on_bootstrap: true,
             pinned: [PhysFrame::new(0); MAX_PINNED],
-            npinned: 1,
+            npinned: 0,
             deferred: None,
-            stats: XenCounters::default(),
-        };
-        // The domain builder pinned pt_base; its frames are page tables.
-        mmu.pinned[0] = facts.pt_base;
-        for f in facts.bootstrap_tables.iter() {
-            mmu.mark_table(f, true);
+            stats: XenCounters::ZERO,
         }
-        mmu.configure(*opts);
-        mmu.reach = mmu.measure_reach();
-        Ok(mmu)
+    }
+
+    /// [`XenMmu::new`] in place: `self` (an [`XenMmu::empty`], or a backend to start over)
+    /// becomes the backend for the domain `facts` describes, over `hv`, every field set
+    /// anew, without a `XenMmu` value passing through the stack.
+    pub fn init(
+        &mut self,
+        hv: H,
+        facts: &XenBootFacts<'_>,
+        opts: &XenOptions,
+    ) -> Result<(), XenError> {
+        self.hv = hv;
+        self.set_up(facts, opts)
+    }
+
+    /// Every field but `hv` for the domain `facts` describes, assigned one by one (large
+    /// arrays filled in place), as [`XenMmu::empty`] left them or from any earlier state.
+    fn set_up(&mut self, facts: &XenBootFacts<'_>, opts: &XenOptions) -> Result<(), XenError> {
+        let mut mm = MachphysMapping::default();
+        let ret = self.hv.machphys_mapping(&mut mm);
+        if let Some(errno) = Errno::from_ret(ret) {
+            return Err(XenError::Hypercall {
+                op: XenOp::MachphysMapping,
+                errno,
+                index: 0,
+                arg: 0,
+            });
+        }
+        self.layout = layout_below_hole(mm.v_start)?;
+        self.nr_pages = facts.nr_pages;
+        self.start_info = facts.start_info;
+        self.cr3 = facts.pt_base;
+        self.pt_base = facts.pt_base;
+        self.bootstrap = facts.bootstrap_tables;
+        self.reach = PhysFrame::new(facts.nr_pages);
+        self.configurable = true;
+        self.lazy = false;
+        self.queued = 0;
+        self.ext_queued = 0;
+        self.detached.fill(0);
+        self.tables.fill(0);
+        self.table_buckets.fill(0);
+        self.pending = None;
+        self.on_bootstrap = true;
+        self.deferred = None;
+        self.stats = XenCounters::ZERO;
+        // The domain builder pinned pt_base; its frames are page tables.
+        self.pinned[0] = facts.pt_base;
+        self.npinned = 1;
+        for f in facts.bootstrap_tables.iter() {
+            self.mark_table(f, true);
+        }
+        self.configure(*opts);
+        self.reach = self.measure_reach();
+        Ok(())
     }
 
     /// Frames reachable now (through Xen's bootstrap mapping before the switch).

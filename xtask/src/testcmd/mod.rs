@@ -42,6 +42,12 @@ pub(crate) fn cmd_test() -> Res<Verdict> {
     let elf = step("build guest-demo", || {
         kernel::build("guest-demo", "guest-demo")
     })?;
+    // Unoptimised, as a plain `cargo build`/`cargo run` makes it: it must boot too (its
+    // frames are larger; a by-value XenMmu once overflowed backend-xen's boot stack).
+    let debug_elf = step(
+        "build guest-demo (debug: the dev profile, unoptimised)",
+        || kernel::build_debug("guest-demo", "guest-demo", "guest-demo-debug"),
+    )?;
     let minimal_elf = step("build examples/minimal-kernel", || {
         kernel::build("examples/minimal-kernel", "minimal-kernel")
     })?;
@@ -52,8 +58,8 @@ pub(crate) fn cmd_test() -> Res<Verdict> {
     std::fs::write(&module, test_module_bytes())
         .map_err(|e| HarnessError(format!("{}: {e}", module.display())))?;
     let mut tally = Tally::default();
-    native_boots(&elf, &minimal_elf, &mut tally)?;
-    xen_boots(&elf, &minimal_elf, &mut tally);
+    native_boots(&elf, &debug_elf, &minimal_elf, &mut tally)?;
+    xen_boots(&elf, &debug_elf, &minimal_elf, &mut tally);
     let logs = cases::FIXTURE_LOGS
         .lock()
         .map(|l| l.clone())
@@ -94,8 +100,8 @@ pub(crate) fn cmd_test() -> Res<Verdict> {
     }
 }
 
-/// guest-demo's and minimal-kernel's boots on bare QEMU.
-fn native_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) -> Res<()> {
+/// guest-demo's (release and `debug_elf`) and minimal-kernel's boots on bare QEMU.
+fn native_boots(elf: &Path, debug_elf: &Path, minimal_elf: &Path, tally: &mut Tally) -> Res<()> {
     step(
         "GRUB 2 present (grub-pc-bin, xorriso, mtools)",
         native::ensure_grub,
@@ -108,6 +114,7 @@ fn native_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) -> Res<()> {
         .join(" ");
     let native_cases = [
         BootCase::new("native default", 128, "", Expect::Pass).recording("native"),
+        BootCase::new("native debug build", 128, "", Expect::Pass).booting(debug_elf),
         BootCase::new(
             "native GRUB 2 ISO, one module",
             128,
@@ -186,12 +193,14 @@ fn minimal_kernel(mode: Mode, elf: &Path, switch: &str, tally: &mut Tally) {
 
 /// guest-demo's and minimal-kernel's boots as Xen dom0, then the PV and PVH domUs in one dom0
 /// boot. A missing Xen harness is one failed case.
-fn xen_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) {
+fn xen_boots(elf: &Path, debug_elf: &Path, minimal_elf: &Path, tally: &mut Tally) {
     match harness::xen_env() {
         Err(e) => tally.record("xen harness", Err(e.to_string())),
         Ok(_) => {
             let dom0_cases = [
                 BootCase::new("xen dom0 default", 64, "", Expect::Pass).recording("xen-dom0"),
+                // Before XenMmu was set up in place, this one overflowed its boot stack.
+                BootCase::new("xen dom0 debug build", 64, "", Expect::Pass).booting(debug_elf),
                 BootCase::new(
                     "xen dom0 difftest (3 seeds x 2000 operations, replayed on the model)",
                     crate::difftest::MEMORY_MIB,
@@ -301,6 +310,11 @@ fn xen_boots(elf: &Path, minimal_elf: &Path, tally: &mut Tally) {
                 (
                     Mode::XenPvh,
                     BootCase::new("xen PVH domU 64 MiB", 64, "", Expect::Pass).recording("xen-pvh"),
+                ),
+                (
+                    Mode::XenPvh,
+                    BootCase::new("xen PVH domU debug build", 64, "", Expect::Pass)
+                        .booting(debug_elf),
                 ),
                 (
                     Mode::XenPvh,
