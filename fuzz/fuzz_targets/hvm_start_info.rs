@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use platform_pvh::start_info::{parse, MAX_MODULES};
 use pvops_core::addr::PhysFrame;
-use pvops_fuzz::{check_allocator, check_map, check_options, PhysSegments};
+use pvops_fuzz::{check_allocator, check_map, check_options, check_without, PhysSegments};
 
 fuzz_target!(|data: &[u8]| {
     let Some(mem) = PhysSegments::decode(data) else {
@@ -16,17 +16,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     check_map(&si.memory);
-    check_allocator(&si.memory, PhysFrame::new(0));
     // The allocator must never hand out a loader structure or a module.
-    for r in si.reservations() {
-        let end = r.start.saturating_add(r.len);
-        assert!(
-            si.memory
-                .usable()
-                .all(|u| u.end() <= r.start || end <= u.start.as_u64()),
-            "{r:?} still usable in {:?}",
-            si.memory.regions()
-        );
+    if let Ok(free) = si.memory.without(si.reservations()) {
+        check_without(&si.memory, si.reservations(), &free);
+        check_allocator(&free, PhysFrame::new(0));
     }
     assert!(si.modules().len() <= MAX_MODULES);
     assert!(!si.cmdline.contains('\0'));

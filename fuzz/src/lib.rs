@@ -15,7 +15,7 @@
 
 use backend_xen::{XenCounters, XenOptions};
 use pvops_core::addr::{FrameRange, MachineFrame, PhysFrame, VirtAddr, PAGE_SIZE};
-use pvops_core::mem::{FrameAllocator, MemoryMap, RegionKind};
+use pvops_core::mem::{FrameAllocator, MemoryMap, RegionKind, Reservations};
 use pvops_core::options::{BootOptions, IoremapWalk, OptionErrorKind};
 use pvops_core::paging::{EntrySlot, Level, PageTableEntry};
 use pvops_core::{MemoryLayout, MmuOps};
@@ -273,30 +273,42 @@ pub fn check_options(cmdline: &str) {
     }
 }
 
-/// What `MemoryMap::reserve(start, len)` must have done, given the map before and after.
-pub fn check_reserve(before: &MemoryMap, after: &MemoryMap, start: u64, len: u64) {
-    let end = start.saturating_add(len);
-    let overlap = |r: &pvops_core::mem::MemoryRegion| {
-        r.end().min(end).saturating_sub(r.start.as_u64().max(start))
-    };
-    let ram = |m: &MemoryMap| m.ram().map(|r| r.len).sum::<u64>();
-    assert_eq!(ram(before), ram(after), "reserve changed the amount of RAM");
-    let cut: u64 = before.usable().map(overlap).sum();
-    assert_eq!(after.usable_bytes(), before.usable_bytes() - cut);
-    assert!(
-        after.usable().all(|r| overlap(r) == 0),
-        "usable memory left in the reserved range"
-    );
-    let others = |m: &MemoryMap| {
-        m.regions()
-            .iter()
-            .filter(|r| r.kind == RegionKind::Reserved)
-            .copied()
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        others(before),
-        others(after),
-        "reserve changed reserved regions"
-    );
+/// What `map.without(reserved)` must have given (`free`): only usable memory of `map`, none of
+/// it reserved, and every usable byte no reservation holds (overlapping reservations counted
+/// once).
+pub fn check_without(map: &MemoryMap, reserved: &Reservations, free: &MemoryMap) {
+    check_map(free);
+    for f in free.regions() {
+        assert_eq!(f.kind, RegionKind::Usable, "{f:?} in the free map");
+        assert!(
+            map.usable()
+                .any(|u| u.start.as_u64() <= f.start.as_u64() && f.end() <= u.end()),
+            "{f:?} is not usable in {:?}",
+            map.regions()
+        );
+        for r in reserved.iter() {
+            assert!(
+                f.end() <= r.start.as_u64() || r.end <= f.start.as_u64(),
+                "{r:?} still usable in {f:?}"
+            );
+        }
+    }
+    // The reservations' union (the list is sorted by start), then its overlap with usable RAM.
+    let mut union: Vec<(u64, u64)> = Vec::new();
+    for r in reserved.iter() {
+        match union.last_mut() {
+            Some(last) if r.start.as_u64() <= last.1 => last.1 = last.1.max(r.end),
+            _ => union.push((r.start.as_u64(), r.end)),
+        }
+    }
+    let cut: u64 = map
+        .usable()
+        .map(|u| {
+            union
+                .iter()
+                .map(|&(s, e)| e.min(u.end()).saturating_sub(s.max(u.start.as_u64())))
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(free.usable_bytes(), map.usable_bytes() - cut);
 }

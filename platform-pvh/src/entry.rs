@@ -13,7 +13,6 @@ use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use pvops_core::addr::{FrameRange, PhysAddr, PhysFrame, PAGE_SIZE};
 use pvops_core::boot::{current_stage, BootInfo, BootModule, IoremapProbe};
-use pvops_core::mem::Reservations;
 use pvops_core::registry::{kernel_tag, set_fatal_handler, Outcome};
 
 core::arch::global_asm!(
@@ -349,14 +348,6 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
             }
         );
     }
-    // The loader's structures are BootData in `si.memory` (mapped, never allocated); the
-    // banner prints them as `mem: reserved` lines from this list.
-    let mut reserved = Reservations::new();
-    for r in si.reservations() {
-        if let Err(e) = reserved.add(r.what, PhysAddr::new(r.start), r.len) {
-            fatal(format_args!("hvm_start_info: {e}"))
-        }
-    }
     let mut modules = [BootModule {
         start: PhysAddr::new(0),
         len: 0,
@@ -384,7 +375,9 @@ extern "C" fn pvops_pvh_main(start_info_pa: u32, _unused: u32) -> ! {
             len: INFO_LEN as u64,
             what: "hvm_start_info",
         }),
-        reserved,
+        // The loader's structures and modules: the banner prints them as `mem: reserved`
+        // lines, and the allocator never hands them out.
+        reserved: *si.reservations(),
         modules: &modules[..si.modules().len()],
     };
     let Some(outcome) = run_native_kernel(reach, bootstrap_tables, &info, &mut Console) else {

@@ -367,11 +367,7 @@ fn memory_map_seed(log: &str) -> Res<Vec<u8>> {
         };
         seed.extend_from_slice(&s.to_le_bytes());
         seed.extend_from_slice(&(e - s).to_le_bytes());
-        seed.push(match kind {
-            "usable" => 1,
-            "boot-data" => 2,
-            _ => 0,
-        });
+        seed.push(u8::from(kind == "usable"));
     }
     if seed.len() == 4 {
         return Err(HarnessError("no `pvops: mem` lines in the boot log".into()));

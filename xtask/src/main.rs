@@ -115,8 +115,8 @@ Fuzzes every parser of loader-provided boot input with libFuzzer (cargo-fuzz), e
 for N seconds (default 60; N is per target, not in total): multiboot (info, memory map,
 command line, then the frame allocator on the result), start_info (validation, and that what
 it accepts lies inside the domain), hvm_start_info (PVH: info, memory map, command line,
-modules; no boot structure left usable), memory_map (the map, its boot-data reservations and
-the allocator), cmdline (the pvops.* options). Starts from the checked-in seeds in
+modules; no boot structure left usable), memory_map (the map, the loader's reservations cut
+out of it, and the allocator), cmdline (the pvops.* options). Starts from the checked-in seeds in
 fuzz/seeds/<target>/ and keeps what it finds in target/fuzz/corpus/<target>/; a crashing
 input goes to target/fuzz/artifacts/<target>/.
 Prints per target `fuzz <target>: <runs> runs in <s> s, corpus <n> inputs (<m> seeds),

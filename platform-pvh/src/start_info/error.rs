@@ -3,7 +3,7 @@
 
 use super::{CMDLINE_MAX, MAGIC, MAX_MEMMAP_ENTRIES, MAX_MODULES, VERSION};
 use core::fmt;
-use pvops_core::mem::MemoryMapError;
+use pvops_core::mem::{MemoryMapError, ReserveError};
 
 /// Why an `hvm_start_info` was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,12 +68,12 @@ pub enum PvhError {
         /// Its size.
         size: u64,
     },
-    /// Reserving a boot structure split the memory map into too many regions.
+    /// A boot structure could not be listed as reserved (its range wraps, or the list is full).
     Reserve {
         /// The structure.
         what: &'static str,
-        /// The memory map's error.
-        error: MemoryMapError,
+        /// Why the list refused it.
+        error: ReserveError,
     },
 }
 

@@ -1,6 +1,7 @@
 //! `struct hvm_start_info` (Xen `arch-x86/hvm/start_info.h`): validation and what pvops takes
 //! from it: the memory map, the command line, the modules, and the boot structures to keep
-//! away from the frame allocator (marked [`RegionKind::BootData`]: still in the direct map).
+//! away from the frame allocator (the boot path's one list of them, [`Reservations`]: the map
+//! keeps them as RAM, in the direct map).
 //!
 //! [`parse`] is a plain function over a reader of physical memory (`read(addr, len)` returns
 //! exactly `len` bytes or `None`), so host tests and fuzzers run it on byte buffers. It never
@@ -14,7 +15,7 @@ pub use error::PvhError;
 
 use pvops_core::addr::PhysAddr;
 use pvops_core::boot_input::{u32_at, u64_at};
-use pvops_core::mem::{MemoryMap, RegionKind};
+use pvops_core::mem::{MemoryMap, RegionKind, Reservations};
 
 /// `XEN_HVM_START_MAGIC_VALUE`, at offset 0.
 pub const MAGIC: u32 = 0x336e_c578;
@@ -39,6 +40,8 @@ pub const MEMMAP_TYPE_RAM: u32 = 1;
 /// Most reservations listed: start_info, memmap, cmdline, modlist, each module and its
 /// command line.
 pub const MAX_RESERVATIONS: usize = 4 + 2 * MAX_MODULES;
+// Every one of them fits the boot path's list.
+const _: () = assert!(MAX_RESERVATIONS <= pvops_core::mem::MAX_RESERVATIONS);
 
 /// A boot module named by the module list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,17 +52,6 @@ pub struct Module<'a> {
     pub size: u64,
     /// Its command line ("" when absent).
     pub cmdline: &'a str,
-}
-
-/// A range of physical memory the loader's structures occupy, reserved in the memory map.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Reservation {
-    /// What it holds (`hvm_start_info`, `memmap`, `cmdline`, `modlist`, `module`, ...).
-    pub what: &'static str,
-    /// First byte.
-    pub start: u64,
-    /// Bytes.
-    pub len: u64,
 }
 
 /// A validated `hvm_start_info`.
@@ -76,14 +68,13 @@ pub struct PvhStartInfo<'a> {
     /// `memmap_entries`: entries in the loader's memory-map table.
     pub memmap_entries: u32,
     memmap_table: &'a [u8],
-    /// The memory map, with every loader structure and module reserved.
+    /// The memory map as Xen wrote it (its RAM in the direct map, loader data included).
     pub memory: MemoryMap,
     /// The command line ("" when absent).
     pub cmdline: &'a str,
     modules: [Module<'a>; MAX_MODULES],
     nr_modules: usize,
-    reservations: [Reservation; MAX_RESERVATIONS],
-    nr_reservations: usize,
+    reservations: Reservations,
 }
 
 impl<'a> PvhStartInfo<'a> {
@@ -98,25 +89,17 @@ impl<'a> PvhStartInfo<'a> {
     pub fn modules(&self) -> &[Module<'a>] {
         &self.modules[..self.nr_modules]
     }
-    /// The loader structures and modules reserved in [`PvhStartInfo::memory`], in the order
-    /// they were found.
-    pub fn reservations(&self) -> &[Reservation] {
-        &self.reservations[..self.nr_reservations]
+    /// The loader structures and modules, sorted by address: what the frame allocator must not
+    /// hand out (the PVH entry's `BootInfo::reserved`).
+    pub fn reservations(&self) -> &Reservations {
+        &self.reservations
     }
 
     fn reserve(&mut self, what: &'static str, start: u64, len: u64) -> Result<(), PvhError> {
-        if len == 0 {
-            return Ok(());
-        }
-        self.memory
-            .reserve(PhysAddr::new(start), len)
-            .map_err(|error| PvhError::Reserve { what, error })?;
         // The list has room for every structure parse() reserves (MAX_RESERVATIONS).
-        if let Some(slot) = self.reservations.get_mut(self.nr_reservations) {
-            *slot = Reservation { what, start, len };
-            self.nr_reservations += 1;
-        }
-        Ok(())
+        self.reservations
+            .add(what, PhysAddr::new(start), len)
+            .map_err(|error| PvhError::Reserve { what, error })
     }
 }
 
@@ -234,8 +217,7 @@ pub fn parse<'a>(
         cmdline,
         modules: [Module::default(); MAX_MODULES],
         nr_modules: 0,
-        reservations: [Reservation::default(); MAX_RESERVATIONS],
-        nr_reservations: 0,
+        reservations: Reservations::new(),
     };
     out.reserve("hvm_start_info", addr, INFO_LEN as u64)?;
     out.reserve("memmap", memmap, table_len as u64)?;

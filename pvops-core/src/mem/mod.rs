@@ -1,6 +1,7 @@
-//! The physical memory map: regions, sanitising a loader's map ([`MemoryMap::sanitized`]), and loader
-//! reservations ([`Reservations`]). (The frame allocator is [`crate::frame_alloc`], re-exported
-//! here.)
+//! The physical memory map: regions, sanitising a loader's map ([`MemoryMap::sanitized`]), and
+//! the loader's data kept from the frame allocator ([`Reservations`], cut out of the map's usable
+//! regions by [`MemoryMap::without`]). (The frame allocator is [`crate::frame_alloc`],
+//! re-exported here.)
 
 mod reservations;
 mod sanitize;
@@ -16,30 +17,27 @@ pub use crate::frame_alloc::{AllocError, FrameAlloc, FrameAllocator, TABLE_BITMA
 /// Most regions a [`MemoryMap`] holds (Linux's `E820_MAX_ENTRIES_ZEROPAGE`).
 pub const MAX_REGIONS: usize = 128;
 
-/// What a memory region is.
+/// What a memory region is, as the machine's memory map says: RAM or not. (What the loader
+/// put into RAM is not a kind of region: it is a [`Reservation`] of the boot information,
+/// named for its `mem: reserved` line and cut out only of what the allocator may hand out.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegionKind {
-    /// RAM the kernel may use.
+    /// RAM: the direct map covers it, and the allocator hands out what no reservation holds.
     Usable,
     /// Anything else (firmware, ACPI, MMIO holes).
     Reserved,
-    /// RAM holding what the loader handed over (its boot structures, modules): in the direct
-    /// map like any RAM, but never handed out by the frame allocator (see
-    /// [`MemoryMap::reserve`]).
-    BootData,
 }
 
 impl RegionKind {
-    /// True for RAM (usable or holding boot data): what the direct map covers.
+    /// True for RAM: what the direct map covers.
     pub const fn is_ram(self) -> bool {
-        matches!(self, RegionKind::Usable | RegionKind::BootData)
+        matches!(self, RegionKind::Usable)
     }
     /// The word the banner prints.
     pub const fn name(self) -> &'static str {
         match self {
             RegionKind::Usable => "usable",
             RegionKind::Reserved => "reserved",
-            RegionKind::BootData => "boot-data",
         }
     }
 }
@@ -165,66 +163,6 @@ impl MemoryMap {
         Ok(())
     }
 
-    /// Marks `[start, start + len)` as boot data (loader structures, modules): every usable
-    /// region it overlaps is split into usable parts and a [`RegionKind::BootData`] part, which
-    /// the direct map still covers but the allocator never hands out. Parts outside usable RAM
-    /// stay as they are; adjacent boot-data pieces merge. The map is unchanged when this fails
-    /// (too many regions, a wrapping range).
-    pub fn reserve(&mut self, start: PhysAddr, len: u64) -> Result<(), MemoryMapError> {
-        if len == 0 {
-            return Ok(());
-        }
-        let end = start
-            .as_u64()
-            .checked_add(len)
-            .ok_or(MemoryMapError::Wraps { start, len })?;
-        let mut out = MemoryMap::new();
-        for r in self.regions() {
-            if r.kind != RegionKind::Usable || end <= r.start.as_u64() || r.end() <= start.as_u64()
-            {
-                out.push_sorted(*r)?;
-                continue;
-            }
-            let (cut_start, cut_end) = (start.as_u64().max(r.start.as_u64()), end.min(r.end()));
-            let pieces = [
-                (r.start.as_u64(), cut_start, RegionKind::Usable),
-                (cut_start, cut_end, RegionKind::BootData),
-                (cut_end, r.end(), RegionKind::Usable),
-            ];
-            for (s, e, kind) in pieces {
-                if s < e {
-                    out.push_sorted(MemoryRegion {
-                        start: PhysAddr::new(s),
-                        len: e - s,
-                        kind,
-                    })?;
-                }
-            }
-        }
-        *self = out;
-        Ok(())
-    }
-
-    /// Appends a region that starts at or after the end of the last one, merging it into a
-    /// boot-data region it continues.
-    fn push_sorted(&mut self, r: MemoryRegion) -> Result<(), MemoryMapError> {
-        if let Some(last) = self.regions[..self.len].last_mut() {
-            if r.kind == RegionKind::BootData
-                && last.kind == r.kind
-                && last.end() == r.start.as_u64()
-            {
-                last.len += r.len;
-                return Ok(());
-            }
-        }
-        if self.len == MAX_REGIONS {
-            return Err(MemoryMapError::TooManyRegions);
-        }
-        self.regions[self.len] = r;
-        self.len += 1;
-        Ok(())
-    }
-
     /// The regions, sorted by start.
     pub fn regions(&self) -> &[MemoryRegion] {
         &self.regions[..self.len]
@@ -249,21 +187,21 @@ impl MemoryMap {
             .sum()
     }
 
-    /// RAM bytes (usable or boot data) below `limit`: what the direct map covers.
+    /// RAM bytes below `limit`: what the direct map covers.
     pub fn ram_bytes_below(&self, limit: u64) -> u64 {
         self.ram()
             .map(|r| r.end().min(limit).saturating_sub(r.start.as_u64()))
             .sum()
     }
 
-    /// The RAM regions (usable or boot data), sorted by start.
+    /// The RAM regions, sorted by start.
     pub fn ram(&self) -> impl Iterator<Item = &MemoryRegion> {
         self.regions().iter().filter(|r| r.kind.is_ram())
     }
 
-    /// Whole RAM frames (usable or boot data), clipped to `[0, limit)`, with adjacent regions
-    /// joined: what the direct map covers. A frame only partly boot data is mapped. Memory
-    /// beyond what a [`PhysFrame`] can number (frame 2^32 - 1 and up) is left out.
+    /// Whole RAM frames, clipped to `[0, limit)`, with adjacent regions joined: what the direct
+    /// map covers (loader data included: reservations do not change the map). Memory beyond
+    /// what a [`PhysFrame`] can number (frame 2^32 - 1 and up) is left out.
     pub fn ram_frames_below(&self, limit: u64) -> impl Iterator<Item = FrameRange> + '_ {
         let regions = self.regions();
         let mut i = 0;
@@ -357,70 +295,6 @@ pub(crate) mod tests {
         assert_eq!(m.usable_bytes_below(0x20_0000), 0x9_f000 + 0x10_0000);
     }
 
-    #[test]
-    fn reserve_splits_usable_regions_only() {
-        let mut m = map();
-        // Inside the high region: usable, reserved, usable.
-        m.reserve(PhysAddr::new(0x20_0800), 0x1000).unwrap();
-        // Straddling the end of the low region into the (absent) hole: only the RAM part.
-        m.reserve(PhysAddr::new(0x9_e000), 0x4000).unwrap();
-        let got = spans(&m);
-        use RegionKind::{BootData, Usable};
-        assert_eq!(
-            got,
-            [
-                (0, 0x9_e000, Usable),
-                (0x9_e000, 0x9_f000, BootData),
-                (0x10_0000, 0x20_0800, Usable),
-                (0x20_0800, 0x20_1800, BootData),
-                (0x20_1800, 0x80_0000, Usable),
-            ]
-        );
-        // The direct map still covers all of it, frames partly boot data included.
-        let ram: std::vec::Vec<_> = m
-            .ram_frames_below(u64::MAX)
-            .map(|r| (r.start.number(), r.end.number()))
-            .collect();
-        assert_eq!(ram, [(0, 0x9f), (0x100, 0x800)]);
-        assert_eq!(m.ram_bytes_below(u64::MAX), 0x9_f000 + 0x70_0000);
-        // Adjacent boot data merges into one region.
-        m.reserve(PhysAddr::new(0x20_1800), 0x800).unwrap();
-        assert!(m
-            .regions()
-            .iter()
-            .any(|r| r.start.as_u64() == 0x20_0800 && r.len == 0x1800 && r.kind == BootData));
-        // The allocator never hands out a frame that touches a reserved byte.
-        let frames: std::vec::Vec<_> = m.usable_frames_below(u64::MAX).collect();
-        assert!(frames.iter().all(|r| !r.contains(PhysFrame::new(0x200))
-            && !r.contains(PhysFrame::new(0x201))
-            && !r.contains(PhysFrame::new(0x9e))));
-        let before = m.clone();
-        assert_eq!(
-            m.reserve(PhysAddr::new(u64::MAX - 1), 4),
-            Err(MemoryMapError::Wraps {
-                start: PhysAddr::new(u64::MAX - 1),
-                len: 4
-            })
-        );
-        assert_eq!(m.regions(), before.regions());
-    }
-
-    #[test]
-    fn reserve_reports_a_full_map() {
-        let mut m = MemoryMap::new();
-        m.add(PhysAddr::new(0), 0x100_0000, RegionKind::Usable)
-            .unwrap();
-        let mut err = None;
-        for i in 0..MAX_REGIONS as u64 {
-            if let Err(e) = m.reserve(PhysAddr::new(0x1000 + i * 0x2000), 0x1000) {
-                err = Some(e);
-                break;
-            }
-        }
-        assert_eq!(err, Some(MemoryMapError::TooManyRegions));
-        assert!(m.regions().len() <= MAX_REGIONS);
-    }
-
     /// Found by `cargo xtask fuzz` (memory_map): a usable region above 16 TiB had its frame
     /// numbers truncated to 32 bits, so the allocator handed out frames 0.. of low memory.
     #[test]
@@ -511,6 +385,24 @@ pub(crate) mod tests {
         assert_eq!(
             frames,
             [f(0, 9), f(0xa, 0x9f), f(0x100, 0x300), f(0x303, 0x800)]
+        );
+        // The map itself is unchanged: the direct map covers the loader's data as any RAM.
+        assert_eq!(spans(&m), spans(&map()));
+        // A range straddling the end of RAM into a hole is cut where it is RAM; one in the
+        // hole changes nothing.
+        res.add("straddles", PhysAddr::new(0x9_e000), 0x4000)
+            .unwrap();
+        res.add("hole", PhysAddr::new(0xa_0000), 0x1000).unwrap();
+        let free = m.without(&res).unwrap();
+        use RegionKind::Usable;
+        assert_eq!(
+            spans(&free),
+            [
+                (0, 0x9000, Usable),
+                (0x9074, 0x9_e000, Usable),
+                (0x10_0000, 0x30_0800, Usable),
+                (0x30_2800, 0x80_0000, Usable),
+            ]
         );
         assert_eq!(
             res.add("wraps", PhysAddr::new(u64::MAX), 2),

@@ -48,7 +48,12 @@ impl fmt::Display for ReserveError {
     }
 }
 
-/// Loader memory the frame allocator must not hand out, kept sorted by start.
+/// Loader memory the frame allocator must not hand out, kept sorted by start: the one record
+/// of it, for every entry (multiboot, Xen PV, PVH fill `BootInfo::reserved` with it). The boot
+/// path prints each range as `mem: reserved <what> pa=..`, checks the kernel's own ranges
+/// against it (`BootInfo::validate`) and gives the allocator the map
+/// [`MemoryMap::without`](super::MemoryMap::without) these ranges. The memory map itself keeps
+/// them as RAM, so the direct map covers them (the kernel reads its modules through it).
 #[derive(Clone, Copy, Debug)]
 pub struct Reservations {
     list: [Reservation; MAX_RESERVATIONS],

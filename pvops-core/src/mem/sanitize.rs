@@ -53,11 +53,10 @@ impl MemoryMap {
                 .iter()
                 .filter(|e| e.len != 0 && e.start <= lo && hi <= e.start + e.len)
             {
-                // The stronger claim wins: reserved over boot data over usable RAM.
+                // The stronger claim wins: reserved over usable RAM.
                 let rank = |k: RegionKind| match k {
                     RegionKind::Usable => 0,
-                    RegionKind::BootData => 1,
-                    RegionKind::Reserved => 2,
+                    RegionKind::Reserved => 1,
                 };
                 kind = Some(match kind {
                     Some(k) if rank(k) >= rank(e.kind) => k,

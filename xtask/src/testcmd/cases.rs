@@ -169,8 +169,9 @@ impl BootCase {
 
 /// A PASS must have printed one well-formed `mem: reserved <what> pa=0x<start>-0x<end>` line
 /// for each structure its loader hands over: bare metal the multiboot info, memory map and
-/// command line (and each module); Xen PV start_info and the p2m list, a domU also its
-/// console and xenstore rings; Xen PVH hvm_start_info.
+/// command line (and the module list, each module and its string); Xen PV start_info and the
+/// p2m list, a domU also its console and xenstore rings (and the module); Xen PVH
+/// hvm_start_info, its memory map and command line (and the module list and each module).
 fn check_reserved(log: &str, platform: &str, modules: usize) -> Result<String, String> {
     let mut seen: Vec<String> = Vec::new();
     for l in log.lines() {
@@ -198,6 +199,19 @@ fn check_reserved(log: &str, platform: &str, modules: usize) -> Result<String, S
     if platform == "xen-pv" && log.contains("unprivileged (domU)") {
         want.extend(["console ring", "xenstore ring"]);
     }
+    // With modules: their list, and each one's name string (QEMU's -initrd and GRUB's
+    // `module` both pass one); PVH always has its memory map and a command line (xl writes
+    // one even when it is empty).
+    match platform {
+        "bare" if modules > 0 => want.push("multiboot module list"),
+        "xen-pvh" => {
+            want.extend(["memmap", "cmdline"]);
+            if modules > 0 {
+                want.push("modlist");
+            }
+        }
+        _ => {}
+    }
     // The M2P of frames not ours, read up to max_mfn: an unmapped entry must read as none
     // (guest-demo's probe), where it used to be a page fault.
     if platform == "xen-pv" && !log.contains("xen: m2p of frames not ours") {
@@ -212,6 +226,15 @@ fn check_reserved(log: &str, platform: &str, modules: usize) -> Result<String, S
     if mods != modules {
         return Err(format!(
             "{mods} reserved module ranges, {modules} modules passed"
+        ));
+    }
+    let strings = seen
+        .iter()
+        .filter(|s| *s == "multiboot module string")
+        .count();
+    if platform == "bare" && strings != modules {
+        return Err(format!(
+            "{strings} reserved module strings, {modules} modules passed"
         ));
     }
     Ok(format!("{} ranges reserved", seen.len()))
@@ -450,6 +473,58 @@ mod tests {
         for name in ["ok", "head", "none", "range"] {
             let _ = std::fs::remove_file(pv_module_case(name).modules[0].as_path());
         }
+    }
+
+    /// The reserved ranges of a PVH domU booted with a module, as it printed them (a
+    /// `harness::boot_domus` run with `target/test-module.bin` as its ramdisk).
+    const PVH_RESERVED: &str = "\
+mem: reserved module pa=0x3b9000-0x3ba388
+mem: reserved hvm_start_info pa=0x3bb000-0x3bb038
+mem: reserved cmdline pa=0x3bb038-0x3bb039
+mem: reserved modlist pa=0x3bb040-0x3bb060
+mem: reserved memmap pa=0x3bb880-0x3bb8f8
+";
+
+    #[test]
+    fn every_structure_of_the_loader_must_be_reserved() {
+        assert_eq!(
+            check_reserved(PVH_RESERVED, "xen-pvh", 1),
+            Ok("5 ranges reserved".into())
+        );
+        for gone in ["modlist", "memmap", "cmdline"] {
+            let log: String = PVH_RESERVED
+                .lines()
+                .filter(|l| !l.contains(&format!(" {gone} pa=")))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            assert_eq!(
+                check_reserved(&log, "xen-pvh", 1),
+                Err(format!("no `mem: reserved {gone} pa=..` line")),
+            );
+        }
+        // A native boot with one module (`cargo xtask demo native --module
+        // target/test-module.bin`: the lines QEMU's loader gave).
+        let native = "\
+mem: reserved multiboot mmap pa=0x9000-0x9090
+mem: reserved multiboot info pa=0x9500-0x9574
+mem: reserved multiboot module list pa=0x3b9000-0x3b9010
+mem: reserved multiboot module string pa=0x3b9010-0x3b9027
+mem: reserved multiboot cmdline pa=0x3b9027-0x3b904d
+mem: reserved multiboot module pa=0x3ba000-0x3bb388
+";
+        assert_eq!(
+            check_reserved(native, "bare", 1),
+            Ok("6 ranges reserved".into())
+        );
+        let no_string: String = native
+            .lines()
+            .filter(|l| !l.contains("module string"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            check_reserved(&no_string, "bare", 1),
+            Err("0 reserved module strings, 1 modules passed".into())
+        );
     }
 
     #[test]
