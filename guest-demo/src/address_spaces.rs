@@ -154,6 +154,24 @@ pub fn run<P: Platform>(
     Ok(done)
 }
 
+/// A fresh frame holding `pattern(version, 0, ..)`, and its machine frame.
+fn filled_frame<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    version: u32,
+) -> Result<(PhysFrame, MachineFrame), StageError<P::Error>> {
+    let frame = alloc.alloc()?;
+    let Some(ptr) = p.frame_ptr(frame) else {
+        alloc.free(frame)?;
+        return Err(StageError::from(MapError::Unreachable(frame)));
+    };
+    for i in 0..PAGE_SIZE as usize {
+        // SAFETY: our fresh frame, reachable through the direct map.
+        unsafe { ptr.add(i).write_volatile(pattern(version, 0, i)) };
+    }
+    Ok((frame, mfn_of(p, frame)?))
+}
+
 fn round_trips<P: Platform>(
     p: &mut P,
     alloc: &mut FrameAllocator,
@@ -161,15 +179,7 @@ fn round_trips<P: Platform>(
     done: &mut Done,
 ) -> Result<(), StageError<P::Error>> {
     let id = spaces.create(p, alloc)?;
-    let frame = alloc.alloc()?;
-    let ptr = p
-        .frame_ptr(frame)
-        .ok_or(StageError::from(MapError::Unreachable(frame)))?;
-    for i in 0..PAGE_SIZE as usize {
-        // SAFETY: our fresh frame, reachable through the direct map.
-        unsafe { ptr.add(i).write_volatile(pattern(0, 0, i)) };
-    }
-    let mfn = mfn_of(p, frame)?;
+    let (frame, mfn) = filled_frame(p, alloc, 0)?;
     // SAFETY: the space is new; PRIVATE_VA is its own. Not live: the switch loads cr3.
     unsafe { spaces.map_page(p, alloc, id, PRIVATE_VA, mfn, KERNEL_RW) }?.ignore();
     // SAFETY: the frame is freed below only after both spaces unmapped it.
@@ -189,15 +199,7 @@ fn round_trips<P: Platform>(
     // the source is live.
     spaces.switch_to(p, Target::Space(child))?;
     spaces.switch_to(p, Target::Space(id))?;
-    let copy = alloc.alloc()?;
-    let copy_ptr = p
-        .frame_ptr(copy)
-        .ok_or(StageError::from(MapError::Unreachable(copy)))?;
-    for i in 0..PAGE_SIZE as usize {
-        // SAFETY: our fresh frame, reachable through the direct map.
-        unsafe { copy_ptr.add(i).write_volatile(pattern(1, 0, i)) };
-    }
-    let copy_mfn = mfn_of(p, copy)?;
+    let (copy, copy_mfn) = filled_frame(p, alloc, 1)?;
     // SAFETY: the duplicate is not live (a cr3 load flushes); its page maps its own copy.
     unsafe { spaces.remap_page(p, child, PRIVATE_VA, copy_mfn, KERNEL_RW) }?
         .1

@@ -351,6 +351,24 @@ pub unsafe fn map_page<P: Platform, A: FrameAlloc + ?Sized>(
     Ok(TlbFlush(va.page_base()))
 }
 
+/// The walk to the 4 KiB page mapped at `va` and the frame it maps; a 2 MiB page or an
+/// unmapped `va` is an error.
+fn mapped_page<P: Platform>(
+    p: &P,
+    root: PhysFrame,
+    va: VirtAddr,
+) -> Result<(Walked, MachineFrame), MapError<P::Error>> {
+    let w = walk(p, root, va)?;
+    if !w.is_page() {
+        return Err(match w.is_huge() {
+            true => MapError::HugePage(va),
+            false => MapError::NotMapped(va),
+        });
+    }
+    let frame = w.entry.frame().ok_or(MapError::BadEntry(w.entry))?;
+    Ok((w, frame))
+}
+
 /// Unmaps the page at `va`, returning the machine frame it mapped.
 ///
 /// # Safety
@@ -360,14 +378,7 @@ pub unsafe fn unmap_page<P: Platform>(
     root: PhysFrame,
     va: VirtAddr,
 ) -> Result<(MachineFrame, TlbFlush), MapError<P::Error>> {
-    let w = walk(p, root, va)?;
-    if !w.is_page() {
-        return Err(match w.is_huge() {
-            true => MapError::HugePage(va),
-            false => MapError::NotMapped(va),
-        });
-    }
-    let frame = w.entry.frame().ok_or(MapError::BadEntry(w.entry))?;
+    let (w, frame) = mapped_page(p, root, va)?;
     // SAFETY: the caller gave up `va`.
     unsafe { p.pte_clear(w.slot) }.map_err(MapError::Backend)?;
     Ok((frame, TlbFlush(va.page_base())))
@@ -389,14 +400,7 @@ pub unsafe fn remap_page<P: Platform>(
     frame: MachineFrame,
     flags: PteFlags,
 ) -> Result<(MachineFrame, TlbFlush), MapError<P::Error>> {
-    let w = walk(p, root, va)?;
-    if !w.is_page() {
-        return Err(match w.is_huge() {
-            true => MapError::HugePage(va),
-            false => MapError::NotMapped(va),
-        });
-    }
-    let old = w.entry.frame().ok_or(MapError::BadEntry(w.entry))?;
+    let (w, old) = mapped_page(p, root, va)?;
     let new = PageTableEntry::new(frame, flags | PteFlags::PRESENT);
     // SAFETY: the caller gave up the old mapping and vouches for the new one; the slot is an
     // L1 entry found by the walk.
@@ -425,23 +429,9 @@ pub unsafe fn protect_range<P: Platform>(
     let flags = flags | PteFlags::PRESENT;
     let mut lazy = LazyMmu::enter(p);
     for (_, at, n) in chunks(va, pages) {
-        let w = walk::walk_to(&Tables(&*lazy), root, at)?;
-        if w.level != Level::L1 {
-            return Err(match w.is_huge() {
-                true => MapError::HugePage(at),
-                false => MapError::NotMapped(at),
-            });
-        }
+        let chunk = mapped_chunk(&*lazy, root, at, n)?;
         for i in 0..n {
-            let s = slot_after(w.slot, i, at)?;
-            let e = read_entry(&*lazy, s.table(), s.index())?;
-            if !e.is_present() {
-                return Err(MapError::NotMapped(at.wrapping_add((i as u32) << 12)));
-            }
-            e.frame().ok_or(MapError::BadEntry(e))?;
-        }
-        for i in 0..n {
-            let s = slot_after(w.slot, i, at)?;
+            let s = slot_after(chunk, i, at)?;
             let e = read_entry(&*lazy, s.table(), s.index())?;
             if e.flags() == flags {
                 continue;
@@ -483,6 +473,33 @@ fn chunks(va: VirtAddr, pages: usize) -> impl Iterator<Item = (usize, VirtAddr, 
         done += n;
         Some(chunk)
     })
+}
+
+/// The L1 slot of the first of `n` pages from `at` (all in one L1), once each of them is
+/// found mapped; otherwise the first that is not ([`MapError::NotMapped`], or
+/// [`MapError::HugePage`] under a 2 MiB page).
+fn mapped_chunk<P: Platform>(
+    p: &P,
+    root: PhysFrame,
+    at: VirtAddr,
+    n: usize,
+) -> Result<EntrySlot, MapError<P::Error>> {
+    let w = walk::walk_to(&Tables(p), root, at)?;
+    if w.level != Level::L1 {
+        return Err(match w.is_huge() {
+            true => MapError::HugePage(at),
+            false => MapError::NotMapped(at),
+        });
+    }
+    for i in 0..n {
+        let s = slot_after(w.slot, i, at)?;
+        let e = read_entry(p, s.table(), s.index())?;
+        if !e.is_present() {
+            return Err(MapError::NotMapped(at.wrapping_add((i as u32) << 12)));
+        }
+        e.frame().ok_or(MapError::BadEntry(e))?;
+    }
+    Ok(w.slot)
 }
 
 fn check_range<E>(va: VirtAddr, pages: usize) -> Result<(), MapError<E>> {
@@ -565,20 +582,9 @@ pub unsafe fn unmap_range<P: Platform>(
     check_range(va, pages)?;
     let mut lazy = LazyMmu::enter(p);
     for (first, at, n) in chunks(va, pages) {
-        let w = walk::walk_to(&Tables(&*lazy), root, at)?;
-        if w.level != Level::L1 {
-            return Err(MapError::NotMapped(at));
-        }
+        let chunk = mapped_chunk(&*lazy, root, at, n)?;
         for i in 0..n {
-            let s = slot_after(w.slot, i, at)?;
-            let e = read_entry(&*lazy, s.table(), s.index())?;
-            if !e.is_present() {
-                return Err(MapError::NotMapped(at.wrapping_add((i as u32) << 12)));
-            }
-            e.frame().ok_or(MapError::BadEntry(e))?;
-        }
-        for i in 0..n {
-            let s = slot_after(w.slot, i, at)?;
+            let s = slot_after(chunk, i, at)?;
             let old = read_entry(&*lazy, s.table(), s.index())?;
             // SAFETY: the caller gave up the range.
             unsafe { lazy.pte_clear(s) }.map_err(MapError::Backend)?;

@@ -561,6 +561,32 @@ fn fork_source<P: Platform>(
     (a, frames)
 }
 
+/// Unmaps the fork tests' pages in each of `ids` (none live), destroys them and frees
+/// `frames` (each once, now that no space maps it).
+fn tear_down<P: Platform>(
+    p: &mut P,
+    alloc: &mut FrameAllocator,
+    spaces: &mut AddressSpaces,
+    ids: &[SpaceId],
+    frames: Vec<PhysFrame>,
+) where
+    P::Error: core::fmt::Debug,
+{
+    for id in ids {
+        for (va, _, _) in FORK_PAGES {
+            // SAFETY: not live, nothing uses it.
+            unsafe { spaces.unmap_page(p, *id, VirtAddr::new(va)) }
+                .unwrap()
+                .1
+                .ignore();
+        }
+        spaces.destroy(p, alloc, *id).unwrap();
+    }
+    for f in frames {
+        alloc.free(f).unwrap();
+    }
+}
+
 fn entry_in<P: Platform>(
     p: &P,
     spaces: &AddressSpaces,
@@ -650,19 +676,13 @@ where
         unsafe { spaces.duplicate(p, alloc, child, Duplicate::CopyOnWrite) }.unwrap();
     assert!(!flush.is_needed());
     flush.ignore();
-    for id in [a, shared, child, grandchild] {
-        for (va, _, _) in FORK_PAGES {
-            // SAFETY: not live, nothing uses it.
-            unsafe { spaces.unmap_page(p, id, VirtAddr::new(va)) }
-                .unwrap()
-                .1
-                .ignore();
-        }
-        spaces.destroy(p, alloc, id).unwrap();
-    }
-    for f in frames {
-        alloc.free(f).unwrap();
-    }
+    tear_down(
+        p,
+        alloc,
+        &mut spaces,
+        &[a, shared, child, grandchild],
+        frames,
+    );
     assert_eq!(alloc.available(), before, "every frame back");
     cow_calls
 }
@@ -712,17 +732,7 @@ fn duplicate_failing(inject: impl FnOnce(&mut XenModel, u64)) -> bool {
     }
     assert_eq!(alloc.available(), before, "frames back");
     spaces.switch_to(mmu, Target::Kernel).unwrap();
-    for (va, _, _) in FORK_PAGES {
-        // SAFETY: not live.
-        unsafe { spaces.unmap_page(mmu, a, VirtAddr::new(va)) }
-            .unwrap()
-            .1
-            .ignore();
-    }
-    spaces.destroy(mmu, alloc, a).unwrap();
-    for f in frames {
-        alloc.free(f).unwrap();
-    }
+    tear_down(mmu, alloc, &mut spaces, &[a], frames);
     check_model(run.mmu.as_mut().unwrap());
     let problems = run.model().audit();
     assert_eq!(problems, Vec::<String>::new());
@@ -852,19 +862,8 @@ where
         "{r:?}"
     );
     spaces.switch_to(p, Target::Kernel).unwrap();
-    for id in [a, child] {
-        for (va, _, _) in FORK_PAGES {
-            // SAFETY: not live, nothing uses it.
-            unsafe { spaces.unmap_page(p, id, VirtAddr::new(va)) }
-                .unwrap()
-                .1
-                .ignore();
-        }
-        spaces.destroy(p, alloc, id).unwrap();
-    }
-    for f in frames.into_iter().chain([g]) {
-        alloc.free(f).unwrap();
-    }
+    tear_down(p, alloc, &mut spaces, &[a, child], frames);
+    alloc.free(g).unwrap();
     assert_eq!(alloc.available(), before, "every frame back");
 }
 

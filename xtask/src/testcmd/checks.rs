@@ -208,3 +208,35 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// Most bytes one function of the debug build may put on the stack: a quarter of the 256 KiB
+/// boot stacks (native, PVH, Xen PV), which have no guard page. backend-xen's entry once
+/// took 272 KiB there (a `XenMmu` moved by value) and the domain died.
+const MAX_DEBUG_FRAME: u32 = 64 * 1024;
+
+/// The unoptimised build's stack frames, read from its prologues: none above
+/// [`MAX_DEBUG_FRAME`]; prints the largest.
+pub(super) fn debug_frames(debug_elf: &Path) -> Res<()> {
+    step(
+        "debug build: no stack frame above 64 KiB (the boot stacks are 256 KiB, unguarded)",
+        || {
+            let frames = kernel::stack_frames(debug_elf)?;
+            for (n, f) in frames.iter().take(3) {
+                eprintln!("    {n:>7} bytes  {f}");
+            }
+            let over: Vec<String> = frames
+                .iter()
+                .filter(|(n, _)| *n > MAX_DEBUG_FRAME)
+                .map(|(n, f)| format!("{f} ({n} bytes)"))
+                .collect();
+            if over.is_empty() {
+                Ok(())
+            } else {
+                Err(HarnessError(format!(
+                    "stack frames above {MAX_DEBUG_FRAME} bytes: {}",
+                    over.join(", ")
+                )))
+            }
+        },
+    )
+}

@@ -53,6 +53,7 @@ pub(crate) fn cmd_test() -> Res<Verdict> {
     })?;
 
     checks::codegen(&elf)?;
+    checks::debug_frames(&debug_elf)?;
     // The one module file of every module case (native multiboot modules, domU ramdisks).
     let module = util::root().join(TEST_MODULE);
     std::fs::write(&module, test_module_bytes())
