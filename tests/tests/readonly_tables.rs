@@ -12,8 +12,9 @@ use pvops_core::paging::{Level, PteFlags, KERNEL_RW};
 use pvops_core::MmuOps;
 use pvops_tests::xen_model::{boot_mib, DomainConfig, ModelAccess, XenDomain, XenModel};
 
-/// A 64 MiB domU booted up to `build_direct_map` (the kernel's root built, not live).
-fn up_to_the_direct_map() -> (XenMmu<XenModel>, Box<BootState>, PhysFrame) {
+/// A 64 MiB domU booted up to `build_direct_map` (the kernel's root built, not live), and
+/// the M2P lookups the boot made.
+fn up_to_the_direct_map() -> (XenMmu<XenModel>, Box<BootState>, PhysFrame, u64) {
     let dom = DomainConfig::new(64).build();
     let facts = dom.facts().expect("start_info");
     let XenDomain {
@@ -26,6 +27,7 @@ fn up_to_the_direct_map() -> (XenMmu<XenModel>, Box<BootState>, PhysFrame) {
     let info = backend_xen::boot_info(&mmu, &facts, image, table_pool);
     let mut state = Box::new(BootState::new());
     let mut log = String::new();
+    let before = mmu.hypervisor().m2p_lookups();
     let r = boot_until(
         &mut mmu,
         &info,
@@ -35,7 +37,8 @@ fn up_to_the_direct_map() -> (XenMmu<XenModel>, Box<BootState>, PhysFrame) {
         Stage::BuildDirectMap,
     )
     .unwrap_or_else(|e| panic!("{e}\n{log}"));
-    (mmu, state, r.root)
+    let lookups = mmu.hypervisor().m2p_lookups() - before;
+    (mmu, state, r.root, lookups)
 }
 
 /// `boot_until(BuildDirectMap)`, then `map_page` into the new root: the L1 it allocates had
@@ -43,7 +46,7 @@ fn up_to_the_direct_map() -> (XenMmu<XenModel>, Box<BootState>, PhysFrame) {
 /// writable there and Xen (the model) refused the pin with EBUSY.
 #[test]
 fn a_table_made_after_its_direct_map_pte_is_read_only_before_the_pin() {
-    let (mut mmu, mut state, root) = up_to_the_direct_map();
+    let (mut mmu, mut state, root, _) = up_to_the_direct_map();
     let va = mmu.layout().scratch_area;
     let f = state.alloc.alloc().unwrap();
     let mfn = mmu.phys_to_machine(f).unwrap();
@@ -131,29 +134,7 @@ fn release_pt_flushes_the_page_it_made_writable() {
 /// page table are looked up.
 #[test]
 fn the_direct_map_does_not_look_up_every_frame_in_the_m2p() {
-    let dom = DomainConfig::new(64).build();
-    let facts = dom.facts().expect("start_info");
-    let XenDomain {
-        model,
-        image,
-        table_pool,
-        ..
-    } = dom;
-    let mut mmu = XenMmu::new(model, &facts, &XenOptions::default()).expect("XenMmu::new");
-    let info = backend_xen::boot_info(&mmu, &facts, image, table_pool);
-    let mut state = Box::new(BootState::new());
-    let mut log = String::new();
-    let before = mmu.hypervisor().m2p_lookups();
-    boot_until(
-        &mut mmu,
-        &info,
-        BootOptions::default(),
-        &mut state,
-        &mut log,
-        Stage::BuildDirectMap,
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{log}"));
-    let lookups = mmu.hypervisor().m2p_lookups() - before;
+    let (_, _, _, lookups) = up_to_the_direct_map();
     assert!(
         lookups < 16_384 / 20,
         "the boot up to build_direct_map made {lookups} M2P lookups for 16,384 PTEs"
