@@ -289,11 +289,9 @@ impl AddressSpaces {
         let src_root = self.root(Target::Space(src))?;
         let copy = self.create(p, alloc)?;
         let dst_root = self.root(Target::Space(copy))?;
-        let live = p.read_cr3() == src_root;
-        // (write-protected any entry, any of them global: a cr3 load does not flush those)
-        let mut protected = (false, false);
-        let r = self.copy_private_half(p, alloc, src_root, dst_root, mode, &mut protected);
-        let flush = TlbFlushAll::new((live && protected.0) || protected.1);
+        let mut stale = false;
+        let r = self.copy_private_half(p, alloc, src_root, dst_root, mode, &mut stale);
+        let flush = TlbFlushAll::new(stale);
         match r {
             Ok(()) => Ok((copy, flush)),
             Err(e) => {
@@ -311,8 +309,9 @@ impl AddressSpaces {
         src_root: PhysFrame,
         dst_root: PhysFrame,
         mode: Duplicate,
-        protected: &mut (bool, bool),
+        stale: &mut bool,
     ) -> Res<(), P::Error> {
+        let live = p.read_cr3() == src_root;
         let mut lazy = LazyMmu::enter(p);
         for i in PdptIndex::all().take(self.first_kernel_slot) {
             let src_l2 = Self::l2_of(&*lazy, src_root, i)?;
@@ -338,8 +337,9 @@ impl AddressSpaces {
                             // the flush is owed to the caller.
                             unsafe { lazy.set_pte_atomic(slot, pte.with_flags(flags)) }
                                 .map_err(MapError::Backend)?;
-                            protected.0 = true;
-                            protected.1 |= flags.contains(PteFlags::GLOBAL);
+                            // The TLB may hold the old entry: src is live, or the entry
+                            // is global (a cr3 load does not flush those).
+                            *stale |= live || flags.contains(PteFlags::GLOBAL);
                         }
                         // SAFETY: a private, announced L1 not linked anywhere yet; entry k
                         // is empty (fresh table).
@@ -477,8 +477,13 @@ impl AddressSpaces {
         Ok(())
     }
 
+    /// The last page of `pages` pages from `va` (wraps past 4 GiB: the callers check).
+    fn last_page(va: VirtAddr, pages: usize) -> VirtAddr {
+        va.wrapping_add((pages.max(1) as u32 - 1) << 12)
+    }
+
     fn kernel_va<E>(&self, va: VirtAddr, pages: usize) -> Res<(), E> {
-        let last = va.wrapping_add((pages.max(1) as u32 - 1) << 12);
+        let last = Self::last_page(va, pages);
         if va.l3_index().get() < self.first_kernel_slot || last.as_u32() < va.as_u32() {
             return Err(SpaceError::UserHalf(va));
         }
@@ -553,8 +558,7 @@ impl AddressSpaces {
         flags: PteFlags,
     ) -> Res<TlbFlushRange, P::Error> {
         self.user_va(va)?;
-        let last = va.wrapping_add((pages.max(1) as u32 - 1) << 12);
-        self.user_va(last)?;
+        self.user_va(Self::last_page(va, pages))?;
         let root = self.root(Target::Space(id))?;
         // SAFETY: forwarded.
         Ok(unsafe { mapper::protect_range(p, root, va, pages, flags) }?)
